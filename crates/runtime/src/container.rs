@@ -1,0 +1,611 @@
+//! Lifecycle verbs: create, start, run, kill, delete, state, list.
+//!
+//! The state rules live in one place ([`require`]): start needs `created`,
+//! kill needs a live container, delete needs `stopped` unless forced.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Context, Error, Result};
+use crate::hooks;
+use crate::init::{self, InitArgs};
+use crate::log;
+use crate::plan::{self, NsKind, Plan};
+use crate::state::{self, State, StateDir, Status};
+use crate::sync::{Channel, Msg};
+use crate::sys;
+
+/// Options of `create` (and `run`), as runc names them.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOpts {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub root: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+}
+
+/// A container just created by this process.
+pub struct Created {
+    pub dir: StateDir,
+    pub state: State,
+    pub pidfd: OwnedFd,
+    /// Keeps the foreground `run`'s pty master when it proxies a terminal.
+    pub console_master: Option<OwnedFd>,
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        Ok(p.to_path_buf())
+    } else {
+        Ok(std::env::current_dir().ctx(|| "getcwd".into())?.join(p))
+    }
+}
+
+/// Undo a half-made container: kill the init, remove the state dir.
+struct Cleanup<'a> {
+    dir: &'a StateDir,
+    child: Option<(libc::pid_t, BorrowedFd<'a>)>,
+    armed: bool,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some((pid, fd)) = self.child {
+            let _ = sys::pidfd_send_signal(fd, libc::SIGKILL);
+            let _ = sys::waitpid(pid, 0);
+        }
+        let _ = self.dir.remove();
+    }
+}
+
+fn write_file(path: &Path, data: &str) -> std::io::Result<()> {
+    std::fs::write(path, data)
+}
+
+fn id_map_text(maps: &[plan::IdMap]) -> String {
+    maps.iter()
+        .map(|m| format!("{} {} {}\n", m.container, m.host, m.size))
+        .collect()
+}
+
+/// Open and type-check every namespace path before anything is created.
+fn open_joins(plan: &Plan) -> Result<Vec<(NsKind, OwnedFd)>> {
+    let mut out = Vec::new();
+    for (kind, path) in &plan.ns.join {
+        let fd = sys::openat(None, path, libc::O_RDONLY, 0)
+            .ctx(|| format!("open {} namespace {}", kind.spec_name(), path.display()))?;
+        let t = sys::ns_type(fd.as_fd())
+            .ctx(|| format!("{} is not a namespace file", path.display()))?;
+        if t != kind.flag() {
+            let actual = NsKind::ALL
+                .iter()
+                .find(|k| k.flag() == t)
+                .map_or("unknown", |k| k.spec_name());
+            return Err(Error::Spec {
+                field: "linux.namespaces".into(),
+                msg: format!(
+                    "{} is a {actual} namespace, not a {} namespace",
+                    path.display(),
+                    kind.spec_name()
+                ),
+            });
+        }
+        out.push((*kind, fd));
+    }
+    // The user namespace is joined first.
+    out.sort_by_key(|(k, _)| (*k != NsKind::User, *k == NsKind::Mount));
+    Ok(out)
+}
+
+/// `create`: set everything up; the user process waits for `start`.
+pub fn create(opts: &CreateOpts) -> Result<Created> {
+    create_inner(opts, false)
+}
+
+fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
+    let bundle = absolute(&opts.bundle)?;
+    let dir = StateDir::new(&opts.root, &opts.id)?;
+    let spec = plan::load_spec(&bundle)?;
+    let plan = Plan::from_spec(&spec, &bundle)?;
+    let process = plan
+        .process
+        .clone()
+        .ok_or_else(|| plan_err("process", "missing: there is nothing to run"))?;
+    if process.terminal && opts.console_socket.is_none() && !foreground {
+        return Err(plan_err(
+            "process.terminal",
+            "a terminal needs --console-socket when the runtime does not stay attached",
+        ));
+    }
+    if !process.terminal && opts.console_socket.is_some() {
+        return Err(Error::Other(
+            "--console-socket is only for containers with process.terminal: true".into(),
+        ));
+    }
+    let seccomp = match &plan.seccomp {
+        Some(s) => Some(crate::seccomp::compile(s)?),
+        None => None,
+    };
+    let joins = open_joins(&plan)?;
+    if dir.exists() || dir.dir.exists() {
+        return Err(Error::Exists(opts.id.clone()));
+    }
+
+    // Everything checkable is checked; from here on, undo on failure.
+    dir.create()?;
+    let mut cleanup = Cleanup {
+        dir: &dir,
+        child: None,
+        armed: true,
+    };
+
+    let fifo_path = dir.fifo();
+    sys::mkfifo(&fifo_path, 0o622).ctx(|| format!("mkfifo {}", fifo_path.display()))?;
+    sys::chmod(&fifo_path, 0o622).ctx(|| "chmod exec fifo".into())?;
+    if let (Some(u), Some(g)) = (plan.host_uid(0), plan.host_gid(0)) {
+        let _ = std::os::unix::fs::chown(&fifo_path, Some(u), Some(g));
+    }
+    let fifo = sys::openat(None, &fifo_path, libc::O_PATH, 0).ctx(|| "open exec fifo".into())?;
+
+    // The console socket: the caller's path, or our own pair for `run -t`.
+    let mut own_console: Option<OwnedFd> = None;
+    let console: Option<OwnedFd> = if let Some(p) = &opts.console_socket {
+        let s = std::os::unix::net::UnixStream::connect(p)
+            .ctx(|| format!("connect to console socket {}", p.display()))?;
+        Some(OwnedFd::from(s))
+    } else if process.terminal {
+        let (a, b) = sys::socketpair_seqpacket().ctx(|| "console socketpair".into())?;
+        own_console = Some(a);
+        Some(b)
+    } else {
+        None
+    };
+
+    let (parent_sock, child_sock) = sys::socketpair_seqpacket().ctx(|| "sync socketpair".into())?;
+
+    // pid and time namespaces apply to children only: the parent enters (or
+    // creates) them just for the clone and goes back right after.
+    let mut restore: Vec<(OwnedFd, i32)> = Vec::new();
+    let mut child_joins: Vec<(NsKind, OwnedFd)> = Vec::new();
+    for (kind, fd) in joins {
+        if matches!(kind, NsKind::Pid | NsKind::Time) {
+            let own = sys::openat(
+                None,
+                Path::new(if kind == NsKind::Pid {
+                    "/proc/self/ns/pid"
+                } else {
+                    "/proc/self/ns/time"
+                }),
+                libc::O_RDONLY,
+                0,
+            )
+            .ctx(|| "open own namespace".into())?;
+            sys::setns(fd.as_fd(), kind.flag()).ctx(|| {
+                format!(
+                    "join {} namespace {:?}",
+                    kind.spec_name(),
+                    plan.ns.joined(kind)
+                )
+            })?;
+            restore.push((own, kind.flag()));
+        } else {
+            child_joins.push((kind, fd));
+        }
+    }
+    if plan.ns.is_new(NsKind::Time) {
+        let own = sys::openat(None, Path::new("/proc/self/ns/time"), libc::O_RDONLY, 0)
+            .ctx(|| "open own time namespace".into())?;
+        sys::unshare(libc::CLONE_NEWTIME).ctx(|| "unshare time namespace".into())?;
+        restore.push((own, libc::CLONE_NEWTIME));
+        let t = plan.time_offsets.unwrap_or_default();
+        let text = format!(
+            "monotonic {} {}\nboottime {} {}\n",
+            t.monotonic.0, t.monotonic.1, t.boottime.0, t.boottime.1
+        );
+        write_file(Path::new("/proc/self/timens_offsets"), &text)
+            .ctx(|| "linux.timeOffsets: write /proc/self/timens_offsets".into())?;
+    }
+
+    let mut clone_flags: u64 = 0;
+    if plan.ns.joined(NsKind::User).is_none() {
+        for k in &plan.ns.new {
+            if *k != NsKind::Time {
+                clone_flags |= k.flag() as u64;
+            }
+        }
+    }
+
+    // Block signals before the child exists so none is lost between clone
+    // and the signalfd of `run`; the init restores the caller's mask.
+    let old_mask = sys::block_all_signals().ctx(|| "block signals".into())?;
+
+    let forked = sys::clone3_fork(clone_flags);
+    let (mut pid, pidfd) = match forked {
+        Err(e) => {
+            let _ = sys::set_sigmask(&old_mask);
+            return Err(e).ctx(|| "clone the container init".into());
+        }
+        Ok(sys::Forked::Child) => {
+            drop(parent_sock);
+            let chan = Channel::new(child_sock);
+            init::main(InitArgs {
+                id: &opts.id,
+                plan: &plan,
+                process: &process,
+                chan: &chan,
+                fifo: fifo.as_fd(),
+                console: console.as_ref().map(|c| c.as_fd()),
+                joins: &child_joins,
+                no_pivot: opts.no_pivot,
+                no_new_keyring: opts.no_new_keyring,
+                preserve_fds: opts.preserve_fds,
+                sigmask: old_mask,
+                seccomp: seccomp.as_ref(),
+            })
+        }
+        Ok(sys::Forked::Parent { pid, pidfd }) => (pid, pidfd),
+    };
+    if !foreground {
+        // `create` and `run -d` have no signals to forward.
+        let _ = sys::set_sigmask(&old_mask);
+    }
+    for (fd, flag) in restore.into_iter().rev() {
+        sys::setns(fd.as_fd(), flag).ctx(|| "return to the runtime's namespaces".into())?;
+    }
+    drop(child_sock);
+    drop(console);
+    let chan = Channel::new(parent_sock);
+    // Leak-free borrow for the cleanup guard: the pidfd lives until return.
+    // SAFETY: pidfd outlives `cleanup` (both are locals; cleanup is disarmed
+    // or dropped before pidfd is moved out at the end of this function).
+    let pidfd_b = unsafe { BorrowedFd::borrow_raw(pidfd.as_raw_fd()) };
+    cleanup.child = Some((pid, pidfd_b));
+
+    let mut st = State {
+        oci_version: plan.oci_version.clone(),
+        id: opts.id.clone(),
+        status: Status::Creating,
+        pid,
+        bundle: bundle.clone(),
+        rootfs: plan.rootfs.clone(),
+        created: state::now_rfc3339(),
+        owner: String::new(),
+        annotations: plan.annotations.clone(),
+        init_start_time: state::proc_stat(pid).map(|s| s.start_time).unwrap_or(0),
+        own_pidns: plan.ns.is_new(NsKind::Pid),
+        poststop: plan.hooks.poststop.clone(),
+        cgroup: None,
+    };
+    dir.save(&st)?;
+
+    if let Some(adj) = process.oom_score_adj {
+        write_file(
+            Path::new(&format!("/proc/{pid}/oom_score_adj")),
+            &adj.to_string(),
+        )
+        .ctx(|| format!("process.oomScoreAdj: write {adj}"))?;
+    }
+    if plan.ns.is_new(NsKind::User) && plan.ns.joined(NsKind::User).is_none() {
+        write_file(
+            Path::new(&format!("/proc/{pid}/uid_map")),
+            &id_map_text(&plan.uid_maps),
+        )
+        .ctx(|| "write uid_map (linux.uidMappings)".into())?;
+        write_file(
+            Path::new(&format!("/proc/{pid}/gid_map")),
+            &id_map_text(&plan.gid_maps),
+        )
+        .ctx(|| "write gid_map (linux.gidMappings)".into())?;
+    }
+    chan.send(&Msg::Go(pid))
+        .ctx(|| "sync with container init".into())?;
+
+    // A joined user namespace with a new pid namespace forks once more.
+    let mut final_pidfd = None;
+    if plan.ns.joined(NsKind::User).is_some() && plan.ns.is_new(NsKind::Pid) {
+        let Msg::InitPid(gc) = chan.expect("init-pid")? else {
+            unreachable!()
+        };
+        let _ = sys::waitpid(pid, 0);
+        let gfd = sys::pidfd_open(gc).ctx(|| "pidfd_open init".into())?;
+        pid = gc;
+        st.pid = gc;
+        st.init_start_time = state::proc_stat(gc).map(|s| s.start_time).unwrap_or(0);
+        dir.save(&st)?;
+        chan.send(&Msg::Go(gc))
+            .ctx(|| "sync with container init".into())?;
+        // SAFETY: as above, the new pidfd outlives the guard.
+        cleanup.child = Some((gc, unsafe { BorrowedFd::borrow_raw(gfd.as_raw_fd()) }));
+        final_pidfd = Some(gfd);
+    }
+
+    chan.expect("hooks-request")?;
+    let hook_state = st.spec_json(Status::Creating).to_string().into_bytes();
+    hooks::run_hooks("prestart", &plan.hooks.prestart, &hook_state, true)?;
+    hooks::run_hooks(
+        "createRuntime",
+        &plan.hooks.create_runtime,
+        &hook_state,
+        true,
+    )?;
+    chan.send(&Msg::HooksDone)
+        .ctx(|| "sync with container init".into())?;
+
+    let console_master = match own_console {
+        Some(sock) => {
+            let (_, master) = sys::recv_fd(sock.as_fd()).ctx(|| "receive the pty master".into())?;
+            Some(master)
+        }
+        None => None,
+    };
+    chan.expect("ready")?;
+
+    st.status = Status::Created;
+    dir.save(&st)?;
+    if let Some(pf) = &opts.pid_file {
+        let pf = absolute(pf)?;
+        state::atomic_write(&pf, pid.to_string().as_bytes(), 0o644)?;
+    }
+    cleanup.armed = false;
+    drop(cleanup);
+    log::debug(&format!(
+        "created container {} with init pid {pid}",
+        opts.id
+    ));
+    Ok(Created {
+        dir,
+        state: st,
+        pidfd: final_pidfd.unwrap_or(pidfd),
+        console_master,
+    })
+}
+
+fn plan_err(field: &str, msg: &str) -> Error {
+    crate::error::spec_err(field, msg)
+}
+
+/// Load a container and its current status.
+pub fn load(root: &Path, id: &str) -> Result<(StateDir, State, Status)> {
+    let dir = StateDir::new(root, id)?;
+    let st = dir.load()?;
+    let status = state::derive_status(&dir, &st, |_| false);
+    Ok((dir, st, status))
+}
+
+/// The state rules, in one place.
+fn require(op: &str, id: &str, status: Status) -> Result<()> {
+    let ok = match op {
+        "start" => status == Status::Created,
+        "kill" => matches!(status, Status::Created | Status::Running | Status::Paused),
+        "delete" => status == Status::Stopped,
+        _ => true,
+    };
+    if ok {
+        return Ok(());
+    }
+    let msg = match op {
+        "start" => "only a created container can be started".to_string(),
+        "kill" => "cannot signal a container that is not running".to_string(),
+        "delete" => "cannot delete a container that is not stopped (use --force)".to_string(),
+        _ => format!("cannot {op}"),
+    };
+    Err(Error::BadState {
+        id: id.to_string(),
+        status: status.to_string(),
+        msg,
+    })
+}
+
+/// `start`: release the init blocked on the exec fifo.
+pub fn start(root: &Path, id: &str) -> Result<()> {
+    let dir = StateDir::new(root, id)?;
+    let _lock = dir.lock()?;
+    let mut st = dir.load()?;
+    let status = state::derive_status(&dir, &st, |_| false);
+    require("start", id, status)?;
+    release_fifo(&dir, &st)?;
+    st.status = Status::Running;
+    dir.save(&st)?;
+    let hs = st.spec_json(Status::Running).to_string().into_bytes();
+    let spec_hooks = plan::load_spec(&st.bundle)
+        .ok()
+        .and_then(|s| s.hooks().clone())
+        .and_then(|h| h.poststart().clone())
+        .unwrap_or_default();
+    hooks::run_hooks("poststart", &spec_hooks, &hs, false)?;
+    Ok(())
+}
+
+fn release_fifo(dir: &StateDir, st: &State) -> Result<()> {
+    let fifo = dir.fifo();
+    let pidfd = sys::pidfd_open(st.pid).ctx(|| format!("pidfd_open {}", st.pid))?;
+    if !state::init_alive(st) {
+        return Err(Error::BadState {
+            id: st.id.clone(),
+            status: "stopped".into(),
+            msg: "the init process is gone".into(),
+        });
+    }
+    let r = sys::openat(None, &fifo, libc::O_RDONLY | libc::O_NONBLOCK, 0)
+        .ctx(|| format!("open {}", fifo.display()))?;
+    loop {
+        let rev =
+            sys::poll_many(&[r.as_fd(), pidfd.as_fd()], -1).ctx(|| "wait for the init".into())?;
+        if rev[0] & libc::POLLIN != 0 {
+            let mut b = [0u8; 1];
+            let n = sys::read_fd(r.as_fd(), &mut b).ctx(|| "read exec fifo".into())?;
+            if n == 1 {
+                break;
+            }
+        }
+        if rev[1] != 0 {
+            return Err(Error::Init(format!(
+                "container {} init exited before it could start",
+                st.id
+            )));
+        }
+    }
+    std::fs::remove_file(&fifo).ctx(|| format!("remove {}", fifo.display()))?;
+    Ok(())
+}
+
+/// Processes in the container's pid namespace (host pids), init first.
+fn pidns_members(st: &State) -> Vec<i32> {
+    let mut out = vec![st.pid];
+    let Ok(ns) = std::fs::read_link(format!("/proc/{}/ns/pid", st.pid)) else {
+        return out;
+    };
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            if pid != st.pid
+                && std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+                    .ok()
+                    .as_ref()
+                    == Some(&ns)
+            {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// `kill`: signal the init (or, with `all`, every process of the container).
+pub fn kill(root: &Path, id: &str, sig: i32, all: bool) -> Result<()> {
+    let (_, st, status) = load(root, id)?;
+    require("kill", id, status)?;
+    signal_container(&st, sig, all)
+}
+
+fn signal_container(st: &State, sig: i32, all: bool) -> Result<()> {
+    let pidfd = sys::pidfd_open(st.pid).ctx(|| format!("pidfd_open {}", st.pid))?;
+    // The pidfd now pins the process: check it is still our init.
+    if !state::init_alive(st) {
+        return Err(Error::BadState {
+            id: st.id.clone(),
+            status: "stopped".into(),
+            msg: "cannot signal a container that is not running".into(),
+        });
+    }
+    if all && st.own_pidns {
+        for pid in pidns_members(st).into_iter().skip(1) {
+            let _ = sys::kill(pid, sig);
+        }
+    }
+    sys::pidfd_send_signal(pidfd.as_fd(), sig).ctx(|| format!("send signal {sig} to {}", st.pid))
+}
+
+/// `delete`: remove a stopped container; `force` kills a live one first.
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
+    let dir = StateDir::new(root, id)?;
+    if !dir.dir.exists() {
+        return Err(Error::NotFound(id.to_string()));
+    }
+    let _lock = dir.lock()?;
+    let st = match dir.load() {
+        Ok(s) => s,
+        // A state dir without state: a create that died half-way.
+        Err(Error::NotFound(_)) if force => return dir.remove(),
+        Err(e) => return Err(e),
+    };
+    let status = state::derive_status(&dir, &st, |_| false);
+    if status != Status::Stopped {
+        if !force {
+            require("delete", id, status)?;
+        }
+        let pidfd = sys::pidfd_open(st.pid).ok();
+        if state::init_alive(&st) {
+            let _ = signal_container(&st, libc::SIGKILL, true);
+        }
+        if let Some(fd) = &pidfd {
+            // The init dies promptly after SIGKILL; don't wait forever if
+            // it is stuck in an uninterruptible state.
+            let _ = sys::poll_in(fd.as_fd(), 10_000);
+        }
+    }
+    finish_delete(&dir, &st)
+}
+
+fn finish_delete(dir: &StateDir, st: &State) -> Result<()> {
+    let hs = st.spec_json(Status::Stopped).to_string().into_bytes();
+    hooks::run_hooks("poststop", &st.poststop, &hs, false)?;
+    dir.remove()
+}
+
+/// `state` output (runc's shape).
+pub fn state_json(root: &Path, id: &str) -> Result<serde_json::Value> {
+    let (_, st, status) = load(root, id)?;
+    Ok(st.runc_json(status))
+}
+
+/// `list`: every container under root with its status.
+pub fn list(root: &Path) -> Result<Vec<(State, Status)>> {
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(root) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).ctx(|| format!("read {}", root.display())),
+    };
+    for e in rd.flatten() {
+        let Some(id) = e.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if let Ok((_, st, status)) = load(root, &id) {
+            out.push((st, status));
+        }
+    }
+    out.sort_by(|a, b| a.0.created.cmp(&b.0.created));
+    Ok(out)
+}
+
+/// `run`: create + start; in the foreground also wait, forward signals,
+/// proxy the terminal and delete. Returns the container's exit code.
+pub fn run(opts: &CreateOpts, detach: bool) -> Result<i32> {
+    if detach {
+        let c = create(opts)?;
+        if let Err(e) = start(&opts.root, &opts.id) {
+            let _ = delete(&opts.root, &opts.id, true);
+            return Err(e);
+        }
+        drop(c);
+        return Ok(0);
+    }
+    // Become the reaper of a double-forked init too.
+    let _ = sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0);
+    let c = match create_inner(opts, true) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = sys::set_sigmask(&sys::empty_sigmask());
+            return Err(e);
+        }
+    };
+    let sfd = sys::signalfd_all().ctx(|| "signalfd".into());
+    let result = sfd.and_then(|sfd| {
+        start(&opts.root, &opts.id)?;
+        crate::console::wait_foreground(&c, sfd.as_fd())
+    });
+    let code = match result {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = sys::pidfd_send_signal(c.pidfd.as_fd(), libc::SIGKILL);
+            let _ = sys::waitpid(c.state.pid, 0);
+            let _ = delete(&opts.root, &opts.id, true);
+            let _ = sys::set_sigmask(&sys::empty_sigmask());
+            return Err(e);
+        }
+    };
+    let st = c.dir.load().unwrap_or(c.state.clone());
+    let r = finish_delete(&c.dir, &st);
+    let _ = sys::set_sigmask(&sys::empty_sigmask());
+    r.map(|_| code)
+}

@@ -1,0 +1,121 @@
+//! What `spec` writes and what `features` reports.
+
+use serde_json::{json, Value};
+
+/// runc's example config.json, so `hako-runc spec` matches what users know.
+pub fn example_spec(rootless: bool, uid: u32, gid: u32) -> Value {
+    let caps = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    let mut s = json!({
+        "ociVersion": crate::state::OCI_VERSION,
+        "process": {
+            "terminal": true,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh"],
+            "env": [
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "TERM=xterm"
+            ],
+            "cwd": "/",
+            "capabilities": {
+                "bounding": caps, "effective": caps, "permitted": caps, "ambient": caps
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "hako",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "namespaces": [
+                {"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}
+            ],
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
+            ],
+            "readonlyPaths": [
+                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
+            ]
+        }
+    });
+    if rootless {
+        // As runc's ToRootless: a user namespace mapping the caller to root,
+        // no network namespace (nothing to configure it with), /sys bound,
+        // no gid= on devpts, no cgroup resources.
+        let ns = s["linux"]["namespaces"].as_array_mut().expect("namespaces");
+        ns.retain(|n| n["type"] != "network" && n["type"] != "user");
+        ns.push(json!({"type": "user"}));
+        s["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": uid, "size": 1}]);
+        s["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": gid, "size": 1}]);
+        s["linux"]
+            .as_object_mut()
+            .expect("linux")
+            .remove("resources");
+        for m in s["mounts"].as_array_mut().expect("mounts") {
+            if m["destination"] == "/sys" {
+                *m = json!({"destination": "/sys", "type": "none", "source": "/sys",
+                    "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
+            }
+            if let Some(opts) = m["options"].as_array_mut() {
+                opts.retain(|o| !o.as_str().is_some_and(|o| o.starts_with("gid=")));
+            }
+        }
+    }
+    s
+}
+
+/// The runtime-spec features document (features.md).
+pub fn features() -> Value {
+    let caps: Vec<String> = caps::all()
+        .into_iter()
+        .map(|c| c.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": crate::state::OCI_VERSION,
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        "mountOptions": [
+            "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec",
+            "iversion", "lazytime", "loud", "mand", "noatime", "nodev", "nodiratime",
+            "noexec", "noiversion", "nolazytime", "nomand", "norelatime", "nostrictatime",
+            "nosuid", "nosymfollow", "private", "rbind", "rdev", "rexec", "relatime",
+            "remount", "rnoatime", "rnodev", "rnodiratime", "rnoexec", "rnosuid",
+            "rnosymfollow", "ro", "rprivate", "rrelatime", "rro", "rrw", "rshared",
+            "rslave", "rstrictatime", "rsuid", "rsymfollow", "runbindable", "rw",
+            "shared", "silent", "slave", "strictatime", "suid", "symfollow", "sync",
+            "unbindable"
+        ],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
+            "capabilities": caps,
+            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false},
+            "seccomp": {"enabled": false},
+            "apparmor": {"enabled": false},
+            "selinux": {"enabled": false},
+            "intelRdt": {"enabled": false},
+            "mountExtensions": {"idmap": {"enabled": false}}
+        },
+        "annotations": {
+            "io.github.hako.version": env!("CARGO_PKG_VERSION")
+        }
+    })
+}

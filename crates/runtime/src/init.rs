@@ -1,0 +1,386 @@
+//! The container's init, from clone until execve. Runs in the child.
+//!
+//! The order is the point of this file; each step says why it is where it is.
+//!  1. wait for the parent (cgroup joined, id maps written)
+//!  2. become root of a new user namespace; join namespaces given by path
+//!  3. hostname, sysctl (through the host's /proc, before pivot_root, so the
+//!     container cannot redirect the writes)
+//!  4. rootfs: mounts, devices, console; then prestart/createRuntime hooks
+//!     in the parent and createContainer hooks here, before pivot_root
+//!  5. pivot_root; masked/read-only paths and the read-only root last
+//!  6. process: rlimits, keyring, user and capabilities, cwd (checked to be
+//!     inside the root), no_new_privs; every other fd marked close-on-exec
+//!  7. tell the parent we are ready; block on the exec fifo until `start`
+//!  8. startContainer hooks, reset signals, seccomp last, execve
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Context, Error, Result};
+use crate::mounts::{self, MountCtx};
+use crate::paths;
+use crate::plan::{NsKind, Plan, ProcessPlan};
+use crate::sync::{Channel, Msg};
+use crate::sys;
+
+/// What the init needs besides the plan (all fds inherited through clone).
+pub struct InitArgs<'a> {
+    pub id: &'a str,
+    pub plan: &'a Plan,
+    pub process: &'a ProcessPlan,
+    pub chan: &'a Channel,
+    /// O_PATH fd of the exec fifo.
+    pub fifo: BorrowedFd<'a>,
+    /// Connected console socket when a terminal is asked for.
+    pub console: Option<BorrowedFd<'a>>,
+    /// Namespaces the child joins itself (not pid/time: the parent does those).
+    pub joins: &'a [(NsKind, OwnedFd)],
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+    /// Signal mask to restore before execve.
+    pub sigmask: libc::sigset_t,
+    /// Compiled seccomp filter, loaded just before execve.
+    pub seccomp: Option<&'a crate::seccomp::Filter>,
+}
+
+/// Entry point in the child. Never returns.
+pub fn main(a: InitArgs<'_>) -> ! {
+    let code = match run(&a) {
+        Ok(()) => 0,
+        Err(e) => {
+            // Before Ready the parent is listening; after it, only stderr is.
+            if a.chan.send(&Msg::Failed(e.to_string())).is_err() {
+                let _ = sys::write_all_fd(
+                    // SAFETY: fd 2 is open for the life of the process or the
+                    // write simply fails.
+                    unsafe { BorrowedFd::borrow_raw(2) },
+                    format!("hako-runc: {e}\n").as_bytes(),
+                );
+            }
+            1
+        }
+    };
+    // SAFETY: _exit skips atexit handlers and destructors that belong to the
+    // runtime process we were copied from.
+    unsafe { libc::_exit(code) }
+}
+
+fn run(a: &InitArgs<'_>) -> Result<()> {
+    let plan = a.plan;
+    // If the runtime dies before we are set up, so do we.
+    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
+        .ctx(|| "set parent-death signal".into())?;
+    // Device nodes and files get exactly the modes asked for.
+    sys::umask(0);
+
+    let Msg::Go(mut host_pid) = a.chan.expect("go")? else {
+        unreachable!()
+    };
+
+    if plan.ns.is_new(NsKind::User) && plan.host_uid(0).is_some() {
+        // The creator has every capability in the new namespace; become its
+        // root so files we create are owned by the container's root.
+        sys::setresgid(0).ctx(|| "setresgid(0) in the user namespace".into())?;
+        sys::setresuid(0).ctx(|| "setresuid(0) in the user namespace".into())?;
+    }
+
+    // Join namespaces given by path; the user namespace first, so that the
+    // others are entered (or created) with the capabilities it grants.
+    for (kind, fd) in a.joins {
+        sys::setns(fd.as_fd(), kind.flag()).ctx(|| {
+            format!(
+                "join {} namespace {:?}",
+                kind.spec_name(),
+                plan.ns.joined(*kind)
+            )
+        })?;
+        if *kind == NsKind::User {
+            let _ = sys::setresgid(0);
+            let _ = sys::setresuid(0);
+        }
+    }
+    if plan.ns.joined(NsKind::User).is_some() {
+        // Namespaces could not be created at clone time (they must belong to
+        // the joined user namespace): create them now.
+        let mut flags = 0;
+        for k in &plan.ns.new {
+            if !matches!(k, NsKind::User | NsKind::Time) {
+                flags |= k.flag();
+            }
+        }
+        if flags != 0 {
+            sys::unshare(flags).ctx(|| "unshare namespaces in the joined user namespace".into())?;
+        }
+        if plan.ns.is_new(NsKind::Pid) {
+            // A new pid namespace only takes effect for children: fork once
+            // more; this process reports the real init's pid and exits.
+            match sys::fork().ctx(|| "fork into the new pid namespace".into())? {
+                Some(pid) => {
+                    let _ = a.chan.send(&Msg::InitPid(pid));
+                    // SAFETY: see main(): leave without running destructors.
+                    unsafe { libc::_exit(0) }
+                }
+                None => {
+                    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
+                        .ctx(|| "set parent-death signal".into())?;
+                    let Msg::Go(p) = a.chan.expect("go")? else {
+                        unreachable!()
+                    };
+                    host_pid = p;
+                }
+            }
+        }
+    }
+
+    if let Some(h) = &plan.hostname {
+        sys::sethostname(h).ctx(|| format!("sethostname {h:?}"))?;
+    }
+    if let Some(d) = &plan.domainname {
+        sys::setdomainname(d).ctx(|| format!("setdomainname {d:?}"))?;
+    }
+    for (k, v) in &plan.sysctl {
+        let p = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
+        std::fs::write(&p, v).ctx(|| format!("linux.sysctl: write {v:?} to {}", p.display()))?;
+    }
+
+    // The host's procfs, opened while the host's / is still ours, for
+    // reopening the exec fifo after pivot_root.
+    let host_proc = sys::openat(
+        None,
+        Path::new("/proc"),
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+    )
+    .ctx(|| "open /proc".into())?;
+
+    let userns = plan.ns.has(NsKind::User);
+    let own_mntns = plan.ns.is_new(NsKind::Mount);
+    let rootfs = if own_mntns {
+        Some(mounts::prepare_rootfs(&MountCtx { plan, userns })?)
+    } else {
+        None
+    };
+
+    // The console: a pty from the container's own devpts, its peer bound to
+    // /dev/console by fd and the master handed to the console socket.
+    let mut pty_peer: Option<OwnedFd> = None;
+    if a.process.terminal {
+        let Some(sock) = a.console else {
+            return Err(Error::Other(
+                "a terminal was asked for but there is no console socket".into(),
+            ));
+        };
+        let master = match &rootfs {
+            Some(r) => paths::open_in_root_flags(
+                r.root.as_fd(),
+                Path::new("/dev/pts/ptmx"),
+                libc::O_RDWR | libc::O_NOCTTY,
+            ),
+            None => sys::openat(
+                None,
+                Path::new("/dev/ptmx"),
+                libc::O_RDWR | libc::O_NOCTTY,
+                0,
+            ),
+        }
+        .ctx(|| "open /dev/pts/ptmx".into())?;
+        let peer = sys::pty_peer(master.as_fd()).ctx(|| "open the pty peer".into())?;
+        if let Some((rows, cols)) = a.process.console_size {
+            let _ = sys::set_winsize(peer.as_raw_fd(), rows, cols);
+        }
+        if let Some(r) = &rootfs {
+            let target = paths::ensure_file_in_root(r.root.as_fd(), Path::new("/dev/console"))
+                .ctx(|| "create /dev/console".into())?;
+            sys::mount(
+                Some(sys::fd_path(peer.as_fd()).as_os_str()),
+                &sys::fd_path(target.as_fd()),
+                None,
+                libc::MS_BIND,
+                None,
+            )
+            .ctx(|| "bind the pty to /dev/console".into())?;
+        }
+        sys::send_fd(sock, b"/dev/console", master.as_fd())
+            .ctx(|| "send the pty master to the console socket".into())?;
+        pty_peer = Some(peer);
+    }
+
+    // prestart and createRuntime hooks run in the parent now that the
+    // namespaces and mounts exist.
+    a.chan
+        .send(&Msg::HooksRequest)
+        .ctx(|| "sync with the runtime".into())?;
+    a.chan.expect("hooks-done")?;
+    if !plan.hooks.create_container.is_empty() {
+        let state = hook_state(a, host_pid, "created");
+        crate::hooks::run_hooks(
+            "createContainer",
+            &plan.hooks.create_container,
+            &state,
+            true,
+        )?;
+    }
+
+    if let Some(r) = &rootfs {
+        mounts::enter_rootfs(r, a.no_pivot)?;
+        mounts::finish_rootfs(plan)?;
+    } else if plan.rootfs != Path::new("/") {
+        sys::chroot(&plan.rootfs).ctx(|| format!("chroot {}", plan.rootfs.display()))?;
+        std::env::set_current_dir("/").ctx(|| "chdir /".into())?;
+    }
+    drop(rootfs);
+
+    sys::setsid().ctx(|| "setsid".into())?;
+    if let Some(peer) = &pty_peer {
+        for fd in 0..3 {
+            sys::dup2(peer.as_raw_fd(), fd).ctx(|| "attach the console".into())?;
+        }
+        sys::set_controlling_tty(0).ctx(|| "set the controlling terminal".into())?;
+    }
+    drop(pty_peer);
+
+    let p = a.process;
+    for r in &p.rlimits {
+        sys::setrlimit(r.resource, r.soft, r.hard).ctx(|| {
+            format!(
+                "process.rlimits: set resource {} to {}/{}",
+                r.resource, r.soft, r.hard
+            )
+        })?;
+    }
+    if !a.no_new_keyring {
+        // A fresh session keyring per container, so containers do not share
+        // the host's keys. Kernels without keyrings simply skip it.
+        match sys::keyctl_join_session(&format!("_ses.{}", a.id)) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOSYS) | Some(libc::EACCES) | Some(libc::EDQUOT)
+                ) => {}
+            Err(e) => return Err(e).ctx(|| "join a new session keyring".into()),
+        }
+    }
+
+    crate::caps::apply_user_and_caps(p, userns)?;
+
+    // chdir as the container user, then make sure the cwd is really inside
+    // the root (a leaked directory fd would show as "(unreachable)").
+    std::env::set_current_dir(&p.cwd).ctx(|| format!("chdir to process.cwd {:?}", p.cwd))?;
+    match std::env::current_dir() {
+        Ok(cwd) if cwd.is_absolute() => {}
+        _ => {
+            return Err(Error::Other(format!(
+                "process.cwd {:?} is outside the container root",
+                p.cwd
+            )))
+        }
+    }
+
+    if p.no_new_privs {
+        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).ctx(|| "set no_new_privs".into())?;
+    }
+    sys::umask(p.umask.unwrap_or(0o022));
+
+    let exe = find_executable(&p.args[0], &p.env)?;
+    let argv = to_cstrings(&p.args, "process.args")?;
+    let envp = to_cstrings(&p.env, "process.env")?;
+
+    // Preserved fds pass through; everything else closes at execve.
+    for fd in 3..3 + a.preserve_fds {
+        let _ = sys::set_cloexec(fd as i32, false);
+    }
+    sys::close_range_cloexec(3 + a.preserve_fds).ctx(|| "mark fds close-on-exec".into())?;
+
+    // From here on the init outlives `create`.
+    sys::prctl(libc::PR_SET_PDEATHSIG, 0, 0).ctx(|| "clear parent-death signal".into())?;
+    a.chan
+        .send(&Msg::Ready)
+        .ctx(|| "tell the runtime we are ready".into())?;
+
+    // Wait for `start`: opening the fifo for writing blocks until a reader
+    // comes. Reopen through the host procfs handle: our own /proc may be
+    // missing or masked, and the path must not be the container's to choose.
+    let link = PathBuf::from(format!("self/fd/{}", a.fifo.as_raw_fd()));
+    let w = sys::openat(Some(host_proc.as_fd()), &link, libc::O_WRONLY, 0)
+        .ctx(|| "open the exec fifo".into())?;
+    sys::write_all_fd(w.as_fd(), b"0").ctx(|| "write the exec fifo".into())?;
+    drop(w);
+    drop(host_proc);
+
+    if !plan.hooks.start_container.is_empty() {
+        let state = hook_state(a, host_pid, "running");
+        crate::hooks::run_hooks("startContainer", &plan.hooks.start_container, &state, true)?;
+    }
+
+    sys::reset_signal_dispositions();
+    sys::set_sigmask(&a.sigmask).ctx(|| "restore the signal mask".into())?;
+    if let Some(f) = a.seccomp {
+        // Last: nothing of ours runs under the filter except execve.
+        f.load().ctx(|| "load the seccomp filter".into())?;
+    }
+    let err = sys::execve(&exe, &argv, &envp);
+    Err(Error::Other(format!("exec {:?}: {err}", p.args[0])))
+}
+
+fn hook_state(a: &InitArgs<'_>, pid: i32, status: &str) -> Vec<u8> {
+    let mut v = serde_json::json!({
+        "ociVersion": a.plan.oci_version,
+        "id": a.id,
+        "status": status,
+        "pid": pid,
+        "bundle": a.plan.bundle,
+    });
+    if !a.plan.annotations.is_empty() {
+        v["annotations"] = serde_json::to_value(&a.plan.annotations).unwrap_or_default();
+    }
+    v.to_string().into_bytes()
+}
+
+fn to_cstrings(v: &[String], field: &str) -> Result<Vec<CString>> {
+    v.iter()
+        .map(|s| {
+            CString::new(s.as_bytes())
+                .map_err(|_| Error::Other(format!("{field}: {s:?} contains a NUL byte")))
+        })
+        .collect()
+}
+
+/// Resolve args[0] as execvp would, with the container's PATH.
+pub fn find_executable(arg0: &str, env: &[String]) -> Result<CString> {
+    let check = |p: &Path| -> Option<CString> {
+        let meta = std::fs::metadata(p).ok()?;
+        if meta.is_file() && sys::access_x(p) {
+            sys::cstr(p).ok()
+        } else {
+            None
+        }
+    };
+    if arg0.contains('/') {
+        return check(Path::new(arg0)).ok_or_else(|| {
+            Error::Other(format!(
+                "exec: {arg0:?}: {}",
+                if Path::new(arg0).exists() {
+                    "permission denied"
+                } else {
+                    "no such file or directory"
+                }
+            ))
+        });
+    }
+    let path = env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        if let Some(c) = check(&Path::new(dir).join(arg0)) {
+            return Ok(c);
+        }
+    }
+    Err(Error::Other(format!(
+        "exec: {arg0:?}: executable file not found in $PATH"
+    )))
+}

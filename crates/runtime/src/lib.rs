@@ -1,0 +1,23 @@
+//! hako's OCI runtime library.
+//!
+//! config.json becomes a [`plan::Plan`] (pure data, unit-tested without
+//! root); [`container`] holds the lifecycle verbs; [`init`] is the ordered
+//! executor that runs in the container's first process.
+
+pub mod caps;
+pub mod console;
+pub mod container;
+pub mod defaults;
+pub mod error;
+pub mod hooks;
+pub mod init;
+pub mod log;
+pub mod mounts;
+pub mod paths;
+pub mod plan;
+pub mod seccomp;
+pub mod state;
+pub mod sync;
+pub mod sys;
+
+pub use error::{Error, Result};

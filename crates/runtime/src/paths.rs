@@ -1,0 +1,141 @@
+//! Path operations that cannot leave the container's rootfs.
+//!
+//! Every lookup goes through openat2(2) with RESOLVE_IN_ROOT, so `..` and
+//! symlinks (absolute or relative) are resolved as if the rootfs were `/`.
+//! Written by hand rather than with the `pathrs` crate: the runtime needs
+//! three operations (open, mkdir -p, create a file), each one syscall loop
+//! here, and keeping them in-tree keeps the start path small.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use crate::sys;
+
+const IN_ROOT: u64 = sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS;
+
+fn rel(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        if let Component::Normal(n) = c {
+            out.push(n);
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// Open `path` inside `root` as an O_PATH fd (symlinks followed, scoped).
+pub fn open_in_root(root: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
+    sys::openat2(root, &rel(path), libc::O_PATH, 0, IN_ROOT)
+}
+
+/// Open `path` inside `root` with `flags` (e.g. O_WRONLY for /proc files).
+pub fn open_in_root_flags(root: BorrowedFd<'_>, path: &Path, flags: i32) -> io::Result<OwnedFd> {
+    sys::openat2(root, &rel(path), flags, 0, IN_ROOT)
+}
+
+/// `mkdir -p` inside `root`; returns an O_PATH fd of the final directory.
+pub fn mkdir_all_in_root(root: BorrowedFd<'_>, path: &Path, mode: u32) -> io::Result<OwnedFd> {
+    let r = rel(path);
+    match sys::openat2(root, &r, libc::O_PATH | libc::O_DIRECTORY, 0, IN_ROOT) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    let mut cur = sys::openat2(
+        root,
+        Path::new("."),
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+        IN_ROOT,
+    )?;
+    let mut so_far = PathBuf::new();
+    for c in r.components() {
+        let Component::Normal(name) = c else { continue };
+        so_far.push(name);
+        let next = match sys::openat2(root, &so_far, libc::O_PATH | libc::O_DIRECTORY, 0, IN_ROOT) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                // mkdirat does not follow a final symlink; a dangling symlink
+                // here gives EEXIST and the next lookup resolves it in root.
+                match sys::mkdirat(cur.as_fd(), Path::new(name), mode) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(e),
+                }
+                sys::openat2(root, &so_far, libc::O_PATH | libc::O_DIRECTORY, 0, IN_ROOT)?
+            }
+            Err(e) => return Err(e),
+        };
+        cur = next;
+    }
+    Ok(cur)
+}
+
+/// Make sure a regular file exists at `path` in `root` (creating parents)
+/// and return an O_PATH fd to it; used as a bind-mount target for files.
+pub fn ensure_file_in_root(root: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
+    match open_in_root(root, path) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let dir = mkdir_all_in_root(root, parent, 0o755)?;
+    // Reopen the parent as a real directory fd to create in it.
+    let dirfd = sys::openat(
+        Some(dir.as_fd()),
+        Path::new("."),
+        libc::O_DIRECTORY | libc::O_RDONLY,
+        0,
+    )?;
+    match sys::openat(
+        Some(dirfd.as_fd()),
+        Path::new(name),
+        libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW,
+        0o644,
+    ) {
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    open_in_root(root, path)
+}
+
+/// Open a directory fd (not O_PATH) for `*at` calls that need one.
+pub fn dir_fd(opath: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    sys::openat(
+        Some(opath),
+        Path::new("."),
+        libc::O_DIRECTORY | libc::O_RDONLY,
+        0,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn symlinks_stay_inside_root() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        // A symlink pointing at the host's /tmp must resolve inside root.
+        symlink("/outside", root.join("link")).unwrap();
+        let rootfd = sys::openat(None, &root, libc::O_PATH | libc::O_DIRECTORY, 0).unwrap();
+        mkdir_all_in_root(rootfd.as_fd(), Path::new("/link/sub"), 0o755).unwrap();
+        assert!(root.join("outside/sub").is_dir());
+        assert!(!Path::new("/outside").exists());
+        // `..` cannot climb out either.
+        ensure_file_in_root(rootfd.as_fd(), Path::new("/../../../escape-file")).unwrap();
+        assert!(root.join("escape-file").is_file());
+    }
+}

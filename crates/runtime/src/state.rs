@@ -1,0 +1,361 @@
+//! Container state on disk (`<root>/<id>/state.json`) and its status rules.
+//!
+//! The status is never trusted from the file alone: it is derived from the
+//! init process (alive, and the same process by its start time), the exec
+//! fifo (present until `start`) and the freezer.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Hook;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Context, Error, Result};
+use crate::sys;
+
+pub const OCI_VERSION: &str = "1.2.0";
+pub const STATE_FILE: &str = "state.json";
+pub const EXEC_FIFO: &str = "exec.fifo";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// What hako-runc keeps about a container between invocations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    #[serde(rename = "ociVersion")]
+    pub oci_version: String,
+    pub id: String,
+    pub status: Status,
+    pub pid: i32,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Start time of the init (field 22 of /proc/PID/stat) to detect pid reuse.
+    #[serde(default)]
+    pub init_start_time: u64,
+    /// The container has its own pid namespace (killing init kills all).
+    #[serde(default)]
+    pub own_pidns: bool,
+    #[serde(default)]
+    pub poststop: Vec<Hook>,
+    /// Opaque cgroup manager description (set by the cgroup layer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<serde_json::Value>,
+}
+
+impl State {
+    /// The runtime-spec state JSON (what `state` prints and hooks read).
+    pub fn spec_json(&self, status: Status) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "ociVersion": self.oci_version,
+            "id": self.id,
+            "status": status.to_string(),
+            "bundle": self.bundle,
+        });
+        if status != Status::Stopped && self.pid > 0 {
+            v["pid"] = self.pid.into();
+        }
+        if !self.annotations.is_empty() {
+            v["annotations"] = serde_json::to_value(&self.annotations).unwrap_or_default();
+        }
+        v
+    }
+
+    /// runc's `state` shape: the spec fields plus rootfs, created, owner.
+    pub fn runc_json(&self, status: Status) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "ociVersion": self.oci_version,
+            "id": self.id,
+            "pid": if status == Status::Stopped { 0 } else { self.pid },
+            "status": status.to_string(),
+            "bundle": self.bundle,
+            "rootfs": self.rootfs,
+            "created": self.created,
+            "owner": self.owner,
+        });
+        if !self.annotations.is_empty() {
+            v["annotations"] = serde_json::to_value(&self.annotations).unwrap_or_default();
+        }
+        v
+    }
+}
+
+/// Container ids become directory names: keep them boring.
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 1024
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '+'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidId(id.to_string()))
+    }
+}
+
+/// `<root>/<id>`.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub dir: PathBuf,
+    pub id: String,
+}
+
+impl StateDir {
+    pub fn new(root: &Path, id: &str) -> Result<StateDir> {
+        validate_id(id)?;
+        Ok(StateDir {
+            dir: root.join(id),
+            id: id.to_string(),
+        })
+    }
+
+    /// Create the directory; a duplicate id is an error.
+    pub fn create(&self) -> Result<()> {
+        if let Some(root) = self.dir.parent() {
+            std::fs::create_dir_all(root)
+                .ctx(|| format!("create state root {}", root.display()))?;
+            let _ = sys::chmod(root, 0o700);
+        }
+        match std::fs::create_dir(&self.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::Exists(self.id.clone()))
+            }
+            Err(e) => return Err(e).ctx(|| format!("create state dir {}", self.dir.display())),
+        }
+        sys::chmod(&self.dir, 0o711).ctx(|| format!("chmod {}", self.dir.display()))
+    }
+
+    pub fn exists(&self) -> bool {
+        self.dir.join(STATE_FILE).exists()
+    }
+
+    pub fn load(&self) -> Result<State> {
+        let p = self.dir.join(STATE_FILE);
+        let data = match std::fs::read(&p) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(self.id.clone()))
+            }
+            Err(e) => return Err(e).ctx(|| format!("read {}", p.display())),
+        };
+        serde_json::from_slice(&data).map_err(|e| Error::Other(format!("{}: {e}", p.display())))
+    }
+
+    /// Atomically replace state.json.
+    pub fn save(&self, s: &State) -> Result<()> {
+        let data = serde_json::to_vec(s).map_err(|e| Error::Other(e.to_string()))?;
+        atomic_write(&self.dir.join(STATE_FILE), &data, 0o600)
+    }
+
+    pub fn fifo(&self) -> PathBuf {
+        self.dir.join(EXEC_FIFO)
+    }
+
+    /// Take the container's lock (flock on the state dir) for a mutation.
+    pub fn lock(&self) -> Result<OwnedFd> {
+        let fd =
+            sys::openat(None, &self.dir, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(|e| {
+                if e.raw_os_error() == Some(libc::ENOENT) {
+                    Error::NotFound(self.id.clone())
+                } else {
+                    Error::Io {
+                        step: format!("open {}", self.dir.display()),
+                        source: e,
+                    }
+                }
+            })?;
+        // SAFETY: flock on a valid fd we own.
+        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } < 0 {
+            return Err(std::io::Error::last_os_error())
+                .ctx(|| format!("lock {}", self.dir.display()));
+        }
+        Ok(fd)
+    }
+
+    pub fn remove(&self) -> Result<()> {
+        match std::fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).ctx(|| format!("remove {}", self.dir.display())),
+        }
+    }
+}
+
+pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let r = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        std::fs::rename(&tmp, path)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.ctx(|| format!("write {}", path.display()))
+}
+
+/// Parsed bits of /proc/PID/stat.
+pub struct ProcStat {
+    pub state: char,
+    pub start_time: u64,
+}
+
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(ProcStat {
+        state: f.first()?.chars().next()?,
+        start_time: f.get(19)?.parse().ok()?,
+    })
+}
+
+/// Is the recorded init still the live process it was?
+pub fn init_alive(s: &State) -> bool {
+    if s.pid <= 0 {
+        return false;
+    }
+    match proc_stat(s.pid) {
+        Some(st) => st.state != 'Z' && st.state != 'X' && st.start_time == s.init_start_time,
+        None => false,
+    }
+}
+
+/// Derive the status the runtime-spec defines from the facts on the host.
+pub fn derive_status(dir: &StateDir, s: &State, frozen: impl Fn(&State) -> bool) -> Status {
+    if s.status == Status::Creating && s.pid <= 0 {
+        return Status::Creating;
+    }
+    if !init_alive(s) {
+        return Status::Stopped;
+    }
+    if s.status == Status::Creating {
+        return Status::Creating;
+    }
+    if dir.fifo().exists() {
+        return Status::Created;
+    }
+    if frozen(s) {
+        return Status::Paused;
+    }
+    Status::Running
+}
+
+/// RFC 3339 UTC with nanoseconds, as runc prints `created`.
+pub fn now_rfc3339() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(d.as_secs() as i64, d.subsec_nanos())
+}
+
+pub fn rfc3339(secs: i64, nanos: u32) -> String {
+    let days = secs.div_euclid(86400);
+    let sod = secs.rem_euclid(86400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(validate_id("abc-1_2.3+x").is_ok());
+        for bad in ["", ".hidden", "a/b", "..", "a b"] {
+            assert!(validate_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339(1_700_000_000, 5), "2023-11-14T22:13:20.000000005Z");
+        assert_eq!(rfc3339(951_782_400, 0), "2000-02-29T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn own_process_is_alive_and_stat_parses() {
+        let me = std::process::id() as i32;
+        let st = proc_stat(me).unwrap();
+        let s = State {
+            oci_version: OCI_VERSION.into(),
+            id: "x".into(),
+            status: Status::Running,
+            pid: me,
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            created: now_rfc3339(),
+            owner: String::new(),
+            annotations: Default::default(),
+            init_start_time: st.start_time,
+            own_pidns: true,
+            poststop: vec![],
+            cgroup: None,
+        };
+        assert!(init_alive(&s));
+        let s2 = State {
+            init_start_time: st.start_time + 1,
+            ..s.clone()
+        };
+        assert!(!init_alive(&s2), "a reused pid must not count as alive");
+        let j = s.spec_json(Status::Stopped);
+        assert!(j.get("pid").is_none());
+        assert_eq!(j["status"], "stopped");
+    }
+}
