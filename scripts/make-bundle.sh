@@ -7,17 +7,16 @@ set -euo pipefail
 dir=${1:?usage: make-bundle.sh DIR}
 
 busybox=/bin/busybox
-if ! "$busybox" --list >/dev/null 2>&1 || ! file -L "$busybox" 2>/dev/null | grep -q static; then
-    if [ ! -x /bin/busybox ] || ! ldd /bin/busybox 2>&1 | grep -q "not a dynamic"; then
-        echo "installing busybox-static" >&2
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -qq busybox-static >/dev/null 2>&1 || {
-            apt-get update -qq >/dev/null && apt-get install -y -qq busybox-static >/dev/null
-        }
-    fi
+is_static() { [ -x "$1" ] && { ldd "$1" 2>&1 || true; } | grep -q "not a dynamic executable"; }
+if ! is_static "$busybox"; then
+    echo "installing busybox-static" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq busybox-static >/dev/null 2>&1 || {
+        apt-get update -qq >/dev/null && apt-get install -y -qq busybox-static >/dev/null
+    }
 fi
-if ldd "$busybox" 2>&1 | grep -qv "not a dynamic"; then
-    echo "make-bundle: $busybox is not statically linked" >&2
+if ! is_static "$busybox"; then
+    echo "make-bundle: $busybox is not a static busybox" >&2
     exit 1
 fi
 
@@ -29,6 +28,19 @@ for applet in $("$rootfs/bin/busybox" --list); do
     [ "$applet" = busybox ] && continue
     [ -e "$rootfs/bin/$applet" ] || ln -s busybox "$rootfs/bin/$applet"
 done
+# busybox has no ipcmk/ipcs: bring util-linux's, with the libraries it needs.
+copy_with_libs() {
+    local bin=$1
+    [ -x "$bin" ] || return 0
+    cp "$bin" "$rootfs/usr/bin/"
+    for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
+        mkdir -p "$rootfs$(dirname "$lib")"
+        cp -L "$lib" "$rootfs$lib"
+    done
+}
+copy_with_libs /usr/bin/ipcmk
+copy_with_libs /usr/bin/ipcs
+
 cat > "$rootfs/etc/passwd" <<'P'
 root:x:0:0:root:/root:/bin/sh
 daemon:x:1:1:daemon:/usr/sbin:/bin/false

@@ -391,43 +391,34 @@ fn mount_cgroup(ctx: &MountCtx<'_>, root: BorrowedFd<'_>, m: &MountPlan) -> Resu
     let flags = m.opts.flags & !(libc::MS_RDONLY | libc::MS_REMOUNT);
     let ro = m.opts.flags & libc::MS_RDONLY != 0;
     let hosts = host_cgroups();
-    let target = paths::mkdir_all_in_root(root, &m.dest, 0o755)
-        .map_err(|e| mount_err(m, "create mount point", e))?;
     let unified_only = hosts.iter().all(|h| h.fstype == "cgroup2") && !hosts.is_empty();
 
-    // Mount one hierarchy at `t`: a fresh mount in a cgroup namespace (it then
-    // shows the container's cgroup as its root), else a bind of our own path.
-    let attach = |h: &HostCgroup, t: &Path| -> std::io::Result<()> {
+    // Mount one hierarchy at `dest`: a fresh mount in a cgroup namespace (it
+    // then shows the container's cgroup as its root), else a bind of our own
+    // cgroup's directory. Targets are reopened after mounting: the old fd
+    // names the covered directory, not the new mount.
+    let attach = |h: &HostCgroup, dest: &Path, ro: bool| -> std::io::Result<()> {
+        let t = paths::mkdir_all_in_root(root, dest, 0o755)?;
+        let extra = if ro { libc::MS_RDONLY } else { 0 };
         if cgns {
-            let data = if h.fstype == "cgroup" {
-                Some(h.subsys.as_str())
-            } else {
-                None
-            };
-            match sys::mount(Some(OsStr::new(&h.fstype)), t, Some(&h.fstype), flags, data) {
+            let data = if h.fstype == "cgroup" { Some(h.subsys.as_str()) } else { None };
+            match sys::mount(Some(OsStr::new(&h.fstype)), &sys::fd_path(t.as_fd()), Some(&h.fstype), flags | extra, data) {
                 Ok(()) => return Ok(()),
-                Err(e)
-                    if e.raw_os_error() == Some(libc::EPERM)
-                        || e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) || e.raw_os_error() == Some(libc::EBUSY) => {}
                 Err(e) => return Err(e),
             }
         }
         let own = own_cgroup(h);
         let src = h.mountpoint.join(own.strip_prefix("/").unwrap_or(&own));
-        sys::mount(
-            Some(src.as_os_str()),
-            t,
-            None,
-            libc::MS_BIND | libc::MS_REC,
-            None,
-        )?;
-        bind_remount(t, flags)
+        sys::mount(Some(src.as_os_str()), &sys::fd_path(t.as_fd()), None, libc::MS_BIND | libc::MS_REC, None)?;
+        let top = paths::open_in_root(root, dest)?;
+        bind_remount(&sys::fd_path(top.as_fd()), flags | extra)
     };
 
     if unified_only {
-        attach(&hosts[0], &sys::fd_path(target.as_fd()))
-            .map_err(|e| mount_err(m, "mount cgroup2", e))?;
+        attach(&hosts[0], &m.dest, ro).map_err(|e| mount_err(m, "mount cgroup2", e))?;
     } else {
+        let target = paths::mkdir_all_in_root(root, &m.dest, 0o755).map_err(|e| mount_err(m, "create mount point", e))?;
         sys::mount(
             Some(OsStr::new("tmpfs")),
             &sys::fd_path(target.as_fd()),
@@ -437,30 +428,19 @@ fn mount_cgroup(ctx: &MountCtx<'_>, root: BorrowedFd<'_>, m: &MountPlan) -> Resu
         )
         .map_err(|e| mount_err(m, "mount tmpfs for cgroup hierarchies", e))?;
         for h in &hosts {
-            let Some(name) = h.mountpoint.file_name() else {
-                continue;
-            };
+            let Some(name) = h.mountpoint.file_name() else { continue };
             if !h.mountpoint.starts_with("/sys/fs/cgroup") {
                 continue;
             }
-            let sub = m.dest.join(name);
-            let t = paths::mkdir_all_in_root(root, &sub, 0o755)
-                .map_err(|e| mount_err(m, "create cgroup dir", e))?;
-            attach(h, &sys::fd_path(t.as_fd())).map_err(|e| {
-                mount_err(m, &format!("mount cgroup {}", h.mountpoint.display()), e)
-            })?;
-            if ro {
-                let t = paths::open_in_root(root, &sub).map_err(|e| mount_err(m, "reopen", e))?;
-                bind_remount(&sys::fd_path(t.as_fd()), flags | libc::MS_RDONLY)
-                    .map_err(|e| mount_err(m, "remount cgroup read-only", e))?;
-            }
+            attach(h, &m.dest.join(name), ro)
+                .map_err(|e| mount_err(m, &format!("mount cgroup {}", h.mountpoint.display()), e))?;
         }
     }
     let top = paths::open_in_root(root, &m.dest).map_err(|e| mount_err(m, "reopen", e))?;
     if ro {
         let p = sys::fd_path(top.as_fd());
         let r = if unified_only {
-            bind_remount(&p, flags | libc::MS_RDONLY)
+            Ok(())
         } else {
             sys::mount(
                 None,

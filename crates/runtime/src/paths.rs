@@ -38,7 +38,16 @@ pub fn open_in_root_flags(root: BorrowedFd<'_>, path: &Path, flags: i32) -> io::
 }
 
 /// `mkdir -p` inside `root`; returns an O_PATH fd of the final directory.
+/// A dangling symlink on the way is followed (inside the root) and its
+/// target created, as `mkdir -p` through a symlink would.
 pub fn mkdir_all_in_root(root: BorrowedFd<'_>, path: &Path, mode: u32) -> io::Result<OwnedFd> {
+    mkdir_all_depth(root, path, mode, 0)
+}
+
+fn mkdir_all_depth(root: BorrowedFd<'_>, path: &Path, mode: u32, depth: u32) -> io::Result<OwnedFd> {
+    if depth > 40 {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
     let r = rel(path);
     match sys::openat2(root, &r, libc::O_PATH | libc::O_DIRECTORY, 0, IN_ROOT) {
         Ok(fd) => return Ok(fd),
@@ -63,7 +72,14 @@ pub fn mkdir_all_in_root(root: BorrowedFd<'_>, path: &Path, mode: u32) -> io::Re
                 // here gives EEXIST and the next lookup resolves it in root.
                 match sys::mkdirat(cur.as_fd(), Path::new(name), mode) {
                     Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        // A dangling symlink: create its target, in the root.
+                        if let Ok(t) = readlinkat(cur.as_fd(), Path::new(name)) {
+                            let parent = so_far.parent().unwrap_or(Path::new(""));
+                            let target = if t.is_absolute() { t } else { Path::new("/").join(parent).join(t) };
+                            mkdir_all_depth(root, &target, mode, depth + 1)?;
+                        }
+                    }
                     Err(e) => return Err(e),
                 }
                 sys::openat2(root, &so_far, libc::O_PATH | libc::O_DIRECTORY, 0, IN_ROOT)?
@@ -73,6 +89,26 @@ pub fn mkdir_all_in_root(root: BorrowedFd<'_>, path: &Path, mode: u32) -> io::Re
         cur = next;
     }
     Ok(cur)
+}
+
+fn readlinkat(dir: BorrowedFd<'_>, name: &Path) -> io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let c = sys::cstr(name)?;
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: valid dirfd, C string and buffer of the length passed.
+    let n = unsafe {
+        libc::readlinkat(
+            std::os::fd::AsRawFd::as_raw_fd(&dir),
+            c.as_ptr(),
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(buf)))
 }
 
 /// Make sure a regular file exists at `path` in `root` (creating parents)

@@ -1,0 +1,232 @@
+//! Shared helpers for root integration tests: a busybox bundle built by
+//! scripts/make-bundle.sh, per-test state roots, and a runner with timeouts.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Skip (return early) when not root: these tests start real containers.
+#[macro_export]
+macro_rules! need_root {
+    () => {
+        if !common::is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hako-runc")
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The shared template bundle (built once per test binary).
+pub fn template() -> &'static Path {
+    static T: OnceLock<PathBuf> = OnceLock::new();
+    T.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("hako-test-bundle-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let st = Command::new("bash")
+            .arg(repo_root().join("scripts/make-bundle.sh"))
+            .arg(&dir)
+            .status()
+            .expect("run make-bundle.sh");
+        assert!(st.success(), "make-bundle.sh failed");
+        dir
+    })
+}
+
+/// A bundle of one test: its own dir and config.json; the rootfs is the
+/// shared one unless the test asks for a private copy.
+pub struct Bundle {
+    pub dir: tempfile::TempDir,
+    pub root: tempfile::TempDir,
+    pub config: Value,
+}
+
+impl Bundle {
+    pub fn new() -> Bundle {
+        let t = template();
+        let dir = tempfile::Builder::new().prefix("hako-b-").tempdir().unwrap();
+        let root = tempfile::Builder::new().prefix("hako-root-").tempdir().unwrap();
+        let mut config: Value =
+            serde_json::from_slice(&std::fs::read(t.join("config.json")).unwrap()).unwrap();
+        config["root"]["path"] = t.join("rootfs").to_string_lossy().into();
+        Bundle { dir, root, config }
+    }
+
+    /// Give this bundle its own copy of the rootfs (for tests that write to it).
+    pub fn private_rootfs(&mut self) -> PathBuf {
+        let dst = self.dir.path().join("rootfs");
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(template().join("rootfs"))
+            .arg(&dst)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        self.config["root"]["path"] = "rootfs".into();
+        dst
+    }
+
+    pub fn args(&mut self, args: &[&str]) -> &mut Self {
+        self.config["process"]["args"] = args.iter().map(|s| Value::from(*s)).collect();
+        self
+    }
+
+    pub fn sh(&mut self, script: &str) -> &mut Self {
+        self.args(&["sh", "-c", script])
+    }
+
+    pub fn write(&self) {
+        std::fs::write(
+            self.dir.path().join("config.json"),
+            serde_json::to_vec_pretty(&self.config).unwrap(),
+        )
+        .unwrap();
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state_root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// `hako-runc --root R <args…>`, with a timeout.
+    pub fn runc(&self, args: &[&str]) -> Output {
+        self.write();
+        let mut cmd = Command::new(bin());
+        cmd.arg("--root").arg(self.root.path()).args(args);
+        run_with_timeout(cmd, Duration::from_secs(30))
+    }
+
+    /// `run` this bundle in the foreground.
+    pub fn run(&self, id: &str) -> Output {
+        let b = self.dir.path().to_string_lossy().into_owned();
+        self.runc(&["run", "-b", &b, id])
+    }
+
+    pub fn create(&self, id: &str) -> Output {
+        let b = self.dir.path().to_string_lossy().into_owned();
+        self.runc(&["create", "-b", &b, id])
+    }
+
+    pub fn state(&self, id: &str) -> Value {
+        let o = self.runc(&["state", id]);
+        assert!(o.status.success(), "state: {}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        // Whatever a failed assertion left: kill and delete every container.
+        if let Ok(rd) = std::fs::read_dir(self.root.path()) {
+            for e in rd.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                let _ = Command::new(bin())
+                    .arg("--root")
+                    .arg(self.root.path())
+                    .args(["delete", "--force", &id])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+/// Run with a timeout. Output goes through files, not pipes: a detached
+/// container inherits them, and a pipe would stay open until it exits.
+pub fn run_with_timeout(mut cmd: Command, t: Duration) -> Output {
+    let out = tempfile::tempfile().unwrap();
+    let err = tempfile::tempfile().unwrap();
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap());
+    let mut child = cmd.spawn().expect("spawn hako-runc");
+    let start = Instant::now();
+    let read = |mut f: &std::fs::File| {
+        use std::io::{Read, Seek};
+        let mut v = Vec::new();
+        f.rewind().unwrap();
+        f.read_to_end(&mut v).unwrap();
+        v
+    };
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Output {
+                status,
+                stdout: read(&out),
+                stderr: read(&err),
+            };
+        }
+        if start.elapsed() > t {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "hako-runc timed out after {t:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&read(&out)),
+                String::from_utf8_lossy(&read(&err))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Assert success and return stdout.
+pub fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
+    stdout(o)
+}
+
+pub fn host_mounts() -> String {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap()
+}
+
+/// No mount on the host mentions this path.
+pub fn assert_no_mounts_under(p: &Path) {
+    let s = p.to_string_lossy().into_owned();
+    let m = host_mounts();
+    assert!(
+        !m.lines().any(|l| l.contains(&s)),
+        "mounts left under {s}:\n{}",
+        m.lines().filter(|l| l.contains(&s)).collect::<Vec<_>>().join("\n")
+    );
+}
+
+pub fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

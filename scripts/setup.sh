@@ -1,0 +1,20 @@
+#!/bin/bash
+# Install what hako's build and tests need on a Debian machine (idempotent).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+pkgs=(busybox-static libseccomp-dev pkg-config iproute2 nftables util-linux)
+for p in "${EXTRA_PKGS[@]:-}"; do [ -n "$p" ] && pkgs+=("$p"); done
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}" >&2
+    apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 || {
+        apt-get update -qq >/dev/null
+        apt-get install -y -qq "${missing[@]}" >/dev/null
+    }
+fi
+command -v cargo >/dev/null || { echo "setup: cargo (Rust) is required" >&2; exit 1; }
