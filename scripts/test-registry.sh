@@ -22,6 +22,9 @@
 #   oci/busybox/          an OCI image layout (and busybox-oci.tar)
 #   busybox-save.tar      a `docker save` archive (skopeo docker-archive)
 # stop kills the PID in DIR/registry.pid, and nothing else.
+#
+# With HAKO_REGISTRY_HTPASSWD=FILE (bcrypt htpasswd) the registry requires
+# basic auth, and HAKO_REGISTRY_CREDS=user:password is used to push.
 set -euo pipefail
 
 usage() { echo "usage: $0 start|stop DIR [PORT]" >&2; exit 2; }
@@ -127,10 +130,11 @@ build_images() {
 sk() { skopeo --insecure-policy copy -q "$@" >&2; }
 
 push_images() {
-    local reg="127.0.0.1:$port" img
+    local reg="127.0.0.1:$port" img creds=()
+    [ -n "${HAKO_REGISTRY_CREDS:-}" ] && creds=(--dest-creds "$HAKO_REGISTRY_CREDS")
     for img in busybox layered; do
-        sk --dest-tls-verify=false --format v2s2 "oci:$dir/oci/$img:$img:latest" "docker://$reg/$img:latest"
-        sk --dest-tls-verify=false --format oci "oci:$dir/oci/$img:$img:latest" "docker://$reg/$img:oci"
+        sk --dest-tls-verify=false "${creds[@]}" --format v2s2 "oci:$dir/oci/$img:$img:latest" "docker://$reg/$img:latest"
+        sk --dest-tls-verify=false "${creds[@]}" --format oci "oci:$dir/oci/$img:$img:latest" "docker://$reg/$img:oci"
     done
     rm -f "$dir/busybox-save.tar"
     sk "oci:$dir/oci/busybox:busybox:latest" "docker-archive:$dir/busybox-save.tar:saved/busybox:latest"
@@ -167,6 +171,14 @@ health:
   storagedriver:
     enabled: false
 EOF
+    if [ -n "${HAKO_REGISTRY_HTPASSWD:-}" ]; then
+        cat >> "$dir/config.yml" <<EOF
+auth:
+  htpasswd:
+    realm: hako-test
+    path: $HAKO_REGISTRY_HTPASSWD
+EOF
+    fi
     setsid /usr/bin/docker-registry serve "$dir/config.yml" > "$dir/registry.log" 2>&1 < /dev/null &
     echo $! > "$dir/registry.pid"
     echo "$port" > "$dir/port"

@@ -28,7 +28,11 @@ pub struct Cli {
     #[arg(long = "systemd-cgroup", global = true)]
     pub systemd_cgroup: bool,
     /// Accepted for runc compatibility (auto-detected).
-    #[arg(long = "rootless", id = "global_rootless", value_name = "true|false|auto")]
+    #[arg(
+        long = "rootless",
+        id = "global_rootless",
+        value_name = "true|false|auto"
+    )]
     pub rootless: Option<String>,
     #[command(subcommand)]
     pub cmd: Cmd,

@@ -56,7 +56,7 @@ pub fn run_hook(kind: &'static str, idx: usize, hook: &Hook, state: &[u8]) -> Re
     let pidfd = sys::pidfd_open(child.id() as i32).map_err(|e| err(e.to_string()))?;
     let timeout_ms = hook
         .timeout()
-        .map(|t| (t as i64 * 1000).min(i32::MAX as i64) as i32)
+        .map(|t| t.saturating_mul(1000).min(i32::MAX as i64) as i32)
         .unwrap_or(-1);
     let done = sys::poll_in(pidfd.as_fd(), timeout_ms).map_err(|e| err(e.to_string()))?;
     if !done {

@@ -401,16 +401,34 @@ fn mount_cgroup(ctx: &MountCtx<'_>, root: BorrowedFd<'_>, m: &MountPlan) -> Resu
         let t = paths::mkdir_all_in_root(root, dest, 0o755)?;
         let extra = if ro { libc::MS_RDONLY } else { 0 };
         if cgns {
-            let data = if h.fstype == "cgroup" { Some(h.subsys.as_str()) } else { None };
-            match sys::mount(Some(OsStr::new(&h.fstype)), &sys::fd_path(t.as_fd()), Some(&h.fstype), flags | extra, data) {
+            let data = if h.fstype == "cgroup" {
+                Some(h.subsys.as_str())
+            } else {
+                None
+            };
+            match sys::mount(
+                Some(OsStr::new(&h.fstype)),
+                &sys::fd_path(t.as_fd()),
+                Some(&h.fstype),
+                flags | extra,
+                data,
+            ) {
                 Ok(()) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) || e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EPERM)
+                        || e.raw_os_error() == Some(libc::EBUSY) => {}
                 Err(e) => return Err(e),
             }
         }
         let own = own_cgroup(h);
         let src = h.mountpoint.join(own.strip_prefix("/").unwrap_or(&own));
-        sys::mount(Some(src.as_os_str()), &sys::fd_path(t.as_fd()), None, libc::MS_BIND | libc::MS_REC, None)?;
+        sys::mount(
+            Some(src.as_os_str()),
+            &sys::fd_path(t.as_fd()),
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )?;
         let top = paths::open_in_root(root, dest)?;
         bind_remount(&sys::fd_path(top.as_fd()), flags | extra)
     };
@@ -418,7 +436,8 @@ fn mount_cgroup(ctx: &MountCtx<'_>, root: BorrowedFd<'_>, m: &MountPlan) -> Resu
     if unified_only {
         attach(&hosts[0], &m.dest, ro).map_err(|e| mount_err(m, "mount cgroup2", e))?;
     } else {
-        let target = paths::mkdir_all_in_root(root, &m.dest, 0o755).map_err(|e| mount_err(m, "create mount point", e))?;
+        let target = paths::mkdir_all_in_root(root, &m.dest, 0o755)
+            .map_err(|e| mount_err(m, "create mount point", e))?;
         sys::mount(
             Some(OsStr::new("tmpfs")),
             &sys::fd_path(target.as_fd()),
@@ -428,12 +447,15 @@ fn mount_cgroup(ctx: &MountCtx<'_>, root: BorrowedFd<'_>, m: &MountPlan) -> Resu
         )
         .map_err(|e| mount_err(m, "mount tmpfs for cgroup hierarchies", e))?;
         for h in &hosts {
-            let Some(name) = h.mountpoint.file_name() else { continue };
+            let Some(name) = h.mountpoint.file_name() else {
+                continue;
+            };
             if !h.mountpoint.starts_with("/sys/fs/cgroup") {
                 continue;
             }
-            attach(h, &m.dest.join(name), ro)
-                .map_err(|e| mount_err(m, &format!("mount cgroup {}", h.mountpoint.display()), e))?;
+            attach(h, &m.dest.join(name), ro).map_err(|e| {
+                mount_err(m, &format!("mount cgroup {}", h.mountpoint.display()), e)
+            })?;
         }
     }
     let top = paths::open_in_root(root, &m.dest).map_err(|e| mount_err(m, "reopen", e))?;

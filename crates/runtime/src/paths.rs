@@ -44,7 +44,12 @@ pub fn mkdir_all_in_root(root: BorrowedFd<'_>, path: &Path, mode: u32) -> io::Re
     mkdir_all_depth(root, path, mode, 0)
 }
 
-fn mkdir_all_depth(root: BorrowedFd<'_>, path: &Path, mode: u32, depth: u32) -> io::Result<OwnedFd> {
+fn mkdir_all_depth(
+    root: BorrowedFd<'_>,
+    path: &Path,
+    mode: u32,
+    depth: u32,
+) -> io::Result<OwnedFd> {
     if depth > 40 {
         return Err(io::Error::from_raw_os_error(libc::ELOOP));
     }
@@ -76,7 +81,11 @@ fn mkdir_all_depth(root: BorrowedFd<'_>, path: &Path, mode: u32, depth: u32) -> 
                         // A dangling symlink: create its target, in the root.
                         if let Ok(t) = readlinkat(cur.as_fd(), Path::new(name)) {
                             let parent = so_far.parent().unwrap_or(Path::new(""));
-                            let target = if t.is_absolute() { t } else { Path::new("/").join(parent).join(t) };
+                            let target = if t.is_absolute() {
+                                t
+                            } else {
+                                Path::new("/").join(parent).join(t)
+                            };
                             mkdir_all_depth(root, &target, mode, depth + 1)?;
                         }
                     }

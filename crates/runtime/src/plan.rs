@@ -291,7 +291,7 @@ fn caps_of(
 
 fn rlimit_resource(t: oci_spec::runtime::PosixRlimitType) -> u32 {
     use oci_spec::runtime::PosixRlimitType as R;
-    (match t {
+    match t {
         R::RlimitCpu => libc::RLIMIT_CPU,
         R::RlimitFsize => libc::RLIMIT_FSIZE,
         R::RlimitData => libc::RLIMIT_DATA,
@@ -308,7 +308,7 @@ fn rlimit_resource(t: oci_spec::runtime::PosixRlimitType) -> u32 {
         R::RlimitNice => libc::RLIMIT_NICE,
         R::RlimitRtprio => libc::RLIMIT_RTPRIO,
         R::RlimitRttime => libc::RLIMIT_RTTIME,
-    }) as u32
+    }
 }
 
 fn id_maps(

@@ -60,8 +60,14 @@ pub struct Bundle {
 impl Bundle {
     pub fn new() -> Bundle {
         let t = template();
-        let dir = tempfile::Builder::new().prefix("hako-b-").tempdir().unwrap();
-        let root = tempfile::Builder::new().prefix("hako-root-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("hako-b-")
+            .tempdir()
+            .unwrap();
+        let root = tempfile::Builder::new()
+            .prefix("hako-root-")
+            .tempdir()
+            .unwrap();
         let mut config: Value =
             serde_json::from_slice(&std::fs::read(t.join("config.json")).unwrap()).unwrap();
         config["root"]["path"] = t.join("rootfs").to_string_lossy().into();
@@ -219,14 +225,20 @@ pub fn assert_no_mounts_under(p: &Path) {
     assert!(
         !m.lines().any(|l| l.contains(&s)),
         "mounts left under {s}:\n{}",
-        m.lines().filter(|l| l.contains(&s)).collect::<Vec<_>>().join("\n")
+        m.lines()
+            .filter(|l| l.contains(&s))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
 pub fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -1,0 +1,362 @@
+//! Which cgroup hierarchies are mounted where, read from
+//! `/proc/self/mountinfo`, and which cgroup this process is in, read from
+//! `/proc/self/cgroup`. Both paths are injectable ([`ProcFiles`]) so tests can
+//! describe a fake host.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// v1 controllers we know how to manage or at least create a directory in.
+/// Named hierarchies (`name=systemd`) are not controllers and are skipped.
+pub const V1_CONTROLLERS: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "net_cls",
+    "net_prio",
+    "blkio",
+    "perf_event",
+    "hugetlb",
+    "pids",
+    "rdma",
+    "misc",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("read {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}: line {line}: {reason}", path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("no cgroup or cgroup2 filesystem is mounted (according to {})", path.display())]
+    NoCgroupMounts { path: PathBuf },
+}
+
+/// Where the cgroup hierarchies of this host are mounted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Layout {
+    /// Pure cgroup2: every controller lives on one hierarchy at `root`.
+    V2 { root: PathBuf },
+    /// cgroup v1 only: controller name -> mountpoint of its hierarchy.
+    V1 {
+        controllers: BTreeMap<String, PathBuf>,
+    },
+    /// v1 controllers plus a cgroup2 hierarchy at `unified` that holds
+    /// `unified_controllers` (the controllers not bound to v1).
+    Hybrid {
+        controllers: BTreeMap<String, PathBuf>,
+        unified: PathBuf,
+        unified_controllers: Vec<String>,
+    },
+}
+
+/// The /proc files layout detection reads.
+#[derive(Clone, Debug)]
+pub struct ProcFiles {
+    pub mountinfo: PathBuf,
+    pub cgroup: PathBuf,
+}
+
+impl Default for ProcFiles {
+    fn default() -> Self {
+        ProcFiles {
+            mountinfo: PathBuf::from("/proc/self/mountinfo"),
+            cgroup: PathBuf::from("/proc/self/cgroup"),
+        }
+    }
+}
+
+/// The detected layout plus this process's own cgroup in each hierarchy
+/// (needed to resolve relative `cgroupsPath`s).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host {
+    pub layout: Layout,
+    /// Key: v1 controller name, or `""` for the cgroup2 hierarchy. Value: the
+    /// cgroup path relative to that hierarchy's mountpoint (starts with `/`).
+    pub own: BTreeMap<String, PathBuf>,
+}
+
+impl Host {
+    /// Detects the layout of the running host.
+    pub fn detect() -> Result<Host, LayoutError> {
+        Host::detect_from(&ProcFiles::default())
+    }
+
+    pub fn detect_from(files: &ProcFiles) -> Result<Host, LayoutError> {
+        let mountinfo = read(&files.mountinfo)?;
+        let mounts = parse_mountinfo(&files.mountinfo, &mountinfo)?;
+
+        // First mount of each hierarchy wins (later ones are usually bind
+        // mounts of the same hierarchy, e.g. inside containers).
+        let mut v1: BTreeMap<String, Mount> = BTreeMap::new();
+        let mut unified: Option<Mount> = None;
+        for m in mounts {
+            if m.fstype == "cgroup2" {
+                if unified.is_none() {
+                    unified = Some(m);
+                }
+            } else {
+                for opt in m.super_opts.split(',') {
+                    if V1_CONTROLLERS.contains(&opt) && !v1.contains_key(opt) {
+                        v1.insert(opt.to_string(), m.clone());
+                    }
+                }
+            }
+        }
+
+        let own_raw = parse_proc_cgroup(&files.cgroup, &read(&files.cgroup)?)?;
+        let mut own = BTreeMap::new();
+        for (ctl, m) in &v1 {
+            if let Some(p) = own_raw.get(ctl.as_str()) {
+                own.insert(ctl.clone(), strip_mount_root(p, &m.root));
+            }
+        }
+        if let (Some(m), Some(p)) = (&unified, own_raw.get("")) {
+            own.insert(String::new(), strip_mount_root(p, &m.root));
+        }
+
+        let controllers: BTreeMap<String, PathBuf> =
+            v1.into_iter().map(|(k, m)| (k, m.mountpoint)).collect();
+        let layout = match (controllers.is_empty(), unified) {
+            (true, None) => {
+                return Err(LayoutError::NoCgroupMounts {
+                    path: files.mountinfo.clone(),
+                })
+            }
+            (true, Some(u)) => Layout::V2 { root: u.mountpoint },
+            (false, None) => Layout::V1 { controllers },
+            (false, Some(u)) => {
+                let cpath = u.mountpoint.join("cgroup.controllers");
+                let unified_controllers = read(&cpath)?
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
+                Layout::Hybrid {
+                    controllers,
+                    unified: u.mountpoint,
+                    unified_controllers,
+                }
+            }
+        };
+        Ok(Host { layout, own })
+    }
+}
+
+fn read(path: &Path) -> Result<String, LayoutError> {
+    std::fs::read_to_string(path).map_err(|source| LayoutError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Inside a container without a cgroup namespace the hierarchy is bind
+/// mounted from a sub-cgroup (mountinfo root `/docker/x`) while
+/// /proc/self/cgroup still shows the full path: make it mount-relative.
+fn strip_mount_root(p: &Path, root: &Path) -> PathBuf {
+    match p.strip_prefix(root) {
+        Ok(rest) => Path::new("/").join(rest),
+        Err(_) => p.to_path_buf(),
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Mount {
+    root: PathBuf,
+    mountpoint: PathBuf,
+    fstype: String,
+    super_opts: String,
+}
+
+/// Parses the cgroup/cgroup2 lines of a mountinfo file:
+/// `id parent maj:min root mountpoint opts [optional...] - fstype source superopts`
+fn parse_mountinfo(path: &Path, s: &str) -> Result<Vec<Mount>, LayoutError> {
+    let mut out = Vec::new();
+    for (i, line) in s.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let err = |reason: &str| LayoutError::Parse {
+            path: path.to_path_buf(),
+            line: i + 1,
+            reason: reason.to_string(),
+        };
+        let (pre, post) = line
+            .split_once(" - ")
+            .ok_or_else(|| err("missing ' - ' separator"))?;
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let post: Vec<&str> = post.split(' ').collect();
+        if pre.len() < 6 || post.len() < 3 {
+            return Err(err("too few fields"));
+        }
+        let fstype = post[0];
+        if fstype != "cgroup" && fstype != "cgroup2" {
+            continue;
+        }
+        out.push(Mount {
+            root: PathBuf::from(unescape(pre[3])),
+            mountpoint: PathBuf::from(unescape(pre[4])),
+            fstype: fstype.to_string(),
+            super_opts: post[2].to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses /proc/self/cgroup (`hierarchy-id:controllers:path`) into
+/// controller -> path, with `""` for the cgroup2 entry (`0::/path`).
+fn parse_proc_cgroup(path: &Path, s: &str) -> Result<BTreeMap<String, PathBuf>, LayoutError> {
+    let mut out = BTreeMap::new();
+    for (i, line) in s.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut parts = line.splitn(3, ':');
+        let (_id, ctls, p) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(a), Some(b), Some(c)) => (a, b, c),
+            _ => {
+                return Err(LayoutError::Parse {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    reason: "expected id:controllers:path".into(),
+                })
+            }
+        };
+        if ctls.is_empty() {
+            out.insert(String::new(), PathBuf::from(p));
+        } else {
+            for c in ctls.split(',') {
+                out.insert(c.to_string(), PathBuf::from(p));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime shared:9 - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / UNIFIED rw,relatime - cgroup2 cgroup2 rw
+";
+
+    fn write_proc(dir: &Path, mountinfo: &str, cgroup: &str) -> ProcFiles {
+        std::fs::write(dir.join("mountinfo"), mountinfo).unwrap();
+        std::fs::write(dir.join("cgroup"), cgroup).unwrap();
+        ProcFiles {
+            mountinfo: dir.join("mountinfo"),
+            cgroup: dir.join("cgroup"),
+        }
+    }
+
+    #[test]
+    fn hybrid_layout_and_own_cgroups() {
+        let t = tempfile::tempdir().unwrap();
+        let unified = t.path().join("unified");
+        std::fs::create_dir(&unified).unwrap();
+        std::fs::write(unified.join("cgroup.controllers"), "hugetlb\n").unwrap();
+        let mi = HYBRID.replace("UNIFIED", unified.to_str().unwrap());
+        let files = write_proc(
+            t.path(),
+            &mi,
+            "4:memory:/process_api/abc\n2:cpu,cpuacct:/\n1:name=systemd:/\n0::/\n",
+        );
+        let host = Host::detect_from(&files).unwrap();
+        let Layout::Hybrid {
+            controllers,
+            unified: u,
+            unified_controllers,
+        } = &host.layout
+        else {
+            panic!("expected hybrid, got {:?}", host.layout)
+        };
+        assert_eq!(controllers["cpu"], Path::new("/sys/fs/cgroup/cpu,cpuacct"));
+        assert_eq!(
+            controllers["cpuacct"],
+            Path::new("/sys/fs/cgroup/cpu,cpuacct")
+        );
+        assert_eq!(controllers["memory"], Path::new("/sys/fs/cgroup/memory"));
+        assert!(!controllers.contains_key("name=systemd"));
+        assert_eq!(u, &unified);
+        assert_eq!(unified_controllers, &vec!["hugetlb".to_string()]);
+        assert_eq!(host.own["memory"], Path::new("/process_api/abc"));
+        assert_eq!(host.own[""], Path::new("/"));
+    }
+
+    #[test]
+    fn v2_layout_with_bind_mounted_root() {
+        let t = tempfile::tempdir().unwrap();
+        let files = write_proc(
+            t.path(),
+            "50 40 0:26 /docker/x /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n",
+            "0::/docker/x/sub\n",
+        );
+        let host = Host::detect_from(&files).unwrap();
+        assert_eq!(
+            host.layout,
+            Layout::V2 {
+                root: "/sys/fs/cgroup".into()
+            }
+        );
+        assert_eq!(host.own[""], Path::new("/sub"));
+    }
+
+    #[test]
+    fn v1_only_and_escapes() {
+        let t = tempfile::tempdir().unwrap();
+        let files = write_proc(
+            t.path(),
+            "35 31 0:32 / /cg\\040root/memory rw - cgroup cgroup rw,memory\n",
+            "4:memory:/a\n",
+        );
+        let host = Host::detect_from(&files).unwrap();
+        let Layout::V1 { controllers } = host.layout else {
+            panic!()
+        };
+        assert_eq!(controllers["memory"], Path::new("/cg root/memory"));
+    }
+
+    #[test]
+    fn no_cgroup_mounts_is_an_error() {
+        let t = tempfile::tempdir().unwrap();
+        let files = write_proc(t.path(), "1 0 0:1 / / rw - ext4 /dev/sda rw\n", "0::/\n");
+        let e = Host::detect_from(&files).unwrap_err();
+        assert!(e.to_string().contains("no cgroup"), "{e}");
+    }
+}

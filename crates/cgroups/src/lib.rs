@@ -1,0 +1,135 @@
+//! hako's cgroup library: creates a container's cgroups, applies
+//! `linux.resources` from the OCI spec, freezes, signals, reports stats and
+//! removes them, on cgroup v1, cgroup v2 and hybrid hosts (cgroupfs driver;
+//! there is no systemd driver).
+//!
+//! The runtime's order of calls:
+//!
+//! ```text
+//! let m = hako_cgroups::manager(spec_cgroups_path, id)?;   // resolve dirs
+//! m.apply(child_pid)?;                                     // mkdir + join
+//! m.set(resources)?;                                       // validate, then write
+//! save(m.config())                                         // JSON in the state dir
+//! ... later: let m = hako_cgroups::for_existing(saved_config);
+//! m.kill_all(libc::SIGKILL)?; m.destroy()?;
+//! ```
+//!
+//! `set` builds a [`plan::Plan`] first (`Manager::plan`), checks that every
+//! file it needs exists and only then writes, so a spec asking for a
+//! controller the host lacks fails before the first write.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod bpf;
+pub mod convert;
+pub mod error;
+mod fs;
+pub mod layout;
+mod manager;
+pub mod plan;
+pub mod stats;
+mod v1;
+mod v2;
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use oci_spec::runtime::LinuxResources;
+use serde::{Deserialize, Serialize};
+
+pub use bpf::{BpfError, Insn};
+pub use error::{Error, Result};
+pub use layout::{Host, Layout, LayoutError, ProcFiles};
+pub use manager::{CgroupConfig, FsManager, UnifiedDir};
+pub use plan::{Op, Plan};
+pub use stats::Stats;
+
+/// Compiles OCI device rules into the cgroup v2 eBPF device filter program
+/// (exposed for inspection and tests).
+pub fn compile_device_filter(rules: &[oci_spec::runtime::LinuxDeviceCgroup]) -> Result<Vec<Insn>> {
+    v2::devices::compile(rules)
+}
+
+/// Ids of the eBPF device programs attached directly to a cgroup v2
+/// directory (diagnostics: after any number of `set` calls there is one).
+pub fn device_programs(dir: &Path) -> Result<Vec<u32>> {
+    use std::os::fd::AsFd;
+    let f = std::fs::File::open(dir).map_err(|source| BpfError::Open {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    Ok(bpf::query_device_progs(
+        f.as_fd(),
+        &dir.display().to_string(),
+    )?)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FreezerState {
+    Thawed,
+    /// A freeze was requested and is still in progress.
+    Freezing,
+    Frozen,
+}
+
+/// A container's cgroups. Object safe: the runtime holds a `Box<dyn Manager>`.
+pub trait Manager: Send + Sync + std::fmt::Debug {
+    /// The resolved directories; serialize it into the container state.
+    fn config(&self) -> &CgroupConfig;
+    /// Creates the cgroup in every hierarchy (v1 controllers and/or the
+    /// unified one), enabling v2 controllers on the way, and moves `pid` in.
+    fn apply(&self, pid: i32) -> Result<()>;
+    /// What `set` would write, without touching anything.
+    fn plan(&self, resources: &LinuxResources) -> Result<Plan>;
+    /// Validates everything, then writes all values. Call after `apply`.
+    fn set(&self, resources: &LinuxResources) -> Result<()>;
+    /// Freezes every process and waits until the kernel reports it frozen.
+    fn freeze(&self) -> Result<()>;
+    fn thaw(&self) -> Result<()>;
+    fn state(&self) -> Result<FreezerState>;
+    /// Every process in the cgroup and its descendants, sorted.
+    fn pids(&self) -> Result<Vec<i32>>;
+    fn stats(&self) -> Result<Stats>;
+    /// Number of processes the OOM killer has killed in this cgroup.
+    fn oom_kill_count(&self) -> Result<u64>;
+    /// An fd that becomes readable when an OOM event may have happened
+    /// (v1: an eventfd registered on memory.oom_control, read 8 bytes to
+    /// reset; v2: an inotify fd on memory.events, drain it). The caller
+    /// polls it and confirms with `oom_kill_count`. Keep it open as long
+    /// as you want notifications.
+    fn oom_notifier(&self) -> Result<OwnedFd>;
+    /// Sends `signal` (a libc signal number) to every process. SIGKILL on
+    /// v2 uses cgroup.kill; otherwise the cgroup is frozen while signalling.
+    /// Does not wait for the processes to exit.
+    fn kill_all(&self, signal: i32) -> Result<()>;
+    /// Removes the container's cgroup directories (and any sub-cgroups),
+    /// bottom-up, retrying briefly on EBUSY. Idempotent. Processes must be
+    /// gone (kill_all + wait) first.
+    fn destroy(&self) -> Result<()>;
+}
+
+/// Detects the host layout and resolves `cgroups_path` (absolute: from each
+/// hierarchy root; relative: below the runtime's own cgroup; `None`:
+/// `/hako/<container_id>`).
+pub fn manager(cgroups_path: Option<&Path>, container_id: &str) -> Result<Box<dyn Manager>> {
+    manager_for_host(&Host::detect()?, cgroups_path, container_id)
+}
+
+/// Like [`manager`] with an explicit host description (tests, fake trees).
+pub fn manager_for_host(
+    host: &Host,
+    cgroups_path: Option<&Path>,
+    container_id: &str,
+) -> Result<Box<dyn Manager>> {
+    Ok(Box::new(FsManager::new(CgroupConfig::resolve(
+        host,
+        cgroups_path,
+        container_id,
+    )?)))
+}
+
+/// Rebuilds the manager of an existing container from its saved config.
+pub fn for_existing(config: CgroupConfig) -> Box<dyn Manager> {
+    Box::new(FsManager::new(config))
+}

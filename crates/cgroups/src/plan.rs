@@ -1,0 +1,129 @@
+//! `set()` is split into plan and execute: controllers turn
+//! `LinuxResources` into an ordered list of [`Op`]s, the whole list is
+//! validated (every target file exists, every controller is enabled), and
+//! only then is anything written. A spec asking for something this host
+//! cannot do therefore fails before the first write, and tests can assert
+//! the exact files and values without a kernel.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::LinuxDeviceCgroup;
+
+use crate::error::{Error, Result};
+use crate::fs;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Write `value` to `path` (one write(2)).
+    Write {
+        /// Controller that owns the file, for error hints.
+        controller: &'static str,
+        /// The spec field this write comes from (`memory.limit`, ...).
+        field: String,
+        path: PathBuf,
+        value: String,
+    },
+    /// cgroup v2 device rules: compile to eBPF, attach to `dir`, detach the
+    /// program(s) attached before.
+    DeviceFilter {
+        dir: PathBuf,
+        rules: Vec<LinuxDeviceCgroup>,
+    },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub ops: Vec<Op>,
+}
+
+impl Plan {
+    pub(crate) fn write(
+        &mut self,
+        controller: &'static str,
+        field: impl Into<String>,
+        dir: &Path,
+        file: &str,
+        value: impl ToString,
+    ) {
+        self.ops.push(Op::Write {
+            controller,
+            field: field.into(),
+            path: dir.join(file),
+            value: value.to_string(),
+        });
+    }
+
+    /// `(file, value)` pairs relative to their cgroup dir, for tests.
+    pub fn writes(&self) -> Vec<(String, String)> {
+        self.ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Write { path, value, .. } => Some((
+                    path.file_name().unwrap().to_string_lossy().into_owned(),
+                    value.clone(),
+                )),
+                Op::DeviceFilter { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Checks that every file the plan writes exists, so a missing
+    /// controller or kernel feature is reported before anything is written.
+    pub fn validate(&self) -> Result<()> {
+        for op in &self.ops {
+            let Op::Write {
+                controller,
+                field,
+                path,
+                ..
+            } = op
+            else {
+                continue;
+            };
+            if path.exists() {
+                continue;
+            }
+            let dir = path.parent().unwrap_or(Path::new("/"));
+            if !dir.exists() {
+                return Err(Error::NotCreated {
+                    path: dir.to_path_buf(),
+                });
+            }
+            return Err(Error::MissingFile {
+                field: field.clone(),
+                path: path.clone(),
+                hint: missing_hint(controller, path, dir),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn execute(&self) -> Result<()> {
+        for op in &self.ops {
+            match op {
+                Op::Write { path, value, .. } => fs::write_file(path, value)?,
+                Op::DeviceFilter { dir, rules } => crate::v2::devices::apply(dir, rules)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Explains why a controller file is absent.
+fn missing_hint(controller: &str, path: &Path, dir: &Path) -> String {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    if name.starts_with("memory.memsw.") || name.starts_with("memory.swap.") {
+        return "swap accounting is not enabled on this host (no swap, or booted without swapaccount=1)".into();
+    }
+    // On cgroup2 every cgroup has cgroup.controllers: tell whether the
+    // controller is enabled for this cgroup at all.
+    if let Ok(enabled) = std::fs::read_to_string(dir.join("cgroup.controllers")) {
+        if !enabled.split_whitespace().any(|c| c == controller) {
+            return format!(
+                "the {controller} controller is not enabled for this cgroup (cgroup.controllers: {:?})",
+                enabled.trim()
+            );
+        }
+    }
+    format!("the {controller} controller on this kernel does not provide this file")
+}

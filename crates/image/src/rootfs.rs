@@ -1,0 +1,363 @@
+//! Container root filesystems: an overlayfs mount over the image's unpacked
+//! layers, or a plain copy where overlayfs cannot be mounted.
+//!
+//! ```text
+//! containers/<id>/layers.json   layer digests in use (kept by gc)
+//! containers/<id>/upper, work   overlay upper and work directories
+//! containers/<id>/merged        the mount point, or the copy
+//! ```
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, CWD};
+use rustix::io::Errno;
+use rustix::mount::{MountFlags, UnmountFlags};
+
+use crate::store::{check_container_id, io_err, remove_tree, Store, StoreError};
+use crate::unpack::Whiteouts;
+
+/// How the root filesystem was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RootfsKind {
+    Overlay,
+    Copy,
+}
+
+/// Options for [`Store::prepare_rootfs_with`].
+#[derive(Clone, Debug, Default)]
+pub struct RootfsOptions {
+    /// Copy even if overlayfs would work.
+    pub force_copy: bool,
+}
+
+/// A prepared root filesystem. Not removed on drop: the container outlives
+/// this value; call [`RootfsMount::unmount_and_remove`] (or
+/// [`Store::remove_rootfs`] with the id) when the container is removed.
+#[derive(Debug)]
+#[must_use = "the rootfs stays mounted until unmount_and_remove"]
+pub struct RootfsMount {
+    container_id: String,
+    dir: PathBuf,
+    path: PathBuf,
+    kind: RootfsKind,
+}
+
+impl RootfsMount {
+    /// The root directory for the container.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn kind(&self) -> RootfsKind {
+        self.kind
+    }
+    pub fn container_id(&self) -> &str {
+        &self.container_id
+    }
+    /// Unmounts (if mounted) and deletes the container's directory,
+    /// including its writable layer.
+    pub fn unmount_and_remove(self) -> Result<(), StoreError> {
+        remove_container_dir(&self.dir)
+    }
+}
+
+fn remove_container_dir(dir: &Path) -> Result<(), StoreError> {
+    let merged = dir.join("merged");
+    // A mount point has another device than its parent. Asking first keeps
+    // unprivileged callers (whose copies were never mounted) away from
+    // umount(2), which they may not call at all.
+    let mounted = match (fs::symlink_metadata(&merged), fs::symlink_metadata(dir)) {
+        (Ok(m), Ok(d)) => m.dev() != d.dev(),
+        (Err(e), _) if e.kind() == io::ErrorKind::NotFound => false,
+        (_, Err(e)) if e.kind() == io::ErrorKind::NotFound => false,
+        // Unreadable (e.g. a dead mount): try to unmount it.
+        _ => true,
+    };
+    if mounted {
+        match rustix::mount::unmount(&merged, UnmountFlags::NOFOLLOW) {
+            Ok(()) | Err(Errno::INVAL) => {}
+            Err(Errno::BUSY) => {
+                // Still in use by something we do not control: detach so
+                // the directory can go; the kernel frees the mount when its
+                // last user leaves.
+                rustix::mount::unmount(&merged, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW)
+                    .map_err(|e| io_err("unmount", &merged)(e.into()))?;
+            }
+            Err(e) => return Err(io_err("unmount", &merged)(e.into())),
+        }
+    }
+    match remove_tree(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(io_err("remove container rootfs", dir)(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Store {
+    /// Prepares `container_id`'s root filesystem from `image`.
+    pub fn prepare_rootfs(
+        &self,
+        image: &str,
+        container_id: &str,
+    ) -> Result<RootfsMount, StoreError> {
+        self.prepare_rootfs_with(image, container_id, &RootfsOptions::default())
+    }
+
+    /// [`Store::prepare_rootfs`] with options.
+    pub fn prepare_rootfs_with(
+        &self,
+        image: &str,
+        container_id: &str,
+        opts: &RootfsOptions,
+    ) -> Result<RootfsMount, StoreError> {
+        check_container_id(container_id)?;
+        let _c = self.content_lock()?;
+        let rec = self.resolve(image)?;
+        let dir = self.containers_dir().join(container_id);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_err("create container directory", &dir))?;
+        let result = (|| {
+            let hexes: Vec<String> = rec
+                .layers
+                .iter()
+                .map(|l| l.blob.digest.hex().to_owned())
+                .collect();
+            let lj = dir.join("layers.json");
+            fs::write(&lj, serde_json::to_vec(&hexes).expect("json"))
+                .map_err(io_err("write", &lj))?;
+            let mut lowers = Vec::new();
+            for l in &rec.layers {
+                lowers.push(self.ensure_layer(l)?);
+            }
+            let merged = dir.join("merged");
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&merged)
+                .map_err(io_err("create", &merged))?;
+            let reason = if opts.force_copy {
+                "copy requested".to_owned()
+            } else {
+                match mount_overlay(&dir, &lowers) {
+                    Ok(()) => {
+                        return Ok(RootfsMount {
+                            container_id: container_id.to_owned(),
+                            path: merged,
+                            dir: dir.clone(),
+                            kind: RootfsKind::Overlay,
+                        })
+                    }
+                    Err(e) => e,
+                }
+            };
+            eprintln!(
+                "hako: not using overlayfs ({reason}); copying the image into {}",
+                merged.display()
+            );
+            for l in &lowers {
+                copy_layer(l, &merged)?;
+            }
+            Ok(RootfsMount {
+                container_id: container_id.to_owned(),
+                path: merged,
+                dir: dir.clone(),
+                kind: RootfsKind::Copy,
+            })
+        })();
+        if result.is_err() {
+            let _ = remove_container_dir(&dir);
+        }
+        result
+    }
+
+    /// Removes a container's root filesystem by id (for a container whose
+    /// [`RootfsMount`] value is gone, e.g. after an engine restart).
+    pub fn remove_rootfs(&self, container_id: &str) -> Result<(), StoreError> {
+        check_container_id(container_id)?;
+        remove_container_dir(&self.containers_dir().join(container_id))
+    }
+}
+
+/// Mounts the overlay; on failure returns why, for the one-line notice.
+fn mount_overlay(dir: &Path, lowers: &[PathBuf]) -> Result<(), String> {
+    let upper = dir.join("upper");
+    let work = dir.join("work");
+    for d in [&upper, &work] {
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(d)
+            .map_err(|e| format!("create {}: {e}", d.display()))?;
+    }
+    let all = lowers.iter().chain([&upper, &work]);
+    for p in all {
+        let b = p.as_os_str().as_bytes();
+        if b.contains(&b',') || b.contains(&b':') {
+            return Err(format!("path {} has ',' or ':'", p.display()));
+        }
+    }
+    // Overlay lists lowerdirs top first; the image lists layers bottom first.
+    let lower = lowers
+        .iter()
+        .rev()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(":");
+    let mut data = format!(
+        "lowerdir={lower},upperdir={},workdir={}",
+        upper.display(),
+        work.display()
+    );
+    if Whiteouts::for_current_user() == Whiteouts::OverlayUserXattr {
+        data.push_str(",userxattr");
+    }
+    if data.len() >= 4096 {
+        return Err(format!(
+            "{} layers do not fit in one mount(2) option page",
+            lowers.len()
+        ));
+    }
+    let data = CString::new(data).map_err(|_| "NUL in a path".to_owned())?;
+    rustix::mount::mount(
+        "overlay",
+        dir.join("merged"),
+        "overlay",
+        MountFlags::empty(),
+        data.as_c_str(),
+    )
+    .map_err(|e| format!("mount overlay: {e}"))
+}
+
+fn is_whiteout(m: &fs::Metadata) -> bool {
+    m.file_type().is_char_device() && m.rdev() == 0
+}
+
+fn is_opaque(p: &Path) -> bool {
+    let mut buf = [0u8; 4];
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|x| matches!(rustix::fs::lgetxattr(p, *x, &mut buf[..]), Ok(1) if buf[0] == b'y'))
+}
+
+fn remove_any(p: &Path) -> Result<(), StoreError> {
+    let r = match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => remove_tree(p),
+        Ok(_) => fs::remove_file(p),
+        Err(_) => Ok(()),
+    };
+    r.map_err(io_err("remove", p))
+}
+
+/// Applies one unpacked layer on top of `dst` the way overlayfs would
+/// present it: whiteouts delete, opaque directories replace, the rest is
+/// copied with owner, mode and times. Hardlinks within the layer are kept.
+/// Only this crate's own layer directories and `dst` are read or written,
+/// and a non-directory in `dst` is never descended through.
+fn copy_layer(src: &Path, dst: &Path) -> Result<(), StoreError> {
+    let mut links = HashMap::new();
+    copy_dir(src, dst, &mut links)
+}
+
+fn copy_dir(
+    src: &Path,
+    dst: &Path,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<(), StoreError> {
+    let root = rustix::process::geteuid().is_root();
+    let devices = crate::unpack::privileged();
+    for e in fs::read_dir(src).map_err(io_err("read layer directory", src))? {
+        let e = e.map_err(io_err("read layer directory", src))?;
+        let s = e.path();
+        let d = dst.join(e.file_name());
+        let m = fs::symlink_metadata(&s).map_err(io_err("stat", &s))?;
+        if is_whiteout(&m) {
+            remove_any(&d)?;
+            continue;
+        }
+        let existing = fs::symlink_metadata(&d).ok();
+        if m.is_dir() {
+            match existing {
+                Some(x) if x.is_dir() && !is_opaque(&s) => {}
+                Some(_) => {
+                    remove_any(&d)?;
+                    fs::create_dir(&d).map_err(io_err("create directory", &d))?;
+                }
+                None => fs::create_dir(&d).map_err(io_err("create directory", &d))?,
+            }
+            copy_dir(&s, &d, links)?;
+            set_meta(&d, &m, root, true)?;
+            continue;
+        }
+        if existing.is_some() {
+            remove_any(&d)?;
+        }
+        if m.nlink() > 1 {
+            if let Some(first) = links.get(&(m.dev(), m.ino())) {
+                fs::hard_link(first, &d).map_err(io_err("hardlink", &d))?;
+                continue;
+            }
+            links.insert((m.dev(), m.ino()), d.clone());
+        }
+        let ft = m.file_type();
+        if ft.is_symlink() {
+            let t = fs::read_link(&s).map_err(io_err("read symlink", &s))?;
+            std::os::unix::fs::symlink(&t, &d).map_err(io_err("create symlink", &d))?;
+            set_meta(&d, &m, root, false)?;
+        } else if ft.is_file() {
+            fs::copy(&s, &d).map_err(io_err("copy", &d))?;
+            set_meta(&d, &m, root, true)?;
+        } else {
+            let kind = if ft.is_fifo() {
+                FileType::Fifo
+            } else if ft.is_char_device() && devices {
+                FileType::CharacterDevice
+            } else if ft.is_block_device() && devices {
+                FileType::BlockDevice
+            } else {
+                continue; // sockets are not part of images
+            };
+            rustix::fs::mknodat(CWD, &d, kind, Mode::from_raw_mode(0o600), m.rdev())
+                .map_err(|e| io_err("create node", &d)(e.into()))?;
+            set_meta(&d, &m, root, true)?;
+        }
+    }
+    Ok(())
+}
+
+fn set_meta(p: &Path, m: &fs::Metadata, root: bool, chmod: bool) -> Result<(), StoreError> {
+    if root {
+        rustix::fs::chownat(
+            CWD,
+            p,
+            Some(rustix::fs::Uid::from_raw(m.uid())),
+            Some(rustix::fs::Gid::from_raw(m.gid())),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| io_err("chown", p)(e.into()))?;
+    }
+    if chmod {
+        rustix::fs::chmodat(
+            CWD,
+            p,
+            Mode::from_raw_mode(m.mode() & 0o7777),
+            AtFlags::empty(),
+        )
+        .map_err(|e| io_err("chmod", p)(e.into()))?;
+    }
+    let t = |s: i64, ns: i64| Timespec {
+        tv_sec: s,
+        tv_nsec: ns as _,
+    };
+    let ts = Timestamps {
+        last_access: t(m.atime(), m.atime_nsec()),
+        last_modification: t(m.mtime(), m.mtime_nsec()),
+    };
+    rustix::fs::utimensat(CWD, p, &ts, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| io_err("set times", p)(e.into()))
+}

@@ -1,0 +1,330 @@
+//! Store tests that need no registry: import, load of hostile and valid
+//! layouts, rmi, gc, copied root filesystems.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use common::{oci_layout, Tar, TestStore};
+use hako_image::{ImportError, RootfsKind, RootfsOptions, StoreError};
+
+fn rootfs_dir(dir: &Path) {
+    fs::create_dir_all(dir.join("etc")).unwrap();
+    fs::create_dir_all(dir.join("bin")).unwrap();
+    fs::write(dir.join("etc/hostname"), "imported\n").unwrap();
+    std::os::unix::fs::symlink("/bin/busybox", dir.join("bin/sh")).unwrap();
+}
+
+#[test]
+fn import_dir_list_inspect_tag_remove_gc() {
+    let store = TestStore::new();
+    let src = tempfile::tempdir().unwrap();
+    rootfs_dir(src.path());
+
+    let id = store.import_rootfs(src.path(), "imported:v1").unwrap();
+    let list = store.list().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].id, id.to_string());
+    assert_eq!(list[0].repo_tags, ["docker.io/library/imported:v1"]);
+    // --format json
+    let json = serde_json::to_value(&list).unwrap();
+    assert_eq!(json[0]["RepoTags"][0], "docker.io/library/imported:v1");
+
+    let info = store.inspect("imported:v1").unwrap();
+    assert_eq!(info.id, id.to_string());
+    assert_eq!(info.rootfs.layers.len(), 1);
+    assert_eq!(store.inspect(id.short()).unwrap().id, id.to_string());
+    assert!(matches!(
+        store.inspect("nope"),
+        Err(StoreError::NoSuchImage(_))
+    ));
+
+    // The unpacked layer holds the files.
+    let rec = store.resolve("imported:v1").unwrap();
+    let layer = store.layer_path(&rec.layers[0].blob.digest);
+    assert_eq!(
+        fs::read_to_string(layer.join("etc/hostname")).unwrap(),
+        "imported\n"
+    );
+    assert_eq!(
+        fs::read_link(layer.join("bin/sh")).unwrap(),
+        Path::new("/bin/busybox")
+    );
+
+    // rmi of one of two names only untags.
+    store.tag("imported:v1", "other/name:x").unwrap();
+    let r = store.remove("imported:v1", false, &|_| true).unwrap();
+    assert_eq!(r.untagged, ["docker.io/library/imported:v1"]);
+    assert_eq!(r.deleted, None);
+    // The last name of an image a container uses is refused without force.
+    let e = store
+        .remove("other/name:x", false, &|i| *i == id)
+        .unwrap_err();
+    assert!(matches!(e, StoreError::InUse { .. }), "{e}");
+    assert!(e.to_string().contains("other/name:x"));
+    let r = store.remove("other/name:x", true, &|_| true).unwrap();
+    assert_eq!(r.deleted, Some(id));
+    assert!(store.list().unwrap().is_empty());
+
+    let before = store.blobs().unwrap().len();
+    assert_eq!(before, 3, "layer, config and manifest");
+    let g = store.gc().unwrap();
+    assert_eq!(g.blobs_removed, 3);
+    assert_eq!(g.layers_removed, 1);
+    assert!(store.blobs().unwrap().is_empty());
+    assert!(!layer.exists());
+}
+
+#[test]
+fn import_tarball_and_reimport_moves_the_name() {
+    let store = TestStore::new();
+    let t = tempfile::tempdir().unwrap();
+    let tarball = t.path().join("export.tar");
+    fs::write(&tarball, Tar::new().dir("etc").file("etc/a", b"1").done()).unwrap();
+    let a = store.import_rootfs(&tarball, "x").unwrap();
+    fs::write(&tarball, Tar::new().dir("etc").file("etc/a", b"2").done()).unwrap();
+    let b = store.import_rootfs(&tarball, "x").unwrap();
+    assert_ne!(a, b);
+    assert_eq!(store.resolve("x").unwrap().id, b);
+    assert!(store.resolve(&a.to_string()).unwrap().names.is_empty());
+}
+
+#[test]
+fn load_oci_layout_with_whiteouts_and_copy_rootfs() {
+    let store = TestStore::new();
+    let t = tempfile::tempdir().unwrap();
+    let layout = t.path().join("layout");
+    let l1 = Tar::new()
+        .dir("etc")
+        .file("etc/motd", b"lower")
+        .file("etc/keep", b"k")
+        .dir("opt/data")
+        .file("opt/data/old", b"o")
+        .done();
+    let l2 = Tar::new()
+        .file("etc/.wh.motd", b"")
+        .dir("opt/data")
+        .file("opt/data/.wh..wh..opq", b"")
+        .file("opt/data/new", b"n")
+        .done();
+    oci_layout(&layout, "example.com/layered:1", &[l1, l2]);
+    let loaded = store.load(&layout).unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].names, ["example.com/layered:1"]);
+
+    let m = store
+        .prepare_rootfs_with(
+            "example.com/layered:1",
+            "copy1",
+            &RootfsOptions { force_copy: true },
+        )
+        .unwrap();
+    assert_eq!(m.kind(), RootfsKind::Copy);
+    let r = m.path().to_owned();
+    assert!(!r.join("etc/motd").exists(), "whiteout honoured");
+    assert_eq!(fs::read(r.join("etc/keep")).unwrap(), b"k");
+    assert!(!r.join("opt/data/old").exists(), "opaque dir honoured");
+    assert_eq!(fs::read(r.join("opt/data/new")).unwrap(), b"n");
+    // gc keeps layers of a live rootfs even if the image goes.
+    store
+        .remove("example.com/layered:1", true, &|_| true)
+        .unwrap();
+    store.gc().unwrap();
+    let dir = r.parent().unwrap().to_owned();
+    m.unmount_and_remove().unwrap();
+    assert!(!dir.exists());
+    store.gc().unwrap();
+    assert!(fs::read_dir(store.root().join("layers"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+/// Loads a layout whose only layer is `layer`; must be refused.
+fn load_hostile(layer: Vec<u8>, needle: &str) {
+    let store = TestStore::new();
+    let t = tempfile::tempdir().unwrap();
+    oci_layout(t.path(), "evil/image:1", &[layer]);
+    let e = store.load(t.path()).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, ImportError::Store(StoreError::Unpack { .. })),
+        "unexpected error {msg}"
+    );
+    assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");
+    assert!(store.list().unwrap().is_empty(), "no image recorded");
+    assert!(fs::read_dir(store.root().join("layers"))
+        .unwrap()
+        .next()
+        .is_none());
+    assert!(fs::read_dir(store.root().join("tmp"))
+        .unwrap()
+        .next()
+        .is_none());
+    // Nothing escaped to the parent directories.
+    assert!(!store.root().join("escape").exists());
+    assert!(!store.data_path().join("escape").exists());
+}
+
+fn digest_of(path: &str) -> Option<String> {
+    fs::read(path).ok().map(|b| common::sha256(&b))
+}
+
+#[test]
+fn hostile_layers_are_refused() {
+    let passwd = digest_of("/etc/passwd");
+    let shadow_links = fs::metadata("/etc/shadow").map(|m| m.nlink()).ok();
+
+    load_hostile(Tar::new().file("../escape", b"x").done(), "\"..\"");
+    load_hostile(
+        Tar::new().file("../../../../../../escape", b"x").done(),
+        "\"..\"",
+    );
+    load_hostile(
+        Tar::new()
+            .file("/etc/passwd", b"evil::0:0::/:/bin/sh\n")
+            .done(),
+        "absolute path",
+    );
+    let marker = format!("/tmp/hako-escape-test-{}", std::process::id());
+    load_hostile(
+        Tar::new()
+            .link(tar::EntryType::Symlink, "root", "/")
+            .file(&format!("root{marker}"), b"x")
+            .done(),
+        "symlink",
+    );
+    load_hostile(
+        Tar::new()
+            .link(tar::EntryType::Link, "shadow", "/etc/shadow")
+            .done(),
+        "absolute path",
+    );
+    load_hostile(
+        Tar::new()
+            .link(tar::EntryType::Symlink, "etc", "/etc")
+            .link(tar::EntryType::Link, "shadow", "etc/shadow")
+            .done(),
+        "symlink",
+    );
+
+    assert_eq!(digest_of("/etc/passwd"), passwd);
+    assert_eq!(
+        fs::metadata("/etc/shadow").map(|m| m.nlink()).ok(),
+        shadow_links
+    );
+    assert!(!Path::new(&marker).exists());
+}
+
+#[test]
+fn corrupt_blob_in_layout_is_refused() {
+    let store = TestStore::new();
+    let t = tempfile::tempdir().unwrap();
+    let layer = Tar::new().file("a", b"hello").done();
+    let d = common::sha256(&layer);
+    oci_layout(t.path(), "x/y:1", std::slice::from_ref(&layer));
+    let mut bad = layer;
+    bad[600] ^= 0xff;
+    fs::write(t.path().join("blobs/sha256").join(&d[7..]), bad).unwrap();
+    let e = store.load(t.path()).unwrap_err().to_string();
+    assert!(e.contains(&d), "{e}");
+    assert!(!store.blob_path(&d.parse().unwrap()).exists());
+    assert!(store.list().unwrap().is_empty());
+}
+
+#[test]
+fn bad_container_ids_are_refused() {
+    let store = TestStore::new();
+    let src = tempfile::tempdir().unwrap();
+    rootfs_dir(src.path());
+    store.import_rootfs(src.path(), "img").unwrap();
+    let e = store.prepare_rootfs("img", "../../etc").unwrap_err();
+    assert!(matches!(e, StoreError::ContainerId(_)), "{e}");
+}
+
+/// Overlay where it can be mounted (root, or root of a user namespace with
+/// its own mount namespace: `unshare -Urm`), a copy otherwise; the view is
+/// the same.
+#[test]
+fn auto_rootfs_honours_whiteouts() {
+    let store = TestStore::new();
+    let t = tempfile::tempdir().unwrap();
+    let l1 = Tar::new()
+        .dir("etc")
+        .file("etc/motd", b"lower")
+        .dir("opt/data")
+        .file("opt/data/old", b"o")
+        .done();
+    let l2 = Tar::new()
+        .file("etc/.wh.motd", b"")
+        .dir("opt/data")
+        .file("opt/data/.wh..wh..opq", b"")
+        .file("opt/data/new", b"n")
+        .done();
+    oci_layout(t.path(), "example.com/auto:1", &[l1, l2]);
+    store.load(t.path()).unwrap();
+    let m = store.prepare_rootfs("example.com/auto:1", "auto").unwrap();
+    eprintln!("rootfs kind: {:?}", m.kind());
+    if hako_image::unpack::privileged() {
+        assert_eq!(m.kind(), RootfsKind::Overlay);
+    }
+    let r = m.path().to_owned();
+    assert!(!r.join("etc/motd").exists());
+    assert!(!r.join("opt/data/old").exists());
+    assert_eq!(fs::read(r.join("opt/data/new")).unwrap(), b"n");
+    fs::write(r.join("etc/new"), b"w").unwrap();
+    m.unmount_and_remove().unwrap();
+    assert!(!r.exists());
+}
+
+/// Runs the whiteout, copy and hostile-layer tests again as an unprivileged
+/// user (nobody), plain and as root of a user namespace (`unshare -Urm`),
+/// so the rootless paths (user.overlay xattrs, overlay with userxattr,
+/// copy fallback) are covered too. Needs root to switch users.
+#[test]
+fn rootless_variants() {
+    use std::process::Command;
+    if !hako_image::unpack::privileged() {
+        eprintln!("skipped: rootless_variants needs root to become nobody");
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipped: setpriv (util-linux) is not installed");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(tmp.path(), Some(65534), Some(65534)).unwrap();
+    for prefix in [&[][..], &["unshare", "-Urm"][..]] {
+        for test in [
+            "auto_rootfs_honours_whiteouts",
+            "load_oci_layout_with_whiteouts_and_copy_rootfs",
+            "hostile_layers_are_refused",
+            "import_dir_list_inspect_tag_remove_gc",
+        ] {
+            let mut cmd = Command::new("setpriv");
+            cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "env"])
+                .arg(format!("TMPDIR={}", tmp.path().display()))
+                .arg(format!("HOME={}", tmp.path().display()))
+                .args(prefix)
+                .arg(&exe)
+                .args(["--exact", test, "--nocapture", "--test-threads=1"]);
+            let out = cmd.output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if text.contains("Permission denied") && !text.contains("running 1 test") {
+                eprintln!("skipped: nobody cannot run {}: {text}", exe.display());
+                return;
+            }
+            assert!(
+                out.status.success() && text.contains("1 passed"),
+                "{test} as nobody {prefix:?} failed:\n{text}"
+            );
+        }
+    }
+}
