@@ -1,0 +1,1 @@
+//! hako's daemonless engine (work in progress).
