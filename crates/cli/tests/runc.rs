@@ -750,3 +750,31 @@ fn lifecycle_loop() {
     }
     assert_eq!(std::fs::read_dir(b.state_root()).unwrap().count(), 0);
 }
+
+#[test]
+fn seccomp_filters_apply_to_the_container_process() {
+    need_root!();
+    let mut b = Bundle::new();
+    b.config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+            {"names": ["sethostname"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}
+        ]
+    });
+    b.sh("mkdir /tmp/nope 2>&1; grep Seccomp: /proc/self/status");
+    let out = ok(&b.run("sec1"));
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    // Without noNewPrivileges the filter is loaded before capabilities drop.
+    b.config["process"]["noNewPrivileges"] = false.into();
+    let out = ok(&b.run("sec2"));
+    assert!(out.contains("Operation not permitted"), "{out}");
+    // A bad filter is refused before anything is created, naming the field.
+    b.config["linux"]["seccomp"]["syscalls"][0]["names"][0] = "no_such_syscall".into();
+    let o = b.run("sec3");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no_such_syscall"), "{}", stderr(&o));
+    assert!(!b.state_root().join("sec3").exists());
+}

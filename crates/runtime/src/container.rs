@@ -134,6 +134,19 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
         None => None,
     };
     let joins = open_joins(&plan)?;
+    let seccomp_listener: Option<OwnedFd> = match plan
+        .seccomp
+        .as_ref()
+        .and_then(|s| s.listener_path().clone())
+        .filter(|_| seccomp.as_ref().is_some_and(|f| f.needs_listener()))
+    {
+        Some(p) => {
+            let s = std::os::unix::net::UnixStream::connect(&p)
+                .ctx(|| format!("connect to linux.seccomp.listenerPath {}", p.display()))?;
+            Some(OwnedFd::from(s))
+        }
+        None => None,
+    };
     if dir.exists() || dir.dir.exists() {
         return Err(Error::Exists(opts.id.clone()));
     }
@@ -248,6 +261,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
                 preserve_fds: opts.preserve_fds,
                 sigmask: old_mask,
                 seccomp: seccomp.as_ref(),
+                seccomp_listener: seccomp_listener.as_ref().map(|s| s.as_fd()),
             })
         }
         Ok(sys::Forked::Parent { pid, pidfd }) => (pid, pidfd),
@@ -261,6 +275,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     }
     drop(child_sock);
     drop(console);
+    drop(seccomp_listener);
     let chan = Channel::new(parent_sock);
     // Leak-free borrow for the cleanup guard: the pidfd lives until return.
     // SAFETY: pidfd outlives `cleanup` (both are locals; cleanup is disarmed

@@ -41,8 +41,10 @@ pub struct InitArgs<'a> {
     pub preserve_fds: u32,
     /// Signal mask to restore before execve.
     pub sigmask: libc::sigset_t,
-    /// Compiled seccomp filter, loaded just before execve.
+    /// Compiled seccomp filter (see crate::seccomp for when it is loaded).
     pub seccomp: Option<&'a crate::seccomp::Filter>,
+    /// Connected socket to linux.seccomp.listenerPath, for SCMP_ACT_NOTIFY.
+    pub seccomp_listener: Option<BorrowedFd<'a>>,
 }
 
 /// Entry point in the child. Never returns.
@@ -264,6 +266,15 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
         }
     }
 
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it now,
+    // before capabilities go (runc's order). Otherwise it is the last step.
+    let mut seccomp_pending = a.seccomp;
+    if !p.no_new_privs {
+        if let Some(f) = seccomp_pending.take() {
+            crate::seccomp::load(f, a.seccomp_listener, || process_state(a, host_pid))?;
+        }
+    }
+
     crate::caps::apply_user_and_caps(p, userns)?;
 
     // chdir as the container user, then make sure the cwd is really inside
@@ -317,9 +328,9 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
 
     sys::reset_signal_dispositions();
     sys::set_sigmask(&a.sigmask).ctx(|| "restore the signal mask".into())?;
-    if let Some(f) = a.seccomp {
+    if let Some(f) = seccomp_pending {
         // Last: nothing of ours runs under the filter except execve.
-        f.load().ctx(|| "load the seccomp filter".into())?;
+        crate::seccomp::load(f, a.seccomp_listener, || process_state(a, host_pid))?;
     }
     let err = sys::execve(&exe, &argv, &envp);
     Err(Error::Other(format!("exec {:?}: {err}", p.args[0])))
@@ -335,6 +346,27 @@ fn hook_state(a: &InitArgs<'_>, pid: i32, status: &str) -> Vec<u8> {
     });
     if !a.plan.annotations.is_empty() {
         v["annotations"] = serde_json::to_value(&a.plan.annotations).unwrap_or_default();
+    }
+    v.to_string().into_bytes()
+}
+
+/// runtime-spec's container process state, sent with a seccomp listener.
+fn process_state(a: &InitArgs<'_>, pid: i32) -> Vec<u8> {
+    let state: serde_json::Value =
+        serde_json::from_slice(&hook_state(a, pid, "running")).unwrap_or_default();
+    let mut v = serde_json::json!({
+        "ociVersion": a.plan.oci_version,
+        "fds": ["seccompFd"],
+        "pid": pid,
+        "state": state,
+    });
+    if let Some(m) = a
+        .plan
+        .seccomp
+        .as_ref()
+        .and_then(|s| s.listener_metadata().clone())
+    {
+        v["metadata"] = m.into();
     }
     v.to_string().into_bytes()
 }

@@ -1,29 +1,51 @@
-//! Seccomp: the filter is compiled by the parent before clone; the init
-//! only loads it, as its very last step before execve.
+//! Seccomp, as crun does it: the filter is compiled by the parent before
+//! clone (hako-seccomp, on libseccomp); the init only loads the ready BPF.
+//!
+//! When it is loaded: with noNewPrivileges, as the very last step before
+//! execve, so none of the runtime's own steps run under it; without, before
+//! capabilities are dropped, because loading then needs CAP_SYS_ADMIN (as
+//! runc). A listener fd (SCMP_ACT_NOTIFY) goes to `listenerPath` with the
+//! container process state, over a socket the parent connected.
 
-use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use oci_spec::runtime::LinuxSeccomp;
 
-use crate::error::{spec_err, Result};
+use crate::error::{Error, Result};
 
-/// A compiled filter ready to load.
-#[derive(Debug, Clone)]
-pub struct Filter {
-    _private: (),
-}
+pub use hako_seccomp::CompiledFilter as Filter;
 
-impl Filter {
-    pub fn load(&self) -> io::Result<()> {
-        Err(io::Error::from_raw_os_error(libc::ENOSYS))
+/// Compile `linux.seccomp`; warnings (e.g. a syscall unknown on this
+/// architecture) go to the log.
+pub fn compile(spec: &LinuxSeccomp) -> Result<Filter> {
+    // hako-seccomp's messages already name the field (linux.seccomp.…).
+    let f = hako_seccomp::compile(spec).map_err(|e| Error::Other(format!("config.json: {e}")))?;
+    for w in f.warnings() {
+        crate::log::warn(&format!("linux.seccomp.{}: {}", w.field, w.message));
     }
+    Ok(f)
 }
 
-/// Compile `linux.seccomp`. Until the seccomp compiler lands this refuses
-/// the section instead of silently running without the filter.
-pub fn compile(_spec: &LinuxSeccomp) -> Result<Filter> {
-    Err(spec_err(
-        "linux.seccomp",
-        "seccomp filters are not supported by this build yet",
-    ))
+/// Load the filter; hand a notify listener to the agent when there is one.
+pub fn load(
+    f: &Filter,
+    listener_sock: Option<BorrowedFd<'_>>,
+    process_state: impl FnOnce() -> Vec<u8>,
+) -> Result<()> {
+    let listener = f.load().map_err(|e| Error::Io {
+        step: "load the seccomp filter".into(),
+        source: e,
+    })?;
+    if let Some(l) = listener {
+        let sock = listener_sock.ok_or_else(|| {
+            Error::Other(
+                "seccomp notify listener but no linux.seccomp.listenerPath connection".into(),
+            )
+        })?;
+        hako_seccomp::send_fd(sock, l.as_fd(), &process_state()).map_err(|e| Error::Io {
+            step: "send the seccomp listener to linux.seccomp.listenerPath".into(),
+            source: e,
+        })?;
+    }
+    Ok(())
 }
