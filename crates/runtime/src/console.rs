@@ -3,7 +3,8 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use crate::container::Created;
+use std::os::fd::OwnedFd;
+
 use crate::error::{Context, Result};
 use crate::sys;
 
@@ -49,13 +50,20 @@ fn copy_once(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> std::io::Result<usize>
     Ok(n)
 }
 
-/// Wait for the container's init; returns its exit code (128+signal).
-pub fn wait_foreground(c: &Created, sfd: BorrowedFd<'_>) -> Result<i32> {
-    let pid = c.state.pid;
+/// The process a foreground `run` or `exec` waits for.
+pub struct Foreground<'a> {
+    pub pid: i32,
+    pub pidfd: BorrowedFd<'a>,
+    pub console_master: Option<&'a OwnedFd>,
+}
+
+/// Wait for the process; returns its exit code (128+signal).
+pub fn wait_foreground(c: &Foreground<'_>, sfd: BorrowedFd<'_>) -> Result<i32> {
+    let pid = c.pid;
     // SAFETY: fds 0 and 1 belong to the process for its whole life.
     let (stdin, stdout) = unsafe { (BorrowedFd::borrow_raw(0), BorrowedFd::borrow_raw(1)) };
     let _raw = c.console_master.as_ref().and_then(|_| RawMode::enter(0));
-    if let Some(m) = &c.console_master {
+    if let Some(m) = c.console_master {
         if let Ok((r, col)) = sys::get_winsize(0) {
             let _ = sys::set_winsize(m.as_raw_fd(), r, col);
         }
@@ -64,14 +72,14 @@ pub fn wait_foreground(c: &Created, sfd: BorrowedFd<'_>) -> Result<i32> {
     let mut init_status: Option<i32> = None;
     loop {
         let mut fds = vec![sfd];
-        if let Some(m) = &c.console_master {
+        if let Some(m) = c.console_master {
             fds.push(m.as_fd());
             if stdin_open {
                 fds.push(stdin);
             }
         }
         let rev = sys::poll_many(&fds, -1).ctx(|| "poll".into())?;
-        if let Some(m) = &c.console_master {
+        if let Some(m) = c.console_master {
             if rev[1] & (libc::POLLIN | libc::POLLHUP) != 0 {
                 // EIO once the last peer closes: the container is exiting.
                 match copy_once(m.as_fd(), stdout) {
@@ -104,21 +112,21 @@ pub fn wait_foreground(c: &Created, sfd: BorrowedFd<'_>) -> Result<i32> {
                 }
             }
             libc::SIGWINCH => {
-                if let Some(m) = &c.console_master {
+                if let Some(m) = c.console_master {
                     if let Ok((r, col)) = sys::get_winsize(0) {
                         let _ = sys::set_winsize(m.as_raw_fd(), r, col);
                     }
                 }
             }
             s => {
-                let _ = sys::pidfd_send_signal(c.pidfd.as_fd(), s);
+                let _ = sys::pidfd_send_signal(c.pidfd, s);
             }
         }
     }
 }
 
-fn drain(c: &Created, stdout: BorrowedFd<'_>) {
-    if let Some(m) = &c.console_master {
+fn drain(c: &Foreground<'_>, stdout: BorrowedFd<'_>) {
+    if let Some(m) = c.console_master {
         while sys::poll_in(m.as_fd(), 0).unwrap_or(false) {
             match copy_once(m.as_fd(), stdout) {
                 Ok(n) if n > 0 => {}

@@ -49,6 +49,7 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 struct Cleanup<'a> {
     dir: &'a StateDir,
     child: Option<(libc::pid_t, BorrowedFd<'a>)>,
+    cgroup: Option<Box<dyn hako_cgroups::Manager>>,
     armed: bool,
 }
 
@@ -60,6 +61,10 @@ impl Drop for Cleanup<'_> {
         if let Some((pid, fd)) = self.child {
             let _ = sys::pidfd_send_signal(fd, libc::SIGKILL);
             let _ = sys::waitpid(pid, 0);
+        }
+        if let Some(m) = &self.cgroup {
+            let _ = m.kill_all(libc::SIGKILL);
+            let _ = m.destroy();
         }
         let _ = self.dir.remove();
     }
@@ -156,6 +161,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     let mut cleanup = Cleanup {
         dir: &dir,
         child: None,
+        cgroup: None,
         armed: true,
     };
 
@@ -229,7 +235,9 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     let mut clone_flags: u64 = 0;
     if plan.ns.joined(NsKind::User).is_none() {
         for k in &plan.ns.new {
-            if *k != NsKind::Time {
+            // Time: made by the parent above. Cgroup: unshared by the init
+            // once it is in its cgroup, so that cgroup is the namespace root.
+            if *k != NsKind::Time && *k != NsKind::Cgroup {
                 clone_flags |= k.flag() as u64;
             }
         }
@@ -298,6 +306,12 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
         poststop: plan.hooks.poststop.clone(),
         cgroup: None,
     };
+    dir.save(&st)?;
+
+    // Join the cgroup before the init does anything (or forks).
+    let mgr = crate::cgroup::setup(&plan, &opts.id, pid)?;
+    st.cgroup = mgr.as_deref().and_then(crate::cgroup::to_state);
+    cleanup.cgroup = mgr;
     dir.save(&st)?;
 
     if let Some(adj) = process.oom_score_adj {
@@ -390,7 +404,7 @@ fn plan_err(field: &str, msg: &str) -> Error {
 pub fn load(root: &Path, id: &str) -> Result<(StateDir, State, Status)> {
     let dir = StateDir::new(root, id)?;
     let st = dir.load()?;
-    let status = state::derive_status(&dir, &st, |_| false);
+    let status = state::derive_status(&dir, &st, crate::cgroup::is_frozen);
     Ok((dir, st, status))
 }
 
@@ -423,7 +437,7 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
     let dir = StateDir::new(root, id)?;
     let _lock = dir.lock()?;
     let mut st = dir.load()?;
-    let status = state::derive_status(&dir, &st, |_| false);
+    let status = state::derive_status(&dir, &st, crate::cgroup::is_frozen);
     require("start", id, status)?;
     release_fifo(&dir, &st)?;
     st.status = Status::Running;
@@ -512,9 +526,16 @@ fn signal_container(st: &State, sig: i32, all: bool) -> Result<()> {
             msg: "cannot signal a container that is not running".into(),
         });
     }
-    if all && st.own_pidns {
-        for pid in pidns_members(st).into_iter().skip(1) {
-            let _ = sys::kill(pid, sig);
+    if all {
+        if let Some(m) = crate::cgroup::from_state(st) {
+            m.kill_all(sig)
+                .map_err(|e| Error::Other(format!("signal every process of {}: {e}", st.id)))?;
+            return Ok(());
+        }
+        if st.own_pidns {
+            for pid in pidns_members(st).into_iter().skip(1) {
+                let _ = sys::kill(pid, sig);
+            }
         }
     }
     sys::pidfd_send_signal(pidfd.as_fd(), sig).ctx(|| format!("send signal {sig} to {}", st.pid))
@@ -533,7 +554,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         Err(Error::NotFound(_)) if force => return dir.remove(),
         Err(e) => return Err(e),
     };
-    let status = state::derive_status(&dir, &st, |_| false);
+    let status = state::derive_status(&dir, &st, crate::cgroup::is_frozen);
     if status != Status::Stopped {
         if !force {
             require("delete", id, status)?;
@@ -552,9 +573,101 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
 }
 
 fn finish_delete(dir: &StateDir, st: &State) -> Result<()> {
+    // A frozen cgroup would keep its processes from dying.
+    if let Some(m) = crate::cgroup::from_state(st) {
+        let _ = m.thaw();
+    }
+    crate::cgroup::destroy(st)?;
     let hs = st.spec_json(Status::Stopped).to_string().into_bytes();
     hooks::run_hooks("poststop", &st.poststop, &hs, false)?;
     dir.remove()
+}
+
+fn cgroup_of(st: &State) -> Result<Box<dyn hako_cgroups::Manager>> {
+    crate::cgroup::from_state(st)
+        .ok_or_else(|| Error::Other(format!("container {:?} has no cgroup", st.id)))
+}
+
+/// `pause`: freeze every process of a running container.
+pub fn pause(root: &Path, id: &str) -> Result<()> {
+    let (_, st, status) = load(root, id)?;
+    if status != Status::Running {
+        return Err(Error::BadState {
+            id: id.into(),
+            status: status.to_string(),
+            msg: "only a running container can be paused".into(),
+        });
+    }
+    cgroup_of(&st)?
+        .freeze()
+        .map_err(|e| Error::Other(format!("pause {id}: {e}")))
+}
+
+/// `resume`: thaw a paused container.
+pub fn resume(root: &Path, id: &str) -> Result<()> {
+    let (_, st, status) = load(root, id)?;
+    if status != Status::Paused {
+        return Err(Error::BadState {
+            id: id.into(),
+            status: status.to_string(),
+            msg: "only a paused container can be resumed".into(),
+        });
+    }
+    cgroup_of(&st)?
+        .thaw()
+        .map_err(|e| Error::Other(format!("resume {id}: {e}")))
+}
+
+/// Resource usage in runc's `events --stats` shape.
+pub fn stats(root: &Path, id: &str) -> Result<serde_json::Value> {
+    let (_, st, status) = load(root, id)?;
+    if status == Status::Stopped {
+        return Err(Error::BadState {
+            id: id.into(),
+            status: status.to_string(),
+            msg: "a stopped container has no stats".into(),
+        });
+    }
+    let s = cgroup_of(&st)?
+        .stats()
+        .map_err(|e| Error::Other(format!("stats of {id}: {e}")))?;
+    serde_json::to_value(s).map_err(|e| Error::Other(e.to_string()))
+}
+
+/// OOM kills counted by the container's cgroup so far.
+pub fn oom_kills(root: &Path, id: &str) -> Result<u64> {
+    let (_, st, _) = load(root, id)?;
+    cgroup_of(&st)?
+        .oom_kill_count()
+        .map_err(|e| Error::Other(format!("oom count of {id}: {e}")))
+}
+
+/// `update`: apply new resources to a live container.
+pub fn update(root: &Path, id: &str, r: &oci_spec::runtime::LinuxResources) -> Result<()> {
+    let (_, st, status) = load(root, id)?;
+    if status == Status::Stopped {
+        return Err(Error::BadState {
+            id: id.into(),
+            status: status.to_string(),
+            msg: "cannot update a stopped container".into(),
+        });
+    }
+    crate::cgroup::update(&st, r)
+}
+
+/// Host pids of every process in the container.
+pub fn pids(root: &Path, id: &str) -> Result<Vec<i32>> {
+    let (_, st, status) = load(root, id)?;
+    if status == Status::Stopped {
+        return Ok(Vec::new());
+    }
+    match crate::cgroup::from_state(&st) {
+        Some(m) => m
+            .pids()
+            .map_err(|e| Error::Other(format!("pids of {id}: {e}"))),
+        None if st.own_pidns => Ok(pidns_members(&st)),
+        None => Ok(vec![st.pid]),
+    }
 }
 
 /// `state` output (runc's shape).
@@ -607,7 +720,14 @@ pub fn run(opts: &CreateOpts, detach: bool) -> Result<i32> {
     let sfd = sys::signalfd_all().ctx(|| "signalfd".into());
     let result = sfd.and_then(|sfd| {
         start(&opts.root, &opts.id)?;
-        crate::console::wait_foreground(&c, sfd.as_fd())
+        crate::console::wait_foreground(
+            &crate::console::Foreground {
+                pid: c.state.pid,
+                pidfd: c.pidfd.as_fd(),
+                console_master: c.console_master.as_ref(),
+            },
+            sfd.as_fd(),
+        )
     });
     let code = match result {
         Ok(code) => code,

@@ -103,6 +103,11 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
             let _ = sys::setresuid(0);
         }
     }
+    if plan.ns.is_new(NsKind::Cgroup) && plan.ns.joined(NsKind::User).is_none() {
+        // Now that the parent put us in our cgroup, it becomes the root of
+        // the new cgroup namespace.
+        sys::unshare(libc::CLONE_NEWCGROUP).ctx(|| "unshare cgroup namespace".into())?;
+    }
     if plan.ns.joined(NsKind::User).is_some() {
         // Namespaces could not be created at clone time (they must belong to
         // the joined user namespace): create them now.

@@ -5,10 +5,12 @@
 //! executor that runs in the container's first process.
 
 pub mod caps;
+pub mod cgroup;
 pub mod console;
 pub mod container;
 pub mod defaults;
 pub mod error;
+pub mod exec;
 pub mod hooks;
 pub mod init;
 pub mod log;

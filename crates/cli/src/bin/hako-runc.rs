@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use hako_runtime::container::{self, CreateOpts};
 use hako_runtime::{defaults, log, state};
-use runc_cli::{Cli, Cmd, CreateArgs, ListFormat, LogFormat};
+use runc_cli::{Cli, Cmd, CreateArgs, ExecArgs, ListFormat, LogFormat, UpdateArgs};
 
 fn create_opts(cli: &Cli, a: &CreateArgs) -> CreateOpts {
     CreateOpts {
@@ -82,6 +82,200 @@ fn parse_signal(s: &str) -> Result<i32> {
         }
     };
     Ok(n)
+}
+
+/// "512m", "1g", "1024" → bytes; "-1" stays -1.
+fn parse_size(field: &str, s: &str) -> Result<i64> {
+    let s = s.trim();
+    if s == "-1" {
+        return Ok(-1);
+    }
+    let (num, mul) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let m: i64 = match s[i..].to_ascii_lowercase().trim_end_matches('b') {
+                "" => 1,
+                "k" => 1 << 10,
+                "m" => 1 << 20,
+                "g" => 1 << 30,
+                "t" => 1 << 40,
+                _ => bail!("--{field}: invalid size {s:?}"),
+            };
+            (&s[..i], m)
+        }
+        None => (s, 1),
+    };
+    let n: i64 = num
+        .trim()
+        .parse()
+        .with_context(|| format!("--{field}: invalid size {s:?}"))?;
+    Ok(n * mul)
+}
+
+/// runc's update: `--resources` JSON (or stdin) merged with the flags.
+fn update_resources(u: &UpdateArgs) -> Result<oci_spec::runtime::LinuxResources> {
+    let mut v: serde_json::Value = match u.resources.as_deref() {
+        None => serde_json::json!({}),
+        Some(src) => {
+            let text = if src == "-" {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)?;
+                t
+            } else {
+                std::fs::read_to_string(src).with_context(|| format!("--resources: read {src}"))?
+            };
+            serde_json::from_str(&text).context("--resources: invalid JSON")?
+        }
+    };
+    let mut set = |path: &[&str], val: serde_json::Value| {
+        let mut cur = &mut v;
+        for k in &path[..path.len() - 1] {
+            if !cur.get(*k).is_some_and(|x| x.is_object()) {
+                cur[*k] = serde_json::json!({});
+            }
+            cur = &mut cur[*k];
+        }
+        cur[path[path.len() - 1]] = val;
+    };
+    if let Some(w) = u.blkio_weight {
+        set(&["blockIO", "weight"], w.into());
+    }
+    if let Some(x) = u.cpu_period {
+        set(&["cpu", "period"], x.into());
+    }
+    if let Some(x) = u.cpu_quota {
+        set(&["cpu", "quota"], x.into());
+    }
+    if let Some(x) = u.cpu_rt_period {
+        set(&["cpu", "realtimePeriod"], x.into());
+    }
+    if let Some(x) = u.cpu_rt_runtime {
+        set(&["cpu", "realtimeRuntime"], x.into());
+    }
+    if let Some(x) = u.cpu_share {
+        set(&["cpu", "shares"], x.into());
+    }
+    if let Some(x) = &u.cpuset_cpus {
+        set(&["cpu", "cpus"], x.clone().into());
+    }
+    if let Some(x) = &u.cpuset_mems {
+        set(&["cpu", "mems"], x.clone().into());
+    }
+    for (flag, val, key) in [
+        ("memory", &u.memory, "limit"),
+        ("memory-reservation", &u.memory_reservation, "reservation"),
+        ("memory-swap", &u.memory_swap, "swap"),
+        ("kernel-memory", &u.kernel_memory, "kernel"),
+        ("kernel-memory-tcp", &u.kernel_memory_tcp, "kernelTCP"),
+    ] {
+        if let Some(x) = val {
+            set(&["memory", key], parse_size(flag, x)?.into());
+        }
+    }
+    if let Some(x) = u.pids_limit {
+        set(&["pids", "limit"], x.into());
+    }
+    serde_json::from_value(v).context("--resources: not a valid linux.resources object")
+}
+
+fn exec_process(cli: &Cli, a: &ExecArgs) -> Result<oci_spec::runtime::Process> {
+    if let Some(p) = &a.process {
+        let text = std::fs::read(p).with_context(|| format!("--process: read {}", p.display()))?;
+        return serde_json::from_slice(&text)
+            .with_context(|| format!("--process {}: invalid process JSON", p.display()));
+    }
+    if a.command.is_empty() {
+        bail!("exec: give a command or --process");
+    }
+    let mut p = hako_runtime::exec::default_process(&cli.root, &a.id)?;
+    p.set_args(Some(a.command.clone()));
+    p.set_terminal(Some(a.tty));
+    if let Some(cwd) = &a.cwd {
+        p.set_cwd(cwd.clone());
+    }
+    if !a.env.is_empty() {
+        let mut env = p.env().clone().unwrap_or_default();
+        for kv in &a.env {
+            let key = kv.split('=').next().unwrap_or("");
+            env.retain(|e| e.split('=').next() != Some(key));
+            env.push(kv.clone());
+        }
+        p.set_env(Some(env));
+    }
+    if let Some(u) = &a.user {
+        let (uid, gid) = match u.split_once(':') {
+            Some((u, g)) => (u.parse::<u32>()?, Some(g.parse::<u32>()?)),
+            None => (
+                u.parse::<u32>()
+                    .with_context(|| format!("--user {u:?}: need uid[:gid]"))?,
+                None,
+            ),
+        };
+        let mut user = p.user().clone();
+        user.set_uid(uid);
+        if let Some(g) = gid {
+            user.set_gid(g);
+        }
+        p.set_user(user);
+    }
+    if !a.additional_gids.is_empty() {
+        let mut user = p.user().clone();
+        user.set_additional_gids(Some(a.additional_gids.clone()));
+        p.set_user(user);
+    }
+    if a.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    if !a.cap.is_empty() {
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        let parsed: Vec<oci_spec::runtime::Capability> = a
+            .cap
+            .iter()
+            .map(|c| {
+                serde_json::from_value(serde_json::Value::String(c.clone()))
+                    .with_context(|| format!("--cap: unknown capability {c:?}"))
+            })
+            .collect::<Result<_>>()?;
+        let add = |set: Option<oci_spec::runtime::Capabilities>| {
+            let mut s = set.unwrap_or_default();
+            s.extend(parsed.iter().copied());
+            Some(s)
+        };
+        caps.set_bounding(add(caps.bounding().clone()));
+        caps.set_effective(add(caps.effective().clone()));
+        caps.set_permitted(add(caps.permitted().clone()));
+        p.set_capabilities(Some(caps));
+    }
+    Ok(p)
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration> {
+    let (n, unit) = s.trim().split_at(
+        s.trim()
+            .find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(s.trim().len()),
+    );
+    let n: f64 = n.parse().with_context(|| format!("--interval {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        _ => bail!("--interval {s:?}: use s, ms or m"),
+    };
+    if secs <= 0.0 {
+        bail!("--interval must be positive");
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+fn print_event(kind: &str, id: &str, data: Option<serde_json::Value>) -> Result<()> {
+    let mut ev = serde_json::json!({"type": kind, "id": id});
+    if let Some(d) = data {
+        ev["data"] = d;
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{ev}")?;
+    out.flush()?;
+    Ok(())
 }
 
 fn owner_name(uid: u32) -> String {
@@ -182,6 +376,102 @@ fn run(cli: Cli) -> Result<i32> {
             std::fs::write(&path, serde_json::to_string_pretty(&v)? + "\n")
                 .with_context(|| format!("write {}", path.display()))?;
         }
+        Cmd::Exec(a) => {
+            let process = exec_process(&cli, a)?;
+            return Ok(hako_runtime::exec::exec(&hako_runtime::exec::ExecOpts {
+                root: cli.root.clone(),
+                id: a.id.clone(),
+                process,
+                detach: a.detach,
+                pid_file: a.pid_file.clone(),
+                console_socket: a.console_socket.clone(),
+                preserve_fds: a.preserve_fds,
+            })?);
+        }
+        Cmd::Ps {
+            format,
+            id,
+            ps_args,
+        } => {
+            let pids = container::pids(root, id)?;
+            if *format == ListFormat::Json {
+                println!("{}", serde_json::to_string(&pids)?);
+                return Ok(0);
+            }
+            let args: Vec<String> = if ps_args.is_empty() {
+                vec!["-ef".into()]
+            } else {
+                ps_args.clone()
+            };
+            let out = std::process::Command::new("ps")
+                .args(&args)
+                .output()
+                .context("run ps")?;
+            if !out.status.success() {
+                bail!(
+                    "ps {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut lines = text.lines();
+            let header = lines.next().unwrap_or("");
+            let col = header
+                .split_whitespace()
+                .position(|h| h == "PID")
+                .context("ps output has no PID column")?;
+            println!("{header}");
+            for l in lines {
+                if let Some(p) = l
+                    .split_whitespace()
+                    .nth(col)
+                    .and_then(|p| p.parse::<i32>().ok())
+                {
+                    if pids.contains(&p) {
+                        println!("{l}");
+                    }
+                }
+            }
+        }
+        Cmd::Events {
+            stats,
+            interval,
+            id,
+        } => {
+            if *stats {
+                print_event("stats", id, Some(container::stats(root, id)?))?;
+                return Ok(0);
+            }
+            let every = parse_interval(interval)?;
+            let mut ooms = container::oom_kills(root, id).unwrap_or(0);
+            let mut next = std::time::Instant::now();
+            loop {
+                let (_, _, status) = container::load(root, id)?;
+                if status == state::Status::Stopped {
+                    break;
+                }
+                if let Ok(n) = container::oom_kills(root, id) {
+                    if n > ooms {
+                        print_event("oom", id, None)?;
+                        ooms = n;
+                    }
+                }
+                if std::time::Instant::now() >= next {
+                    if let Ok(s) = container::stats(root, id) {
+                        print_event("stats", id, Some(s))?;
+                    }
+                    next += every;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100).min(every));
+            }
+        }
+        Cmd::Update(u) => {
+            let r = update_resources(u)?;
+            container::update(root, &u.id, &r)?;
+        }
+        Cmd::Pause { id } => container::pause(root, id)?,
+        Cmd::Resume { id } => container::resume(root, id)?,
         Cmd::Features => {
             println!("{}", serde_json::to_string_pretty(&defaults::features())?);
         }

@@ -1,0 +1,140 @@
+//! The container's cgroup: created and joined by the parent between clone
+//! and the init's first step, so the init (and everything it forks) is
+//! accounted from the start; rebuilt from state.json by later commands.
+
+use std::path::Path;
+
+use hako_cgroups::{CgroupConfig, Manager};
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
+
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::state::State;
+
+fn cg_err(step: &str, e: hako_cgroups::Error) -> Error {
+    Error::Other(format!("{step}: {e}"))
+}
+
+/// Devices every container may use whatever its device rules say (runc's
+/// allow-list): the default /dev nodes, the pty master and peers, console.
+fn default_allowed() -> Vec<LinuxDeviceCgroup> {
+    let c = |major: i64, minor: Option<i64>| {
+        let mut d = LinuxDeviceCgroup::default();
+        d.set_allow(true);
+        d.set_typ(Some(LinuxDeviceType::C));
+        d.set_major(Some(major));
+        d.set_minor(minor);
+        d.set_access(Some("rwm".into()));
+        d
+    };
+    vec![
+        c(1, Some(3)), // null
+        c(1, Some(5)), // zero
+        c(1, Some(7)), // full
+        c(1, Some(8)), // random
+        c(1, Some(9)), // urandom
+        c(5, Some(0)), // tty
+        c(5, Some(1)), // console
+        c(5, Some(2)), // ptmx
+        c(136, None),  // /dev/pts/*
+    ]
+}
+
+/// The resources to apply: the spec's, with the devices the container is
+/// given (linux.devices and the defaults) allowed after its own rules.
+pub fn effective_resources(plan: &Plan) -> Option<LinuxResources> {
+    let mut r = plan.resources.clone()?;
+    if let Some(rules) = r.devices().clone() {
+        if !rules.is_empty() {
+            let mut all = rules;
+            all.extend(default_allowed());
+            for d in &plan.devices {
+                let mut rule = LinuxDeviceCgroup::default();
+                rule.set_allow(true);
+                rule.set_typ(Some(if d.kind == libc::S_IFBLK {
+                    LinuxDeviceType::B
+                } else {
+                    LinuxDeviceType::C
+                }));
+                rule.set_major(Some(d.major as i64));
+                rule.set_minor(Some(d.minor as i64));
+                rule.set_access(Some("rwm".into()));
+                all.push(rule);
+            }
+            r.set_devices(Some(all));
+        }
+    }
+    Some(r)
+}
+
+/// Whether this runtime may manage cgroups: root, or a delegated v2 tree.
+fn can_manage() -> bool {
+    crate::sys::geteuid() == 0
+}
+
+/// Create the container's cgroup, move `pid` in and apply the resources.
+/// Returns None when cgroups are skipped (rootless without delegation).
+pub fn setup(plan: &Plan, id: &str, pid: i32) -> Result<Option<Box<dyn Manager>>> {
+    if !can_manage() {
+        crate::log::warn("cgroups skipped: running without root and no delegated cgroup");
+        return Ok(None);
+    }
+    let m = hako_cgroups::manager(plan.cgroups_path.as_deref(), id)
+        .map_err(|e| cg_err("linux.cgroupsPath", e))?;
+    if let Err(e) = m.apply(pid) {
+        let _ = m.destroy();
+        return Err(cg_err("join the container's cgroup", e));
+    }
+    if let Some(r) = effective_resources(plan) {
+        if let Err(e) = m.set(&r) {
+            let _ = m.destroy();
+            return Err(cg_err("linux.resources", e));
+        }
+    }
+    Ok(Some(m))
+}
+
+pub fn to_state(m: &dyn Manager) -> Option<serde_json::Value> {
+    serde_json::to_value(m.config()).ok()
+}
+
+/// Rebuild the manager of an existing container.
+pub fn from_state(st: &State) -> Option<Box<dyn Manager>> {
+    let cfg: CgroupConfig = serde_json::from_value(st.cgroup.clone()?).ok()?;
+    Some(hako_cgroups::for_existing(cfg))
+}
+
+pub fn is_frozen(st: &State) -> bool {
+    from_state(st)
+        .and_then(|m| m.state().ok())
+        .is_some_and(|s| s == hako_cgroups::FreezerState::Frozen)
+}
+
+/// Apply new resources to a running container (`update`).
+pub fn update(st: &State, r: &LinuxResources) -> Result<()> {
+    let m = from_state(st)
+        .ok_or_else(|| Error::Other(format!("container {:?} has no cgroup to update", st.id)))?;
+    m.set(r).map_err(|e| cg_err("update", e))
+}
+
+/// Kill everything left in the cgroup and remove it.
+pub fn destroy(st: &State) -> Result<()> {
+    let Some(m) = from_state(st) else {
+        return Ok(());
+    };
+    if m.pids().map(|p| !p.is_empty()).unwrap_or(false) {
+        let _ = m.kill_all(libc::SIGKILL);
+        let start = std::time::Instant::now();
+        while m.pids().map(|p| !p.is_empty()).unwrap_or(false)
+            && start.elapsed() < std::time::Duration::from_secs(10)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    m.destroy()
+        .map_err(|e| cg_err("remove the container's cgroup", e))
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}

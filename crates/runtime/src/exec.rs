@@ -1,0 +1,324 @@
+//! `exec`: run another process in a running container.
+//!
+//! The parent opens the init's namespace files, enters the pid and time
+//! namespaces for its children only, and forks once; the child joins the
+//! user namespace first, then the rest, the mount namespace last (setns on
+//! a mount namespace moves root and cwd to the container's root). The parent
+//! moves the child into the container's cgroup before letting it go on.
+//! Success is the sync socket closing on execve (it is close-on-exec).
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Process;
+
+use crate::error::{Context, Error, Result};
+use crate::plan::{self, NsKind, ProcessPlan};
+use crate::state::{self, Status};
+use crate::sync::{Channel, Msg};
+use crate::sys;
+
+#[derive(Debug, Clone)]
+pub struct ExecOpts {
+    pub root: PathBuf,
+    pub id: String,
+    pub process: Process,
+    /// Return once the process runs instead of waiting for it.
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: u32,
+}
+
+/// The container's `process` from its config.json, as the base for an
+/// exec of `args` (what runc does for inline arguments).
+pub fn default_process(root: &Path, id: &str) -> Result<Process> {
+    let (_, st, _) = crate::container::load(root, id)?;
+    let spec = plan::load_spec(&st.bundle)?;
+    let mut p = spec.process().clone().unwrap_or_default();
+    p.set_terminal(Some(false));
+    p.set_console_size(None);
+    Ok(p)
+}
+
+fn ns_ino(path: &str) -> Option<u64> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+}
+
+/// Run the process; returns its exit code (0 when detached).
+pub fn exec(opts: &ExecOpts) -> Result<i32> {
+    let (dir, st, status) = crate::container::load(&opts.root, &opts.id)?;
+    if status != Status::Running {
+        return Err(Error::BadState {
+            id: opts.id.clone(),
+            status: status.to_string(),
+            msg: "can only exec in a running container".into(),
+        });
+    }
+    let process = plan::plan_process(&opts.process)?;
+    if process.terminal && opts.detach && opts.console_socket.is_none() {
+        return Err(Error::Other(
+            "exec -t -d needs --console-socket to hand the terminal to".into(),
+        ));
+    }
+    let spec = plan::load_spec(&st.bundle)?;
+    let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
+        Some(s) => Some(crate::seccomp::compile(&s)?),
+        None => None,
+    };
+
+    // The init's namespaces that differ from ours; pinned by fd now, so a
+    // dying init cannot make us join something else.
+    // Pin the init with a pidfd, then check it is still ours, so a reused
+    // pid cannot make us join another process's namespaces.
+    let _pin = sys::pidfd_open(st.pid).ctx(|| format!("pidfd_open {}", st.pid))?;
+    if !state::init_alive(&st) {
+        return Err(Error::Other(format!("container {} stopped", opts.id)));
+    }
+    let mut joins: Vec<(NsKind, OwnedFd)> = Vec::new();
+    for kind in [
+        NsKind::User,
+        NsKind::Ipc,
+        NsKind::Uts,
+        NsKind::Network,
+        NsKind::Pid,
+        NsKind::Cgroup,
+        NsKind::Time,
+        NsKind::Mount,
+    ] {
+        let theirs = format!("/proc/{}/ns/{}", st.pid, kind.proc_name());
+        let ours = format!("/proc/self/ns/{}", kind.proc_name());
+        if ns_ino(&theirs) != ns_ino(&ours) {
+            let fd = sys::openat(None, Path::new(&theirs), libc::O_RDONLY, 0)
+                .ctx(|| format!("open {theirs}"))?;
+            joins.push((kind, fd));
+        }
+    }
+    let userns = joins.iter().any(|(k, _)| *k == NsKind::User);
+
+    let mut own_console: Option<OwnedFd> = None;
+    let console: Option<OwnedFd> = if let Some(p) = &opts.console_socket {
+        let s = std::os::unix::net::UnixStream::connect(p)
+            .ctx(|| format!("connect to console socket {}", p.display()))?;
+        Some(OwnedFd::from(s))
+    } else if process.terminal {
+        let (a, b) = sys::socketpair_seqpacket().ctx(|| "console socketpair".into())?;
+        own_console = Some(a);
+        Some(b)
+    } else {
+        None
+    };
+    let (parent_sock, child_sock) = sys::socketpair_seqpacket().ctx(|| "sync socketpair".into())?;
+
+    // pid and time namespaces take effect for children: enter them for the
+    // fork, come back after.
+    let mut restore = Vec::new();
+    let mut child_joins = Vec::new();
+    for (kind, fd) in joins {
+        if matches!(kind, NsKind::Pid | NsKind::Time) {
+            let own = sys::openat(
+                None,
+                Path::new(&format!("/proc/self/ns/{}", kind.proc_name())),
+                libc::O_RDONLY,
+                0,
+            )
+            .ctx(|| "open own namespace".into())?;
+            sys::setns(fd.as_fd(), kind.flag())
+                .ctx(|| format!("join the container's {} namespace", kind.spec_name()))?;
+            restore.push((own, kind.flag()));
+        } else {
+            child_joins.push((kind, fd));
+        }
+    }
+
+    let old_mask = sys::block_all_signals().ctx(|| "block signals".into())?;
+    let forked = sys::clone3_fork(0);
+    let (pid, child_pidfd) = match forked {
+        Err(e) => {
+            let _ = sys::set_sigmask(&old_mask);
+            return Err(e).ctx(|| "fork the exec process".into());
+        }
+        Ok(sys::Forked::Child) => {
+            drop(parent_sock);
+            let chan = Channel::new(child_sock);
+            let r = child(&ChildArgs {
+                process: &process,
+                chan: &chan,
+                joins: &child_joins,
+                console: console.as_ref().map(|c| c.as_fd()),
+                preserve_fds: opts.preserve_fds,
+                sigmask: old_mask,
+                seccomp: seccomp.as_ref(),
+                userns,
+            });
+            if let Err(e) = r {
+                let _ = chan.send(&Msg::Failed(e.to_string()));
+            }
+            // SAFETY: leave the forked copy without running the parent's
+            // destructors or atexit handlers.
+            unsafe { libc::_exit(1) }
+        }
+        Ok(sys::Forked::Parent { pid, pidfd }) => (pid, pidfd),
+    };
+    if opts.detach {
+        let _ = sys::set_sigmask(&old_mask);
+    }
+    for (fd, flag) in restore.into_iter().rev() {
+        sys::setns(fd.as_fd(), flag).ctx(|| "return to the runtime's namespaces".into())?;
+    }
+    drop(child_sock);
+    drop(console);
+    let chan = Channel::new(parent_sock);
+
+    let fail = |e: Error| -> Error {
+        let _ = sys::pidfd_send_signal(child_pidfd.as_fd(), libc::SIGKILL);
+        let _ = sys::waitpid(pid, 0);
+        let _ = sys::set_sigmask(&sys::empty_sigmask());
+        e
+    };
+    if let Some(m) = crate::cgroup::from_state(&st) {
+        m.apply(pid)
+            .map_err(|e| fail(Error::Other(format!("join the container's cgroup: {e}"))))?;
+    }
+    chan.send(&Msg::Go(pid))
+        .ctx(|| "sync with the exec process".into())
+        .map_err(fail)?;
+    let console_master = match own_console {
+        Some(sock) => Some(
+            sys::recv_fd(sock.as_fd())
+                .ctx(|| "receive the pty master".into())
+                .map_err(fail)?
+                .1,
+        ),
+        None => None,
+    };
+    // EOF: execve succeeded and closed the socket. A message: it failed.
+    match chan.recv() {
+        Ok(None) => {}
+        Ok(Some(Msg::Failed(e))) => return Err(fail(Error::Init(e))),
+        Ok(Some(m)) => {
+            return Err(fail(Error::Other(format!(
+                "sync with the exec process: unexpected {m:?}"
+            ))))
+        }
+        Err(e) => {
+            return Err(fail(Error::Io {
+                step: "sync with the exec process".into(),
+                source: e,
+            }))
+        }
+    }
+    if let Some(pf) = &opts.pid_file {
+        state::atomic_write(pf, pid.to_string().as_bytes(), 0o644)?;
+    }
+    let _ = dir;
+    if opts.detach {
+        return Ok(0);
+    }
+    let sfd = sys::signalfd_all().ctx(|| "signalfd".into())?;
+    let code = crate::console::wait_foreground(
+        &crate::console::Foreground {
+            pid,
+            pidfd: child_pidfd.as_fd(),
+            console_master: console_master.as_ref(),
+        },
+        sfd.as_fd(),
+    );
+    let _ = sys::set_sigmask(&sys::empty_sigmask());
+    code
+}
+
+struct ChildArgs<'a> {
+    process: &'a ProcessPlan,
+    chan: &'a Channel,
+    joins: &'a [(NsKind, OwnedFd)],
+    console: Option<BorrowedFd<'a>>,
+    preserve_fds: u32,
+    sigmask: libc::sigset_t,
+    seccomp: Option<&'a crate::seccomp::Filter>,
+    userns: bool,
+}
+
+fn child(a: &ChildArgs<'_>) -> Result<()> {
+    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
+        .ctx(|| "set parent-death signal".into())?;
+    // Until execve, this process is the runtime inside the container: keep
+    // container processes from reading or ptracing it.
+    sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).ctx(|| "set non-dumpable".into())?;
+    a.chan.expect("go")?;
+    for (kind, fd) in a.joins {
+        sys::setns(fd.as_fd(), kind.flag())
+            .ctx(|| format!("join the container's {} namespace", kind.spec_name()))?;
+    }
+    let p = a.process;
+    if p.terminal {
+        let sock = a
+            .console
+            .ok_or_else(|| Error::Other("a terminal needs a console socket".into()))?;
+        let master = sys::openat(
+            None,
+            Path::new("/dev/ptmx"),
+            libc::O_RDWR | libc::O_NOCTTY,
+            0,
+        )
+        .ctx(|| "open /dev/ptmx in the container".into())?;
+        let peer = sys::pty_peer(master.as_fd()).ctx(|| "open the pty peer".into())?;
+        if let Some((r, c)) = p.console_size {
+            let _ = sys::set_winsize(peer.as_raw_fd(), r, c);
+        }
+        sys::send_fd(sock, b"/dev/pts", master.as_fd())
+            .ctx(|| "send the pty master to the console socket".into())?;
+        sys::setsid().ctx(|| "setsid".into())?;
+        for fd in 0..3 {
+            sys::dup2(peer.as_raw_fd(), fd).ctx(|| "attach the terminal".into())?;
+        }
+        sys::set_controlling_tty(0).ctx(|| "set the controlling terminal".into())?;
+    }
+    for r in &p.rlimits {
+        sys::setrlimit(r.resource, r.soft, r.hard)
+            .ctx(|| format!("process.rlimits: resource {}", r.resource))?;
+    }
+    let mut seccomp_pending = a.seccomp;
+    if !p.no_new_privs {
+        if let Some(f) = seccomp_pending.take() {
+            crate::seccomp::load(f, None, Vec::new)?;
+        }
+    }
+    crate::caps::apply_user_and_caps(p, a.userns)?;
+    std::env::set_current_dir(&p.cwd).ctx(|| format!("chdir to process.cwd {:?}", p.cwd))?;
+    if p.no_new_privs {
+        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).ctx(|| "set no_new_privs".into())?;
+    }
+    if let Some(m) = p.umask {
+        sys::umask(m);
+    }
+    let exe = crate::init::find_executable(&p.args[0], &p.env)?;
+    let argv: Vec<CString> = p
+        .args
+        .iter()
+        .map(|s| CString::new(s.as_bytes()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::Other("process.args contains a NUL byte".into()))?;
+    let envp: Vec<CString> = p
+        .env
+        .iter()
+        .map(|s| CString::new(s.as_bytes()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::Other("process.env contains a NUL byte".into()))?;
+    for fd in 3..3 + a.preserve_fds {
+        let _ = sys::set_cloexec(fd as i32, false);
+    }
+    sys::close_range_cloexec(3 + a.preserve_fds).ctx(|| "mark fds close-on-exec".into())?;
+    sys::reset_signal_dispositions();
+    sys::set_sigmask(&a.sigmask).ctx(|| "restore the signal mask".into())?;
+    // The parent waits for our execve; a detached exec must outlive it.
+    sys::prctl(libc::PR_SET_PDEATHSIG, 0, 0).ctx(|| "clear parent-death signal".into())?;
+    if let Some(f) = seccomp_pending {
+        crate::seccomp::load(f, None, Vec::new)?;
+    }
+    let err = sys::execve(&exe, &argv, &envp);
+    Err(Error::Other(format!("exec {:?}: {err}", p.args[0])))
+}
