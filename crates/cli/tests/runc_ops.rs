@@ -223,7 +223,7 @@ fn memory_stats_grow_and_oom_is_reported() {
         .arg(b.state_root())
         .args(["events", "--interval", "1s", "mem1"])
         .stdout(std::process::Stdio::piped());
-    let mut ev = ev.spawn().unwrap();
+    let ev = ev.spawn().unwrap();
     let o = b.runc(&[
         "exec",
         "mem1",
