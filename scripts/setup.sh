@@ -4,7 +4,8 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 pkgs=(busybox-static libseccomp-dev pkg-config iproute2 nftables util-linux)
-for p in "${EXTRA_PKGS[@]:-}"; do [ -n "$p" ] && pkgs+=("$p"); done
+# Extra packages a caller needs (benchmarks, client tests) come as arguments.
+pkgs+=("$@")
 
 missing=()
 for p in "${pkgs[@]}"; do

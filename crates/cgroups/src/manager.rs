@@ -252,7 +252,13 @@ impl Manager for FsManager {
         }
         if let Some(u) = &self.cfg.unified {
             fs::mkdir_all(&u.dir)?;
-            v2::enable_controllers(&u.root, &u.dir)?;
+            // On a hybrid host the cgroup2 side holds controllers nobody
+            // asked for (hugetlb here); enabling one in subtree_control pins
+            // it to cgroup2, and other runtimes (crun) can then no longer
+            // mount it as v1. There it is enabled by set() when needed.
+            if self.cfg.v1.is_empty() {
+                v2::enable_controllers(&u.root, &u.dir)?;
+            }
         }
         let pid = pid.to_string();
         for dir in self.dirs() {
@@ -373,6 +379,22 @@ impl Manager for FsManager {
     }
 
     fn set(&self, res: &LinuxResources) -> Result<()> {
+        if let Some(u) = self
+            .cfg
+            .unified
+            .as_ref()
+            .filter(|_| !self.cfg.v1.is_empty())
+        {
+            let wants_hugetlb = res
+                .hugepage_limits()
+                .as_ref()
+                .is_some_and(|h| !h.is_empty())
+                && u.controllers.iter().any(|c| c == "hugetlb");
+            let wants_unified = res.unified().as_ref().is_some_and(|m| !m.is_empty());
+            if wants_hugetlb || wants_unified {
+                v2::enable_controllers(&u.root, &u.dir)?;
+            }
+        }
         let plan = self.plan(res)?;
         plan.validate()?;
         plan.execute()
