@@ -198,7 +198,7 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
             let _ = sys::set_winsize(peer.as_raw_fd(), rows, cols);
         }
         if let Some(r) = &rootfs {
-            let target = paths::ensure_file_in_root(r.root.as_fd(), Path::new("/dev/console"))
+            let target = paths::fresh_file_in_root(r.root.as_fd(), Path::new("/dev/console"))
                 .ctx(|| "create /dev/console".into())?;
             sys::mount(
                 Some(sys::fd_path(peer.as_fd()).as_os_str()),

@@ -656,30 +656,41 @@ pub fn finish_rootfs(plan: &Plan) -> Result<()> {
         Some(verified_devnull()?)
     };
     for p in &plan.masked_paths {
-        let meta = match std::fs::symlink_metadata(p) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+        // Never through a symlink: the mask must land on the path named.
+        let fd = match sys::openat(None, p, libc::O_PATH | libc::O_NOFOLLOW, 0) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => return Err(e).ctx(|| format!("linux.maskedPaths: {}", p.display())),
         };
-        let r = if meta.is_dir() {
-            sys::mount(
+        let st =
+            sys::fstat(fd.as_fd()).ctx(|| format!("linux.maskedPaths: stat {}", p.display()))?;
+        let target = sys::fd_path(fd.as_fd());
+        let r = match st.st_mode & libc::S_IFMT {
+            libc::S_IFLNK => {
+                return Err(Error::Other(format!(
+                    "linux.maskedPaths: {} is a symlink; refusing to mask through it",
+                    p.display()
+                )))
+            }
+            libc::S_IFDIR => sys::mount(
                 Some(OsStr::new("tmpfs")),
-                p,
+                &target,
                 Some("tmpfs"),
                 libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 Some("size=0k,mode=755"),
-            )
-        } else {
-            // Bind the verified /dev/null, by fd, so a container-made
-            // /dev/null (or a symlink in its place) cannot be used.
-            let Some(dn) = devnull.as_ref() else { continue };
-            sys::mount(
-                Some(sys::fd_path(dn.as_fd()).as_os_str()),
-                p,
-                None,
-                libc::MS_BIND,
-                None,
-            )
+            ),
+            _ => {
+                // Bind the verified /dev/null, by fd, so a container-made
+                // /dev/null (or a symlink in its place) cannot be used.
+                let Some(dn) = devnull.as_ref() else { continue };
+                sys::mount(
+                    Some(sys::fd_path(dn.as_fd()).as_os_str()),
+                    &target,
+                    None,
+                    libc::MS_BIND,
+                    None,
+                )
+            }
         };
         r.ctx(|| format!("linux.maskedPaths: mask {}", p.display()))?;
     }

@@ -153,6 +153,42 @@ pub fn ensure_file_in_root(root: BorrowedFd<'_>, path: &Path) -> io::Result<Owne
     open_in_root(root, path)
 }
 
+/// Create `path` in `root` as a fresh empty regular file, replacing a
+/// symlink or anything else already there (never following it), and return
+/// an O_PATH fd of it. For targets that must be exactly what we made, like
+/// /dev/console (CVE-2025-52565: a symlink there redirected the bind).
+pub fn fresh_file_in_root(root: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let name = Path::new(
+        path.file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?,
+    );
+    let dir = mkdir_all_in_root(root, parent, 0o755)?;
+    let dirfd = dir_fd(dir.as_fd())?;
+    let c = sys::cstr(name)?;
+    // SAFETY: unlinkat on a valid dirfd and C string; ENOENT is fine.
+    unsafe {
+        libc::unlinkat(std::os::fd::AsRawFd::as_raw_fd(&dirfd), c.as_ptr(), 0);
+    }
+    sys::openat(
+        Some(dirfd.as_fd()),
+        name,
+        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW,
+        0o600,
+    )?;
+    let fd = sys::openat(
+        Some(dirfd.as_fd()),
+        name,
+        libc::O_PATH | libc::O_NOFOLLOW,
+        0,
+    )?;
+    let st = sys::fstat(fd.as_fd())?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(io::Error::other("not the regular file just created"));
+    }
+    Ok(fd)
+}
+
 /// Open a directory fd (not O_PATH) for `*at` calls that need one.
 pub fn dir_fd(opath: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     sys::openat(

@@ -329,6 +329,41 @@ fn id_maps(
     Ok(out)
 }
 
+/// CVE-2019-16884: a volume on /proc would give the container a fake procfs
+/// that the runtime then writes through (and apparmor/LSM labels with).
+/// Only a real proc mount goes on /proc; below it only the files lxcfs-style
+/// tools bind-mount are allowed.
+fn check_proc_mount(m: &MountPlan) -> Result<()> {
+    const BINDABLE: [&str; 10] = [
+        "/proc/cpuinfo",
+        "/proc/diskstats",
+        "/proc/meminfo",
+        "/proc/stat",
+        "/proc/swaps",
+        "/proc/uptime",
+        "/proc/loadavg",
+        "/proc/slabinfo",
+        "/proc/net/dev",
+        "/proc/sys/kernel/ns_last_pid",
+    ];
+    let field = format!("mounts[{}]", m.idx);
+    let is_proc = matches!(&m.kind, MountKind::Fs { fstype, .. } if fstype == "proc");
+    if m.dest == Path::new("/proc") {
+        if !is_proc {
+            return Err(spec_err(
+                field,
+                "only a proc filesystem may be mounted on /proc (a fake /proc is refused)",
+            ));
+        }
+    } else if m.dest.starts_with("/proc") && !BINDABLE.iter().any(|b| m.dest == Path::new(b)) {
+        return Err(spec_err(
+            field,
+            format!("mounting over {} is not allowed", m.dest.display()),
+        ));
+    }
+    Ok(())
+}
+
 fn check_sysctl(key: &str, ns: &Namespaces) -> Result<()> {
     const IPC: [&str; 8] = [
         "kernel.msgmax",
@@ -545,6 +580,9 @@ impl Plan {
                 kind,
                 opts,
             });
+        }
+        for m in &mounts {
+            check_proc_mount(m)?;
         }
         if !ns.has(NsKind::Mount) && !mounts.is_empty() {
             return Err(spec_err(
@@ -980,6 +1018,27 @@ mod tests {
             e.to_string(),
             "config.json: mounts[0].source: a bind mount needs a source"
         );
+    }
+
+    #[test]
+    fn fake_proc_is_refused() {
+        let e = plan(&base(
+            "",
+            r#","mounts":[{"destination":"/proc","type":"bind","source":"/tmp/fake","options":["rbind"]}]"#,
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("fake /proc"), "{e}");
+        let e = plan(&base(
+            "",
+            r#","mounts":[{"destination":"/proc/self/attr","type":"tmpfs","source":"x"}]"#,
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("not allowed"), "{e}");
+        plan(&base(
+            "",
+            r#","mounts":[{"destination":"/proc/meminfo","type":"bind","source":"/tmp/m"}]"#,
+        ))
+        .unwrap();
     }
 
     #[test]

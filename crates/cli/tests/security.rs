@@ -1,0 +1,233 @@
+//! Regressions for runc's CVE classes: each test sets up the attack and
+//! shows it blocked (needs root).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+use serde_json::json;
+
+/// CVE-2024-21626: a cwd through a leaked fd (/proc/self/fd/N) must never
+/// give the container a directory outside its root.
+#[test]
+fn cwd_through_a_leaked_fd_never_escapes() {
+    need_root!();
+    let mut b = Bundle::new();
+    b.sh("pwd; ls -d ../../../etc/hako-host-marker 2>/dev/null || echo contained");
+    let marker = std::path::Path::new("/etc/hako-host-marker");
+    let _ = std::fs::write(marker, "host");
+    for n in 3..=12 {
+        b.config["process"]["cwd"] = format!("/proc/self/fd/{n}").into();
+        let o = b.run(&format!("cwd{n}"));
+        let out = stdout(&o);
+        if o.status.success() {
+            assert!(
+                out.contains("contained") && !out.contains("hako-host-marker"),
+                "fd {n}: the container reached the host: {out}"
+            );
+        } else {
+            let e = stderr(&o);
+            assert!(e.contains("cwd"), "fd {n}: unclear error {e}");
+        }
+        assert!(!b.state_root().join(format!("cwd{n}")).exists());
+    }
+    let _ = std::fs::remove_file(marker);
+}
+
+/// CVE-2019-16884: a volume mounted on /proc (a fake procfs) is refused.
+#[test]
+fn fake_proc_is_refused() {
+    need_root!();
+    let mut b = Bundle::new();
+    let fake = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(fake.path().join("self/attr")).unwrap();
+    let mounts = b.config["mounts"].as_array_mut().unwrap();
+    mounts.retain(|m| m["destination"] != "/proc");
+    mounts.insert(
+        0,
+        json!({"destination": "/proc", "type": "bind", "source": fake.path(), "options": ["rbind"]}),
+    );
+    let o = b.run("fakeproc");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("fake /proc"), "{}", stderr(&o));
+    assert!(!b.state_root().join("fakeproc").exists());
+}
+
+/// CVE-2021-30465 / CVE-2023-27561: a mount destination that is (or is
+/// swapped into) a symlink to a host directory never gets a mount outside
+/// the rootfs. A createContainer hook sees the container's mount table
+/// before pivot_root, with host paths: nothing may be mounted on `outside`.
+#[test]
+fn mount_target_swapped_for_a_symlink_stays_inside() {
+    need_root!();
+    let mut b = Bundle::new();
+    let rootfs = b.private_rootfs();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("host-file"), "host").unwrap();
+    let vol = tempfile::tempdir().unwrap();
+    std::fs::write(vol.path().join("v"), "vol").unwrap();
+    let log = b.path().join("mountinfo.log");
+    b.config["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/mnt/target", "type": "bind", "source": vol.path(), "options": ["rbind"]
+    }));
+    b.config["hooks"] = json!({"createContainer": [{
+        "path": "/bin/sh",
+        "args": ["sh", "-c", format!("cat /proc/self/mountinfo >> {}", log.display())]
+    }]});
+    b.args(&["true"]);
+
+    // Swap /mnt/target between a directory and a symlink to `outside`
+    // while containers start.
+    let target = rootfs.join("mnt/target");
+    std::fs::create_dir_all(rootfs.join("mnt")).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let (t2, out2) = (target.clone(), outside.path().to_path_buf());
+    let swapper = std::thread::spawn(move || {
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = std::fs::remove_dir(&t2);
+            let _ = std::os::unix::fs::symlink(&out2, &t2);
+            std::thread::yield_now();
+            let _ = std::fs::remove_file(&t2);
+            let _ = std::fs::create_dir(&t2);
+        }
+    });
+    for i in 0..40 {
+        let _ = b.run(&format!("race{i}"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    swapper.join().unwrap();
+
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.is_empty(), "the hook never ran");
+    let out = outside.path().to_string_lossy().into_owned();
+    for line in text.lines() {
+        let mountpoint = line.split(' ').nth(4).unwrap_or("");
+        assert!(
+            !mountpoint.starts_with(&out),
+            "a mount landed outside the rootfs: {line}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+    assert_no_mounts_under(outside.path());
+}
+
+/// CVE-2025-52565: /dev/console made a symlink (to /proc/sysrq-trigger, say)
+/// must not redirect the console bind mount.
+#[test]
+fn dev_console_symlink_does_not_redirect_the_pty() {
+    need_root!();
+    let mut b = Bundle::new();
+    let rootfs = b.private_rootfs();
+    // No tmpfs on /dev: the image's own /dev is used, with a hostile link.
+    b.config["mounts"].as_array_mut().unwrap().retain(|m| {
+        m["destination"] != "/dev"
+            && m["destination"] != "/dev/shm"
+            && m["destination"] != "/dev/mqueue"
+    });
+    std::fs::create_dir_all(rootfs.join("dev/pts")).unwrap();
+    std::os::unix::fs::symlink("/proc/sysrq-trigger", rootfs.join("dev/console")).unwrap();
+    b.config["process"]["terminal"] = true.into();
+    b.sh("stat -c '%F' /dev/console; grep -c sysrq /proc/self/mountinfo; echo END");
+    let sock = b.path().join("c.sock");
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let h = std::thread::spawn(move || {
+        let (c, _) = l.accept().unwrap();
+        let (_, m) = hako_runtime::sys::recv_fd(std::os::fd::AsFd::as_fd(&c)).unwrap();
+        let mut f = std::fs::File::from(m);
+        let mut s = String::new();
+        let mut buf = [0u8; 256];
+        use std::io::Read;
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            s.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if s.contains("END") {
+                break;
+            }
+        }
+        s
+    });
+    let p = b.path().to_string_lossy().into_owned();
+    ok(&b.runc(&[
+        "run",
+        "-d",
+        "--console-socket",
+        sock.to_str().unwrap(),
+        "-b",
+        &p,
+        "con1",
+    ]));
+    let out = h.join().unwrap();
+    assert!(out.contains("character special file"), "{out:?}");
+    assert!(
+        out.contains("\n0") || out.contains("\r\n0"),
+        "sysrq-trigger got a mount: {out:?}"
+    );
+    wait_for(|| b.state("con1")["status"] == "stopped", "stopped");
+    ok(&b.runc(&["delete", "con1"]));
+}
+
+/// CVE-2024-21626 (the other half): nothing of the runtime's reaches the
+/// container: only 0, 1, 2 are open in the user process.
+#[test]
+fn no_runtime_fd_leaks_into_the_container_or_exec() {
+    need_root!();
+    let mut b = Bundle::new();
+    b.args(&["sleep", "30"]);
+    let p = b.path().to_string_lossy().into_owned();
+    ok(&b.runc(&["run", "-d", "-b", &p, "fdleak"]));
+    let pid = b.state("fdleak")["pid"].as_i64().unwrap();
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut fds = fds;
+    fds.sort();
+    assert_eq!(fds, vec!["0", "1", "2"]);
+    let out = ok(&b.runc(&[
+        "exec",
+        "fdleak",
+        "sh",
+        "-c",
+        "ls /proc/self/fd | sort -n | tr '\\n' ' '",
+    ]));
+    assert_eq!(out.trim(), "0 1 2 3", "exec leaked fds: {out}");
+    ok(&b.runc(&["delete", "--force", "fdleak"]));
+}
+
+/// Masking goes through a verified /dev/null: a container-supplied
+/// /dev/null that is not char 1:3 is refused (CVE-2025-31133).
+#[test]
+fn masking_refuses_a_fake_dev_null() {
+    need_root!();
+    let mut b = Bundle::new();
+    let rootfs = b.private_rootfs();
+    b.config["mounts"].as_array_mut().unwrap().retain(|m| {
+        m["destination"] != "/dev"
+            && m["destination"] != "/dev/shm"
+            && m["destination"] != "/dev/mqueue"
+            && m["destination"] != "/dev/pts"
+    });
+    // linux.devices would recreate it: make the image's /dev/null a file
+    // and ask for no devices.
+    std::fs::create_dir_all(rootfs.join("dev")).unwrap();
+    let fake = rootfs.join("dev/fake-null");
+    std::fs::write(&fake, "").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o666)).unwrap();
+    b.args(&["true"]);
+    // With the default devices created by the runtime, /dev/null is real:
+    // masking works.
+    ok(&b.run("mask-ok"));
+    // Now replace /dev/null with a symlink to a writable proc file after the
+    // runtime's device step: simulate by a bind of a regular file over it.
+    b.config["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/dev/null", "type": "bind", "source": fake, "options": ["bind"]
+    }));
+    let o = b.run("mask-bad");
+    assert!(!o.status.success(), "a fake /dev/null was used for masking");
+    assert!(stderr(&o).contains("/dev/null"), "{}", stderr(&o));
+    assert!(!b.state_root().join("mask-bad").exists());
+}
