@@ -231,3 +231,88 @@ fn masking_refuses_a_fake_dev_null() {
     assert!(stderr(&o).contains("/dev/null"), "{}", stderr(&o));
     assert!(!b.state_root().join("mask-bad").exists());
 }
+
+/// CVE-2019-5736: an entrypoint `#!/proc/self/exe` makes the runtime run
+/// itself inside the container. Whatever the container then reaches through
+/// /proc/PID/exe must be a sealed copy, never the host's hako-runc.
+#[test]
+fn proc_self_exe_trampoline_cannot_reach_the_host_binary() {
+    need_root!();
+    let host_bin = std::fs::read(bin()).unwrap();
+    let mut b = Bundle::new();
+    let rootfs = b.private_rootfs();
+    // The runtime binary must be able to start inside: give it its libraries.
+    let ldd = std::process::Command::new("ldd")
+        .arg(bin())
+        .output()
+        .unwrap();
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let dst = rootfs.join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &dst).unwrap();
+    }
+    let tramp = rootfs.join("trampoline");
+    std::fs::write(&tramp, "#!/proc/self/exe --root\n").unwrap();
+    std::fs::set_permissions(&tramp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // argv becomes: /proc/self/exe --root /trampoline update --resources - x,
+    // which reads stdin first: the process stays while we hold the pipe.
+    b.args(&["/trampoline", "update", "--resources", "-", "x"]);
+    b.write();
+    let (r, w) = std::io::pipe().unwrap();
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("--root")
+        .arg(b.state_root())
+        .args(["run", "-d", "-b"])
+        .arg(b.path())
+        .arg("tramp")
+        .stdin(r)
+        .stdout(std::process::Stdio::null());
+    assert!(cmd.status().unwrap().success());
+    let pid = b.state("tramp")["pid"].as_i64().unwrap();
+    wait_for(
+        || {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.contains("update"))
+                .unwrap_or(false)
+        },
+        "the trampoline to run",
+    );
+    let link = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert!(
+        link.to_string_lossy().starts_with("/memfd:"),
+        "the container runs the host binary: {link:?}"
+    );
+    // What an attacker would hold on to and reopen for writing after exit.
+    let exe = std::fs::File::open(format!("/proc/{pid}/exe")).unwrap();
+    // SAFETY: F_GET_SEALS on an fd we own.
+    let seals = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&exe), libc::F_GET_SEALS) };
+    assert!(
+        seals >= 0 && seals & libc::F_SEAL_WRITE != 0,
+        "not sealed: {seals}"
+    );
+    drop(w);
+    wait_for(
+        || b.state("tramp")["status"] == "stopped",
+        "the trampoline to exit",
+    );
+    let reopened = std::fs::OpenOptions::new().append(true).open(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&exe)
+    ));
+    if let Ok(mut f) = reopened {
+        use std::io::Write;
+        assert!(
+            f.write_all(b"pwned").is_err(),
+            "wrote to the runtime's binary"
+        );
+    }
+    assert_eq!(
+        std::fs::read(bin()).unwrap(),
+        host_bin,
+        "the host binary changed"
+    );
+    ok(&b.runc(&["delete", "tramp"]));
+}

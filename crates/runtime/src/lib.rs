@@ -6,6 +6,7 @@
 
 pub mod caps;
 pub mod cgroup;
+pub mod cloned_binary;
 pub mod console;
 pub mod container;
 pub mod defaults;

@@ -481,6 +481,14 @@ fn run(cli: Cli) -> Result<i32> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands that put our processes into a container run from a sealed
+    // copy of this binary (CVE-2019-5736); see hako_runtime::cloned_binary.
+    if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec(_)) {
+        if let Err(e) = hako_runtime::cloned_binary::ensure() {
+            eprintln!("hako-runc: run from a sealed copy of the binary: {e}");
+            return ExitCode::from(1);
+        }
+    }
     log::init(
         cli.log.clone(),
         cli.log_format == LogFormat::Json,
