@@ -12,8 +12,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "hako's OCI runtime, with runc's command line"
 )]
 pub struct Cli {
-    /// Root directory for container state.
-    #[arg(long, global = true, default_value = "/run/hako-runc")]
+    /// Root directory for container state [default: /run/hako-runc, or
+    /// $XDG_RUNTIME_DIR/hako-runc without root].
+    #[arg(long = "root", global = true)]
+    pub root_arg: Option<PathBuf>,
+    #[arg(skip)]
     pub root: PathBuf,
     /// Write logs to this file instead of stderr.
     #[arg(long, global = true)]

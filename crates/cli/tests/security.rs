@@ -316,3 +316,99 @@ fn proc_self_exe_trampoline_cannot_reach_the_host_binary() {
     );
     ok(&b.runc(&["delete", "tramp"]));
 }
+
+/// Rootless: an unprivileged user runs a `spec --rootless` bundle; uid 0
+/// inside is the user outside; state goes under $XDG_RUNTIME_DIR; cgroups
+/// are skipped with one line saying so; more than one's own id needs
+/// newuidmap and a subuid range, and the error says which.
+#[test]
+fn rootless_container_maps_root_to_the_user() {
+    need_root!();
+    let nobody = 65534u32;
+    let top = tempfile::Builder::new()
+        .prefix("hako-rootless-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bundle = top.path().join("bundle");
+    let st = std::process::Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/make-bundle.sh"
+        ))
+        .arg(&bundle)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_file(bundle.join("config.json")).unwrap();
+    let xdg = top.path().join("xdg");
+    std::fs::create_dir(&xdg).unwrap();
+    let chown = |p: &std::path::Path| {
+        let st = std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    chown(&bundle);
+    chown(&xdg);
+    let as_nobody = |args: &[&str]| {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "env",
+        ])
+        .arg(format!("XDG_RUNTIME_DIR={}", xdg.display()))
+        .arg(bin())
+        .args(args)
+        .current_dir(&bundle);
+        run_with_timeout(c, std::time::Duration::from_secs(30))
+    };
+    ok(&as_nobody(&["spec", "--rootless"]));
+    let cfg_path = bundle.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    assert_eq!(cfg["linux"]["uidMappings"][0]["hostID"], nobody);
+    cfg["process"]["terminal"] = false.into();
+    cfg["process"]["args"] = json!([
+        "sh",
+        "-c",
+        "id -u; cat /proc/self/uid_map; touch /tmp/x 2>&1 | grep -c Read-only"
+    ]);
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let b = bundle.to_string_lossy().into_owned();
+    let o = as_nobody(&["run", "-b", &b, "rl1"]);
+    let out = ok(&o);
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0], "0");
+    assert_eq!(
+        l[1].split_whitespace().collect::<Vec<_>>(),
+        vec!["0", "65534", "1"]
+    );
+    assert_eq!(l[2], "1", "the rootless spec's root is read-only");
+    let e = stderr(&o);
+    assert_eq!(e.matches("cgroups skipped").count(), 1, "{e}");
+    assert!(
+        xdg.join("hako-runc").is_dir(),
+        "state not under XDG_RUNTIME_DIR"
+    );
+    assert_eq!(std::fs::read_dir(xdg.join("hako-runc")).unwrap().count(), 0);
+
+    // A range beyond one's own uid needs newuidmap and /etc/subuid.
+    cfg["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let o = as_nobody(&["run", "-b", &b, "rl2"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("newuidmap") && e.contains("linux.uidMappings"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_dir(xdg.join("hako-runc")).unwrap().count(), 0);
+}

@@ -80,6 +80,96 @@ fn id_map_text(maps: &[plan::IdMap]) -> String {
         .collect()
 }
 
+/// Write the user namespace's id maps while the init waits.
+///
+/// Root writes them directly. Without root the kernel only lets us map our
+/// own uid and gid (after denying setgroups); anything more goes through the
+/// setuid helpers newuidmap/newgidmap (Debian: uidmap), which check
+/// /etc/subuid and /etc/subgid.
+fn write_id_maps(plan: &Plan, pid: i32) -> Result<()> {
+    // SAFETY: getegid cannot fail.
+    let (euid, egid) = (sys::geteuid(), unsafe { libc::getegid() });
+    let just_self =
+        |maps: &[plan::IdMap], id: u32| maps.len() == 1 && maps[0].host == id && maps[0].size == 1;
+    if euid == 0 {
+        write_file(
+            Path::new(&format!("/proc/{pid}/uid_map")),
+            &id_map_text(&plan.uid_maps),
+        )
+        .ctx(|| "write uid_map (linux.uidMappings)".into())?;
+        write_file(
+            Path::new(&format!("/proc/{pid}/gid_map")),
+            &id_map_text(&plan.gid_maps),
+        )
+        .ctx(|| "write gid_map (linux.gidMappings)".into())?;
+        return Ok(());
+    }
+    if just_self(&plan.uid_maps, euid) {
+        write_file(
+            Path::new(&format!("/proc/{pid}/uid_map")),
+            &id_map_text(&plan.uid_maps),
+        )
+        .ctx(|| "write uid_map (linux.uidMappings)".into())?;
+    } else {
+        run_idmap_helper(
+            "newuidmap",
+            "linux.uidMappings",
+            "/etc/subuid",
+            pid,
+            &plan.uid_maps,
+        )?;
+    }
+    if just_self(&plan.gid_maps, egid) {
+        // An unprivileged gid_map needs setgroups denied first.
+        write_file(Path::new(&format!("/proc/{pid}/setgroups")), "deny")
+            .ctx(|| "write setgroups deny".into())?;
+        write_file(
+            Path::new(&format!("/proc/{pid}/gid_map")),
+            &id_map_text(&plan.gid_maps),
+        )
+        .ctx(|| "write gid_map (linux.gidMappings)".into())?;
+    } else {
+        run_idmap_helper(
+            "newgidmap",
+            "linux.gidMappings",
+            "/etc/subgid",
+            pid,
+            &plan.gid_maps,
+        )?;
+    }
+    Ok(())
+}
+
+fn run_idmap_helper(
+    helper: &str,
+    field: &str,
+    subid: &str,
+    pid: i32,
+    maps: &[plan::IdMap],
+) -> Result<()> {
+    let mut cmd = std::process::Command::new(helper);
+    cmd.arg(pid.to_string());
+    for m in maps {
+        cmd.args([
+            m.container.to_string(),
+            m.host.to_string(),
+            m.size.to_string(),
+        ]);
+    }
+    let out = cmd.output().map_err(|e| {
+        Error::Other(format!(
+            "{field}: mapping more than your own id needs {helper} (Debian package uidmap): {e}"
+        ))
+    })?;
+    if !out.status.success() {
+        return Err(Error::Other(format!(
+            "{field}: {helper} refused the mapping (is there a range for you in {subid}?): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
 /// Open and type-check every namespace path before anything is created.
 fn open_joins(plan: &Plan) -> Result<Vec<(NsKind, OwnedFd)>> {
     let mut out = Vec::new();
@@ -322,16 +412,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
         .ctx(|| format!("process.oomScoreAdj: write {adj}"))?;
     }
     if plan.ns.is_new(NsKind::User) && plan.ns.joined(NsKind::User).is_none() {
-        write_file(
-            Path::new(&format!("/proc/{pid}/uid_map")),
-            &id_map_text(&plan.uid_maps),
-        )
-        .ctx(|| "write uid_map (linux.uidMappings)".into())?;
-        write_file(
-            Path::new(&format!("/proc/{pid}/gid_map")),
-            &id_map_text(&plan.gid_maps),
-        )
-        .ctx(|| "write gid_map (linux.gidMappings)".into())?;
+        write_id_maps(&plan, pid)?;
     }
     chan.send(&Msg::Go(pid))
         .ctx(|| "sync with container init".into())?;

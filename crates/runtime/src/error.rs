@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("bundle {path}: {source}")]
-    Bundle { path: PathBuf, source: io::Error },
+    #[error("bundle {path}: {cause}")]
+    Bundle { path: PathBuf, cause: io::Error },
 
     #[error("{path}: {msg}")]
     Config { path: PathBuf, msg: String },
@@ -32,8 +32,10 @@ pub enum Error {
         msg: String,
     },
 
-    #[error("{step}: {source}")]
-    Io { step: String, source: io::Error },
+    // `cause`, not `source`: the message already carries it, and anyhow's
+    // chain printing would repeat it.
+    #[error("{step}: {cause}")]
+    Io { step: String, cause: io::Error },
 
     /// The container's init reported a failure while setting itself up.
     #[error("{0}")]
@@ -60,9 +62,9 @@ pub trait Context<T> {
 
 impl<T> Context<T> for io::Result<T> {
     fn ctx(self, step: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error::Io {
+        self.map_err(|cause| Error::Io {
             step: step(),
-            source,
+            cause,
         })
     }
 }

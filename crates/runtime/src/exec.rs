@@ -207,7 +207,7 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
         Err(e) => {
             return Err(fail(Error::Io {
                 step: "sync with the exec process".into(),
-                source: e,
+                cause: e,
             }))
         }
     }

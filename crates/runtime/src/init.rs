@@ -47,13 +47,19 @@ pub struct InitArgs<'a> {
     pub seccomp_listener: Option<BorrowedFd<'a>>,
 }
 
+/// Set once the parent has been told we are ready: from then on errors can
+/// only go to stderr. Before, the parent reports them (or is gone, and so
+/// are we by the parent-death signal).
+static READY_SENT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Entry point in the child. Never returns.
 pub fn main(a: InitArgs<'_>) -> ! {
     let code = match run(&a) {
         Ok(()) => 0,
         Err(e) => {
-            // Before Ready the parent is listening; after it, only stderr is.
-            if a.chan.send(&Msg::Failed(e.to_string())).is_err() {
+            if a.chan.send(&Msg::Failed(e.to_string())).is_err()
+                && READY_SENT.load(std::sync::atomic::Ordering::Relaxed)
+            {
                 let _ = sys::write_all_fd(
                     // SAFETY: fd 2 is open for the life of the process or the
                     // write simply fails.

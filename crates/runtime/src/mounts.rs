@@ -204,7 +204,7 @@ pub fn prepare_rootfs(ctx: &MountCtx<'_>) -> Result<Rootfs> {
 fn mount_err(m: &MountPlan, what: &str, e: std::io::Error) -> Error {
     Error::Io {
         step: format!("mounts[{}]: {what} on {}", m.idx, m.dest.display()),
-        source: e,
+        cause: e,
     }
 }
 

@@ -237,12 +237,12 @@ pub struct Plan {
 pub fn load_spec(bundle: &Path) -> Result<Spec> {
     let meta = std::fs::metadata(bundle).map_err(|source| Error::Bundle {
         path: bundle.to_path_buf(),
-        source,
+        cause: source,
     })?;
     if !meta.is_dir() {
         return Err(Error::Bundle {
             path: bundle.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+            cause: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
         });
     }
     let path = bundle.join("config.json");
@@ -810,14 +810,21 @@ pub fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
                 permitted: caps_of(c.permitted(), "process.capabilities.permitted")?,
                 ambient: caps_of(c.ambient(), "process.capabilities.ambient")?,
             };
-            for a in &sets.ambient {
-                if !sets.permitted.contains(a) || !sets.inheritable.contains(a) {
-                    return Err(spec_err(
-                        "process.capabilities.ambient",
-                        format!("{a} must also be permitted and inheritable"),
-                    ));
-                }
+            // The kernel only raises an ambient capability that is also
+            // permitted and inheritable. runc's own example spec lists
+            // ambient without inheritable, so, like runc, skip those (with a
+            // warning) rather than refuse the spec.
+            let mut sets = sets;
+            let (keep, skip): (Vec<_>, Vec<_>) = sets
+                .ambient
+                .iter()
+                .partition(|a| sets.permitted.contains(a) && sets.inheritable.contains(a));
+            for a in skip {
+                crate::log::debug(&format!(
+                    "process.capabilities.ambient: {a} is not both permitted and inheritable; not raised"
+                ));
             }
+            sets.ambient = keep;
             for e in &sets.effective {
                 if !sets.permitted.contains(e) {
                     return Err(spec_err(
@@ -970,8 +977,13 @@ mod tests {
             "process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0},
             "capabilities":{"bounding":["CAP_KILL","CAP_CHOWN"],"effective":["CAP_KILL"],
             "permitted":["CAP_KILL"],"ambient":["CAP_KILL"]}}}"#;
-        let e = plan(j).unwrap_err();
-        assert!(e.to_string().contains("inheritable"), "{e}");
+        let p = plan(j).unwrap();
+        let c = p.process.unwrap().caps.unwrap();
+        assert!(
+            c.ambient.is_empty(),
+            "ambient without inheritable is not raised"
+        );
+        assert_eq!(c.bounding.len(), 2);
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub fn load(
 ) -> Result<()> {
     let listener = f.load().map_err(|e| Error::Io {
         step: "load the seccomp filter".into(),
-        source: e,
+        cause: e,
     })?;
     if let Some(l) = listener {
         let sock = listener_sock.ok_or_else(|| {
@@ -44,7 +44,7 @@ pub fn load(
         })?;
         hako_seccomp::send_fd(sock, l.as_fd(), &process_state()).map_err(|e| Error::Io {
             step: "send the seccomp listener to linux.seccomp.listenerPath".into(),
-            source: e,
+            cause: e,
         })?;
     }
     Ok(())

@@ -188,7 +188,7 @@ impl StateDir {
                 } else {
                     Error::Io {
                         step: format!("open {}", self.dir.display()),
-                        source: e,
+                        cause: e,
                     }
                 }
             })?;

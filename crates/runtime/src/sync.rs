@@ -134,7 +134,7 @@ impl Channel {
             ))),
             Err(e) => Err(Error::Io {
                 step: format!("sync with container init (waiting for {want})"),
-                source: e,
+                cause: e,
             }),
         }
     }

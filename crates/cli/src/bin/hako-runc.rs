@@ -479,8 +479,25 @@ fn run(cli: Cli) -> Result<i32> {
     Ok(0)
 }
 
+/// runc's default: /run for root; the user's runtime dir otherwise.
+fn default_root() -> std::path::PathBuf {
+    let uid = hako_runtime::sys::geteuid();
+    if uid == 0 {
+        return "/run/hako-runc".into();
+    }
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|x| !x.is_empty()) {
+        return std::path::PathBuf::from(x).join("hako-runc");
+    }
+    let run_user = std::path::PathBuf::from(format!("/run/user/{uid}"));
+    if run_user.is_dir() {
+        return run_user.join("hako-runc");
+    }
+    std::env::temp_dir().join(format!("hako-runc-{uid}"))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.root = cli.root_arg.clone().unwrap_or_else(default_root);
     // Commands that put our processes into a container run from a sealed
     // copy of this binary (CVE-2019-5736); see hako_runtime::cloned_binary.
     if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec(_)) {

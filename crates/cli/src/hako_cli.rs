@@ -1,0 +1,378 @@
+//! The `hako` command line: clap structs only (see bin/hako.rs for dispatch).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// hako: a daemonless container engine.
+#[derive(Parser, Debug)]
+#[command(name = "hako", version, about, disable_help_subcommand = true)]
+pub struct Cli {
+    /// Engine data directory (default /var/lib/hako, or $XDG_DATA_HOME/hako).
+    #[arg(long, global = true)]
+    pub data_root: Option<PathBuf>,
+    /// Per-boot state directory (default /run/hako, or $XDG_RUNTIME_DIR/hako).
+    #[arg(long, global = true)]
+    pub run_root: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Create and start a container.
+    Run(RunArgs),
+    /// Create a container without starting it.
+    Create(RunArgs),
+    /// List containers.
+    Ps {
+        /// Show all containers (default: running only).
+        #[arg(short, long)]
+        all: bool,
+        /// Only ids.
+        #[arg(short, long)]
+        quiet: bool,
+        /// `json` for one JSON object per line.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Start stopped containers (detached).
+    Start {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop containers: the stop signal, then SIGKILL after the timeout.
+    Stop {
+        #[arg(short = 't', long = "time", alias = "timeout")]
+        time: Option<u64>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop and start containers.
+    Restart {
+        #[arg(short = 't', long = "time", alias = "timeout")]
+        time: Option<u64>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal (default KILL).
+    Kill {
+        #[arg(short = 's', long = "signal", default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Kill a running container first.
+        #[arg(short, long)]
+        force: bool,
+        /// Ignored (volumes are named and kept).
+        #[arg(short = 'v', long)]
+        volumes: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Run a command in a running container.
+    Exec(ExecArgs),
+    /// Print a container's logs.
+    Logs {
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines ("all" for everything).
+        #[arg(short = 'n', long)]
+        tail: Option<String>,
+        #[arg(short, long)]
+        timestamps: bool,
+        container: String,
+    },
+    /// Details of containers as JSON.
+    Inspect {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// The processes of a container.
+    Top { container: String },
+    /// One sample of resource usage.
+    Stats {
+        containers: Vec<String>,
+        /// Accepted for Docker compatibility; one sample is printed.
+        #[arg(long)]
+        no_stream: bool,
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Freeze all processes of containers.
+    Pause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Thaw paused containers.
+    Unpause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Block until containers stop; print their exit codes.
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Namespace tools.
+    #[command(subcommand)]
+    Ns(NsCmd),
+    /// Pull an image from a registry.
+    Pull {
+        image: String,
+        /// Allow plain HTTP.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// List images.
+    Images {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Image commands.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Remove images.
+    Rmi {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Import a root filesystem (a directory, or a tarball as `docker export` writes).
+    Import { source: PathBuf, name: String },
+    /// Load a `docker save` archive or an OCI layout.
+    Load {
+        #[arg(short, long)]
+        input: PathBuf,
+    },
+    /// Store registry credentials.
+    Login {
+        registry: String,
+        #[arg(short, long)]
+        username: String,
+        #[arg(short, long)]
+        password: Option<String>,
+        /// Read the password from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Forget registry credentials.
+    Logout { registry: String },
+    /// Network commands.
+    #[command(subcommand)]
+    Network(NetCmd),
+    #[command(name = "__monitor", hide = true)]
+    Monitor { id: String },
+    #[command(name = "__init", hide = true, disable_help_flag = true)]
+    Init {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// Print help (-h is --hostname, as in Docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Keep stdin open.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// KEY=VALUE (or KEY to take it from the environment).
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    #[arg(long = "env-file")]
+    pub env_file: Vec<PathBuf>,
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// USER[:GROUP] or UID[:GID].
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// HOST:CONTAINER[:ro] or NAME:CONTAINER[:ro].
+    #[arg(short, long = "volume")]
+    pub volume: Vec<String>,
+    /// PATH[:OPTIONS].
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    #[arg(long)]
+    pub read_only: bool,
+    /// [IP:]HOSTPORT:CONTAINERPORT[/PROTO].
+    #[arg(short, long = "publish")]
+    pub publish: Vec<String>,
+    /// bridge, none, host, container:NAME or network names.
+    #[arg(long, alias = "net")]
+    pub network: Option<String>,
+    /// Memory limit (e.g. 512m).
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    #[arg(long)]
+    pub privileged: bool,
+    /// seccomp=unconfined or seccomp=FILE.
+    #[arg(long)]
+    pub security_opt: Vec<String>,
+    /// Run hako's init as PID 1 (reaps zombies, forwards signals).
+    #[arg(long)]
+    pub init: bool,
+    /// host, auto, or HOSTID[:SIZE].
+    #[arg(long)]
+    pub userns: Option<String>,
+    /// host or container:NAME.
+    #[arg(long)]
+    pub pid: Option<String>,
+    #[arg(long)]
+    pub ipc: Option<String>,
+    #[arg(long)]
+    pub uts: Option<String>,
+    /// Seconds (both clocks) or monotonic=S,boottime=S: a new time namespace.
+    #[arg(long)]
+    pub time_offset: Option<String>,
+    /// Override the image's entrypoint.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    pub image: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    #[arg(short, long)]
+    pub interactive: bool,
+    #[arg(short, long)]
+    pub tty: bool,
+    #[arg(short, long)]
+    pub detach: bool,
+    #[arg(short, long)]
+    pub user: Option<String>,
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    pub container: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NsCmd {
+    /// Namespaces of one or all running containers, with what shares them.
+    Ls {
+        container: Option<String>,
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Bind-mount a container's namespace file so it outlives the container.
+    Keep {
+        container: String,
+        /// cgroup, ipc, mnt, net, pid, time, user or uts.
+        r#type: String,
+        path: PathBuf,
+    },
+    /// Run a command in a kept namespace (PATH) or a container's namespaces.
+    Enter {
+        target: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Unmount and remove a kept namespace.
+    Rm { path: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCmd {
+    /// Details of images as JSON.
+    Inspect {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// List images.
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Remove images.
+    Rm {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Delete unused blobs and layers.
+    Prune,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetCmd {
+    /// Create a bridge network.
+    Create {
+        #[arg(long)]
+        subnet: Option<String>,
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Bridge interface name (default hakoN).
+        #[arg(long)]
+        bridge: Option<String>,
+        /// No masquerade: containers reach only the host and each other.
+        #[arg(long)]
+        internal: bool,
+        name: String,
+    },
+    /// List networks.
+    Ls {
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Details of networks as JSON.
+    Inspect {
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove networks.
+    Rm {
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Attach a running container to a network.
+    Connect { network: String, container: String },
+    /// Detach a container from a network.
+    Disconnect { network: String, container: String },
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clap_definitions_are_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}
