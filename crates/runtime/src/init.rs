@@ -153,20 +153,33 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
     if let Some(d) = &plan.domainname {
         sys::setdomainname(d).ctx(|| format!("setdomainname {d:?}"))?;
     }
+    // Our own procfs handle for every write to /proc and for reopening the
+    // exec fifo: a fresh detached instance nobody else can mount over
+    // (CVE-2025-52881). Where a fresh one cannot be made (a user namespace
+    // without its own pid namespace), the host's /proc, opened while the
+    // host's root is still ours.
+    let proc_handle = match sys::private_procfs() {
+        Ok(fd) => fd,
+        Err(_) => sys::openat(
+            None,
+            Path::new("/proc"),
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+        )
+        .ctx(|| "open /proc".into())?,
+    };
     for (k, v) in &plan.sysctl {
-        let p = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
-        std::fs::write(&p, v).ctx(|| format!("linux.sysctl: write {v:?} to {}", p.display()))?;
+        let rel = PathBuf::from("sys").join(k.replace('.', "/"));
+        let f = sys::open_in_proc(
+            proc_handle.as_fd(),
+            &rel,
+            libc::O_WRONLY | libc::O_TRUNC,
+            false,
+        )
+        .ctx(|| format!("linux.sysctl: open /proc/{}", rel.display()))?;
+        sys::write_all_fd(f.as_fd(), v.as_bytes())
+            .ctx(|| format!("linux.sysctl: write {v:?} to /proc/{}", rel.display()))?;
     }
-
-    // The host's procfs, opened while the host's / is still ours, for
-    // reopening the exec fifo after pivot_root.
-    let host_proc = sys::openat(
-        None,
-        Path::new("/proc"),
-        libc::O_PATH | libc::O_DIRECTORY,
-        0,
-    )
-    .ctx(|| "open /proc".into())?;
 
     let userns = plan.ns.has(NsKind::User);
     let own_mntns = plan.ns.is_new(NsKind::Mount);
@@ -323,14 +336,14 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
         .ctx(|| "tell the runtime we are ready".into())?;
 
     // Wait for `start`: opening the fifo for writing blocks until a reader
-    // comes. Reopen through the host procfs handle: our own /proc may be
+    // comes. Reopen through our procfs handle: the container's /proc may be
     // missing or masked, and the path must not be the container's to choose.
-    let link = PathBuf::from(format!("self/fd/{}", a.fifo.as_raw_fd()));
-    let w = sys::openat(Some(host_proc.as_fd()), &link, libc::O_WRONLY, 0)
+    let link = PathBuf::from(format!("thread-self/fd/{}", a.fifo.as_raw_fd()));
+    let w = sys::open_in_proc(proc_handle.as_fd(), &link, libc::O_WRONLY, true)
         .ctx(|| "open the exec fifo".into())?;
     sys::write_all_fd(w.as_fd(), b"0").ctx(|| "write the exec fifo".into())?;
     drop(w);
-    drop(host_proc);
+    drop(proc_handle);
 
     if !plan.hooks.start_container.is_empty() {
         let state = hook_state(a, host_pid, "running");

@@ -873,3 +873,66 @@ pub fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 pub fn makedev(major: u64, minor: u64) -> libc::dev_t {
     libc::makedev(major as u32, minor as u32)
 }
+
+/// A private procfs instance as a detached mount (fsopen/fsmount): not
+/// reachable by path, so nothing mounted over /proc by a container can
+/// redirect what is opened beneath it.
+pub fn private_procfs() -> io::Result<OwnedFd> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    // SAFETY: fsopen with a literal fs name; returns a new fd or -1.
+    let fs =
+        check_long(unsafe { libc::syscall(libc::SYS_fsopen, c"proc".as_ptr(), FSOPEN_CLOEXEC) })?;
+    // SAFETY: fs is a fresh fd we own from here on.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
+    // hidepid/subset would hide what we need; ask for nothing special, but
+    // tolerate kernels without the option.
+    // SAFETY: fsconfig on our fs context with literal strings.
+    let _ = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_STRING,
+            c"hidepid".as_ptr(),
+            c"0".as_ptr(),
+            0,
+        )
+    };
+    // SAFETY: CMD_CREATE takes no key/value.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    // SAFETY: fsmount on the created context; returns a new mount fd.
+    let m = check_long(unsafe {
+        libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0)
+    })?;
+    // SAFETY: fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
+}
+
+/// Open `path` beneath a procfs handle. Without `magic`: no symlinks, no
+/// crossing into other mounts. With `magic` (to follow /proc/…/fd/N), the
+/// kernel refuses RESOLVE_BENEATH, so the lookup is plain: safe on a private
+/// detached instance, where nothing can be mounted over its components.
+pub fn open_in_proc(
+    proc: BorrowedFd<'_>,
+    path: &Path,
+    flags: i32,
+    magic: bool,
+) -> io::Result<OwnedFd> {
+    let resolve = if magic {
+        0
+    } else {
+        RESOLVE_BENEATH | RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS
+    };
+    openat2(proc, path, flags, 0, resolve)
+}
