@@ -778,3 +778,53 @@ fn seccomp_filters_apply_to_the_container_process() {
     assert!(stderr(&o).contains("no_such_syscall"), "{}", stderr(&o));
     assert!(!b.state_root().join("sec3").exists());
 }
+
+#[test]
+fn seccomp_notify_listener_goes_to_listener_path() {
+    need_root!();
+    let mut b = Bundle::new();
+    let sock = b.path().join("agent.sock");
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    b.config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": sock,
+        "listenerMetadata": "hello-agent",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+    });
+    b.sh("mkdir /tmp/notified 2>&1; echo done");
+    // The agent: take the listener and the state, then close the listener,
+    // which makes the pending and later notified calls fail with ENOSYS.
+    let agent = std::thread::spawn(move || {
+        let (c, _) = l.accept().unwrap();
+        let (payload, fd) = hako_runtime::sys::recv_fd(std::os::fd::AsFd::as_fd(&c)).unwrap();
+        drop(fd);
+        serde_json::from_slice::<serde_json::Value>(&payload).unwrap()
+    });
+    let out = ok(&b.run("notify1"));
+    let st = agent.join().unwrap();
+    assert_eq!(st["fds"], json!(["seccompFd"]));
+    assert_eq!(st["metadata"], "hello-agent");
+    assert_eq!(st["state"]["id"], "notify1");
+    assert!(st["pid"].as_i64().unwrap() > 0);
+    assert!(out.contains("Function not implemented"), "{out}");
+    assert!(out.contains("done"));
+}
+
+#[test]
+fn user_namespace_without_netns_binds_sysfs() {
+    need_root!();
+    let mut b = Bundle::new();
+    b.config["linux"]["namespaces"] = json!([
+        {"type": "pid"}, {"type": "mount"}, {"type": "uts"}, {"type": "ipc"}, {"type": "user"}
+    ]);
+    b.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
+    b.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
+    b.sh("ls /sys/class/net | grep -cx lo; stat -c '%t:%T' /dev/null; awk '$5==\"/sys\"' /proc/self/mountinfo | grep -c ' ro,'");
+    let out = ok(&b.run("usersys"));
+    let l: Vec<&str> = out.lines().collect();
+    // The host's network devices (sysfs bound from the host), devices bound
+    // rather than made, /sys read-only.
+    assert_eq!(l[0], "1", "{out}");
+    assert_eq!(l[1], "1:3");
+    assert_eq!(l[2], "1", "{out}");
+}
