@@ -356,3 +356,21 @@ fn kill_all_signals_every_process() {
     wait_for(|| b.state("killall")["status"] == "stopped", "stopped");
     ok(&b.runc(&["delete", "killall"]));
 }
+
+#[test]
+fn failed_resource_setup_leaves_no_cgroup_or_state() {
+    need_root!();
+    if Path::new("/sys/fs/cgroup/net_cls").exists() {
+        eprintln!("skipped: needs a host without net_cls");
+        return;
+    }
+    let mut b = Bundle::new();
+    b.config["linux"]["resources"] =
+        json!({"memory": {"limit": 67108864}, "network": {"classID": 1048577}});
+    b.args(&["true"]);
+    let o = b.run("cgfail");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("net_cls"), "{}", stderr(&o));
+    assert!(memory_dir("cgfail").is_none(), "cgroup left behind");
+    assert!(!b.state_root().join("cgfail").exists());
+}

@@ -72,26 +72,30 @@ fn can_manage() -> bool {
     crate::sys::geteuid() == 0
 }
 
-/// Create the container's cgroup, move `pid` in and apply the resources.
-/// Returns None when cgroups are skipped (rootless without delegation).
-pub fn setup(plan: &Plan, id: &str, pid: i32) -> Result<Option<Box<dyn Manager>>> {
+/// The container's cgroup manager, or None when cgroups are skipped
+/// (rootless without delegation). Nothing is created yet.
+pub fn manager(plan: &Plan, id: &str) -> Result<Option<Box<dyn Manager>>> {
     if !can_manage() {
         crate::log::warn("cgroups skipped: running without root and no delegated cgroup");
         return Ok(None);
     }
-    let m = hako_cgroups::manager(plan.cgroups_path.as_deref(), id)
-        .map_err(|e| cg_err("linux.cgroupsPath", e))?;
-    if let Err(e) = m.apply(pid) {
-        let _ = m.destroy();
-        return Err(cg_err("join the container's cgroup", e));
-    }
+    hako_cgroups::manager(plan.cgroups_path.as_deref(), id)
+        .map(Some)
+        .map_err(|e| cg_err("linux.cgroupsPath", e))
+}
+
+/// Create the cgroup and move `pid` into it.
+pub fn join(m: &dyn Manager, pid: i32) -> Result<()> {
+    m.apply(pid)
+        .map_err(|e| cg_err("join the container's cgroup", e))
+}
+
+/// Write the spec's resources; validated first, so a refusal writes nothing.
+pub fn apply_resources(plan: &Plan, m: &dyn Manager) -> Result<()> {
     if let Some(r) = effective_resources(plan) {
-        if let Err(e) = m.set(&r) {
-            let _ = m.destroy();
-            return Err(cg_err("linux.resources", e));
-        }
+        m.set(&r).map_err(|e| cg_err("linux.resources", e))?;
     }
-    Ok(Some(m))
+    Ok(())
 }
 
 pub fn to_state(m: &dyn Manager) -> Option<serde_json::Value> {

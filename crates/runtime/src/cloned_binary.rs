@@ -63,11 +63,22 @@ fn sealed_copy() -> io::Result<OwnedFd> {
     if copied != len {
         return Err(io::Error::other("short copy of /proc/self/exe"));
     }
-    // SAFETY: F_ADD_SEALS with a constant on our memfd.
-    if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } < 0 {
-        return Err(io::Error::last_os_error());
+    // F_SEAL_WRITE fails with EBUSY while any page of the memfd is still
+    // transiently referenced (the kernel waits only briefly for pins to
+    // drop); seen here about once in 1500 runs. Retry for up to ~1 s.
+    let mut tries = 0;
+    loop {
+        // SAFETY: F_ADD_SEALS with a constant on our memfd.
+        if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } == 0 {
+            return Ok(memfd);
+        }
+        let e = io::Error::last_os_error();
+        tries += 1;
+        if e.raw_os_error() != Some(libc::EBUSY) || tries >= 200 {
+            return Err(e);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    Ok(memfd)
 }
 
 /// Re-execute from a sealed memfd copy unless already running from one.

@@ -3,7 +3,7 @@
 //! The state rules live in one place ([`require`]): start needs `created`,
 //! kill needs a live container, delete needs `stopped` unless forced.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Context, Error, Result};
@@ -45,10 +45,11 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     }
 }
 
-/// Undo a half-made container: kill the init, remove the state dir.
+/// Undo a half-made container: kill the init (it owns its pidfd, so the fd
+/// is valid for as long as the guard is), remove its cgroup and state dir.
 struct Cleanup<'a> {
     dir: &'a StateDir,
-    child: Option<(libc::pid_t, BorrowedFd<'a>)>,
+    child: Option<(libc::pid_t, OwnedFd)>,
     cgroup: Option<Box<dyn hako_cgroups::Manager>>,
     armed: bool,
 }
@@ -58,9 +59,9 @@ impl Drop for Cleanup<'_> {
         if !self.armed {
             return;
         }
-        if let Some((pid, fd)) = self.child {
-            let _ = sys::pidfd_send_signal(fd, libc::SIGKILL);
-            let _ = sys::waitpid(pid, 0);
+        if let Some((pid, fd)) = &self.child {
+            let _ = sys::pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
+            let _ = sys::waitpid(*pid, 0);
         }
         if let Some(m) = &self.cgroup {
             let _ = m.kill_all(libc::SIGKILL);
@@ -375,11 +376,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     drop(console);
     drop(seccomp_listener);
     let chan = Channel::new(parent_sock);
-    // Leak-free borrow for the cleanup guard: the pidfd lives until return.
-    // SAFETY: pidfd outlives `cleanup` (both are locals; cleanup is disarmed
-    // or dropped before pidfd is moved out at the end of this function).
-    let pidfd_b = unsafe { BorrowedFd::borrow_raw(pidfd.as_raw_fd()) };
-    cleanup.child = Some((pid, pidfd_b));
+    cleanup.child = Some((pid, pidfd));
 
     let mut st = State {
         oci_version: plan.oci_version.clone(),
@@ -398,11 +395,16 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     };
     dir.save(&st)?;
 
-    // Join the cgroup before the init does anything (or forks).
-    let mgr = crate::cgroup::setup(&plan, &opts.id, pid)?;
-    st.cgroup = mgr.as_deref().and_then(crate::cgroup::to_state);
-    cleanup.cgroup = mgr;
-    dir.save(&st)?;
+    // Join the cgroup before the init does anything (or forks). The guard
+    // holds it before resources are written: if that fails, the init is
+    // killed first and the cgroup can then be removed at once.
+    cleanup.cgroup = crate::cgroup::manager(&plan, &opts.id)?;
+    if let Some(m) = &cleanup.cgroup {
+        st.cgroup = crate::cgroup::to_state(m.as_ref());
+        dir.save(&st)?;
+        crate::cgroup::join(m.as_ref(), pid)?;
+        crate::cgroup::apply_resources(&plan, m.as_ref())?;
+    }
 
     if let Some(adj) = process.oom_score_adj {
         write_file(
@@ -418,22 +420,19 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
         .ctx(|| "sync with container init".into())?;
 
     // A joined user namespace with a new pid namespace forks once more.
-    let mut final_pidfd = None;
     if plan.ns.joined(NsKind::User).is_some() && plan.ns.is_new(NsKind::Pid) {
         let Msg::InitPid(gc) = chan.expect("init-pid")? else {
             unreachable!()
         };
         let _ = sys::waitpid(pid, 0);
         let gfd = sys::pidfd_open(gc).ctx(|| "pidfd_open init".into())?;
+        cleanup.child = Some((gc, gfd));
         pid = gc;
         st.pid = gc;
         st.init_start_time = state::proc_stat(gc).map(|s| s.start_time).unwrap_or(0);
         dir.save(&st)?;
         chan.send(&Msg::Go(gc))
             .ctx(|| "sync with container init".into())?;
-        // SAFETY: as above, the new pidfd outlives the guard.
-        cleanup.child = Some((gc, unsafe { BorrowedFd::borrow_raw(gfd.as_raw_fd()) }));
-        final_pidfd = Some(gfd);
     }
 
     chan.expect("hooks-request")?;
@@ -464,6 +463,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
         state::atomic_write(&pf, pid.to_string().as_bytes(), 0o644)?;
     }
     cleanup.armed = false;
+    let (_, pidfd) = cleanup.child.take().expect("the guard holds the init");
     drop(cleanup);
     log::debug(&format!(
         "created container {} with init pid {pid}",
@@ -472,7 +472,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     Ok(Created {
         dir,
         state: st,
-        pidfd: final_pidfd.unwrap_or(pidfd),
+        pidfd,
         console_master,
     })
 }

@@ -290,44 +290,51 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
         }
     }
 
+    // Everything that needs syscalls a container's filter may forbid
+    // (faccessat2, close_range, getcwd) happens before a filter can be
+    // loaded: resolve the program, build argv/env, mark the fds.
+    let exe = find_executable(&p.args[0], &p.env)?;
+    let argv = to_cstrings(&p.args, "process.args")?;
+    let envp = to_cstrings(&p.env, "process.env")?;
+    // Preserved fds pass through; everything else closes at execve.
+    for fd in 3..3 + a.preserve_fds {
+        let _ = sys::set_cloexec(fd as i32, false);
+    }
+    sys::close_range_cloexec(3 + a.preserve_fds).ctx(|| "mark fds close-on-exec".into())?;
+    // The cwd must really be inside the root: a leaked directory fd would
+    // show as "(unreachable)" (CVE-2024-21626). Checked now, and again as
+    // the container user below where the filter allows it.
+    enter_cwd(&p.cwd)?;
+
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it now,
     // before capabilities go (runc's order). Otherwise it is the last step.
     let mut seccomp_pending = a.seccomp;
+    let mut filtered = false;
     if !p.no_new_privs {
         if let Some(f) = seccomp_pending.take() {
             crate::seccomp::load(f, a.seccomp_listener, || process_state(a, host_pid))?;
+            filtered = true;
         }
     }
 
     crate::caps::apply_user_and_caps(p, userns)?;
 
-    // chdir as the container user, then make sure the cwd is really inside
-    // the root (a leaked directory fd would show as "(unreachable)").
-    std::env::set_current_dir(&p.cwd).ctx(|| format!("chdir to process.cwd {:?}", p.cwd))?;
-    match std::env::current_dir() {
-        Ok(cwd) if cwd.is_absolute() => {}
-        _ => {
-            return Err(Error::Other(format!(
-                "process.cwd {:?} is outside the container root",
-                p.cwd
-            )))
-        }
+    // chdir again as the container user, so a cwd it may not enter fails
+    // as it would for runc. A filter that forbids chdir/getcwd leaves us in
+    // the directory checked above.
+    match enter_cwd(&p.cwd) {
+        Ok(()) => {}
+        Err(Error::Io { cause, .. })
+            if filtered
+                && matches!(cause.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOSYS)) => {}
+        Err(Error::Other(_)) if filtered => {}
+        Err(e) => return Err(e),
     }
 
     if p.no_new_privs {
         sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).ctx(|| "set no_new_privs".into())?;
     }
     sys::umask(p.umask.unwrap_or(0o022));
-
-    let exe = find_executable(&p.args[0], &p.env)?;
-    let argv = to_cstrings(&p.args, "process.args")?;
-    let envp = to_cstrings(&p.env, "process.env")?;
-
-    // Preserved fds pass through; everything else closes at execve.
-    for fd in 3..3 + a.preserve_fds {
-        let _ = sys::set_cloexec(fd as i32, false);
-    }
-    sys::close_range_cloexec(3 + a.preserve_fds).ctx(|| "mark fds close-on-exec".into())?;
 
     // From here on the init outlives `create`.
     sys::prctl(libc::PR_SET_PDEATHSIG, 0, 0).ctx(|| "clear parent-death signal".into())?;
@@ -393,6 +400,17 @@ fn process_state(a: &InitArgs<'_>, pid: i32) -> Vec<u8> {
         v["metadata"] = m.into();
     }
     v.to_string().into_bytes()
+}
+
+/// chdir to the process cwd and check it is inside the root.
+fn enter_cwd(cwd: &Path) -> Result<()> {
+    std::env::set_current_dir(cwd).ctx(|| format!("chdir to process.cwd {cwd:?}"))?;
+    match std::env::current_dir() {
+        Ok(c) if c.is_absolute() => Ok(()),
+        _ => Err(Error::Other(format!(
+            "process.cwd {cwd:?} is outside the container root"
+        ))),
+    }
 }
 
 fn to_cstrings(v: &[String], field: &str) -> Result<Vec<CString>> {

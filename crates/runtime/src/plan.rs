@@ -668,6 +668,36 @@ impl Plan {
             None => None,
             Some(p) => Some(plan_process(p)?),
         };
+        // Labels we cannot apply must not be dropped silently: a profile
+        // asked for and not applied would leave the process unconfined.
+        if let Some(pr) = spec.process() {
+            if pr
+                .apparmor_profile()
+                .as_deref()
+                .is_some_and(|x| !x.is_empty())
+            {
+                return Err(spec_err(
+                    "process.apparmorProfile",
+                    "AppArmor profiles are not supported by hako-runc",
+                ));
+            }
+            if pr.selinux_label().as_deref().is_some_and(|x| !x.is_empty()) {
+                return Err(spec_err(
+                    "process.selinuxLabel",
+                    "SELinux labels are not supported by hako-runc",
+                ));
+            }
+        }
+        if linux
+            .mount_label()
+            .as_deref()
+            .is_some_and(|x| !x.is_empty())
+        {
+            return Err(spec_err(
+                "linux.mountLabel",
+                "SELinux mount labels are not supported by hako-runc",
+            ));
+        }
 
         let hooks = match spec.hooks() {
             None => HooksPlan::default(),
