@@ -617,7 +617,7 @@ fn hooks_run_in_order_with_state() {
         ],
         "{text}"
     );
-    assert!(text.lines().next().unwrap().contains("creating"), "{text}");
+    assert!(text.lines().next().unwrap().contains("created"), "{text}");
     assert!(text.lines().last().unwrap().contains("stopped"), "{text}");
 }
 
@@ -827,4 +827,28 @@ fn user_namespace_without_netns_binds_sysfs() {
     assert_eq!(l[0], "1", "{out}");
     assert_eq!(l[1], "1:3");
     assert_eq!(l[2], "1", "{out}");
+}
+
+#[test]
+fn tmpcopyup_and_bind_propagation_and_forced_delete_of_nothing() {
+    need_root!();
+    let mut b = Bundle::new();
+    let vol = tempfile::tempdir().unwrap();
+    b.config["linux"]["rootfsPropagation"] = "shared".into();
+    b.config["mounts"].as_array_mut().unwrap().extend([
+        // podman's --tmpfs: the new tmpfs starts with what /etc held.
+        json!({"destination": "/etc", "type": "tmpfs", "source": "tmpfs",
+               "options": ["size=1m", "rw", "rprivate", "nosuid", "nodev", "tmpcopyup"]}),
+        json!({"destination": "/vol", "type": "bind", "source": vol.path(),
+               "options": ["rshared", "rw", "rbind"]}),
+    ]);
+    b.sh("grep -c root /etc/passwd; awk '$5==\"/etc\" {print $9}' /proc/self/mountinfo; grep ' /vol ' /proc/self/mountinfo | grep -c shared:");
+    let out = ok(&b.run("copyup"));
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0], "1", "tmpfs lost /etc/passwd: {out}");
+    assert_eq!(l[1], "tmpfs");
+    assert_eq!(l[2], "1", "/vol is not shared: {out}");
+    // Deleting what is not there, with --force, is not an error (runc).
+    ok(&b.runc(&["delete", "--force", "never-existed"]));
+    assert!(!b.runc(&["delete", "never-existed"]).status.success());
 }

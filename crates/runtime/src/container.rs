@@ -436,7 +436,8 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     }
 
     chan.expect("hooks-request")?;
-    let hook_state = st.spec_json(Status::Creating).to_string().into_bytes();
+    // runtime-tools (hooks_stdin) and crun give these hooks "created".
+    let hook_state = st.spec_json(Status::Created).to_string().into_bytes();
     hooks::run_hooks("prestart", &plan.hooks.prestart, &hook_state, true)?;
     hooks::run_hooks(
         "createRuntime",
@@ -626,6 +627,11 @@ fn signal_container(st: &State, sig: i32, all: bool) -> Result<()> {
 pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
     let dir = StateDir::new(root, id)?;
     if !dir.dir.exists() {
+        // `delete --force` of what is already gone succeeds, as in runc:
+        // containerd's shim and podman call it after a normal delete.
+        if force {
+            return Ok(());
+        }
         return Err(Error::NotFound(id.to_string()));
     }
     let _lock = dir.lock()?;

@@ -281,20 +281,8 @@ fn child(a: &ChildArgs<'_>) -> Result<()> {
         sys::setrlimit(r.resource, r.soft, r.hard)
             .ctx(|| format!("process.rlimits: resource {}", r.resource))?;
     }
-    let mut seccomp_pending = a.seccomp;
-    if !p.no_new_privs {
-        if let Some(f) = seccomp_pending.take() {
-            crate::seccomp::load(f, None, Vec::new)?;
-        }
-    }
-    crate::caps::apply_user_and_caps(p, a.userns)?;
-    std::env::set_current_dir(&p.cwd).ctx(|| format!("chdir to process.cwd {:?}", p.cwd))?;
-    if p.no_new_privs {
-        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).ctx(|| "set no_new_privs".into())?;
-    }
-    if let Some(m) = p.umask {
-        sys::umask(m);
-    }
+    // As in the init: everything a container's filter may forbid happens
+    // before it can be loaded.
     let exe = crate::init::find_executable(&p.args[0], &p.env)?;
     let argv: Vec<CString> = p
         .args
@@ -312,6 +300,31 @@ fn child(a: &ChildArgs<'_>) -> Result<()> {
         let _ = sys::set_cloexec(fd as i32, false);
     }
     sys::close_range_cloexec(3 + a.preserve_fds).ctx(|| "mark fds close-on-exec".into())?;
+    // The cwd must be inside the container (CVE-2024-21626).
+    crate::init::enter_cwd(&p.cwd)?;
+    let mut seccomp_pending = a.seccomp;
+    let mut filtered = false;
+    if !p.no_new_privs {
+        if let Some(f) = seccomp_pending.take() {
+            crate::seccomp::load(f, None, Vec::new)?;
+            filtered = true;
+        }
+    }
+    crate::caps::apply_user_and_caps(p, a.userns)?;
+    match crate::init::enter_cwd(&p.cwd) {
+        Ok(()) => {}
+        Err(Error::Io { cause, .. })
+            if filtered
+                && matches!(cause.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOSYS)) => {}
+        Err(Error::Other(_)) if filtered => {}
+        Err(e) => return Err(e),
+    }
+    if p.no_new_privs {
+        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).ctx(|| "set no_new_privs".into())?;
+    }
+    if let Some(m) = p.umask {
+        sys::umask(m);
+    }
     sys::reset_signal_dispositions();
     sys::set_sigmask(&a.sigmask).ctx(|| "restore the signal mask".into())?;
     // The parent waits for our execve; a detached exec must outlive it.

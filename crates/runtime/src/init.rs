@@ -403,7 +403,7 @@ fn process_state(a: &InitArgs<'_>, pid: i32) -> Vec<u8> {
 }
 
 /// chdir to the process cwd and check it is inside the root.
-fn enter_cwd(cwd: &Path) -> Result<()> {
+pub(crate) fn enter_cwd(cwd: &Path) -> Result<()> {
     std::env::set_current_dir(cwd).ctx(|| format!("chdir to process.cwd {cwd:?}"))?;
     match std::env::current_dir() {
         Ok(c) if c.is_absolute() => Ok(()),

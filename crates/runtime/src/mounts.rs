@@ -33,6 +33,9 @@ pub struct MountOptions {
     pub rec_clr: u64,
     /// Filesystem-specific data (`mode=755,size=65536k`).
     pub data: String,
+    /// `tmpcopyup` (runc's extension): fill a new tmpfs with what the
+    /// directory it covers held.
+    pub copy_up: bool,
 }
 
 /// Parse mount options the way runc does; unknown options become fs data.
@@ -107,6 +110,7 @@ pub fn parse_options(opts: &[String]) -> std::result::Result<MountOptions, Strin
             "rnosymfollow" => o.rec_set |= sys::MOUNT_ATTR_NOSYMFOLLOW,
             "rsymfollow" => o.rec_clr |= sys::MOUNT_ATTR_NOSYMFOLLOW,
             "rrelatime" => o.rec_set |= sys::MOUNT_ATTR_RELATIME,
+            "tmpcopyup" => o.copy_up = true,
             "idmap" | "ridmap" => {
                 return Err(format!("{opt:?}: id-mapped mounts are not supported yet"))
             }
@@ -278,6 +282,11 @@ fn mount_one(ctx: &MountCtx<'_>, root: BorrowedFd<'_>, m: &MountPlan) -> Result<
                 Err(e) => return Err(mount_err(m, &format!("mount {fstype}"), e)),
             }
             let top = paths::open_in_root(root, &m.dest).map_err(|e| mount_err(m, "reopen", e))?;
+            if o.copy_up && fstype == "tmpfs" {
+                // `target` still names the covered directory.
+                copy_tree(&sys::fd_path(target.as_fd()), &sys::fd_path(top.as_fd()))
+                    .map_err(|e| mount_err(m, "tmpcopyup", e))?;
+            }
             if fstype == "proc" {
                 check_fstype(top.as_fd(), PROC_SUPER_MAGIC)
                     .map_err(|e| mount_err(m, "verify proc", e))?;
@@ -304,6 +313,41 @@ fn check_fstype(fd: BorrowedFd<'_>, magic: i64) -> std::io::Result<()> {
             "filesystem type {:#x} is not the one mounted",
             st.f_type
         )));
+    }
+    Ok(())
+}
+
+/// Copy a directory tree (owners, modes, symlinks, device nodes) for
+/// `tmpcopyup`. Both paths are /proc/self/fd links held by the caller.
+fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let top = std::fs::metadata(src)?;
+    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(top.mode() & 0o7777))?;
+    std::os::unix::fs::chown(dst, Some(top.uid()), Some(top.gid()))?;
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        let (from, to) = (e.path(), dst.join(e.file_name()));
+        let md = std::fs::symlink_metadata(&from)?;
+        let ft = md.file_type();
+        if ft.is_dir() {
+            std::fs::create_dir(&to)?;
+            copy_tree(&from, &to)?;
+            continue;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
+        } else if ft.is_file() {
+            std::fs::copy(&from, &to)?;
+        } else {
+            let c = sys::cstr(&to)?;
+            // SAFETY: mknod with a valid path and the source's mode and rdev.
+            if unsafe { libc::mknod(c.as_ptr(), md.mode(), md.rdev()) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        std::os::unix::fs::lchown(&to, Some(md.uid()), Some(md.gid()))?;
+        if !ft.is_symlink() {
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+        }
     }
     Ok(())
 }
@@ -631,6 +675,14 @@ fn verified_devnull() -> Result<OwnedFd> {
 pub fn finish_rootfs(plan: &Plan) -> Result<()> {
     if let Some(p) = plan.rootfs_propagation {
         sys::mount(None, Path::new("/"), None, p, None).ctx(|| "set rootfs propagation".into())?;
+    }
+    // Detaching the old root made every mount a slave again: give mounts
+    // that asked for a propagation mode (e.g. rshared volumes) their mode.
+    for m in &plan.mounts {
+        for prop in &m.opts.propagation {
+            sys::mount(None, &m.dest, None, *prop, None)
+                .map_err(|e| mount_err(m, "set propagation", e))?;
+        }
     }
     for p in &plan.readonly_paths {
         match sys::mount(

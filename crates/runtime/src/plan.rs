@@ -585,10 +585,15 @@ impl Plan {
             check_proc_mount(m)?;
         }
         if !ns.has(NsKind::Mount) && !mounts.is_empty() {
-            return Err(spec_err(
-                "mounts",
-                "mounts need a mount namespace of the container's own",
-            ));
+            // Without a mount namespace of its own the container shares the
+            // host's mount table. runc then mounts into the host's table and
+            // leaves the mounts behind; hako does not touch it: the mounts
+            // are skipped, with one line saying so, and the process is
+            // chrooted into the rootfs.
+            crate::log::warn(
+                "no mount namespace in linux.namespaces: the spec's mounts are skipped so the host's mount table is not changed",
+            );
+            mounts.clear();
         }
 
         let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
@@ -929,6 +934,15 @@ mod tests {
 
     #[test]
     fn duplicate_namespace_is_refused() {
+        let p = plan(&base(
+            r#","namespaces":[{"type":"pid"}]"#,
+            r#","mounts":[{"destination":"/proc","type":"proc","source":"proc"}]"#,
+        ))
+        .unwrap();
+        assert!(
+            p.mounts.is_empty(),
+            "no mount namespace: host mounts untouched"
+        );
         let e = plan(&base(
             r#","namespaces":[{"type":"pid"},{"type":"pid"}]"#,
             "",

@@ -20,8 +20,10 @@ pub use hako_seccomp::CompiledFilter as Filter;
 pub fn compile(spec: &LinuxSeccomp) -> Result<Filter> {
     // hako-seccomp's messages already name the field (linux.seccomp.…).
     let f = hako_seccomp::compile(spec).map_err(|e| Error::Other(format!("config.json: {e}")))?;
+    // runc skips such names silently; podman's profile has several, and
+    // users would see them on every exec. Debug level only.
     for w in f.warnings() {
-        crate::log::warn(&format!("linux.seccomp.{}: {}", w.field, w.message));
+        crate::log::debug(&format!("linux.seccomp.{}: {}", w.field, w.message));
     }
     Ok(f)
 }

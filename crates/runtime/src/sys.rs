@@ -919,20 +919,26 @@ pub fn private_procfs() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
 }
 
-/// Open `path` beneath a procfs handle. Without `magic`: no symlinks, no
-/// crossing into other mounts. With `magic` (to follow /proc/…/fd/N), the
-/// kernel refuses RESOLVE_BENEATH, so the lookup is plain: safe on a private
-/// detached instance, where nothing can be mounted over its components.
+/// Open `path` beneath a procfs handle. Without `magic`: openat2 with no
+/// symlinks and no crossing into other mounts. With `magic` (to follow
+/// /proc/…/fd/N) the kernel refuses RESOLVE_BENEATH, so the lookup is a
+/// plain openat: safe on a private detached instance, where nothing can be
+/// mounted over its components, and allowed by seccomp profiles that
+/// predate openat2 (this runs after a container's filter may be loaded).
 pub fn open_in_proc(
     proc: BorrowedFd<'_>,
     path: &Path,
     flags: i32,
     magic: bool,
 ) -> io::Result<OwnedFd> {
-    let resolve = if magic {
-        0
-    } else {
-        RESOLVE_BENEATH | RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS
-    };
-    openat2(proc, path, flags, 0, resolve)
+    if magic {
+        return openat(Some(proc), path, flags, 0);
+    }
+    openat2(
+        proc,
+        path,
+        flags,
+        0,
+        RESOLVE_BENEATH | RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS,
+    )
 }
