@@ -1,24 +1,31 @@
 #!/bin/bash
-# Build hako and run a container on a busybox bundle: it prints its hostname,
+# Build hako and run a container with the engine: it prints its hostname,
 # its PID and its namespaces next to the host's.
+#
+# The image is busybox from a registry when one is reachable, else one made
+# offline from Debian's busybox-static (scripts/make-bundle.sh + hako import).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release -q
-bundle=$(mktemp -d /tmp/hako-demo.XXXXXX)
-trap 'rm -rf "$bundle"' EXIT
-bash scripts/make-bundle.sh "$bundle" 2>/dev/null
-python3 - "$bundle/config.json" <<'PY'
-import json, sys
-p = sys.argv[1]
-c = json.load(open(p))
-c["hostname"] = "hako-demo"
-c["process"]["args"] = ["sh", "-c",
-    "echo \"hostname: $(hostname)\"; echo \"pid: $$\"; echo namespaces:;"
-    " for n in cgroup ipc mnt net pid uts; do echo \"  $n $(readlink /proc/self/ns/$n)\"; done"]
-json.dump(c, open(p, "w"), indent=2)
-PY
+hako=${CARGO_TARGET_DIR:-target}/release/hako
+
+if ! $hako image inspect busybox >/dev/null 2>&1; then
+    if timeout 5 bash -c '</dev/tcp/registry-1.docker.io/443' 2>/dev/null &&
+        timeout 120 $hako pull busybox >/dev/null 2>&1; then
+        echo "pulled busybox from Docker Hub"
+    else
+        echo "no registry reachable: making a busybox image from Debian's busybox-static"
+        tmp=$(mktemp -d /tmp/hako-demo.XXXXXX)
+        trap 'rm -rf "$tmp"' EXIT
+        bash scripts/make-bundle.sh "$tmp" 2>/dev/null
+        $hako import "$tmp/rootfs" busybox >/dev/null
+    fi
+fi
+
 echo "host namespaces:"
 for n in cgroup ipc mnt net pid uts; do echo "  $n $(readlink /proc/self/ns/$n)"; done
-echo "--- inside the container ---"
-./target/release/hako-runc run -b "$bundle" "hako-demo-$$"
+echo "--- inside the container (hako run --rm --hostname hako-demo busybox …) ---"
+$hako run --rm --network none --hostname hako-demo busybox sh -c \
+    'echo "hostname: $(hostname)"; echo "pid: $$"; echo namespaces:;
+     for n in cgroup ipc mnt net pid uts; do echo "  $n $(readlink /proc/self/ns/$n)"; done'

@@ -6,7 +6,12 @@ use clap::{Args, Parser, Subcommand};
 
 /// hako: a daemonless container engine.
 #[derive(Parser, Debug)]
-#[command(name = "hako", version, about, disable_help_subcommand = true)]
+#[command(
+    name = "hako",
+    version,
+    about = "hako: a daemonless container engine (Docker-like commands, no daemon)",
+    disable_help_subcommand = true
+)]
 pub struct Cli {
     /// Engine data directory (default /var/lib/hako, or $XDG_DATA_HOME/hako).
     #[arg(long, global = true)]
@@ -36,8 +41,14 @@ pub enum Cmd {
         #[arg(long)]
         format: Option<String>,
     },
-    /// Start stopped containers (detached).
+    /// Start stopped containers (detached, or attached with -a).
     Start {
+        /// Attach: stream output (and stdin with -i) and return the exit code.
+        #[arg(short, long)]
+        attach: bool,
+        /// With -a: the container reads our stdin (as created with -i).
+        #[arg(short, long)]
+        interactive: bool,
         #[arg(required = true)]
         containers: Vec<String>,
     },

@@ -593,10 +593,18 @@ disabled_plugins = [
 
     fn ctr_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("ctr");
-        cmd.arg("--address")
-            .arg(self.sock())
-            .args(["-n", NS])
-            .args(args);
+        cmd.arg("--address").arg(self.sock()).args(["-n", NS]);
+        // ctr leaves the fifos of a detached process in /run/containerd/fifo
+        // (also when a test fails): keep them in the temp dir instead.
+        let fifo = self.dir.path().join("fifo");
+        match args {
+            ["run", rest @ ..] => cmd.arg("run").arg("--fifo-dir").arg(fifo).args(rest),
+            ["task", "exec", rest @ ..] => cmd
+                .args(["task", "exec", "--fifo-dir"])
+                .arg(fifo)
+                .args(rest),
+            _ => cmd.args(args),
+        };
         cmd
     }
 
@@ -1007,7 +1015,9 @@ fn containerd_pause_resume_and_metrics() {
     // Metrics: the shim reads the task's cgroups (v1 here) by the init's pid.
     let r = d.ctr(&["task", "metrics", &id]);
     assert!(r.success(), "{r}\n{}", d.log_tail());
-    let limit = metric(&r.out, "memory.limit_in_bytes").or_else(|| metric(&r.out, "memory.max"));
+    // v1 names, else v2's.
+    let limit =
+        metric(&r.out, "memory.limit_in_bytes").or_else(|| metric(&r.out, "memory.usage_limit"));
     assert_eq!(limit.as_deref(), Some("67108864"), "{r}");
     let pids: u64 = metric(&r.out, "pids.current")
         .and_then(|v| v.parse().ok())
@@ -1278,18 +1288,33 @@ fn runtime_states_mentioning(needle: &str) -> Vec<(String, PathBuf)> {
         .collect()
 }
 
-/// The host-side cgroup directory of `pid` in hierarchy `controller`.
+/// The host-side cgroup directory of `pid` for `controller`: its v1
+/// hierarchy, or the unified tree on a pure cgroup v2 host.
 fn host_cgroup(pid: i32, controller: &str) -> Option<PathBuf> {
     let s = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let unified = Path::new(CGROUP_ROOT).join("cgroup.controllers").exists();
     s.lines().find_map(|l| {
         let mut f = l.splitn(3, ':');
         let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-        ctrls.split(',').any(|c| c == controller).then(|| {
-            Path::new(CGROUP_ROOT)
-                .join(controller)
-                .join(path.trim_start_matches('/'))
-        })
+        let rel = path.trim_start_matches('/');
+        if unified {
+            return ctrls.is_empty().then(|| Path::new(CGROUP_ROOT).join(rel));
+        }
+        ctrls
+            .split(',')
+            .any(|c| c == controller)
+            .then(|| Path::new(CGROUP_ROOT).join(controller).join(rel))
     })
+}
+
+/// The first of `files` that exists in `dir` (v1 and v2 names), trimmed.
+fn read_first(dir: &Path, files: &[&str]) -> String {
+    files
+        .iter()
+        .find_map(|f| fs::read_to_string(dir.join(f)).ok())
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 #[test]
@@ -1382,16 +1407,11 @@ fn podman_memory_and_pids_limits() {
     p.wait_state("c1", "running");
     let pid: i32 = p.inspect("c1", "{{.State.Pid}}").parse().expect("pid");
     let mem = host_cgroup(pid, "memory").expect("memory cgroup");
-    let limit = fs::read_to_string(mem.join("memory.limit_in_bytes")).unwrap_or_default();
-    assert_eq!(
-        limit.trim(),
-        "33554432",
-        "memory.limit_in_bytes in {}",
-        mem.display()
-    );
+    let limit = read_first(&mem, &["memory.limit_in_bytes", "memory.max"]);
+    assert_eq!(limit, "33554432", "memory limit in {}", mem.display());
     let pids = host_cgroup(pid, "pids").expect("pids cgroup");
-    let max = fs::read_to_string(pids.join("pids.max")).unwrap_or_default();
-    assert_eq!(max.trim(), "16", "pids.max in {}", pids.display());
+    let max = read_first(&pids, &["pids.max"]);
+    assert_eq!(max, "16", "pids.max in {}", pids.display());
 
     // The limits hold. A process that grows past 32 MiB is OOM-killed
     // (tail keeps a line with no newline in memory)... It makes itself the
@@ -1417,8 +1437,7 @@ fn podman_memory_and_pids_limits() {
         r.err.contains("can't fork"),
         "30 forks under pids.max 16: {r}"
     );
-    let current = fs::read_to_string(pids.join("pids.current")).unwrap_or_default();
-    let n: u32 = current.trim().parse().unwrap_or(99);
+    let n: u32 = read_first(&pids, &["pids.current"]).parse().unwrap_or(99);
     assert!(n <= 16, "pids.current {n} over pids.max 16");
 
     p.podman(&["rm", "--force", "--time", "0", "c1"]).ok();

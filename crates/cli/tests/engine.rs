@@ -764,7 +764,6 @@ fn userns_maps_container_root_to_a_user() {
 /// The engine run by an unprivileged user: XDG dirs, a copied rootfs, and a
 /// user namespace whose uid 0 is the user.
 #[test]
-#[ignore = "needs hako-runtime to skip cgroups inside a user namespace (cgroup::can_manage checks only geteuid)"]
 fn rootless_container_uid0_is_the_user() {
     need_root!();
     let dir = tempfile::Builder::new()
@@ -814,4 +813,84 @@ fn rootless_container_uid0_is_the_user() {
     let s = stdout(&o);
     let map: Vec<&str> = s.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(map, ["0", "1000", "1"], "{s}");
+}
+
+/// `run -it` and `exec -it` on a real terminal (util-linux `script` gives
+/// the CLI a pty): the shell sees a tty, and the exit code comes back.
+#[test]
+fn interactive_tty_run_and_exec() {
+    need_root!();
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: needs util-linux script");
+        return;
+    }
+    let e = Engine::new("tty");
+    let through_pty = |cli: &str, input: &'static str| -> Output {
+        let mut c = Command::new("script");
+        c.args(["-qec", cli, "/dev/null"])
+            .env("HAKO_DATA_DIR", e.data())
+            .env("HAKO_RUN_DIR", e.dir.path().join("run"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            std::thread::sleep(Duration::from_millis(1000));
+            let _ = stdin.write_all(input.as_bytes());
+            std::thread::sleep(Duration::from_millis(3000));
+        });
+        wait_output(child, Duration::from_secs(30), &[cli])
+    };
+    let o = through_pty(
+        &format!("{} run -it --rm --network none busybox sh", bin()),
+        "echo tty=$(tty)\nexit 4\n",
+    );
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    assert!(stdout(&o).contains("tty=/dev/pts/0"), "{o:?}");
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "t",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    let o = through_pty(
+        &format!("{} exec -it t sh", bin()),
+        "echo exec-tty=$(tty)\nexit 6\n",
+    );
+    assert_eq!(o.status.code(), Some(6), "{o:?}");
+    assert!(stdout(&o).contains("exec-tty=/dev/pts/"), "{o:?}");
+}
+
+#[test]
+fn create_start_attached_wait() {
+    need_root!();
+    let e = Engine::new("attach");
+    e.ok(&[
+        "create",
+        "--name",
+        "c",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo attached; exit 9",
+    ]);
+    assert!(e.out(&["ps", "-a"]).contains("Created"));
+    let o = e.run(&["start", "-a", "c"]);
+    assert_eq!(o.status.code(), Some(9), "{o:?}");
+    assert_eq!(stdout(&o), "attached\n");
+    assert_eq!(e.out(&["wait", "c"]).trim(), "9");
+    assert_eq!(e.out(&["logs", "c"]), "attached\n");
+    // Detached start of the same container, then wait for it.
+    e.ok(&["start", "c"]);
+    assert_eq!(e.out(&["wait", "c"]).trim(), "9");
+    assert_eq!(e.out(&["logs", "c"]), "attached\nattached\n");
 }

@@ -72,17 +72,7 @@ pub fn effective_resources(plan: &Plan) -> Option<LinuxResources> {
 /// is, cannot create cgroups on the host.) Delegated cgroup2 subtrees for
 /// rootless users are not used yet.
 fn can_manage() -> bool {
-    crate::sys::geteuid() == 0 && in_initial_userns()
-}
-
-/// The initial user namespace maps every id onto itself.
-fn in_initial_userns() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map")
-        .map(|m| {
-            let f: Vec<&str> = m.split_whitespace().collect();
-            f == ["0", "0", "4294967295"]
-        })
-        .unwrap_or(false)
+    crate::sys::geteuid() == 0 && crate::sys::in_initial_userns()
 }
 
 /// The container's cgroup manager, or None when cgroups are skipped

@@ -9,13 +9,14 @@ use crate::error::{Context, Result};
 use crate::sys;
 
 /// Puts the caller's terminal in raw mode and restores it on drop.
-struct RawMode {
+pub struct RawMode {
     fd: i32,
     saved: libc::termios,
 }
 
 impl RawMode {
-    fn enter(fd: i32) -> Option<RawMode> {
+    /// None when `fd` is not a terminal (or its attributes cannot be read).
+    pub fn enter(fd: i32) -> Option<RawMode> {
         if !sys::isatty(fd) {
             return None;
         }

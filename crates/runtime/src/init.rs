@@ -181,7 +181,9 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
             .ctx(|| format!("linux.sysctl: write {v:?} to /proc/{}", rel.display()))?;
     }
 
-    let userns = plan.ns.has(NsKind::User);
+    // In a user namespace of our own or one we were started in (a rootless
+    // engine's monitor): devices are bound, not made.
+    let userns = plan.ns.has(NsKind::User) || !sys::in_initial_userns();
     let own_mntns = plan.ns.is_new(NsKind::Mount);
     let rootfs = if own_mntns {
         Some(mounts::prepare_rootfs(&MountCtx { plan, userns })?)

@@ -19,6 +19,7 @@ pub mod mounts;
 pub mod paths;
 pub mod plan;
 pub mod seccomp;
+pub mod signal;
 pub mod state;
 pub mod sync;
 pub mod sys;

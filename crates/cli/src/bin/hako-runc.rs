@@ -25,65 +25,6 @@ fn create_opts(cli: &Cli, a: &CreateArgs) -> CreateOpts {
     }
 }
 
-/// "KILL", "SIGKILL", "kill" or "9".
-fn parse_signal(s: &str) -> Result<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        if (1..=64).contains(&n) {
-            return Ok(n);
-        }
-        bail!("invalid signal {s:?}");
-    }
-    let up = s.to_ascii_uppercase();
-    let name = up.strip_prefix("SIG").unwrap_or(&up);
-    let n = match name {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "ILL" => libc::SIGILL,
-        "TRAP" => libc::SIGTRAP,
-        "ABRT" | "IOT" => libc::SIGABRT,
-        "BUS" => libc::SIGBUS,
-        "FPE" => libc::SIGFPE,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "SEGV" => libc::SIGSEGV,
-        "USR2" => libc::SIGUSR2,
-        "PIPE" => libc::SIGPIPE,
-        "ALRM" => libc::SIGALRM,
-        "TERM" => libc::SIGTERM,
-        "STKFLT" => libc::SIGSTKFLT,
-        "CHLD" | "CLD" => libc::SIGCHLD,
-        "CONT" => libc::SIGCONT,
-        "STOP" => libc::SIGSTOP,
-        "TSTP" => libc::SIGTSTP,
-        "TTIN" => libc::SIGTTIN,
-        "TTOU" => libc::SIGTTOU,
-        "URG" => libc::SIGURG,
-        "XCPU" => libc::SIGXCPU,
-        "XFSZ" => libc::SIGXFSZ,
-        "VTALRM" => libc::SIGVTALRM,
-        "PROF" => libc::SIGPROF,
-        "WINCH" => libc::SIGWINCH,
-        "IO" | "POLL" => libc::SIGIO,
-        "PWR" => libc::SIGPWR,
-        "SYS" => libc::SIGSYS,
-        other => {
-            if let Some(rest) = other.strip_prefix("RTMIN") {
-                let off: i32 = if rest.is_empty() {
-                    0
-                } else {
-                    rest.trim_start_matches('+').parse().unwrap_or(-1)
-                };
-                if (0..=30).contains(&off) {
-                    return Ok(libc::SIGRTMIN() + off);
-                }
-            }
-            bail!("unknown signal {s:?}")
-        }
-    };
-    Ok(n)
-}
-
 /// "512m", "1g", "1024" → bytes; "-1" stays -1.
 fn parse_size(field: &str, s: &str) -> Result<i64> {
     let s = s.trim();
@@ -305,7 +246,8 @@ fn run(cli: Cli) -> Result<i32> {
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         Cmd::Kill { all, id, signal } => {
-            let sig = parse_signal(signal.as_deref().unwrap_or("SIGTERM"))?;
+            let sig = hako_runtime::signal::parse(signal.as_deref().unwrap_or("SIGTERM"))
+                .map_err(anyhow::Error::msg)?;
             container::kill(root, id, sig, *all)?;
         }
         Cmd::Delete { force, id } => container::delete(root, id, *force)?,

@@ -333,7 +333,17 @@ fn real_main(cli: Cli) -> Result<i32> {
                 );
             }
         }
-        Cmd::Start { containers } => each(&containers, |c| {
+        Cmd::Start {
+            attach: true,
+            containers,
+            ..
+        } => {
+            if containers.len() != 1 {
+                bail!("start -a takes one container");
+            }
+            return Ok(ops::start_attached(&dirs, &containers[0])?);
+        }
+        Cmd::Start { containers, .. } => each(&containers, |c| {
             ops::start(&dirs, c)?;
             println!("{c}");
             Ok(())
@@ -599,8 +609,16 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            eprintln!("hako: {e:#}");
-            ExitCode::from(125)
+            let msg = format!("{e:#}");
+            eprintln!("hako: {msg}");
+            // Docker's codes: 127 command not found, 126 not executable.
+            if msg.contains("executable file not found") {
+                ExitCode::from(127)
+            } else if msg.contains("exec:") && msg.contains("ermission denied") {
+                ExitCode::from(126)
+            } else {
+                ExitCode::from(125)
+            }
         }
     }
 }

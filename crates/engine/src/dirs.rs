@@ -1,0 +1,103 @@
+//! Where the engine keeps things.
+//!
+//! Root: `/var/lib/hako` (containers, images, networks, volumes) and
+//! `/run/hako` (the runtime's state, which must not survive a reboot).
+//! Rootless: `$XDG_DATA_HOME/hako` and `$XDG_RUNTIME_DIR/hako` (or
+//! `/tmp/hako-UID`). `HAKO_DATA_DIR` / `HAKO_RUN_DIR` (or the CLI's
+//! `--data-root` / `--run-root`) override both, e.g. for tests.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    pub data: PathBuf,
+    pub run: PathBuf,
+}
+
+/// Not root of the initial user namespace: an unprivileged user, or the
+/// monitor of one after it entered its own user namespace (where it is
+/// "root" but still cannot touch the host's cgroups or network).
+pub fn rootless() -> bool {
+    // SAFETY: geteuid has no failure mode.
+    unsafe { libc::geteuid() != 0 || !hako_runtime::sys::in_initial_userns() }
+}
+
+impl Dirs {
+    pub fn from_env() -> Dirs {
+        let data = std::env::var_os("HAKO_DATA_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(hako_image::Store::default_data_dir);
+        let run = std::env::var_os("HAKO_RUN_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(default_run_dir);
+        Dirs { data, run }
+    }
+
+    pub fn containers(&self) -> PathBuf {
+        self.data.join("containers")
+    }
+    pub fn container(&self, id: &str) -> PathBuf {
+        self.containers().join(id)
+    }
+    pub fn volumes(&self) -> PathBuf {
+        self.data.join("volumes")
+    }
+    pub fn net_state(&self) -> PathBuf {
+        self.data.join("net")
+    }
+    /// The runtime library's state root (`hako_runtime::container`).
+    pub fn runtime_root(&self) -> PathBuf {
+        self.run.join("runtime")
+    }
+    /// Sockets and other per-boot files of one container.
+    pub fn run_container(&self, id: &str) -> PathBuf {
+        self.run.join("containers").join(id)
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.containers().join(".lock")
+    }
+
+    pub fn ensure(&self) -> crate::Result<()> {
+        for d in [self.containers(), self.volumes(), self.runtime_root()] {
+            mkdir_p(&d)?;
+        }
+        Ok(())
+    }
+
+    pub fn net_manager(&self) -> hako_net::Manager {
+        let mut cfg = hako_net::NetConfig::new(self.net_state());
+        if let Some(t) = std::env::var("HAKO_NFT_TABLE")
+            .ok()
+            .filter(|t| !t.is_empty())
+        {
+            cfg.nft_table = t;
+        }
+        hako_net::Manager::new(cfg)
+    }
+
+    pub fn image_store(&self) -> crate::Result<hako_image::Store> {
+        Ok(hako_image::Store::open(&self.data)?)
+    }
+}
+
+pub(crate) fn mkdir_p(d: &Path) -> crate::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(d)
+        .map_err(crate::io_err("create directory", d))
+}
+
+fn default_run_dir() -> PathBuf {
+    if !rootless() {
+        return PathBuf::from("/run/hako");
+    }
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("hako");
+    }
+    // SAFETY: getuid has no failure mode.
+    PathBuf::from(format!("/tmp/hako-{}", unsafe { libc::getuid() }))
+}

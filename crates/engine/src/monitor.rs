@@ -1,0 +1,669 @@
+//! The per-container monitor: the same binary (`hako __monitor ID`, or the
+//! foreground `hako run` itself). It
+//!
+//! 1. becomes a child subreaper, so the container's init is its child;
+//! 2. points its fds 0/1/2 at pipes (or passes a console socket for `-t`)
+//!    around `create`, because the runtime's init inherits the caller's
+//!    stdio;
+//! 3. attaches the network to the created init, then `start`s it;
+//! 4. copies output to the log (JSON lines with timestamps) and, when
+//!    attached, to the terminal; forwards signals when attached;
+//! 5. reaps, records exit code and time, deletes the runtime state,
+//!    releases the network, and does `--rm` cleanup.
+//!
+//! No async runtime and no image store here: the monitor stays small.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+
+use hako_runtime::container::{self, CreateOpts};
+use hako_runtime::sys;
+
+use crate::dirs::Dirs;
+use crate::record::{self, NetAddr, Phase};
+use crate::util::{self, now_rfc3339_nanos};
+
+use crate::{Error, Result};
+
+/// Appends JSON lines `{"time","stream","log"}`; splits at newlines.
+pub struct LogWriter {
+    file: Option<File>,
+    partial: [Vec<u8>; 2],
+}
+
+impl LogWriter {
+    pub fn open(path: &std::path::Path) -> LogWriter {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok();
+        LogWriter {
+            file,
+            partial: [Vec::new(), Vec::new()],
+        }
+    }
+
+    fn emit(&mut self, stream: usize, line: &[u8]) {
+        let Some(f) = &mut self.file else { return };
+        let mut out = Vec::with_capacity(line.len() + 80);
+        encode_line(&mut out, stream, line, std::time::SystemTime::now());
+        let _ = f.write_all(&out);
+    }
+
+    pub fn write(&mut self, stream: usize, data: &[u8]) {
+        let mut buf = std::mem::take(&mut self.partial[stream]);
+        buf.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(i) = buf[start..].iter().position(|&b| b == b'\n') {
+            let end = start + i + 1;
+            self.emit(stream, &buf[start..end]);
+            start = end;
+        }
+        let rest = buf[start..].to_vec();
+        // Docker splits long lines at 16 KiB.
+        if rest.len() >= 16 * 1024 {
+            self.emit(stream, &rest);
+        } else {
+            self.partial[stream] = rest;
+        }
+    }
+
+    pub fn flush(&mut self) {
+        for s in 0..2 {
+            let rest = std::mem::take(&mut self.partial[s]);
+            if !rest.is_empty() {
+                self.emit(s, &rest);
+            }
+        }
+    }
+}
+
+fn push_num(out: &mut Vec<u8>, n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let used = digits.len() - i;
+    for _ in used..width {
+        out.push(b'0');
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// One log line, `{"time":"…","stream":"stdout","log":"…"}\n`, encoded by
+/// hand: the monitor's steady state then touches little code (no fmt, no
+/// serde), which keeps its resident set small.
+pub fn encode_line(out: &mut Vec<u8>, stream: usize, line: &[u8], now: std::time::SystemTime) {
+    let d = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs();
+    let (y, m, day) = util::civil((secs / 86400) as i64);
+    let rem = secs % 86400;
+    out.extend_from_slice(b"{\"time\":\"");
+    push_num(out, y as u64, 4);
+    out.push(b'-');
+    push_num(out, u64::from(m), 2);
+    out.push(b'-');
+    push_num(out, u64::from(day), 2);
+    out.push(b'T');
+    push_num(out, rem / 3600, 2);
+    out.push(b':');
+    push_num(out, rem % 3600 / 60, 2);
+    out.push(b':');
+    push_num(out, rem % 60, 2);
+    out.push(b'.');
+    push_num(out, u64::from(d.subsec_nanos()), 9);
+    out.extend_from_slice(if stream == 0 {
+        b"Z\",\"stream\":\"stdout\",\"log\":\""
+    } else {
+        b"Z\",\"stream\":\"stderr\",\"log\":\""
+    });
+    // Invalid UTF-8 becomes U+FFFD, as from_utf8_lossy would.
+    let text = String::from_utf8_lossy(line);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in text.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..=0x1f => {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 15)]);
+            }
+            _ => out.push(b),
+        }
+    }
+    out.extend_from_slice(b"\"}\n");
+}
+
+use hako_runtime::console::RawMode;
+
+/// Our fds 0/1/2 pointed elsewhere for `create`, restored on drop.
+struct StdioSwap {
+    saved: Vec<(i32, OwnedFd)>,
+}
+
+impl StdioSwap {
+    fn new(targets: &[(i32, BorrowedFd<'_>)]) -> Result<StdioSwap> {
+        let mut saved = Vec::new();
+        for (n, fd) in targets {
+            saved.push((*n, util::dup_high(*n)?));
+            sys::dup2(fd.as_raw_fd(), *n).map_err(crate::sys_err("dup2 container stdio"))?;
+        }
+        Ok(StdioSwap { saved })
+    }
+}
+
+impl Drop for StdioSwap {
+    fn drop(&mut self) {
+        for (n, fd) in &self.saved {
+            let _ = sys::dup2(fd.as_raw_fd(), *n);
+        }
+    }
+}
+
+fn dev_null() -> Result<OwnedFd> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(crate::io_err("open", "/dev/null"))?;
+    Ok(OwnedFd::from(f))
+}
+
+/// What the container's streams are connected to.
+enum Streams {
+    Pipes {
+        out: Option<OwnedFd>,
+        err: Option<OwnedFd>,
+        /// Keeps a detached `-i` container's stdin open.
+        _stdin_keep: Option<OwnedFd>,
+    },
+    Pty(Option<OwnedFd>),
+}
+
+/// Run one container to completion. `attached`: the caller's terminal is
+/// the container's (foreground `run`/`start -a`). `ready` gets "ok\n" or
+/// the error once the container started (for the detached spawner).
+pub fn run(dirs: &Dirs, id: &str, attached: bool, ready: Option<OwnedFd>) -> Result<i32> {
+    let mut ready = ready.map(File::from);
+    match start_container(dirs, id, attached) {
+        Ok(started) => {
+            if let Some(r) = ready.as_mut() {
+                let _ = r.write_all(b"ok\n");
+            }
+            drop(ready);
+            Ok(supervise(dirs, id, attached, started))
+        }
+        Err(e) => {
+            if let Some(r) = ready.as_mut() {
+                let _ = writeln!(r, "{e}");
+            }
+            let msg = e.to_string();
+            let _ = record::update(dirs, id, |r| {
+                r.phase = Phase::Exited;
+                r.error = Some(msg.clone());
+                r.exit_code = Some(127);
+                r.finished_at = Some(now_rfc3339_nanos());
+            });
+            let rec = record::load(dirs, id).ok();
+            if rec.is_some_and(|r| r.opts.rm) {
+                let _ = crate::ops::remove_all(dirs, id);
+            }
+            Err(e)
+        }
+    }
+}
+
+struct Started {
+    pid: i32,
+    pidfd: OwnedFd,
+    streams: Streams,
+}
+
+fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
+    let rec = record::load(dirs, id)?;
+    let o = &rec.opts;
+    let _ = sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0);
+    let run_dir = dirs.run_container(id);
+    crate::dirs::mkdir_p(&run_dir)?;
+    let root = dirs.runtime_root();
+    // A stale runtime state from a crashed monitor would block create.
+    if container::state_json(&root, id).is_ok() {
+        let _ = container::delete(&root, id, true);
+    }
+
+    if crate::dirs::rootless() {
+        enter_rootless_userns()?;
+    }
+    let null = dev_null()?;
+    let mut console_listener = None;
+    let mut console_socket = None;
+    let mut run_dir_fd: Option<File> = None;
+    let mut swap_targets: Vec<(i32, OwnedFd)> = Vec::new();
+    let streams = if o.tty {
+        // Through our fd of the directory: a socket path must fit in
+        // sun_path (108 bytes), whatever the run root.
+        let dirf = File::open(&run_dir).map_err(crate::io_err("open", &run_dir))?;
+        let p =
+            std::path::PathBuf::from(format!("/proc/self/fd/{}/console.sock", dirf.as_raw_fd()));
+        run_dir_fd = Some(dirf);
+        let _ = std::fs::remove_file(&p);
+        console_listener = Some(UnixListener::bind(&p).map_err(crate::io_err("bind", &p))?);
+        console_socket = Some(p);
+        if !attached {
+            swap_targets.push((0, null.try_clone().map_err(crate::sys_err("dup"))?));
+        }
+        swap_targets.push((1, null.try_clone().map_err(crate::sys_err("dup"))?));
+        swap_targets.push((2, null.try_clone().map_err(crate::sys_err("dup"))?));
+        Streams::Pty(None)
+    } else {
+        let (or, ow) = util::pipe()?;
+        let (er, ew) = util::pipe()?;
+        let mut keep = None;
+        if !(attached && o.interactive) {
+            if o.interactive {
+                let (ir, iw) = util::pipe()?;
+                swap_targets.push((0, ir));
+                keep = Some(iw);
+            } else {
+                swap_targets.push((0, null.try_clone().map_err(crate::sys_err("dup"))?));
+            }
+        }
+        swap_targets.push((1, ow));
+        swap_targets.push((2, ew));
+        Streams::Pipes {
+            out: Some(or),
+            err: Some(er),
+            _stdin_keep: keep,
+        }
+    };
+
+    let opts = CreateOpts {
+        id: id.to_string(),
+        bundle: record::bundle(dirs, id),
+        root: root.clone(),
+        console_socket,
+        ..Default::default()
+    };
+    let created = {
+        let borrowed: Vec<(i32, BorrowedFd<'_>)> =
+            swap_targets.iter().map(|(n, f)| (*n, f.as_fd())).collect();
+        let _swap = StdioSwap::new(&borrowed)?;
+        container::create(&opts)
+    };
+    drop(swap_targets);
+    let created = created?;
+    let pid = created.state.pid;
+    let pidfd = created.pidfd;
+    drop(created.dir);
+
+    let fail = |e: Error| -> Error {
+        let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+        let _ = sys::waitpid(pid, 0);
+        let _ = container::delete(&root, id, true);
+        let _ = dirs.net_manager().release(id);
+        e
+    };
+
+    let streams = match (streams, console_listener) {
+        (Streams::Pty(_), Some(l)) => {
+            let master = l
+                .accept()
+                .map_err(|e| crate::sys_err("accept the console")(e))
+                .and_then(|(s, _)| {
+                    sys::recv_fd(s.as_fd())
+                        .map(|(_, fd)| fd)
+                        .map_err(crate::sys_err("receive the pty master"))
+                });
+            let _ = std::fs::remove_file(run_dir.join("console.sock"));
+            drop(run_dir_fd.take());
+            match master {
+                Ok(m) => Streams::Pty(Some(m)),
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        (s, _) => s,
+    };
+
+    let networks = match crate::ops::attach_network(dirs, &rec, pid) {
+        Ok(n) => n,
+        Err(e) => return Err(fail(e)),
+    };
+    let monitor_pid = sys::getpid();
+    if let Err(e) = record::update(dirs, id, |r| {
+        r.phase = Phase::Running;
+        r.pid = pid;
+        r.pid_start = util::proc_start_time(pid);
+        r.monitor_pid = monitor_pid;
+        r.monitor_start = util::proc_start_time(monitor_pid);
+        r.started_at = Some(now_rfc3339_nanos());
+        r.finished_at = None;
+        r.exit_code = None;
+        r.error = None;
+        r.networks = networks.clone();
+    }) {
+        return Err(fail(e));
+    }
+    if let Err(e) = container::start(&root, id) {
+        return Err(fail(e.into()));
+    }
+    Ok(Started {
+        pid,
+        pidfd,
+        streams,
+    })
+}
+
+/// Rootless: become root of a new user namespace that maps 0 to us (as
+/// podman's rootless pause process does), so the runtime can create the
+/// container's other namespaces and mounts without writing id maps itself.
+fn enter_rootless_userns() -> Result<()> {
+    // SAFETY: getuid/getgid have no failure mode.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    sys::unshare(libc::CLONE_NEWUSER).map_err(crate::sys_err("unshare the user namespace"))?;
+    let w = |f: &str, data: String| std::fs::write(f, data).map_err(crate::io_err("write", f));
+    w("/proc/self/setgroups", "deny".into())?;
+    w("/proc/self/uid_map", format!("0 {uid} 1\n"))?;
+    w("/proc/self/gid_map", format!("0 {gid} 1\n"))?;
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Src {
+    Signal,
+    Out,
+    Err,
+    Master,
+    Stdin,
+}
+
+fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> usize {
+    sys::read_fd(fd, buf).unwrap_or(0)
+}
+
+/// The monitor's loop; returns the container's exit code.
+fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
+    let rec = record::load(dirs, id).ok();
+    let rm = rec.as_ref().is_some_and(|r| r.opts.rm);
+    let interactive = rec.as_ref().is_some_and(|r| r.opts.interactive);
+    let mut log = LogWriter::open(&record::log_path(dirs, id));
+    let _ = sys::block_all_signals();
+    let sfd = sys::signalfd_all().ok();
+    // SAFETY: fds 0, 1 and 2 stay open for the life of the process.
+    let (stdin, stdout, stderr) = unsafe {
+        (
+            BorrowedFd::borrow_raw(0),
+            BorrowedFd::borrow_raw(1),
+            BorrowedFd::borrow_raw(2),
+        )
+    };
+    let (mut out, mut err, master) = match st.streams {
+        Streams::Pipes {
+            out,
+            err,
+            _stdin_keep,
+        } => {
+            // Hold the stdin pipe until the container exits.
+            std::mem::forget(_stdin_keep);
+            (out, err, None)
+        }
+        Streams::Pty(m) => (None, None, m),
+    };
+    let _raw = if attached && master.is_some() && interactive {
+        RawMode::enter(0)
+    } else {
+        None
+    };
+    if let (true, Some(m)) = (attached, &master) {
+        if let Ok((r, c)) = sys::get_winsize(0) {
+            let _ = sys::set_winsize(m.as_raw_fd(), r, c);
+        }
+    }
+    if !attached {
+        shrink();
+    }
+    let mut master = master;
+    let mut stdin_open = attached && interactive && master.is_some();
+    let mut status: Option<i32> = None;
+    let mut buf = vec![0u8; 16 * 1024];
+
+    // SIGCHLD may have come before the signalfd existed: look once.
+    let mut check_children = true;
+    loop {
+        if check_children {
+            check_children = false;
+            while let Some((p, s)) = sys::wait_any_nohang() {
+                if p == st.pid {
+                    status = Some(s);
+                }
+            }
+            if status.is_some() {
+                break;
+            }
+        }
+        let mut srcs: Vec<(Src, BorrowedFd<'_>)> = Vec::new();
+        if let Some(s) = &sfd {
+            srcs.push((Src::Signal, s.as_fd()));
+        }
+        if let Some(o) = &out {
+            srcs.push((Src::Out, o.as_fd()));
+        }
+        if let Some(e) = &err {
+            srcs.push((Src::Err, e.as_fd()));
+        }
+        if let Some(m) = &master {
+            srcs.push((Src::Master, m.as_fd()));
+        }
+        if stdin_open {
+            srcs.push((Src::Stdin, stdin));
+        }
+        let fds: Vec<BorrowedFd<'_>> = srcs.iter().map(|(_, f)| *f).collect();
+        let timeout = if sfd.is_some() { -1 } else { 200 };
+        let rev = match sys::poll_many(&fds, timeout) {
+            Ok(r) => r,
+            Err(_) => continue,
+        };
+        if sfd.is_none() {
+            check_children = true;
+        }
+        let mut close = Vec::new();
+        for (i, (src, fd)) in srcs.iter().enumerate() {
+            if rev[i] == 0 {
+                continue;
+            }
+            match src {
+                Src::Signal => {
+                    let Ok(sig) = sys::read_signal(*fd) else {
+                        continue;
+                    };
+                    match sig {
+                        libc::SIGCHLD => check_children = true,
+                        libc::SIGWINCH => {
+                            if let (true, Some(m)) = (attached, &master) {
+                                if let Ok((r, c)) = sys::get_winsize(0) {
+                                    let _ = sys::set_winsize(m.as_raw_fd(), r, c);
+                                }
+                            }
+                        }
+                        libc::SIGPIPE => {}
+                        s if attached => {
+                            let _ = sys::pidfd_send_signal(st.pidfd.as_fd(), s);
+                        }
+                        _ => {}
+                    }
+                }
+                Src::Out | Src::Err | Src::Master => {
+                    let n = read_some(*fd, &mut buf);
+                    if n == 0 {
+                        close.push(*src);
+                        continue;
+                    }
+                    let stream = usize::from(*src == Src::Err);
+                    log.write(stream, &buf[..n]);
+                    if attached {
+                        let to = if stream == 1 { stderr } else { stdout };
+                        let _ = sys::write_all_fd(to, &buf[..n]);
+                    }
+                }
+                Src::Stdin => {
+                    let n = read_some(*fd, &mut buf);
+                    match (&master, n) {
+                        (Some(m), n) if n > 0 => {
+                            let _ = sys::write_all_fd(m.as_fd(), &buf[..n]);
+                        }
+                        _ => close.push(Src::Stdin),
+                    }
+                }
+            }
+        }
+        for c in close {
+            match c {
+                Src::Out => out = None,
+                Src::Err => err = None,
+                Src::Master => master = None,
+                Src::Stdin => stdin_open = false,
+                Src::Signal => {}
+            }
+        }
+    }
+    // Drain what the container wrote before it exited.
+    for (stream, fd) in [(0usize, &out), (1, &err), (0, &master)] {
+        let Some(fd) = fd else { continue };
+        while sys::poll_in(fd.as_fd(), 0).unwrap_or(false) {
+            let n = read_some(fd.as_fd(), &mut buf);
+            if n == 0 {
+                break;
+            }
+            log.write(stream, &buf[..n]);
+            if attached {
+                let to = if stream == 1 { stderr } else { stdout };
+                let _ = sys::write_all_fd(to, &buf[..n]);
+            }
+        }
+    }
+    log.flush();
+    drop(_raw);
+    let code = status.map_or(255, sys::exit_code);
+    finish(dirs, id, Some(code));
+    if rm {
+        let _ = crate::ops::remove_all(dirs, id);
+    }
+    let _ = sys::set_sigmask(&sys::empty_sigmask());
+    code
+}
+
+/// Give back memory only the setup needed, so a detached monitor stays
+/// small (the `ps` RSS of many idle monitors adds up): free heap goes back
+/// to the kernel, and our references to read-only file pages (code and
+/// constants of the runtime, network and JSON paths) are dropped; the loop
+/// faults back the few pages it uses. Mappings with anonymous (COW'd)
+/// pages, such as RELRO after relocation, are left alone: dropping them
+/// would undo the dynamic linker's writes.
+fn shrink() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut current: Option<(usize, usize)> = None;
+    let mut zap = Vec::new();
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-').filter(|(a, _)| !a.ends_with(':')) {
+            current = None;
+            let perms = f.next().unwrap_or("");
+            let path = f.nth(3).unwrap_or("");
+            if perms.starts_with('r') && !perms.contains('w') && path.starts_with('/') {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                {
+                    current = Some((a, b));
+                }
+            }
+        } else if first == "Anonymous:" {
+            if let Some(range) = current.take() {
+                if f.next() == Some("0") {
+                    zap.push(range);
+                }
+            }
+        }
+    }
+    for (a, b) in zap {
+        // SAFETY: [a, b) is a whole read-only, file-backed mapping of this
+        // process with no private (anonymous) pages: MADV_DONTNEED only
+        // drops page-table entries, and later accesses re-read the same
+        // bytes from the page cache.
+        // MADV_RANDOM turns off fault-around, so only the pages the loop
+        // really touches come back.
+        unsafe {
+            libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED);
+            libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_RANDOM);
+        }
+    }
+}
+
+/// After the init is gone: runtime state, network, record.
+pub fn finish(dirs: &Dirs, id: &str, code: Option<i32>) {
+    let _ = container::delete(&dirs.runtime_root(), id, true);
+    let _ = dirs.net_manager().release(id);
+    let _ = record::update(dirs, id, |r| {
+        r.phase = Phase::Exited;
+        r.exit_code = code.or(r.exit_code);
+        r.finished_at = Some(now_rfc3339_nanos());
+        r.monitor_pid = 0;
+    });
+    let _ = std::fs::remove_dir_all(dirs.run_container(id));
+}
+
+/// Used by `ops` to describe leases.
+pub fn net_addrs(leases: &[hako_net::Lease]) -> Vec<NetAddr> {
+    leases
+        .iter()
+        .map(|l| NetAddr {
+            network: l.network.clone(),
+            ifname: l.ifname.clone(),
+            ip: l.ipv4.to_string(),
+            mac: l.mac.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_are_json() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::new(951_868_801, 5);
+        let mut out = Vec::new();
+        encode_line(&mut out, 1, b"a \"q\" \\ \x01\t\xff\n", t);
+        assert!(out.ends_with(b"\n"));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["time"], "2000-03-01T00:00:01.000000005Z");
+        assert_eq!(v["stream"], "stderr");
+        assert_eq!(v["log"], "a \"q\" \\ \u{1}\t\u{fffd}\n");
+        let s = now_rfc3339_nanos();
+        let mut out = Vec::new();
+        encode_line(&mut out, 0, b"x", std::time::SystemTime::now());
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["time"].as_str().unwrap()[..16], s[..16]);
+    }
+}

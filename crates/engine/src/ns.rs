@@ -1,0 +1,285 @@
+//! Namespace tools: `ns ls`, `ns keep` (bind-mount a namespace file so it
+//! outlives its processes), `ns enter` (setns + exec) and `ns rm`; and
+//! [`enter`], which `exec` uses to join a running container.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use hako_runtime::sys;
+use serde_json::{json, Value};
+
+use crate::dirs::Dirs;
+use crate::ops::{self, NS_TYPES};
+use crate::record;
+use crate::{io_err, Error, Result};
+
+fn ns_flag(t: &str) -> Option<i32> {
+    Some(match t {
+        "cgroup" => libc::CLONE_NEWCGROUP,
+        "ipc" => libc::CLONE_NEWIPC,
+        "mnt" | "mount" => libc::CLONE_NEWNS,
+        "net" | "network" => libc::CLONE_NEWNET,
+        "pid" => libc::CLONE_NEWPID,
+        "time" => libc::CLONE_NEWTIME,
+        "user" => libc::CLONE_NEWUSER,
+        "uts" => libc::CLONE_NEWUTS,
+        _ => return None,
+    })
+}
+
+fn proc_name(t: &str) -> &str {
+    match t {
+        "mount" => "mnt",
+        "network" => "net",
+        o => o,
+    }
+}
+
+/// A running container's init pid.
+fn live_pid(dirs: &Dirs, name: &str) -> Result<(String, i32)> {
+    let id = record::resolve(dirs, name)?;
+    let r = record::load(dirs, &id)?;
+    if !ops::status(dirs, &r).is_live() {
+        return Err(Error::State {
+            id: r.name,
+            msg: "is not running".into(),
+        });
+    }
+    Ok((r.name, r.pid))
+}
+
+/// `ns ls [CONTAINER]`: one row per (container, namespace) with its id,
+/// whether the host shares it, and which other containers share it.
+pub fn ls(dirs: &Dirs, name: Option<&str>) -> Result<Vec<Value>> {
+    let mut live = Vec::new();
+    for r in record::all(dirs) {
+        if ops::status(dirs, &r).is_live() {
+            live.push((r.name.clone(), ops::ns_ids(r.pid)));
+        }
+    }
+    let host = ops::ns_ids("self");
+    let wanted: Option<String> = match name {
+        Some(n) => Some(live_pid(dirs, n)?.0),
+        None => None,
+    };
+    let mut rows = Vec::new();
+    for (cname, ids) in &live {
+        if wanted.as_ref().is_some_and(|w| w != cname) {
+            continue;
+        }
+        for t in NS_TYPES {
+            let Some(id) = ids.get(t) else { continue };
+            let shared: Vec<&str> = live
+                .iter()
+                .filter(|(n, m)| n != cname && m.get(t) == Some(id))
+                .map(|(n, _)| n.as_str())
+                .collect();
+            rows.push(json!({
+                "Container": cname,
+                "Type": t,
+                "Id": id,
+                "Host": host.get(t) == Some(id),
+                "SharedWith": shared,
+            }));
+        }
+    }
+    Ok(rows)
+}
+
+/// `ns keep CONTAINER TYPE PATH`.
+pub fn keep(dirs: &Dirs, name: &str, t: &str, path: &Path) -> Result<()> {
+    let (_, pid) = live_pid(dirs, name)?;
+    if ns_flag(t).is_none() {
+        return Err(Error::Usage(format!(
+            "unknown namespace type {t:?}: one of {NS_TYPES:?}"
+        )));
+    }
+    if let Some(p) = path.parent() {
+        crate::dirs::mkdir_p(p)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err("create", path))?;
+    let src = PathBuf::from(format!("/proc/{pid}/ns/{}", proc_name(t)));
+    sys::mount(Some(src.as_os_str()), path, None, libc::MS_BIND, None)
+        .map_err(|e| io_err("bind-mount the namespace onto", path)(e))
+}
+
+/// `ns rm PATH`: unmount a kept namespace and remove the file.
+pub fn rm(path: &Path) -> Result<()> {
+    sys::umount2(path, libc::MNT_DETACH).map_err(io_err("unmount", path))?;
+    std::fs::remove_file(path).map_err(io_err("remove", path))
+}
+
+/// What to run after joining.
+#[derive(Debug, Default, Clone)]
+pub struct Exec {
+    pub cmd: Vec<String>,
+    pub env: Option<Vec<String>>,
+    pub cwd: Option<String>,
+    pub user: Option<(u32, u32)>,
+}
+
+/// Namespaces (type, fd) of a target: a namespace file, or a container.
+pub fn targets(dirs: &Dirs, target: &str) -> Result<Vec<(i32, OwnedFd)>> {
+    let p = Path::new(target);
+    if p.is_absolute() && p.exists() {
+        let fd = sys::openat(None, p, libc::O_RDONLY, 0).map_err(io_err("open", p))?;
+        let t = sys::ns_type(fd.as_fd())
+            .map_err(|e| Error::Usage(format!("{target} is not a namespace file: {e}")))?;
+        return Ok(vec![(t, fd)]);
+    }
+    let (_, pid) = live_pid(dirs, target)?;
+    container_targets(pid)
+}
+
+/// Every namespace of `pid` that differs from ours.
+pub fn container_targets(pid: i32) -> Result<Vec<(i32, OwnedFd)>> {
+    let mut out = Vec::new();
+    for t in NS_TYPES {
+        let p = PathBuf::from(format!("/proc/{pid}/ns/{t}"));
+        let (Ok(theirs), Ok(ours)) = (
+            std::fs::read_link(&p),
+            std::fs::read_link(format!("/proc/self/ns/{t}")),
+        ) else {
+            continue;
+        };
+        if theirs == ours {
+            continue;
+        }
+        let fd = sys::openat(None, &p, libc::O_RDONLY, 0).map_err(io_err("open", &p))?;
+        out.push((ns_flag(t).expect("known type"), fd));
+    }
+    Ok(out)
+}
+
+/// Fork; the child joins `ns` (user first, mount last), forks once more if
+/// it joined a pid namespace, and execs. Returns the command's exit code.
+pub fn enter(mut ns: Vec<(i32, OwnedFd)>, x: &Exec) -> Result<i32> {
+    if x.cmd.is_empty() {
+        return Err(Error::Usage("no command given".into()));
+    }
+    ns.sort_by_key(|(t, _)| (*t != libc::CLONE_NEWUSER, *t == libc::CLONE_NEWNS));
+    let joins_pid = ns.iter().any(|(t, _)| *t == libc::CLONE_NEWPID);
+    match sys::fork().map_err(crate::sys_err("fork"))? {
+        Some(child) => {
+            drop(ns);
+            // Let the command have the terminal's signals; we just wait.
+            // SAFETY: setting SIG_IGN for SIGINT/SIGQUIT in the parent only.
+            unsafe {
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
+                libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+            }
+            let st = sys::waitpid(child, 0).map_err(crate::sys_err("wait"))?;
+            Ok(st.map_or(255, sys::exit_code))
+        }
+        None => {
+            let code = (|| -> std::result::Result<i32, String> {
+                for (t, fd) in &ns {
+                    sys::setns(fd.as_fd(), *t).map_err(|e| format!("setns {t:#x}: {e}"))?;
+                }
+                drop(ns);
+                if joins_pid {
+                    // A pid namespace applies to children: fork once more.
+                    if let Some(gc) = sys::fork().map_err(|e| format!("fork: {e}"))? {
+                        let st = sys::waitpid(gc, 0).map_err(|e| format!("wait: {e}"))?;
+                        return Ok(st.map_or(255, sys::exit_code));
+                    }
+                }
+                let mut c = std::process::Command::new(&x.cmd[0]);
+                c.args(&x.cmd[1..]);
+                if let Some(env) = &x.env {
+                    c.env_clear();
+                    for kv in env {
+                        if let Some((k, v)) = kv.split_once('=') {
+                            c.env(k, v);
+                        }
+                    }
+                }
+                if let Some(d) = &x.cwd {
+                    c.current_dir(d);
+                }
+                if let Some((u, g)) = x.user {
+                    c.uid(u).gid(g);
+                }
+                let e = c.exec();
+                eprintln!("hako: exec {}: {e}", x.cmd[0]);
+                Ok(if e.kind() == std::io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                })
+            })();
+            let code = code.unwrap_or_else(|e| {
+                eprintln!("hako: {e}");
+                125
+            });
+            // SAFETY: _exit ends the forked child without running the
+            // parent's atexit handlers or destructors twice.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// `exec`: the runtime's exec (namespaces, cgroup, capabilities, seccomp,
+/// the container's env and cwd), with our overrides.
+pub struct ExecRequest<'a> {
+    pub cmd: Vec<String>,
+    pub env: &'a [String],
+    pub workdir: Option<String>,
+    pub user: Option<&'a str>,
+    pub tty: bool,
+    pub detach: bool,
+}
+
+pub fn exec(dirs: &Dirs, name: &str, req: ExecRequest<'_>) -> Result<i32> {
+    let id = record::resolve(dirs, name)?;
+    let r = record::load(dirs, &id)?;
+    if !ops::status(dirs, &r).is_live() {
+        return Err(Error::State {
+            id: r.name,
+            msg: "is not running".into(),
+        });
+    }
+    let root = dirs.runtime_root();
+    let mut p = hako_runtime::exec::default_process(&root, &id)?;
+    // Behind --init the argv starts with the init helper: the exec runs
+    // the command itself.
+    p.set_args(Some(req.cmd));
+    let mut env = p.env().clone().unwrap_or_default();
+    for kv in req.env {
+        let k = kv.split('=').next().unwrap_or(kv);
+        env.retain(|x| x.split('=').next() != Some(k));
+        env.push(kv.clone());
+    }
+    p.set_env(Some(env));
+    if let Some(w) = req.workdir {
+        p.set_cwd(w.into());
+    }
+    if let Some(u) = req.user {
+        let (uid, gid) = match crate::spec::numeric_user(u) {
+            Some((uid, Some(gid))) => (uid, gid),
+            _ => crate::spec::lookup_user(&r.rootfs, u)?,
+        };
+        let mut user = p.user().clone();
+        user.set_uid(uid);
+        user.set_gid(gid);
+        user.set_additional_gids(None);
+        p.set_user(user);
+    }
+    p.set_terminal(Some(req.tty));
+    let opts = hako_runtime::exec::ExecOpts {
+        root,
+        id,
+        process: p,
+        detach: req.detach,
+        pid_file: None,
+        console_socket: None,
+        preserve_fds: 0,
+    };
+    Ok(hako_runtime::exec::exec(&opts)?)
+}

@@ -1,0 +1,334 @@
+//! The engine's record of a container (`<data>/containers/<id>/record.json`),
+//! names, id prefixes, and the lock that serialises changes.
+//!
+//! Every change to records happens under one flock
+//! (`<data>/containers/.lock`), held for the few milliseconds of a
+//! read-modify-write: that is what makes names unique and concurrent CLI
+//! calls safe. The record is written before anything else exists for a
+//! container, so a crashed CLI leaves a record that `ps -a` shows and
+//! `rm -f` cleans.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dirs::Dirs;
+use crate::util::{self, Lock};
+use crate::{io_err, Error, Result};
+
+pub const RECORD: &str = "record.json";
+pub const LOG: &str = "container.log";
+
+/// The flags of `run`/`create`, kept so `start`/`restart` can run again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RunOptions {
+    pub image: String,
+    pub cmd: Vec<String>,
+    pub entrypoint: Option<String>,
+    pub name: Option<String>,
+    pub hostname: Option<String>,
+    pub env: Vec<String>,
+    pub env_files: Vec<PathBuf>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub volumes: Vec<String>,
+    pub tmpfs: Vec<String>,
+    pub read_only: bool,
+    pub publish: Vec<String>,
+    pub network: Option<String>,
+    pub memory: Option<String>,
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<i64>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub privileged: bool,
+    pub security_opt: Vec<String>,
+    pub init: bool,
+    pub userns: Option<String>,
+    pub pid: Option<String>,
+    pub ipc: Option<String>,
+    pub uts: Option<String>,
+    pub time_offset: Option<String>,
+    pub detach: bool,
+    pub interactive: bool,
+    pub tty: bool,
+    pub rm: bool,
+}
+
+/// What the engine knows happened; the live status is derived (see
+/// [`crate::ops::status`]) from this plus the runtime and the processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Record written; rootfs/spec may still be in the making.
+    Created,
+    /// A monitor started the container.
+    Running,
+    /// The monitor recorded the exit (or a later CLI found it gone).
+    Exited,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    #[serde(default)]
+    pub image_id: String,
+    pub created: String,
+    pub opts: RunOptions,
+    pub phase: Phase,
+    /// Host pid of the container's PID 1 and its start time (pid reuse).
+    #[serde(default)]
+    pub pid: i32,
+    #[serde(default)]
+    pub pid_start: u64,
+    #[serde(default)]
+    pub monitor_pid: i32,
+    #[serde(default)]
+    pub monitor_start: u64,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub rootfs: PathBuf,
+    #[serde(default)]
+    pub hostname: String,
+    /// (network, ipv4, mac, gateway-less) of the last start.
+    #[serde(default)]
+    pub networks: Vec<NetAddr>,
+    #[serde(default)]
+    pub restart_count: u32,
+    /// The user command (entrypoint + cmd), for `ps`.
+    #[serde(default)]
+    pub command: String,
+    /// The image's StopSignal (`stop` sends it; default SIGTERM).
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NetAddr {
+    pub network: String,
+    pub ifname: String,
+    pub ip: String,
+    pub mac: String,
+}
+
+impl Record {
+    pub fn short_id(&self) -> &str {
+        &self.id[..12.min(self.id.len())]
+    }
+}
+
+pub fn load(dirs: &Dirs, id: &str) -> Result<Record> {
+    let p = dirs.container(id).join(RECORD);
+    let b = std::fs::read(&p).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::NoSuchContainer(id.to_string())
+        } else {
+            io_err("read", &p)(e)
+        }
+    })?;
+    serde_json::from_slice(&b).map_err(|e| Error::Other(format!("{}: {e}", p.display())))
+}
+
+pub fn save(dirs: &Dirs, r: &Record) -> Result<()> {
+    let p = dirs.container(&r.id).join(RECORD);
+    let b = serde_json::to_vec_pretty(r).expect("record serialises");
+    util::atomic_write(&p, &b)
+}
+
+/// Take the engine lock (creating the directories on first use).
+pub fn lock(dirs: &Dirs) -> Result<Lock> {
+    dirs.ensure()?;
+    Lock::exclusive(&dirs.lock_file())
+}
+
+/// Read-modify-write a record under the lock.
+pub fn update(dirs: &Dirs, id: &str, f: impl FnOnce(&mut Record)) -> Result<Record> {
+    let _l = lock(dirs)?;
+    let mut r = load(dirs, id)?;
+    f(&mut r);
+    save(dirs, &r)?;
+    Ok(r)
+}
+
+/// Ids of every container directory (records or not, e.g. half-made ones).
+pub fn ids(dirs: &Dirs) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dirs.containers()) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && e.path().is_dir() {
+                out.push(name);
+            }
+        }
+    }
+    out
+}
+
+/// Every container whose record can be read, oldest first.
+pub fn all(dirs: &Dirs) -> Vec<Record> {
+    let mut v: Vec<Record> = ids(dirs)
+        .iter()
+        .filter_map(|id| load(dirs, id).ok())
+        .collect();
+    v.sort_by(|a, b| a.created.cmp(&b.created));
+    v
+}
+
+/// A name, a full id, or a unique id prefix → the id.
+pub fn resolve(dirs: &Dirs, name: &str) -> Result<String> {
+    let name = name.strip_prefix('/').unwrap_or(name);
+    if name.is_empty() {
+        return Err(Error::NoSuchContainer(name.into()));
+    }
+    let recs = all(dirs);
+    if let Some(r) = recs.iter().find(|r| r.name == name || r.id == name) {
+        return Ok(r.id.clone());
+    }
+    // Directories without a readable record still resolve by id prefix so
+    // `rm -f` can clean them.
+    let hits: Vec<String> = ids(dirs)
+        .into_iter()
+        .filter(|i| i.starts_with(name))
+        .collect();
+    match hits.len() {
+        0 => Err(Error::NoSuchContainer(name.into())),
+        1 => Ok(hits.into_iter().next().expect("one")),
+        _ => Err(Error::Ambiguous {
+            name: name.into(),
+            ids: hits
+                .iter()
+                .map(|i| i[..12.min(i.len())].to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// Docker-like random names: adjective_noun.
+pub fn generate_name(dirs: &Dirs, id: &str) -> String {
+    const ADJ: [&str; 12] = [
+        "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+        "nifty", "quiet",
+    ];
+    const NOUN: [&str; 12] = [
+        "hopper", "turing", "lovelace", "ritchie", "thompson", "torvalds", "knuth", "dijkstra",
+        "hamilton", "liskov", "perlman", "wirth",
+    ];
+    let taken: Vec<String> = all(dirs).into_iter().map(|r| r.name).collect();
+    let seed = u64::from_str_radix(&id[..12.min(id.len())], 16).unwrap_or(7);
+    for i in 0u64.. {
+        let n = seed.wrapping_add(i.wrapping_mul(7919));
+        let mut name = format!(
+            "{}_{}",
+            ADJ[(n % 12) as usize],
+            NOUN[((n / 12) % 12) as usize]
+        );
+        if i >= 144 {
+            name.push_str(&format!("{i}"));
+        }
+        if !taken.contains(&name) {
+            return name;
+        }
+    }
+    unreachable!()
+}
+
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "invalid container name {name:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*"
+        )))
+    }
+}
+
+pub fn log_path(dirs: &Dirs, id: &str) -> PathBuf {
+    dirs.container(id).join(LOG)
+}
+
+pub fn bundle(dirs: &Dirs, id: &str) -> PathBuf {
+    dirs.container(id)
+}
+
+pub fn exists(dir: &Path) -> bool {
+    dir.join(RECORD).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, name: &str) -> Record {
+        Record {
+            id: id.into(),
+            name: name.into(),
+            image: "busybox".into(),
+            image_id: String::new(),
+            created: crate::util::now_rfc3339_nanos(),
+            opts: RunOptions::default(),
+            phase: Phase::Created,
+            pid: 0,
+            pid_start: 0,
+            monitor_pid: 0,
+            monitor_start: 0,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            error: None,
+            rootfs: PathBuf::new(),
+            hostname: String::new(),
+            networks: vec![],
+            restart_count: 0,
+            command: String::new(),
+            stop_signal: None,
+        }
+    }
+
+    #[test]
+    fn names_ids_and_prefixes_resolve() {
+        let t = tempfile::tempdir().unwrap();
+        let dirs = Dirs {
+            data: t.path().join("data"),
+            run: t.path().join("run"),
+        };
+        for (id, name) in [("abc123", "web"), ("abd456", "db")] {
+            crate::dirs::mkdir_p(&dirs.container(id)).unwrap();
+            save(&dirs, &rec(id, name)).unwrap();
+        }
+        // A half-made container (no record) still resolves by id for rm -f.
+        crate::dirs::mkdir_p(&dirs.container("fff999")).unwrap();
+        assert_eq!(resolve(&dirs, "web").unwrap(), "abc123");
+        assert_eq!(resolve(&dirs, "/db").unwrap(), "abd456");
+        assert_eq!(resolve(&dirs, "abc").unwrap(), "abc123");
+        assert_eq!(resolve(&dirs, "fff").unwrap(), "fff999");
+        assert!(matches!(resolve(&dirs, "ab"), Err(Error::Ambiguous { .. })));
+        assert!(matches!(
+            resolve(&dirs, "zzz"),
+            Err(Error::NoSuchContainer(_))
+        ));
+        assert_eq!(all(&dirs).len(), 2);
+        let n = generate_name(&dirs, "abc123");
+        assert!(n.contains('_') && n != "web");
+        assert!(check_name("ok-name_1.x").is_ok() && check_name("-bad").is_err());
+    }
+}

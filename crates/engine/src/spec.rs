@@ -1,0 +1,720 @@
+//! Image config + `run` flags → an OCI config.json. Pure: every input is a
+//! parameter, so the mapping is unit-tested without root.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::record::RunOptions;
+use crate::{Error, Result};
+
+/// Docker's default capability set.
+pub const DEFAULT_CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+pub const MASKED_PATHS: [&str; 12] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+    "/proc/interrupts",
+];
+
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Where `--init`'s helper comes from on the host. The hako binary is
+/// dynamically linked, so it runs in the container through the host's
+/// dynamic loader with the host's library directory bound read-only: that
+/// works on any rootfs (busybox, musl or glibc).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitHelper {
+    pub exe: PathBuf,
+    pub loader: PathBuf,
+    pub libdir: PathBuf,
+}
+
+pub const INIT_DIR: &str = "/.hako";
+
+impl InitHelper {
+    /// Find our own loader and libc directory in /proc/self/maps.
+    pub fn discover() -> Result<InitHelper> {
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::Other(format!("find the hako binary: {e}")))?;
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let mut loader = None;
+        let mut libdir = None;
+        for line in maps.lines() {
+            let Some(p) = line.split_whitespace().nth(5) else {
+                continue;
+            };
+            let file = Path::new(p)
+                .file_name()
+                .and_then(|f| f.to_str())
+                .unwrap_or("");
+            if file.starts_with("ld-linux") || file.starts_with("ld-musl") {
+                loader = Some(PathBuf::from(p));
+            }
+            if file.starts_with("libc.so") || file.starts_with("libc-") {
+                libdir = Path::new(p).parent().map(Path::to_path_buf);
+            }
+        }
+        Ok(InitHelper {
+            exe,
+            loader: loader.unwrap_or_default(),
+            libdir: libdir.unwrap_or_default(),
+        })
+    }
+
+    /// process.args prefix that runs `hako __init --` inside the container.
+    pub fn argv(&self) -> Vec<String> {
+        if self.loader.as_os_str().is_empty() {
+            // A static binary: run it directly.
+            return vec![format!("{INIT_DIR}/init"), "__init".into(), "--".into()];
+        }
+        vec![
+            format!("{INIT_DIR}/ld.so"),
+            "--library-path".into(),
+            format!("{INIT_DIR}/lib"),
+            format!("{INIT_DIR}/init"),
+            "__init".into(),
+            "--".into(),
+        ]
+    }
+
+    fn mounts(&self) -> Vec<Value> {
+        let ro = json!(["bind", "ro", "nosuid", "nodev"]);
+        let mut v = vec![
+            json!({"destination": format!("{INIT_DIR}/init"), "type": "bind",
+            "source": self.exe, "options": ro}),
+        ];
+        if !self.loader.as_os_str().is_empty() {
+            v.push(
+                json!({"destination": format!("{INIT_DIR}/ld.so"), "type": "bind",
+                "source": self.loader, "options": ro}),
+            );
+            v.push(
+                json!({"destination": format!("{INIT_DIR}/lib"), "type": "bind",
+                "source": self.libdir, "options": ["rbind", "ro", "nosuid", "nodev"]}),
+            );
+        }
+        v
+    }
+}
+
+/// What the engine resolved before building the spec.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    pub id: String,
+    pub rootfs: PathBuf,
+    /// The container's directory (name files live here).
+    pub ctr_dir: PathBuf,
+    pub hostname: String,
+    /// The image's config object (`Env`, `Cmd`, `Entrypoint`, …), or null.
+    pub image_config: Value,
+    /// Namespace paths to join: (spec type, path).
+    pub joins: Vec<(String, PathBuf)>,
+    /// No network namespace (`--network host`).
+    pub host_network: bool,
+    pub init: Option<InitHelper>,
+    /// Put the default seccomp profile in (the runtime supports it).
+    pub seccomp_supported: bool,
+    pub rootless: bool,
+    /// host uid/gid for a rootless mapping (0 → these).
+    pub uid: u32,
+    pub gid: u32,
+    /// Named volumes resolved to host dirs: (name, dir).
+    pub volume_dirs: Vec<(String, PathBuf)>,
+    /// Contents of the env files.
+    pub env_file_lines: Vec<String>,
+    /// `-u NAME`: resolved by the caller in the rootfs' /etc/passwd.
+    pub user: Option<(u32, u32)>,
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn cap_name(c: &str) -> String {
+    let up = c.to_ascii_uppercase();
+    if up.starts_with("CAP_") {
+        up
+    } else {
+        format!("CAP_{up}")
+    }
+}
+
+/// Every capability we can give (our bounding set), for --privileged and
+/// --cap-add ALL.
+pub fn all_caps() -> Vec<String> {
+    caps::read(None, caps::CapSet::Bounding)
+        .unwrap_or_else(|_| caps::all())
+        .into_iter()
+        .map(|c| c.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+pub fn capabilities(o: &RunOptions) -> Vec<String> {
+    if o.privileged {
+        return all_caps();
+    }
+    let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
+    for a in &o.cap_add {
+        if a.eq_ignore_ascii_case("all") {
+            caps = all_caps();
+        } else {
+            let n = cap_name(a);
+            if !caps.contains(&n) {
+                caps.push(n);
+            }
+        }
+    }
+    for d in &o.cap_drop {
+        if d.eq_ignore_ascii_case("all") {
+            caps.clear();
+        } else {
+            let n = cap_name(d);
+            caps.retain(|c| *c != n);
+        }
+    }
+    caps
+}
+
+/// `seccomp=unconfined`, `seccomp=FILE`, or the default.
+pub enum Seccomp {
+    Default,
+    Unconfined,
+    File(PathBuf),
+}
+
+pub fn seccomp_choice(o: &RunOptions) -> Result<Seccomp> {
+    let mut s = if o.privileged {
+        Seccomp::Unconfined
+    } else {
+        Seccomp::Default
+    };
+    for opt in &o.security_opt {
+        let (k, v) = opt.split_once(['=', ':']).unwrap_or((opt.as_str(), ""));
+        match k {
+            "seccomp" if v == "unconfined" => s = Seccomp::Unconfined,
+            "seccomp" => s = Seccomp::File(PathBuf::from(v)),
+            "no-new-privileges" | "label" | "apparmor" => {}
+            _ => return Err(Error::Usage(format!("unknown --security-opt {opt:?}"))),
+        }
+    }
+    Ok(s)
+}
+
+/// `host:ctr[:ro]` or `name:ctr[:ro]` → (source, dest, ro, named).
+pub fn parse_volume(v: &str) -> Result<(String, String, bool, bool)> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (src, dst, opts) = match parts.as_slice() {
+        [d] => ("", *d, ""),
+        [s, d] => (*s, *d, ""),
+        [s, d, o] => (*s, *d, *o),
+        _ => return Err(Error::Usage(format!("invalid volume {v:?}"))),
+    };
+    if !dst.starts_with('/') {
+        return Err(Error::Usage(format!(
+            "invalid volume {v:?}: the container path must be absolute"
+        )));
+    }
+    let ro = opts.split(',').any(|o| o == "ro");
+    let named = !src.starts_with('/');
+    Ok((src.to_string(), dst.to_string(), ro, named))
+}
+
+fn ns_mode(flag: &Option<String>) -> Option<&str> {
+    flag.as_deref().filter(|s| !s.is_empty())
+}
+
+/// `--time-offset SECS` (both clocks) or `monotonic=S,boottime=S`.
+pub fn parse_time_offset(s: &str) -> Result<(i64, i64)> {
+    let bad = || {
+        Error::Usage(format!(
+            "invalid --time-offset {s:?}: SECONDS or monotonic=S,boottime=S"
+        ))
+    };
+    if let Ok(n) = s.trim_end_matches('s').parse::<i64>() {
+        return Ok((n, n));
+    }
+    let (mut m, mut b) = (0, 0);
+    for part in s.split(',') {
+        let (k, v) = part.split_once('=').ok_or_else(bad)?;
+        let n: i64 = v.trim_end_matches('s').parse().map_err(|_| bad())?;
+        match k {
+            "monotonic" => m = n,
+            "boottime" => b = n,
+            _ => return Err(bad()),
+        }
+    }
+    Ok((m, b))
+}
+
+/// The user process's argv: entrypoint + cmd as Docker combines them.
+pub fn argv(o: &RunOptions, image_config: &Value) -> Vec<String> {
+    let ep = match &o.entrypoint {
+        Some(e) if e.is_empty() => vec![],
+        Some(e) => vec![e.clone()],
+        None => strs(&image_config["Entrypoint"]),
+    };
+    let cmd = if !o.cmd.is_empty() {
+        o.cmd.clone()
+    } else if o.entrypoint.is_some() {
+        vec![]
+    } else {
+        strs(&image_config["Cmd"])
+    };
+    let mut a: Vec<String> = ep.into_iter().chain(cmd).collect();
+    if a.is_empty() {
+        a = vec!["sh".into()];
+    }
+    a
+}
+
+/// Parse `-u uid[:gid]` when numeric.
+pub fn numeric_user(u: &str) -> Option<(u32, Option<u32>)> {
+    let (a, b) = u.split_once(':').map_or((u, None), |(a, b)| (a, Some(b)));
+    let uid = a.parse().ok()?;
+    let gid = match b {
+        Some(g) => Some(g.parse().ok()?),
+        None => None,
+    };
+    Some((uid, gid))
+}
+
+/// Look a user (and optional group) up in the rootfs' /etc/passwd and /etc/group.
+pub fn lookup_user(rootfs: &Path, u: &str) -> Result<(u32, u32)> {
+    let (user, group) = u.split_once(':').map_or((u, None), |(a, b)| (a, Some(b)));
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let mut uid_gid = None;
+    for l in passwd.lines() {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() >= 4 && (f[0] == user || f[2] == user) {
+            uid_gid = Some((f[2].parse().unwrap_or(0), f[3].parse().unwrap_or(0)));
+            break;
+        }
+    }
+    let (uid, mut gid) = match (uid_gid, user.parse::<u32>()) {
+        (Some(x), _) => x,
+        (None, Ok(n)) => (n, n),
+        (None, Err(_)) => {
+            return Err(Error::Usage(format!(
+                "unable to find user {user}: no matching entries in passwd file"
+            )))
+        }
+    };
+    if let Some(g) = group {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                let groups = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+                groups
+                    .lines()
+                    .map(|l| l.split(':').collect::<Vec<_>>())
+                    .find(|f| f.len() >= 3 && f[0] == g)
+                    .and_then(|f| f[2].parse().ok())
+                    .ok_or_else(|| Error::Usage(format!("unable to find group {g}")))?
+            }
+        };
+    }
+    Ok((uid, gid))
+}
+
+/// The caller's RLIMIT_NOFILE (the container cannot be given more).
+fn own_nofile() -> (u64, u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: r is a valid out pointer for getrlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return (1024, 1024);
+    }
+    (r.rlim_max.min(1_048_576), r.rlim_max.min(1_048_576))
+}
+
+/// Build config.json.
+pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Value> {
+    let ic = &inp.image_config;
+    let caps = capabilities(o);
+    let mut env: Vec<String> = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        format!("HOSTNAME={}", inp.hostname),
+    ];
+    let set_env = |kv: &str, env: &mut Vec<String>| {
+        let key = kv.split('=').next().unwrap_or(kv);
+        let kv = if kv.contains('=') {
+            kv.to_string()
+        } else {
+            // `-e NAME` takes the value from the caller's environment.
+            match std::env::var(key) {
+                Ok(v) => format!("{key}={v}"),
+                Err(_) => return,
+            }
+        };
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(kv);
+    };
+    for e in strs(&ic["Env"]) {
+        set_env(&e, &mut env);
+    }
+    if o.tty {
+        set_env("TERM=xterm", &mut env);
+    }
+    for e in inp.env_file_lines.iter().chain(o.env.iter()) {
+        set_env(e, &mut env);
+    }
+
+    let mut args = argv(o, ic);
+    if let Some(h) = &inp.init {
+        let mut a = h.argv();
+        a.append(&mut args);
+        args = a;
+    }
+    let cwd = o
+        .workdir
+        .clone()
+        .or_else(|| {
+            ic["WorkingDir"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        return Err(Error::Usage(format!(
+            "the working directory {cwd:?} is not absolute"
+        )));
+    }
+    let (uid, gid) = inp.user.unwrap_or((0, 0));
+    let nofile = own_nofile();
+
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if o.privileged { "rw" } else { "ro" }]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", if o.privileged { "rw" } else { "ro" }]}),
+    ];
+    // A user namespace (rootless, or --userns) cannot mount sysfs without
+    // its own netns, nor give devpts a gid it may not map.
+    let userns = inp.rootless
+        || o.userns
+            .as_deref()
+            .is_some_and(|u| u != "host" && !u.is_empty());
+    if userns {
+        for m in &mut mounts {
+            if m["destination"] == "/sys" {
+                *m = json!({"destination": "/sys", "type": "none", "source": "/sys",
+                    "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
+            }
+            if let Some(opts) = m["options"].as_array_mut() {
+                opts.retain(|x| !x.as_str().is_some_and(|x| x.starts_with("gid=")));
+            }
+        }
+        mounts
+            .retain(|m| m["destination"] != "/sys/fs/cgroup" && m["destination"] != "/dev/mqueue");
+    }
+    // Name files: our own, or the host's for --network host.
+    let name_files: [(&str, PathBuf); 3] = if inp.host_network {
+        [
+            ("/etc/resolv.conf", PathBuf::from("/etc/resolv.conf")),
+            ("/etc/hosts", PathBuf::from("/etc/hosts")),
+            ("/etc/hostname", inp.ctr_dir.join("hostname")),
+        ]
+    } else {
+        [
+            ("/etc/resolv.conf", inp.ctr_dir.join("resolv.conf")),
+            ("/etc/hosts", inp.ctr_dir.join("hosts")),
+            ("/etc/hostname", inp.ctr_dir.join("hostname")),
+        ]
+    };
+    for (dst, src) in name_files {
+        if src.exists() {
+            mounts.push(json!({"destination": dst, "type": "bind", "source": src,
+                "options": ["rbind", "rprivate", "ro", "nosuid", "nodev", "noexec"]}));
+        }
+    }
+    for t in &o.tmpfs {
+        let (dst, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
+        let mut options = vec!["nosuid".to_string(), "nodev".into(), "noexec".into()];
+        options.extend(
+            opts.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        );
+        mounts.push(
+            json!({"destination": dst, "type": "tmpfs", "source": "tmpfs", "options": options}),
+        );
+    }
+    for v in &o.volumes {
+        let (src, dst, ro, named) = parse_volume(v)?;
+        let source = if named {
+            inp.volume_dirs
+                .iter()
+                .find(|(n, _)| *n == src)
+                .map(|(_, d)| d.clone())
+                .ok_or_else(|| Error::Other(format!("volume {src} was not prepared")))?
+        } else {
+            PathBuf::from(&src)
+        };
+        let mut options = vec!["rbind", "rprivate"];
+        if ro {
+            options.push("ro");
+        }
+        mounts.push(
+            json!({"destination": dst, "type": "bind", "source": source, "options": options}),
+        );
+    }
+    if let Some(h) = &inp.init {
+        mounts.extend(h.mounts());
+    }
+
+    let mut namespaces: Vec<Value> = Vec::new();
+    let join = |t: &str| {
+        inp.joins
+            .iter()
+            .find(|(k, _)| k == t)
+            .map(|(_, p)| p.clone())
+    };
+    for t in ["pid", "network", "ipc", "uts", "mount", "cgroup"] {
+        let flag = match t {
+            "pid" => ns_mode(&o.pid),
+            "ipc" => ns_mode(&o.ipc),
+            "uts" => ns_mode(&o.uts),
+            _ => None,
+        };
+        if flag == Some("host") || (t == "network" && inp.host_network && join(t).is_none()) {
+            continue;
+        }
+        match join(t) {
+            Some(p) => namespaces.push(json!({"type": t, "path": p})),
+            None => namespaces.push(json!({"type": t})),
+        }
+    }
+    let mut linux = json!({
+        "namespaces": [],
+        "maskedPaths": if o.privileged { json!([]) } else { json!(MASKED_PATHS) },
+        "readonlyPaths": if o.privileged { json!([]) } else { json!(READONLY_PATHS) },
+    });
+    // A user namespace: rootless (0 → the caller), or --userns.
+    // Rootless: the monitor already runs in a user namespace mapping 0 to
+    // the caller (see monitor::enter_rootless_userns); the container shares it.
+    let userns_map: Option<(u32, u32, u32)> = match o.userns.as_deref() {
+        _ if inp.rootless => None,
+        None | Some("") | Some("host") => None,
+        Some("keep-id") => Some((inp.uid, inp.gid, 1)),
+        Some("auto") | Some("private") => Some((100_000, 100_000, 65_536)),
+        Some(m) => {
+            // HOSTUID[:SIZE]
+            let (a, b) = m.split_once(':').unwrap_or((m, "65536"));
+            let host: u32 = a.parse().map_err(|_| {
+                Error::Usage(format!(
+                    "invalid --userns {m:?}: host, auto or HOSTID[:SIZE]"
+                ))
+            })?;
+            let size: u32 = b
+                .parse()
+                .map_err(|_| Error::Usage(format!("invalid --userns {m:?}")))?;
+            Some((host, host, size))
+        }
+    };
+    if let Some((hu, hg, size)) = userns_map {
+        namespaces.push(json!({"type": "user"}));
+        linux["uidMappings"] = json!([{"containerID": 0, "hostID": hu, "size": size}]);
+        linux["gidMappings"] = json!([{"containerID": 0, "hostID": hg, "size": size}]);
+    }
+    if let Some(t) = &o.time_offset {
+        let (m, b) = parse_time_offset(t)?;
+        namespaces.push(json!({"type": "time"}));
+        linux["timeOffsets"] = json!({"monotonic": {"secs": m, "nanosecs": 0}, "boottime": {"secs": b, "nanosecs": 0}});
+    }
+    linux["namespaces"] = Value::Array(namespaces);
+
+    if !inp.rootless {
+        let mut res = json!({"devices": [{"allow": false, "access": "rwm"}]});
+        if o.privileged {
+            res = json!({"devices": [{"allow": true, "access": "rwm"}]});
+        }
+        if let Some(m) = &o.memory {
+            res["memory"] = json!({"limit": crate::util::parse_bytes(m)?});
+        }
+        if let Some(c) = o.cpus {
+            if c <= 0.0 {
+                return Err(Error::Usage("--cpus must be positive".into()));
+            }
+            res["cpu"] = json!({"quota": (c * 100_000.0) as i64, "period": 100_000u64});
+        }
+        if let Some(p) = o.pids_limit {
+            res["pids"] = json!({"limit": p});
+        }
+        linux["resources"] = res;
+        linux["cgroupsPath"] = json!(format!("/hako/{}", inp.id));
+    }
+    if inp.seccomp_supported {
+        match seccomp_choice(o)? {
+            Seccomp::Unconfined => {}
+            Seccomp::Default => {
+                let prof = hako_seccomp::default_profile(&caps);
+                linux["seccomp"] = serde_json::to_value(prof)
+                    .map_err(|e| Error::Other(format!("seccomp profile: {e}")))?;
+            }
+            Seccomp::File(p) => {
+                let b = std::fs::read(&p).map_err(crate::io_err("read seccomp profile", &p))?;
+                linux["seccomp"] = serde_json::from_slice(&b)
+                    .map_err(|e| Error::Usage(format!("seccomp profile {}: {e}", p.display())))?;
+            }
+        }
+    } else {
+        // Validate the flag even when the runtime cannot apply it yet.
+        seccomp_choice(o)?;
+    }
+
+    Ok(json!({
+        "ociVersion": "1.2.0",
+        "process": {
+            "terminal": o.tty,
+            "user": {"uid": uid, "gid": gid},
+            "args": args,
+            "env": env,
+            "cwd": cwd,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile.1, "soft": nofile.0}],
+            "noNewPrivileges": !o.privileged,
+        },
+        "root": {"path": inp.rootfs, "readonly": o.read_only},
+        "hostname": inp.hostname,
+        "mounts": mounts,
+        "linux": linux,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> Inputs {
+        Inputs {
+            id: "abc".into(),
+            rootfs: "/r".into(),
+            ctr_dir: "/nonexistent-ctr".into(),
+            hostname: "h".into(),
+            image_config: json!({"Env": ["A=1", "PATH=/x"], "Cmd": ["echo", "hi"], "WorkingDir": "/w"}),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn image_defaults_and_flags() {
+        let mut o = RunOptions::default();
+        let s = build(&o, &inputs()).unwrap();
+        assert_eq!(s["process"]["args"], json!(["echo", "hi"]));
+        assert_eq!(s["process"]["cwd"], "/w");
+        let env = strs(&s["process"]["env"]);
+        assert!(env.contains(&"PATH=/x".to_string()) && env.contains(&"A=1".to_string()));
+        o.cmd = vec!["sh".into()];
+        o.env = vec!["A=2".into()];
+        o.memory = Some("64m".into());
+        o.pids_limit = Some(20);
+        o.read_only = true;
+        o.pid = Some("host".into());
+        let s = build(&o, &inputs()).unwrap();
+        assert_eq!(s["process"]["args"], json!(["sh"]));
+        assert!(strs(&s["process"]["env"]).contains(&"A=2".to_string()));
+        assert!(!strs(&s["process"]["env"]).contains(&"A=1".to_string()));
+        assert_eq!(s["linux"]["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(s["linux"]["resources"]["pids"]["limit"], 20);
+        assert_eq!(s["root"]["readonly"], true);
+        assert!(!s["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "pid"));
+    }
+
+    #[test]
+    fn caps_and_privileged() {
+        let mut o = RunOptions {
+            cap_add: vec!["sys_admin".into()],
+            cap_drop: vec!["CAP_KILL".into()],
+            ..Default::default()
+        };
+        let c = capabilities(&o);
+        assert!(c.contains(&"CAP_SYS_ADMIN".into()) && !c.contains(&"CAP_KILL".into()));
+        o.privileged = true;
+        let s = build(&o, &inputs()).unwrap();
+        assert_eq!(s["linux"]["maskedPaths"], json!([]));
+        assert!(capabilities(&o).len() > 30);
+    }
+
+    #[test]
+    fn volumes_and_time() {
+        assert_eq!(
+            parse_volume("/a:/b:ro").unwrap(),
+            ("/a".into(), "/b".into(), true, false)
+        );
+        assert!(parse_volume("data:/d").unwrap().3);
+        assert!(parse_volume("/a:b").is_err());
+        assert_eq!(parse_time_offset("86400").unwrap(), (86400, 86400));
+        assert_eq!(parse_time_offset("boottime=5").unwrap(), (0, 5));
+        let o = RunOptions {
+            time_offset: Some("100".into()),
+            userns: Some("auto".into()),
+            ..Default::default()
+        };
+        let s = build(&o, &inputs()).unwrap();
+        assert_eq!(s["linux"]["timeOffsets"]["boottime"]["secs"], 100);
+        assert_eq!(s["linux"]["uidMappings"][0]["hostID"], 100_000);
+    }
+
+    #[test]
+    fn init_prefix() {
+        let mut i = inputs();
+        i.init = Some(InitHelper {
+            exe: "/usr/bin/hako".into(),
+            loader: "/lib64/ld-linux-x86-64.so.2".into(),
+            libdir: "/lib/x86_64-linux-gnu".into(),
+        });
+        let s = build(&RunOptions::default(), &i).unwrap();
+        let a = strs(&s["process"]["args"]);
+        assert_eq!(a[0], "/.hako/ld.so");
+        assert_eq!(&a[a.len() - 3..], ["--", "echo", "hi"]);
+    }
+}
