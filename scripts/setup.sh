@@ -3,7 +3,7 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-pkgs=(busybox-static libseccomp-dev pkg-config iproute2 nftables util-linux)
+pkgs=(busybox-static libseccomp-dev pkg-config iproute2 nftables util-linux passt uidmap)
 # Extra packages a caller needs (benchmarks, client tests) come as arguments.
 pkgs+=("$@")
 

@@ -87,6 +87,42 @@ pub fn manager(plan: &Plan, id: &str) -> Result<Option<Box<dyn Manager>>> {
         .map_err(|e| cg_err("linux.cgroupsPath", e))
 }
 
+/// The parent directories that creating this cgroup will add (they do not
+/// exist yet), deepest first: removed again, when empty, with the container.
+/// With the default path (`/hako/<id>`) the `/hako` parent is hako's own and
+/// shared by every container: each one tries to remove it when it goes, and
+/// the last one succeeds.
+pub fn missing_parents(m: &dyn Manager, default_path: bool) -> Vec<std::path::PathBuf> {
+    let cfg = m.config();
+    let mut dirs: Vec<&Path> = cfg.v1.values().map(|p| p.as_path()).collect();
+    if let Some(u) = &cfg.unified {
+        dirs.push(&u.dir);
+    }
+    let mut out = Vec::new();
+    for d in dirs {
+        let mut cur = d.parent();
+        while let Some(p) = cur {
+            if p.exists() {
+                break;
+            }
+            out.push(p.to_path_buf());
+            cur = p.parent();
+        }
+    }
+    if default_path {
+        for d in cfg.v1.values().chain(cfg.unified.as_ref().map(|u| &u.dir)) {
+            if let Some(p) = d.parent() {
+                out.push(p.to_path_buf());
+            }
+        }
+    }
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out.sort();
+    out.dedup();
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out
+}
+
 /// Create the cgroup and move `pid` into it.
 pub fn join(m: &dyn Manager, pid: i32) -> Result<()> {
     m.apply(pid)
@@ -139,9 +175,11 @@ pub fn destroy(st: &State) -> Result<()> {
         }
     }
     m.destroy()
-        .map_err(|e| cg_err("remove the container's cgroup", e))
-}
-
-pub fn exists(p: &Path) -> bool {
-    p.exists()
+        .map_err(|e| cg_err("remove the container's cgroup", e))?;
+    // Parents this container's creation added go too, unless another
+    // cgroup is in them now (rmdir then fails, and they stay).
+    for p in &st.cgroup_parents {
+        let _ = std::fs::remove_dir(p);
+    }
+    Ok(())
 }

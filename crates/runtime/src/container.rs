@@ -51,6 +51,7 @@ struct Cleanup<'a> {
     dir: &'a StateDir,
     child: Option<(libc::pid_t, OwnedFd)>,
     cgroup: Option<Box<dyn hako_cgroups::Manager>>,
+    cgroup_parents: Vec<std::path::PathBuf>,
     armed: bool,
 }
 
@@ -66,6 +67,9 @@ impl Drop for Cleanup<'_> {
         if let Some(m) = &self.cgroup {
             let _ = m.kill_all(libc::SIGKILL);
             let _ = m.destroy();
+            for p in &self.cgroup_parents {
+                let _ = std::fs::remove_dir(p);
+            }
         }
         let _ = self.dir.remove();
     }
@@ -253,6 +257,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
         dir: &dir,
         child: None,
         cgroup: None,
+        cgroup_parents: Vec::new(),
         armed: true,
     };
 
@@ -392,6 +397,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
         own_pidns: plan.ns.is_new(NsKind::Pid),
         poststop: plan.hooks.poststop.clone(),
         cgroup: None,
+        cgroup_parents: Vec::new(),
     };
     dir.save(&st)?;
 
@@ -401,6 +407,8 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     cleanup.cgroup = crate::cgroup::manager(&plan, &opts.id)?;
     if let Some(m) = &cleanup.cgroup {
         st.cgroup = crate::cgroup::to_state(m.as_ref());
+        st.cgroup_parents = crate::cgroup::missing_parents(m.as_ref(), plan.cgroups_path.is_none());
+        cleanup.cgroup_parents = st.cgroup_parents.clone();
         dir.save(&st)?;
         crate::cgroup::join(m.as_ref(), pid)?;
         crate::cgroup::apply_resources(&plan, m.as_ref())?;

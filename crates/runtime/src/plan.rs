@@ -673,8 +673,12 @@ impl Plan {
             None => None,
             Some(p) => Some(plan_process(p)?),
         };
-        // Labels we cannot apply must not be dropped silently: a profile
-        // asked for and not applied would leave the process unconfined.
+        // A profile asked for and not applied would leave the process less
+        // confined than its owner believes: refuse an AppArmor profile. For
+        // SELinux labels the same holds only where SELinux enforces
+        // anything; on a host without SELinux they mean nothing, and runc
+        // and crun ignore them there too.
+        let selinux = Path::new("/sys/fs/selinux/enforce").exists();
         if let Some(pr) = spec.process() {
             if pr
                 .apparmor_profile()
@@ -686,17 +690,18 @@ impl Plan {
                     "AppArmor profiles are not supported by hako-runc",
                 ));
             }
-            if pr.selinux_label().as_deref().is_some_and(|x| !x.is_empty()) {
+            if selinux && pr.selinux_label().as_deref().is_some_and(|x| !x.is_empty()) {
                 return Err(spec_err(
                     "process.selinuxLabel",
                     "SELinux labels are not supported by hako-runc",
                 ));
             }
         }
-        if linux
-            .mount_label()
-            .as_deref()
-            .is_some_and(|x| !x.is_empty())
+        if selinux
+            && linux
+                .mount_label()
+                .as_deref()
+                .is_some_and(|x| !x.is_empty())
         {
             return Err(spec_err(
                 "linux.mountLabel",

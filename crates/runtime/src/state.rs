@@ -66,6 +66,9 @@ pub struct State {
     /// Opaque cgroup manager description (set by the cgroup layer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<serde_json::Value>,
+    /// Parent cgroup directories created for this container (deepest first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroup_parents: Vec<PathBuf>,
 }
 
 impl State {
@@ -347,6 +350,7 @@ mod tests {
             own_pidns: true,
             poststop: vec![],
             cgroup: None,
+            cgroup_parents: vec![],
         };
         assert!(init_alive(&s));
         let s2 = State {
