@@ -59,7 +59,7 @@ printf '127.0.0.1\tlocalhost\n' > "$rootfs/etc/hosts"
 
 cat > "$dir/config.json" <<'J'
 {
-  "ociVersion": "1.2.0",
+  "ociVersion": "1.0.2",
   "process": {
     "terminal": false,
     "user": {"uid": 0, "gid": 0},
