@@ -232,16 +232,19 @@ fn masking_refuses_a_fake_dev_null() {
     assert!(!b.state_root().join("mask-bad").exists());
 }
 
-/// CVE-2019-5736: an entrypoint `#!/proc/self/exe` makes the runtime run
-/// itself inside the container. Whatever the container then reaches through
-/// /proc/PID/exe must be a sealed copy, never the host's hako-runc.
+/// CVE-2019-5736: an entrypoint `#!/proc/self/exe` makes the runtime's final
+/// execve run whatever /proc/self/exe is at that moment. It must be the
+/// sealed exec helper, never hako-runc: the helper refuses (exit 127)
+/// where hako-runc would have started inside the container (and printed its
+/// usage, exit 2), and the host binary stays unchanged. Same for `exec`.
 #[test]
 fn proc_self_exe_trampoline_cannot_reach_the_host_binary() {
     need_root!();
     let host_bin = std::fs::read(bin()).unwrap();
     let mut b = Bundle::new();
     let rootfs = b.private_rootfs();
-    // The runtime binary must be able to start inside: give it its libraries.
+    // Give the runtime binary its libraries inside, so that reaching it
+    // would really run it.
     let ldd = std::process::Command::new("ldd")
         .arg(bin())
         .output()
@@ -255,66 +258,47 @@ fn proc_self_exe_trampoline_cannot_reach_the_host_binary() {
         std::fs::copy(lib, &dst).unwrap();
     }
     let tramp = rootfs.join("trampoline");
-    std::fs::write(&tramp, "#!/proc/self/exe --root\n").unwrap();
+    std::fs::write(&tramp, "#!/proc/self/exe\n").unwrap();
     std::fs::set_permissions(&tramp, std::fs::Permissions::from_mode(0o755)).unwrap();
-    // argv becomes: /proc/self/exe --root /trampoline update --resources - x,
-    // which reads stdin first: the process stays while we hold the pipe.
-    b.args(&["/trampoline", "update", "--resources", "-", "x"]);
-    b.write();
-    let (r, w) = std::io::pipe().unwrap();
-    let mut cmd = std::process::Command::new(bin());
-    cmd.arg("--root")
-        .arg(b.state_root())
-        .args(["run", "-d", "-b"])
-        .arg(b.path())
-        .arg("tramp")
-        .stdin(r)
-        .stdout(std::process::Stdio::null());
-    assert!(cmd.status().unwrap().success());
-    let pid = b.state("tramp")["pid"].as_i64().unwrap();
-    wait_for(
-        || {
-            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                .map(|c| c.contains("update"))
-                .unwrap_or(false)
-        },
-        "the trampoline to run",
+    b.args(&["/trampoline"]);
+    let o = b.run("tramp");
+    assert_eq!(
+        o.status.code(),
+        Some(127),
+        "the trampoline reached something other than the sealed helper: {o:?}"
     );
-    let link = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert!(
-        link.to_string_lossy().starts_with("/memfd:"),
-        "the container runs the host binary: {link:?}"
+        !stdout(&o).contains("Usage") && !stderr(&o).contains("Usage"),
+        "{o:?}"
     );
-    // What an attacker would hold on to and reopen for writing after exit.
-    let exe = std::fs::File::open(format!("/proc/{pid}/exe")).unwrap();
-    // SAFETY: F_GET_SEALS on an fd we own.
-    let seals = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&exe), libc::F_GET_SEALS) };
-    assert!(
-        seals >= 0 && seals & libc::F_SEAL_WRITE != 0,
-        "not sealed: {seals}"
-    );
-    drop(w);
-    wait_for(
-        || b.state("tramp")["status"] == "stopped",
-        "the trampoline to exit",
-    );
-    let reopened = std::fs::OpenOptions::new().append(true).open(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&exe)
-    ));
-    if let Ok(mut f) = reopened {
-        use std::io::Write;
-        assert!(
-            f.write_all(b"pwned").is_err(),
-            "wrote to the runtime's binary"
-        );
-    }
+
+    // exec: the same trampoline through `hako-runc exec`.
+    b.args(&["sleep", "30"]);
+    let p = b.path().to_string_lossy().into_owned();
+    ok(&b.runc(&["run", "-d", "-b", &p, "tramp2"]));
+    let o = b.runc(&["exec", "tramp2", "/trampoline"]);
+    assert_eq!(o.status.code(), Some(127), "{o:?}");
+    assert!(!stderr(&o).contains("Usage"), "{o:?}");
+    ok(&b.runc(&["delete", "--force", "tramp2"]));
     assert_eq!(
         std::fs::read(bin()).unwrap(),
         host_bin,
         "the host binary changed"
     );
-    ok(&b.runc(&["delete", "tramp"]));
+}
+
+/// The container's process never has hako-runc as its executable.
+#[test]
+fn the_container_process_is_never_the_runtime_binary() {
+    need_root!();
+    let mut b = Bundle::new();
+    b.args(&["sleep", "30"]);
+    let p = b.path().to_string_lossy().into_owned();
+    ok(&b.runc(&["run", "-d", "-b", &p, "notrt"]));
+    let pid = b.state("notrt")["pid"].as_i64().unwrap();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert!(exe.ends_with("busybox"), "{exe:?}");
+    ok(&b.runc(&["delete", "--force", "notrt"]));
 }
 
 /// Rootless: an unprivileged user runs a `spec --rootless` bundle; uid 0

@@ -245,6 +245,7 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
     // A stale runtime state from a crashed monitor would block create.
     if container::state_json(&root, id).is_ok() {
         let _ = container::delete(&root, id, true);
+        hako_runtime::cgroup::remove_empty_group("hako");
     }
 
     if crate::dirs::rootless() {
@@ -316,6 +317,7 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
         let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
         let _ = sys::waitpid(pid, 0);
         let _ = container::delete(&root, id, true);
+        hako_runtime::cgroup::remove_empty_group("hako");
         let _ = dirs.net_manager().release(id);
         e
     };
@@ -623,6 +625,7 @@ fn shrink() {
 /// After the init is gone: runtime state, network, record.
 pub fn finish(dirs: &Dirs, id: &str, code: Option<i32>) {
     let _ = container::delete(&dirs.runtime_root(), id, true);
+    hako_runtime::cgroup::remove_empty_group("hako");
     let _ = dirs.net_manager().release(id);
     let _ = record::update(dirs, id, |r| {
         r.phase = Phase::Exited;

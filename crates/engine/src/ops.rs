@@ -597,6 +597,7 @@ pub fn restart(dirs: &Dirs, name: &str, timeout: Option<u64>) -> Result<String> 
 /// Idempotent; used by `rm`, `--rm` and failed creates.
 pub fn remove_all(dirs: &Dirs, id: &str) -> Result<()> {
     let _ = container::delete(&dirs.runtime_root(), id, true);
+    hako_runtime::cgroup::remove_empty_group("hako");
     let _ = dirs.net_manager().release(id);
     if let Ok(store) = dirs.image_store() {
         store.remove_rootfs(id)?;

@@ -82,17 +82,17 @@ pub fn manager(plan: &Plan, id: &str) -> Result<Option<Box<dyn Manager>>> {
         crate::log::warn("cgroups skipped: running without root and no delegated cgroup");
         return Ok(None);
     }
-    hako_cgroups::manager(plan.cgroups_path.as_deref(), id)
+    // Without a cgroupsPath the cgroup is /<id>, as runc and crun do: no
+    // shared parent to create and remove around every container.
+    let default = std::path::PathBuf::from(format!("/{id}"));
+    hako_cgroups::manager(Some(plan.cgroups_path.as_deref().unwrap_or(&default)), id)
         .map(Some)
         .map_err(|e| cg_err("linux.cgroupsPath", e))
 }
 
 /// The parent directories that creating this cgroup will add (they do not
 /// exist yet), deepest first: removed again, when empty, with the container.
-/// With the default path (`/hako/<id>`) the `/hako` parent is hako's own and
-/// shared by every container: each one tries to remove it when it goes, and
-/// the last one succeeds.
-pub fn missing_parents(m: &dyn Manager, default_path: bool) -> Vec<std::path::PathBuf> {
+pub fn missing_parents(m: &dyn Manager) -> Vec<std::path::PathBuf> {
     let cfg = m.config();
     let mut dirs: Vec<&Path> = cfg.v1.values().map(|p| p.as_path()).collect();
     if let Some(u) = &cfg.unified {
@@ -109,14 +109,6 @@ pub fn missing_parents(m: &dyn Manager, default_path: bool) -> Vec<std::path::Pa
             cur = p.parent();
         }
     }
-    if default_path {
-        for d in cfg.v1.values().chain(cfg.unified.as_ref().map(|u| &u.dir)) {
-            if let Some(p) = d.parent() {
-                out.push(p.to_path_buf());
-            }
-        }
-    }
-    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     out.sort();
     out.dedup();
     out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
@@ -182,4 +174,27 @@ pub fn destroy(st: &State) -> Result<()> {
         let _ = std::fs::remove_dir(p);
     }
     Ok(())
+}
+
+/// Remove the group `/<name>` from every cgroup hierarchy where it is empty
+/// (best effort: a group still in use stays). For an engine that nests its
+/// containers under a group of its own, after it removes a container.
+pub fn remove_empty_group(name: &str) {
+    if name.is_empty() || name.contains('/') || name.contains("..") {
+        return;
+    }
+    let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    for line in mi.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        if !(post.starts_with("cgroup ") || post.starts_with("cgroup2 ")) {
+            continue;
+        }
+        if let Some(mp) = pre.split(' ').nth(4) {
+            let _ = std::fs::remove_dir(Path::new(mp).join(name));
+        }
+    }
 }

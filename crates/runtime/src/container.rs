@@ -234,6 +234,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
         None => None,
     };
     let joins = open_joins(&plan)?;
+    let dmz = crate::dmz::sealed().ctx(|| "seal the exec helper".into())?;
     let seccomp_listener: Option<OwnedFd> = match plan
         .seccomp
         .as_ref()
@@ -366,6 +367,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
                 sigmask: old_mask,
                 seccomp: seccomp.as_ref(),
                 seccomp_listener: seccomp_listener.as_ref().map(|s| s.as_fd()),
+                dmz: &dmz,
             })
         }
         Ok(sys::Forked::Parent { pid, pidfd }) => (pid, pidfd),
@@ -380,6 +382,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     drop(child_sock);
     drop(console);
     drop(seccomp_listener);
+    drop(dmz);
     let chan = Channel::new(parent_sock);
     cleanup.child = Some((pid, pidfd));
 
@@ -407,7 +410,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     cleanup.cgroup = crate::cgroup::manager(&plan, &opts.id)?;
     if let Some(m) = &cleanup.cgroup {
         st.cgroup = crate::cgroup::to_state(m.as_ref());
-        st.cgroup_parents = crate::cgroup::missing_parents(m.as_ref(), plan.cgroups_path.is_none());
+        st.cgroup_parents = crate::cgroup::missing_parents(m.as_ref());
         cleanup.cgroup_parents = st.cgroup_parents.clone();
         dir.save(&st)?;
         crate::cgroup::join(m.as_ref(), pid)?;

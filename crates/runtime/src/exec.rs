@@ -98,6 +98,7 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
         }
     }
     let userns = joins.iter().any(|(k, _)| *k == NsKind::User);
+    let dmz = crate::dmz::sealed().ctx(|| "seal the exec helper".into())?;
 
     let mut own_console: Option<OwnedFd> = None;
     let console: Option<OwnedFd> = if let Some(p) = &opts.console_socket {
@@ -153,6 +154,7 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
                 sigmask: old_mask,
                 seccomp: seccomp.as_ref(),
                 userns,
+                dmz: &dmz,
             });
             if let Err(e) = r {
                 let _ = chan.send(&Msg::Failed(e.to_string()));
@@ -240,6 +242,7 @@ struct ChildArgs<'a> {
     sigmask: libc::sigset_t,
     seccomp: Option<&'a crate::seccomp::Filter>,
     userns: bool,
+    dmz: &'a OwnedFd,
 }
 
 fn child(a: &ChildArgs<'_>) -> Result<()> {
@@ -332,6 +335,6 @@ fn child(a: &ChildArgs<'_>) -> Result<()> {
     if let Some(f) = seccomp_pending {
         crate::seccomp::load(f, None, Vec::new)?;
     }
-    let err = sys::execve(&exe, &argv, &envp);
+    let err = crate::dmz::exec(a.dmz, &exe, &argv, &envp);
     Err(Error::Other(format!("exec {:?}: {err}", p.args[0])))
 }

@@ -45,6 +45,8 @@ pub struct InitArgs<'a> {
     pub seccomp: Option<&'a crate::seccomp::Filter>,
     /// Connected socket to linux.seccomp.listenerPath, for SCMP_ACT_NOTIFY.
     pub seccomp_listener: Option<BorrowedFd<'a>>,
+    /// The sealed exec helper the program is started through (crate::dmz).
+    pub dmz: &'a OwnedFd,
 }
 
 /// Set once the parent has been told we are ready: from then on errors can
@@ -80,6 +82,9 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
     // If the runtime dies before we are set up, so do we.
     sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
         .ctx(|| "set parent-death signal".into())?;
+    // Until the final exec this is the runtime inside the container: keep
+    // container processes from reading or ptracing it (its exe, its fds).
+    sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).ctx(|| "set non-dumpable".into())?;
     // Device nodes and files get exactly the modes asked for.
     sys::umask(0);
 
@@ -365,7 +370,7 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
         // Last: nothing of ours runs under the filter except execve.
         crate::seccomp::load(f, a.seccomp_listener, || process_state(a, host_pid))?;
     }
-    let err = sys::execve(&exe, &argv, &envp);
+    let err = crate::dmz::exec(a.dmz, &exe, &argv, &envp);
     Err(Error::Other(format!("exec {:?}: {err}", p.args[0])))
 }
 

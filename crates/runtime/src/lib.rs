@@ -6,10 +6,10 @@
 
 pub mod caps;
 pub mod cgroup;
-pub mod cloned_binary;
 pub mod console;
 pub mod container;
 pub mod defaults;
+pub mod dmz;
 pub mod error;
 pub mod exec;
 pub mod hooks;

@@ -440,14 +440,6 @@ fn default_root() -> std::path::PathBuf {
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     cli.root = cli.root_arg.clone().unwrap_or_else(default_root);
-    // Commands that put our processes into a container run from a sealed
-    // copy of this binary (CVE-2019-5736); see hako_runtime::cloned_binary.
-    if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec(_)) {
-        if let Err(e) = hako_runtime::cloned_binary::ensure() {
-            eprintln!("hako-runc: run from a sealed copy of the binary: {e}");
-            return ExitCode::from(1);
-        }
-    }
     log::init(
         cli.log.clone(),
         cli.log_format == LogFormat::Json,
