@@ -18,4 +18,6 @@ if [ ${#missing[@]} -gt 0 ]; then
         apt-get install -y -qq "${missing[@]}" >/dev/null
     }
 fi
+# An unprivileged user for the rootless tests.
+id -u hakotest >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin hakotest
 command -v cargo >/dev/null || { echo "setup: cargo (Rust) is required" >&2; exit 1; }

@@ -308,7 +308,14 @@ fn the_container_process_is_never_the_runtime_binary() {
 #[test]
 fn rootless_container_maps_root_to_the_user() {
     need_root!();
-    let nobody = 65534u32;
+    // The unprivileged user scripts/setup.sh creates (else nobody).
+    let nobody: u32 = std::process::Command::new("id")
+        .args(["-u", "hakotest"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(65534);
+    let ids = format!("{nobody}:{nobody}");
     let top = tempfile::Builder::new()
         .prefix("hako-rootless-")
         .tempdir()
@@ -330,7 +337,7 @@ fn rootless_container_maps_root_to_the_user() {
     std::fs::create_dir(&xdg).unwrap();
     let chown = |p: &std::path::Path| {
         let st = std::process::Command::new("chown")
-            .args(["-R", "65534:65534"])
+            .args(["-R", &ids])
             .arg(p)
             .status()
             .unwrap();
@@ -340,18 +347,12 @@ fn rootless_container_maps_root_to_the_user() {
     chown(&xdg);
     let as_nobody = |args: &[&str]| {
         let mut c = std::process::Command::new("setpriv");
-        c.args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "env",
-        ])
-        .arg(format!("XDG_RUNTIME_DIR={}", xdg.display()))
-        .arg(bin())
-        .args(args)
-        .current_dir(&bundle);
+        let id = nobody.to_string();
+        c.args(["--reuid", &id, "--regid", &id, "--clear-groups", "env"])
+            .arg(format!("XDG_RUNTIME_DIR={}", xdg.display()))
+            .arg(bin())
+            .args(args)
+            .current_dir(&bundle);
         run_with_timeout(c, std::time::Duration::from_secs(30))
     };
     ok(&as_nobody(&["spec", "--rootless"]));
@@ -360,10 +361,18 @@ fn rootless_container_maps_root_to_the_user() {
         serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
     assert_eq!(cfg["linux"]["uidMappings"][0]["hostID"], nobody);
     cfg["process"]["terminal"] = false.into();
+    // A volume owned by the user: what root inside creates there belongs to
+    // the user on the host.
+    let vol = top.path().join("vol");
+    std::fs::create_dir(&vol).unwrap();
+    chown(&vol);
+    cfg["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/data", "type": "bind", "source": vol, "options": ["rbind"]
+    }));
     cfg["process"]["args"] = json!([
         "sh",
         "-c",
-        "id -u; cat /proc/self/uid_map; touch /tmp/x 2>&1 | grep -c Read-only"
+        "id -u; cat /proc/self/uid_map; touch /tmp/x 2>&1 | grep -c Read-only; touch /data/made-inside"
     ]);
     std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
     let b = bundle.to_string_lossy().into_owned();
@@ -373,7 +382,13 @@ fn rootless_container_maps_root_to_the_user() {
     assert_eq!(l[0], "0");
     assert_eq!(
         l[1].split_whitespace().collect::<Vec<_>>(),
-        vec!["0", "65534", "1"]
+        vec!["0".to_string(), nobody.to_string(), "1".to_string()]
+    );
+    let made = std::fs::metadata(vol.join("made-inside")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&made),
+        nobody,
+        "file not owned by the user"
     );
     assert_eq!(l[2], "1", "the rootless spec's root is read-only");
     let e = stderr(&o);
@@ -395,4 +410,130 @@ fn rootless_container_maps_root_to_the_user() {
         "{e}"
     );
     assert_eq!(std::fs::read_dir(xdg.join("hako-runc")).unwrap().count(), 0);
+}
+
+/// Bad security input is refused at create, naming the problem, with
+/// nothing left behind.
+#[test]
+fn bad_seccomp_and_mappings_are_refused_at_create() {
+    need_root!();
+    let cases: Vec<(serde_json::Value, &str, &str)> = vec![
+        (
+            json!({"seccomp": {"defaultAction": "SCMP_ACT_NOPE"}}),
+            "seccomp",
+            "SCMP_ACT_NOPE",
+        ),
+        (
+            json!({"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_NOPE"]}}),
+            "seccomp",
+            "SCMP_ARCH_NOPE",
+        ),
+        (
+            json!({"seccomp": {"defaultAction": "SCMP_ACT_ALLOW",
+                   "syscalls": [{"names": ["not_a_syscall"], "action": "SCMP_ACT_ERRNO"}]}}),
+            "seccomp",
+            "not_a_syscall",
+        ),
+        (
+            json!({"uidMappings": [{"containerID": 0, "hostID": 1000, "size": 0}],
+                   "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]}),
+            "user",
+            "uidMappings",
+        ),
+    ];
+    for (i, (extra, kind, want)) in cases.into_iter().enumerate() {
+        let mut b = Bundle::new();
+        for (k, v) in extra.as_object().unwrap() {
+            b.config["linux"][k] = v.clone();
+        }
+        if kind == "user" {
+            b.config["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"type": "user"}));
+        }
+        let id = format!("badsec{i}");
+        let o = b.runc(&["create", "-b", &b.path().to_string_lossy(), &id]);
+        assert!(!o.status.success(), "case {i} accepted");
+        let e = stderr(&o);
+        assert!(e.contains(want), "case {i}: {e}");
+        assert_eq!(e.trim().lines().count(), 1, "case {i}: {e}");
+        assert!(!b.state_root().join(&id).exists());
+        assert_no_mounts_under(b.path());
+    }
+}
+
+/// Without capabilities, root in the container cannot chown files or
+/// change the hostname.
+#[test]
+fn no_capabilities_means_no_chown_and_no_hostname() {
+    need_root!();
+    let mut b = Bundle::new();
+    b.config["process"]["capabilities"] =
+        json!({"bounding": [], "effective": [], "permitted": [], "inheritable": [], "ambient": []});
+    b.sh("touch /dev/shm/f; chown 1000 /dev/shm/f 2>&1; hostname other 2>&1; hostname; grep CapEff /proc/self/status");
+    let out = ok(&b.run("nocaps"));
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert_eq!(out.matches("Operation not permitted").count(), 2, "{out}");
+    assert!(out.contains("\nhako\n"), "hostname changed: {out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+}
+
+/// CVE-2025-52881: /proc writes must not follow over-mounts in a mount
+/// namespace the container shares. Container A bind-mounts a host file over
+/// /proc/sys/net/ipv4/ip_forward in its mount namespace; B joins that mount
+/// namespace and sets net.ipv4.ip_forward for its own network namespace.
+/// The write must reach B's network namespace, not the planted file.
+#[test]
+fn sysctl_writes_ignore_over_mounts_in_a_joined_mount_namespace() {
+    need_root!();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("fake"), "0\n").unwrap();
+    let mut a = Bundle::new();
+    for set in ["bounding", "effective", "permitted"] {
+        a.config["process"]["capabilities"][set]
+            .as_array_mut()
+            .unwrap()
+            .push("CAP_SYS_ADMIN".into());
+    }
+    a.config["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/host", "type": "bind", "source": host.path(), "options": ["rbind"]
+    }));
+    a.sh("mount --bind /host/fake /proc/sys/net/ipv4/ip_forward && echo planted > /dev/shm/ready; sleep 30");
+    let pa = a.path().to_string_lossy().into_owned();
+    ok(&a.runc(&["run", "-d", "-b", &pa, "procA"]));
+    let apid = a.state("procA")["pid"].as_i64().unwrap();
+    wait_for(
+        || std::path::Path::new(&format!("/proc/{apid}/root/dev/shm/ready")).exists(),
+        "A to plant its mount",
+    );
+
+    let mut b = Bundle::new();
+    b.config["root"]["path"] = "/".into();
+    b.config["mounts"] = json!([]);
+    b.config.as_object_mut().unwrap().remove("hostname");
+    b.config["linux"]["maskedPaths"] = json!([]);
+    b.config["linux"]["readonlyPaths"] = json!([]);
+    b.config["linux"]["namespaces"] = json!([
+        {"type": "pid"}, {"type": "network"},
+        {"type": "mount", "path": format!("/proc/{apid}/ns/mnt")},
+    ]);
+    b.config["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+    b.args(&["sleep", "30"]);
+    let pb = b.path().to_string_lossy().into_owned();
+    ok(&b.runc(&["run", "-d", "-b", &pb, "procB"]));
+    let bpid = b.state("procB")["pid"].as_i64().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("fake")).unwrap(),
+        "0\n",
+        "the sysctl write followed the planted mount"
+    );
+    let v = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{bpid}/ns/net"))
+        .args(["cat", "/proc/sys/net/ipv4/ip_forward"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), "1");
+    ok(&b.runc(&["delete", "--force", "procB"]));
+    ok(&a.runc(&["delete", "--force", "procA"]));
 }
