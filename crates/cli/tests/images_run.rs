@@ -1,0 +1,171 @@
+//! Images that run: pulled from a loopback registry (with whiteouts), loaded
+//! from an OCI layout and from a `docker save` archive, each started as a
+//! container by the engine (needs root; the registry is
+//! scripts/test-registry.sh on 127.0.0.1, stopped by PID at the end).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-registry.sh")
+}
+
+/// Stops the registry and removes every container of this test's engine.
+struct Registry {
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_hako"))
+            .envs(envs(self.dir.path()))
+            .args(["rm", "-f", "img-a", "img-b", "img-c"])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn envs(dir: &Path) -> Vec<(String, PathBuf)> {
+    vec![
+        ("HAKO_DATA_DIR".into(), dir.join("data")),
+        ("HAKO_RUN_DIR".into(), dir.join("run")),
+    ]
+}
+
+fn hako(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hako"))
+        .envs(envs(dir))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hako")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn pulled_and_loaded_images_run() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let reg = Registry {
+        dir: tempfile::Builder::new()
+            .prefix("hako-imgrun-")
+            .tempdir()
+            .unwrap(),
+    };
+    let d = reg.dir.path();
+    let st = Command::new("bash")
+        .arg(script())
+        .arg("start")
+        .arg(d)
+        .arg(&port)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "test-registry.sh start failed");
+
+    // A multi-layer OCI image from the registry: whiteouts honoured in the
+    // running container (motd deleted, /opt/data opaque, layer 3 added).
+    let image = format!("127.0.0.1:{port}/layered:oci");
+    ok(&hako(d, &["pull", &image]));
+    let out = ok(&hako(
+        d,
+        &[
+            "run",
+            "--rm",
+            "--name",
+            "img-a",
+            "--network",
+            "none",
+            &image,
+            "sh",
+            "-c",
+            "cat /hello.txt; ls /etc/motd 2>/dev/null || echo no-motd; ls /opt/data",
+        ],
+    ));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec!["hello", "no-motd", "new"],
+        "{out}"
+    );
+
+    // An OCI image layout directory.
+    let out = ok(&hako(
+        d,
+        &["load", "-i", &d.join("oci/busybox").to_string_lossy()],
+    ));
+    let name = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image: "))
+        .expect("load names the image")
+        .to_string();
+    let out = ok(&hako(
+        d,
+        &[
+            "run",
+            "--rm",
+            "--name",
+            "img-b",
+            "--network",
+            "none",
+            &name,
+            "echo",
+            "from-oci-layout",
+        ],
+    ));
+    assert_eq!(out.trim(), "from-oci-layout");
+
+    // A `docker save` archive.
+    let out = ok(&hako(
+        d,
+        &["load", "-i", &d.join("busybox-save.tar").to_string_lossy()],
+    ));
+    let name = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image: "))
+        .expect("load names the image")
+        .to_string();
+    let out = ok(&hako(
+        d,
+        &[
+            "run",
+            "--rm",
+            "--name",
+            "img-c",
+            "--network",
+            "none",
+            &name,
+            "echo",
+            "from-docker-save",
+        ],
+    ));
+    assert_eq!(out.trim(), "from-docker-save");
+    drop(reg);
+}
