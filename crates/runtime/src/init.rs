@@ -82,15 +82,17 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
     // If the runtime dies before we are set up, so do we.
     sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
         .ctx(|| "set parent-death signal".into())?;
-    // Until the final exec this is the runtime inside the container: keep
-    // container processes from reading or ptracing it (its exe, its fds).
-    sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).ctx(|| "set non-dumpable".into())?;
     // Device nodes and files get exactly the modes asked for.
     sys::umask(0);
 
     let Msg::Go(mut host_pid) = a.chan.expect("go")? else {
         unreachable!()
     };
+    // Until the final exec this is the runtime inside the container: keep
+    // container processes from reading or ptracing it (its exe, its fds).
+    // Only now: a non-dumpable process's /proc files belong to root, and an
+    // unprivileged parent must first write our uid_map and gid_map.
+    sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).ctx(|| "set non-dumpable".into())?;
 
     if plan.ns.is_new(NsKind::User) && plan.host_uid(0).is_some() {
         // The creator has every capability in the new namespace; become its
