@@ -26,6 +26,10 @@ cleanup() {
     pod system reset -f >/dev/null 2>&1 || true
     findmnt -rn -o TARGET | grep "^$work" | sort -r | xargs -r umount -l 2>/dev/null || true
     rm -rf "$work"
+    # podman's own cgroup parent, left behind when empty.
+    for d in /sys/fs/cgroup/*/libpod_parent; do
+        [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    done
 }
 trap cleanup EXIT
 loop='while :; do echo tick; sleep 0.2; done'
