@@ -175,6 +175,53 @@ fn run_idmap_helper(
     Ok(())
 }
 
+/// The console socket for a terminal: the caller's (`--console-socket`), or
+/// our own pair when the runtime stays attached. Returns (our end, the
+/// child's end).
+pub(crate) fn console_socket(
+    path: Option<&Path>,
+    terminal: bool,
+) -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
+    if let Some(p) = path {
+        let s = std::os::unix::net::UnixStream::connect(p)
+            .ctx(|| format!("connect to console socket {}", p.display()))?;
+        return Ok((None, Some(OwnedFd::from(s))));
+    }
+    if terminal {
+        let (a, b) = sys::socketpair_seqpacket().ctx(|| "console socketpair".into())?;
+        return Ok((Some(a), Some(b)));
+    }
+    Ok((None, None))
+}
+
+/// pid and time namespaces apply to children only: the parent enters them
+/// just for the clone and goes back after (with the returned fds). The
+/// other namespaces are returned for the child to join itself.
+#[allow(clippy::type_complexity)]
+pub(crate) fn enter_for_children(
+    joins: Vec<(NsKind, OwnedFd)>,
+) -> Result<(Vec<(OwnedFd, i32)>, Vec<(NsKind, OwnedFd)>)> {
+    let mut restore = Vec::new();
+    let mut child_joins = Vec::new();
+    for (kind, fd) in joins {
+        if matches!(kind, NsKind::Pid | NsKind::Time) {
+            let own = sys::openat(
+                None,
+                Path::new(&format!("/proc/self/ns/{}", kind.proc_name())),
+                libc::O_RDONLY,
+                0,
+            )
+            .ctx(|| "open own namespace".into())?;
+            sys::setns(fd.as_fd(), kind.flag())
+                .ctx(|| format!("join the {} namespace", kind.spec_name()))?;
+            restore.push((own, kind.flag()));
+        } else {
+            child_joins.push((kind, fd));
+        }
+    }
+    Ok((restore, child_joins))
+}
+
 /// Open and type-check every namespace path before anything is created.
 fn open_joins(plan: &Plan) -> Result<Vec<(NsKind, OwnedFd)>> {
     let mut out = Vec::new();
@@ -271,50 +318,13 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     let fifo = sys::openat(None, &fifo_path, libc::O_PATH, 0).ctx(|| "open exec fifo".into())?;
 
     // The console socket: the caller's path, or our own pair for `run -t`.
-    let mut own_console: Option<OwnedFd> = None;
-    let console: Option<OwnedFd> = if let Some(p) = &opts.console_socket {
-        let s = std::os::unix::net::UnixStream::connect(p)
-            .ctx(|| format!("connect to console socket {}", p.display()))?;
-        Some(OwnedFd::from(s))
-    } else if process.terminal {
-        let (a, b) = sys::socketpair_seqpacket().ctx(|| "console socketpair".into())?;
-        own_console = Some(a);
-        Some(b)
-    } else {
-        None
-    };
+    let (own_console, console) = console_socket(opts.console_socket.as_deref(), process.terminal)?;
 
     let (parent_sock, child_sock) = sys::socketpair_seqpacket().ctx(|| "sync socketpair".into())?;
 
     // pid and time namespaces apply to children only: the parent enters (or
     // creates) them just for the clone and goes back right after.
-    let mut restore: Vec<(OwnedFd, i32)> = Vec::new();
-    let mut child_joins: Vec<(NsKind, OwnedFd)> = Vec::new();
-    for (kind, fd) in joins {
-        if matches!(kind, NsKind::Pid | NsKind::Time) {
-            let own = sys::openat(
-                None,
-                Path::new(if kind == NsKind::Pid {
-                    "/proc/self/ns/pid"
-                } else {
-                    "/proc/self/ns/time"
-                }),
-                libc::O_RDONLY,
-                0,
-            )
-            .ctx(|| "open own namespace".into())?;
-            sys::setns(fd.as_fd(), kind.flag()).ctx(|| {
-                format!(
-                    "join {} namespace {:?}",
-                    kind.spec_name(),
-                    plan.ns.joined(kind)
-                )
-            })?;
-            restore.push((own, kind.flag()));
-        } else {
-            child_joins.push((kind, fd));
-        }
-    }
+    let (mut restore, child_joins) = enter_for_children(joins)?;
     if plan.ns.is_new(NsKind::Time) {
         let own = sys::openat(None, Path::new("/proc/self/ns/time"), libc::O_RDONLY, 0)
             .ctx(|| "open own time namespace".into())?;

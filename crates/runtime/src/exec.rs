@@ -100,40 +100,13 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
     let userns = joins.iter().any(|(k, _)| *k == NsKind::User);
     let dmz = crate::dmz::sealed().ctx(|| "seal the exec helper".into())?;
 
-    let mut own_console: Option<OwnedFd> = None;
-    let console: Option<OwnedFd> = if let Some(p) = &opts.console_socket {
-        let s = std::os::unix::net::UnixStream::connect(p)
-            .ctx(|| format!("connect to console socket {}", p.display()))?;
-        Some(OwnedFd::from(s))
-    } else if process.terminal {
-        let (a, b) = sys::socketpair_seqpacket().ctx(|| "console socketpair".into())?;
-        own_console = Some(a);
-        Some(b)
-    } else {
-        None
-    };
+    let (own_console, console) =
+        crate::container::console_socket(opts.console_socket.as_deref(), process.terminal)?;
     let (parent_sock, child_sock) = sys::socketpair_seqpacket().ctx(|| "sync socketpair".into())?;
 
     // pid and time namespaces take effect for children: enter them for the
     // fork, come back after.
-    let mut restore = Vec::new();
-    let mut child_joins = Vec::new();
-    for (kind, fd) in joins {
-        if matches!(kind, NsKind::Pid | NsKind::Time) {
-            let own = sys::openat(
-                None,
-                Path::new(&format!("/proc/self/ns/{}", kind.proc_name())),
-                libc::O_RDONLY,
-                0,
-            )
-            .ctx(|| "open own namespace".into())?;
-            sys::setns(fd.as_fd(), kind.flag())
-                .ctx(|| format!("join the container's {} namespace", kind.spec_name()))?;
-            restore.push((own, kind.flag()));
-        } else {
-            child_joins.push((kind, fd));
-        }
-    }
+    let (restore, child_joins) = crate::container::enter_for_children(joins)?;
 
     let old_mask = sys::block_all_signals().ctx(|| "block signals".into())?;
     let forked = sys::clone3_fork(0);
