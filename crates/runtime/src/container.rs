@@ -261,6 +261,11 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     let dir = StateDir::new(&opts.root, &opts.id)?;
     let spec = plan::load_spec(&bundle)?;
     let plan = Plan::from_spec(&spec, &bundle)?;
+    if !plan.ns.is_new(NsKind::Pid) {
+        // The init will be visible to processes already in its pid
+        // namespace (or the host's) before its final exec.
+        crate::protect::reexec_protected()?;
+    }
     let process = plan
         .process
         .clone()
@@ -281,6 +286,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
         None => None,
     };
     let joins = open_joins(&plan)?;
+    let handoff = crate::mounts::open_handoff(&plan)?;
     let dmz = crate::dmz::sealed().ctx(|| "seal the exec helper".into())?;
     let seccomp_listener: Option<OwnedFd> = match plan
         .seccomp
@@ -378,6 +384,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
                 seccomp: seccomp.as_ref(),
                 seccomp_listener: seccomp_listener.as_ref().map(|s| s.as_fd()),
                 dmz: &dmz,
+                handoff: handoff.as_ref(),
             })
         }
         Ok(sys::Forked::Parent { pid, pidfd }) => (pid, pidfd),
@@ -393,6 +400,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     drop(console);
     drop(seccomp_listener);
     drop(dmz);
+    drop(handoff);
     let chan = Channel::new(parent_sock);
     cleanup.child = Some((pid, pidfd));
 

@@ -47,6 +47,8 @@ pub struct InitArgs<'a> {
     pub seccomp_listener: Option<BorrowedFd<'a>>,
     /// The sealed exec helper the program is started through (crate::dmz).
     pub dmz: &'a OwnedFd,
+    /// Rootfs and bind sources opened by the parent (mounts::Handoff).
+    pub handoff: Option<&'a mounts::Handoff>,
 }
 
 /// Set once the parent has been told we are ready: from then on errors can
@@ -59,9 +61,12 @@ pub fn main(a: InitArgs<'_>) -> ! {
     let code = match run(&a) {
         Ok(()) => 0,
         Err(e) => {
-            if a.chan.send(&Msg::Failed(e.to_string())).is_err()
-                && READY_SENT.load(std::sync::atomic::Ordering::Relaxed)
-            {
+            // Before Ready the parent reads the channel and reports the
+            // error; after it, nobody may be reading (`create` returned,
+            // `run` waits for the process): say it on stderr, which is the
+            // container's and so the caller's.
+            let ready = READY_SENT.load(std::sync::atomic::Ordering::Relaxed);
+            if ready || a.chan.send(&Msg::Failed(e.to_string())).is_err() {
                 let _ = sys::write_all_fd(
                     // SAFETY: fd 2 is open for the life of the process or the
                     // write simply fails.
@@ -193,7 +198,11 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
     let userns = plan.ns.has(NsKind::User) || !sys::in_initial_userns();
     let own_mntns = plan.ns.is_new(NsKind::Mount);
     let rootfs = if own_mntns {
-        Some(mounts::prepare_rootfs(&MountCtx { plan, userns })?)
+        Some(mounts::prepare_rootfs(&MountCtx {
+            plan,
+            userns,
+            handoff: a.handoff,
+        })?)
     } else {
         None
     };
@@ -350,6 +359,7 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
     a.chan
         .send(&Msg::Ready)
         .ctx(|| "tell the runtime we are ready".into())?;
+    READY_SENT.store(true, std::sync::atomic::Ordering::Relaxed);
 
     // Wait for `start`: opening the fifo for writing blocks until a reader
     // comes. Reopen through our procfs handle: the container's /proc may be

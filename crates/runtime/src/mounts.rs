@@ -159,12 +159,97 @@ pub fn bind_remount(target: &Path, flags: Flags) -> std::io::Result<()> {
 pub struct Rootfs {
     pub root: OwnedFd,
     pub path: PathBuf,
+    /// The root was handed over as a detached mount and stacked over "/"
+    /// of our mount namespace (see [`Handoff`]), not bound onto its path.
+    pub stacked: bool,
 }
 
 pub struct MountCtx<'a> {
     pub plan: &'a Plan,
     /// The container has a user namespace: mknod is impossible there.
     pub userns: bool,
+    /// Mounts the privileged parent opened for us.
+    pub handoff: Option<&'a Handoff>,
+}
+
+/// The annotation by which an engine that mounts the rootfs `nosuid,nodev`
+/// on the host (so no other host user can run its setuid files) asks for
+/// those two flags to be cleared on the container's own copy of the mount.
+pub const ROOTFS_SUID_ANNOTATION: &str = "run.hako.rootfs.suid";
+
+/// The rootfs and bind sources as detached mounts, opened by a privileged
+/// runtime before clone and attached by the init inside its own mount
+/// namespace.
+///
+/// Why: a container with a user namespace runs its mount steps as the
+/// container's root, which must not need search permission on the host
+/// directories above its rootfs and volumes (an engine keeps those 0700;
+/// loosening them let every host user reach the container's setuid files).
+/// The parent resolves the paths with its own credentials; the init only
+/// attaches mounts by fd. runc and crun hand bind sources over the same way.
+#[derive(Debug)]
+pub struct Handoff {
+    rootfs: OwnedFd,
+    /// Bind sources by `MountPlan::idx`.
+    binds: Vec<(usize, OwnedFd)>,
+}
+
+impl Handoff {
+    fn bind(&self, idx: usize) -> Option<BorrowedFd<'_>> {
+        self.binds
+            .iter()
+            .find(|(i, _)| *i == idx)
+            .map(|(_, fd)| fd.as_fd())
+    }
+}
+
+/// Whether the plan needs a [`Handoff`] and we can make one: a new mount
+/// namespace, a runtime that is root of the initial user namespace, and a
+/// user namespace for the container or the engine's suid request.
+pub fn open_handoff(plan: &Plan) -> Result<Option<Handoff>> {
+    let suid = plan
+        .annotations
+        .get(ROOTFS_SUID_ANNOTATION)
+        .is_some_and(|v| v == "true");
+    if !plan.ns.is_new(NsKind::Mount)
+        || !(suid || plan.ns.has(NsKind::User))
+        || sys::geteuid() != 0
+        || !sys::in_initial_userns()
+    {
+        return Ok(None);
+    }
+    // As the path-based steps: nothing the container mounts propagates
+    // back to the host (slave), or nothing at all with a private rootfs.
+    let prop: u64 = match plan.rootfs_propagation {
+        Some(p) if p & libc::MS_PRIVATE != 0 => libc::MS_PRIVATE,
+        _ => libc::MS_SLAVE,
+    };
+    let rootfs = sys::open_tree_clone(&plan.rootfs, true)
+        .ctx(|| format!("open rootfs {}", plan.rootfs.display()))?;
+    sys::mount_setattr_fd(rootfs.as_fd(), true, 0, 0, prop)
+        .ctx(|| format!("set the propagation of rootfs {}", plan.rootfs.display()))?;
+    if suid {
+        sys::mount_setattr_fd(
+            rootfs.as_fd(),
+            false,
+            0,
+            sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+            0,
+        )
+        .ctx(|| format!("clear nosuid,nodev on rootfs {}", plan.rootfs.display()))?;
+    }
+    let mut binds = Vec::new();
+    for m in &plan.mounts {
+        if let MountKind::Bind { source } = &m.kind {
+            let what = || format!("bind source {}", source.display());
+            let fd = sys::open_tree_clone(source, m.opts.recursive)
+                .map_err(|e| mount_err(m, &what(), e))?;
+            sys::mount_setattr_fd(fd.as_fd(), true, 0, 0, prop)
+                .map_err(|e| mount_err(m, &what(), e))?;
+            binds.push((m.idx, fd));
+        }
+    }
+    Ok(Some(Handoff { rootfs, binds }))
 }
 
 /// Everything that happens before pivot_root.
@@ -177,17 +262,32 @@ pub fn prepare_rootfs(ctx: &MountCtx<'_>) -> Result<Rootfs> {
         _ => libc::MS_SLAVE | libc::MS_REC,
     };
     sys::mount(None, Path::new("/"), None, pre, None).ctx(|| "make / a slave mount".to_string())?;
-    // pivot_root needs the new root to be a mount point.
-    sys::mount(
-        Some(plan.rootfs.as_os_str()),
-        &plan.rootfs,
-        None,
-        libc::MS_BIND | libc::MS_REC,
-        None,
-    )
-    .ctx(|| format!("bind mount rootfs {}", plan.rootfs.display()))?;
-    let root = sys::openat(None, &plan.rootfs, libc::O_PATH | libc::O_DIRECTORY, 0)
-        .ctx(|| format!("open rootfs {}", plan.rootfs.display()))?;
+    let (root, stacked) = match ctx.handoff {
+        Some(h) => {
+            // Stack the handed rootfs over "/" of our own namespace: no
+            // path of the host is looked up, absolute paths still start at
+            // the old root beneath it until pivot_root, and the new root is
+            // reached through its fd.
+            sys::move_mount_fd(h.rootfs.as_fd(), None, Some(Path::new("/")))
+                .ctx(|| format!("attach rootfs {}", plan.rootfs.display()))?;
+            let root = h.rootfs.try_clone().ctx(|| "dup the rootfs fd".into())?;
+            (root, true)
+        }
+        None => {
+            // pivot_root needs the new root to be a mount point.
+            sys::mount(
+                Some(plan.rootfs.as_os_str()),
+                &plan.rootfs,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            )
+            .ctx(|| format!("bind mount rootfs {}", plan.rootfs.display()))?;
+            let root = sys::openat(None, &plan.rootfs, libc::O_PATH | libc::O_DIRECTORY, 0)
+                .ctx(|| format!("open rootfs {}", plan.rootfs.display()))?;
+            (root, false)
+        }
+    };
 
     let mut dev_bound = false;
     for m in &plan.mounts {
@@ -202,6 +302,7 @@ pub fn prepare_rootfs(ctx: &MountCtx<'_>) -> Result<Rootfs> {
     Ok(Rootfs {
         root,
         path: plan.rootfs.clone(),
+        stacked,
     })
 }
 
@@ -216,9 +317,15 @@ fn mount_one(ctx: &MountCtx<'_>, root: BorrowedFd<'_>, m: &MountPlan) -> Result<
     let o = &m.opts;
     match &m.kind {
         MountKind::Bind { source } => {
-            let meta = std::fs::metadata(source)
-                .map_err(|e| mount_err(m, &format!("bind source {}", source.display()), e))?;
-            let target = if meta.is_dir() {
+            let handed = ctx.handoff.and_then(|h| h.bind(m.idx));
+            let src_err = |e| mount_err(m, &format!("bind source {}", source.display()), e);
+            let is_dir = match handed {
+                Some(fd) => {
+                    sys::fstat(fd).map_err(src_err)?.st_mode & libc::S_IFMT == libc::S_IFDIR
+                }
+                None => std::fs::metadata(source).map_err(src_err)?.is_dir(),
+            };
+            let target = if is_dir {
                 paths::mkdir_all_in_root(root, &m.dest, 0o755)
             } else {
                 paths::ensure_file_in_root(root, &m.dest)
@@ -228,17 +335,26 @@ fn mount_one(ctx: &MountCtx<'_>, root: BorrowedFd<'_>, m: &MountPlan) -> Result<
             if o.recursive {
                 flags |= libc::MS_REC;
             }
-            sys::mount(
-                Some(source.as_os_str()),
-                &sys::fd_path(target.as_fd()),
-                None,
-                flags,
-                None,
-            )
+            match handed {
+                Some(fd) => sys::move_mount_fd(fd, Some(target.as_fd()), None),
+                None => sys::mount(
+                    Some(source.as_os_str()),
+                    &sys::fd_path(target.as_fd()),
+                    None,
+                    flags,
+                    None,
+                ),
+            }
             .map_err(|e| mount_err(m, &format!("bind {}", source.display()), e))?;
             // Re-resolve: the old fd names the covered directory, not the mount.
             let top = paths::open_in_root(root, &m.dest).map_err(|e| mount_err(m, "reopen", e))?;
-            let extra = o.flags & !(libc::MS_REMOUNT | libc::MS_BIND | libc::MS_REC);
+            let mut extra = o.flags & !(libc::MS_REMOUNT | libc::MS_BIND | libc::MS_REC);
+            if handed.is_some() && ctx.userns && extra != 0 {
+                // A handed mount is not locked as one inherited from the host
+                // would be: keep the host's nosuid/nodev/noexec ourselves.
+                extra |= locked_flags(&sys::fd_path(top.as_fd()))
+                    & (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC);
+            }
             if extra != 0 {
                 bind_remount(&sys::fd_path(top.as_fd()), extra)
                     .map_err(|e| mount_err(m, "remount bind", e))?;
@@ -620,7 +736,10 @@ fn make_device(ctx: &MountCtx<'_>, root: BorrowedFd<'_>, d: &DevicePlan) -> std:
 /// Move into the rootfs: pivot_root, or chroot with `--no-pivot`.
 pub fn enter_rootfs(rootfs: &Rootfs, no_pivot: bool) -> Result<()> {
     sys::fchdir(rootfs.root.as_fd()).ctx(|| format!("chdir {}", rootfs.path.display()))?;
-    if no_pivot {
+    if no_pivot && rootfs.stacked {
+        // Already on top of "/".
+        sys::chroot(Path::new(".")).ctx(|| "chroot".into())?;
+    } else if no_pivot {
         sys::mount(
             Some(OsStr::new(".")),
             Path::new("/"),

@@ -280,6 +280,95 @@ pub const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
 pub const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
 pub const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
 
+/// open_tree(2) with OPEN_TREE_CLONE: a detached copy of the mount at
+/// `path` (with its submounts when `recursive`), close-on-exec. The copy is
+/// reachable only through the returned fd until it is attached with
+/// [`move_mount_fd`]; the path is resolved now, with the caller's
+/// credentials, so a process that could not look the path up can still be
+/// handed the mount.
+pub fn open_tree_clone(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    let p = cstr(path)?;
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: valid C string; returns a new fd or -1.
+    let fd = check_long(unsafe {
+        libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, p.as_ptr(), flags)
+    })?;
+    // SAFETY: a fresh fd we own from here on.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// mount_setattr(2) on a mount fd (e.g. from [`open_tree_clone`]): set and
+/// clear attributes and, when `propagation` is non-zero (MS_SLAVE,
+/// MS_PRIVATE…), the propagation type.
+pub fn mount_setattr_fd(
+    fd: BorrowedFd<'_>,
+    recursive: bool,
+    set: u64,
+    clr: u64,
+    propagation: u64,
+) -> io::Result<()> {
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clr,
+        propagation,
+        ..Default::default()
+    };
+    // SAFETY: an fd we borrow, an empty path, an attr struct of the size we pass.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })?;
+    Ok(())
+}
+
+/// move_mount(2) of the mount `from` (e.g. a detached copy) onto `to`: the
+/// object an fd names (`to_path` None) or a path.
+pub fn move_mount_fd(
+    from: BorrowedFd<'_>,
+    to: Option<BorrowedFd<'_>>,
+    to_path: Option<&Path>,
+) -> io::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    let mut flags = MOVE_MOUNT_F_EMPTY_PATH;
+    let (to_fd, to_c) = match (to, to_path) {
+        (Some(fd), None) => {
+            flags |= MOVE_MOUNT_T_EMPTY_PATH;
+            (fd.as_raw_fd(), CString::default())
+        }
+        (fd, Some(p)) => (fd.map_or(libc::AT_FDCWD, |f| f.as_raw_fd()), cstr(p)?),
+        (None, None) => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+    };
+    // SAFETY: fds we borrow and valid (possibly empty) C strings.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            from.as_raw_fd(),
+            c"".as_ptr(),
+            to_fd,
+            to_c.as_ptr(),
+            flags,
+        )
+    })?;
+    Ok(())
+}
+
 /// Recursively set/clear mount attributes (the `rro`, `rnosuid`… options).
 pub fn mount_setattr_recursive(target: &Path, set: u64, clr: u64) -> io::Result<()> {
     const AT_RECURSIVE: libc::c_uint = 0x8000;
