@@ -537,3 +537,110 @@ fn sysctl_writes_ignore_over_mounts_in_a_joined_mount_namespace() {
     ok(&b.runc(&["delete", "--force", "procB"]));
     ok(&a.runc(&["delete", "--force", "procA"]));
 }
+
+/// A bundle whose init is the exe attacker (tests/fixtures/exe_attacker.c)
+/// with CAP_SYS_PTRACE and no user namespace, logging to /attack.log.
+fn attacker_bundle() -> (Bundle, std::path::PathBuf) {
+    let mut b = Bundle::new();
+    let rootfs = b.private_rootfs();
+    std::fs::copy(exe_attacker(), rootfs.join("attacker")).unwrap();
+    for set in ["bounding", "effective", "permitted"] {
+        b.config["process"]["capabilities"][set]
+            .as_array_mut()
+            .unwrap()
+            .push("CAP_SYS_PTRACE".into());
+    }
+    b.args(&["/attacker", "/attack.log", "60"]);
+    (b, rootfs.join("attack.log"))
+}
+
+/// `hako-runc` copied to a temp dir: the attack's target, so a successful
+/// attack cannot damage the build.
+fn runtime_copy() -> (tempfile::TempDir, std::path::PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("hako-runc");
+    std::fs::copy(bin(), &p).unwrap();
+    (d, p)
+}
+
+fn runc_with(rt: &std::path::Path, b: &Bundle, args: &[&str]) -> std::process::Output {
+    b.write();
+    let mut c = std::process::Command::new(rt);
+    c.arg("--root").arg(b.state_root()).args(args);
+    run_with_timeout(c, std::time::Duration::from_secs(30))
+}
+
+/// Repeat `victim` until the attacker holds the runtime's exe, then wait
+/// for its verdict.
+fn attack_until_opened(log: &std::path::Path, mut victim: impl FnMut(usize)) -> String {
+    let start = std::time::Instant::now();
+    let mut i = 0;
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("opened")
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(40),
+            "the attacker never caught the runtime inside the container ({i} tries): the test proves nothing"
+        );
+        victim(i);
+        i += 1;
+    }
+    attacker_verdict(log, std::time::Duration::from_secs(40))
+}
+
+/// CVE-2019-5736 with CAP_SYS_PTRACE: a container process holds
+/// /proc/PID/exe of `hako-runc exec` (and of an init that joins its pid
+/// namespace) while the runtime is inside, and reopens it for writing once
+/// the runtime has exited. Both run from a read-only mount of the binary,
+/// so the write fails with EROFS and the host binary stays as it was.
+/// Without the defence the attacker logs "overwrote".
+#[test]
+fn ptrace_capable_container_cannot_overwrite_the_runtime() {
+    need_root!();
+    let (_d, rt) = runtime_copy();
+    let before = std::fs::read(&rt).unwrap();
+
+    // exec
+    let (b, log) = attacker_bundle();
+    let p = b.path().to_string_lossy().into_owned();
+    ok(&runc_with(&rt, &b, &["run", "-d", "-b", &p, "ptr-exec"]));
+    let v = attack_until_opened(&log, |_| {
+        let _ = runc_with(&rt, &b, &["exec", "ptr-exec", "true"]);
+    });
+    assert!(
+        v.contains("refused") && v.contains("Read-only file system"),
+        "exec: {v}"
+    );
+    assert_eq!(std::fs::read(&rt).unwrap(), before, "exec: binary changed");
+    let _ = runc_with(&rt, &b, &["delete", "--force", "ptr-exec"]);
+
+    // create/run joining the attacker's pid namespace
+    let (b, log) = attacker_bundle();
+    let p = b.path().to_string_lossy().into_owned();
+    ok(&runc_with(&rt, &b, &["run", "-d", "-b", &p, "ptr-pid"]));
+    let pid = b.state("ptr-pid")["pid"].as_i64().unwrap();
+    let mut j = Bundle::new();
+    j.args(&["true"]);
+    for ns in j.config["linux"]["namespaces"].as_array_mut().unwrap() {
+        if ns["type"] == "pid" {
+            ns["path"] = format!("/proc/{pid}/ns/pid").into();
+        }
+    }
+    let jp = j.path().to_string_lossy().into_owned();
+    let v = attack_until_opened(&log, |i| {
+        let id = format!("ptr-join-{i}");
+        let _ = runc_with(&rt, &j, &["run", "-b", &jp, &id]);
+        let _ = runc_with(&rt, &j, &["delete", "--force", &id]);
+    });
+    assert!(
+        v.contains("refused") && v.contains("Read-only file system"),
+        "create in a joined pid namespace: {v}"
+    );
+    assert_eq!(
+        std::fs::read(&rt).unwrap(),
+        before,
+        "create: binary changed"
+    );
+    let _ = runc_with(&rt, &b, &["delete", "--force", "ptr-pid"]);
+}

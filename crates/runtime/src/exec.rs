@@ -50,6 +50,8 @@ fn ns_ino(path: &str) -> Option<u64> {
 
 /// Run the process; returns its exit code (0 when detached).
 pub fn exec(opts: &ExecOpts) -> Result<i32> {
+    // The exec process is visible in the container before its final exec.
+    crate::protect::reexec_protected()?;
     let (dir, st, status) = crate::container::load(&opts.root, &opts.id)?;
     if status != Status::Running {
         return Err(Error::BadState {

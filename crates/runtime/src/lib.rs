@@ -18,6 +18,7 @@ pub mod log;
 pub mod mounts;
 pub mod paths;
 pub mod plan;
+pub mod protect;
 pub mod seccomp;
 pub mod signal;
 pub mod state;

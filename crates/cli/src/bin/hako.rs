@@ -253,6 +253,21 @@ fn network(dirs: &Dirs, c: NetCmd) -> Result<()> {
 }
 
 fn real_main(cli: Cli) -> Result<i32> {
+    // Verbs that start a process inside a container run from a read-only
+    // copy of this binary (CVE-2019-5736, see hako_runtime::protect); before
+    // anything else, since the re-exec starts the verb over.
+    if matches!(
+        cli.cmd,
+        Cmd::Run(_)
+            | Cmd::Create(_)
+            | Cmd::Start { .. }
+            | Cmd::Restart { .. }
+            | Cmd::Exec(_)
+            | Cmd::Monitor { .. }
+            | Cmd::Ns(NsCmd::Enter { .. })
+    ) {
+        hako_runtime::protect::reexec_protected()?;
+    }
     if let Some(d) = &cli.data_root {
         std::env::set_var("HAKO_DATA_DIR", d);
     }

@@ -242,3 +242,39 @@ pub fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// tests/fixtures/exe_attacker.c built static (once per test binary): a
+/// hostile container process that tries to overwrite the runtime's binary
+/// through /proc/PID/exe (CVE-2019-5736).
+pub fn exe_attacker() -> &'static Path {
+    static A: OnceLock<PathBuf> = OnceLock::new();
+    A.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("hako-test-attacker-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("attacker");
+        let st = Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&out)
+            .arg(repo_root().join("crates/cli/tests/fixtures/exe_attacker.c"))
+            .status()
+            .expect("run gcc (the C compiler is part of the build toolchain)");
+        assert!(st.success(), "gcc -static exe_attacker.c failed");
+        out
+    })
+}
+
+/// What an exe attacker logged, once it reached a verdict (or "" if the
+/// deadline passed first).
+pub fn attacker_verdict(log: &Path, deadline: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let s = std::fs::read_to_string(log).unwrap_or_default();
+        if s.contains("overwrote") || s.contains("refused") || s.contains("gave up") {
+            return s;
+        }
+        if start.elapsed() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
