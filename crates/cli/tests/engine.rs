@@ -89,7 +89,12 @@ impl Engine {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin());
+        self.cmd_with(Path::new(bin()), args)
+    }
+
+    /// `cmd` through another copy of the hako binary.
+    fn cmd_with(&self, exe: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(exe);
         c.args(args)
             .env("HAKO_DATA_DIR", self.data())
             .env("HAKO_RUN_DIR", self.dir.path().join("run"))
@@ -548,8 +553,32 @@ fn names_are_unique_under_concurrency_and_crashes_are_cleanable() {
 fn init_reaps_orphaned_zombies() {
     need_root!();
     let e = Engine::new("init");
-    let script = "for i in $(seq 100); do (sleep 0.1 &); done; exec sleep 30";
-    let count = "grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l";
+    // 100 orphans that block on a fifo until the test lets them go, so they
+    // all exit after the shell became `sleep` (which never reaps): without
+    // --init they stay zombies, whatever the machine's load.
+    let script =
+        "mkfifo /go; for i in $(seq 100); do (cat /go >/dev/null &); done; exec sleep 1000";
+    let count = |name: &str, state: &str| -> u32 {
+        let c = format!("grep -l '^State:.*{state}' /proc/[0-9]*/status 2>/dev/null | wc -l");
+        e.out(&["exec", name, "sh", "-c", &c])
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let cats = |name: &str| -> u32 {
+        let c = "grep -l '^Name:.*cat' /proc/[0-9]*/status 2>/dev/null | wc -l";
+        e.out(&["exec", name, "sh", "-c", c])
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let poll = |what: &str, f: &dyn Fn() -> bool| {
+        let t0 = Instant::now();
+        while !f() {
+            assert!(t0.elapsed() < Duration::from_secs(30), "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
     for (flag, name) in [("--init", "withinit"), ("--rm", "noinit")] {
         e.ok(&[
             "run",
@@ -564,16 +593,18 @@ fn init_reaps_orphaned_zombies() {
             "-c",
             script,
         ]);
+        poll(&format!("{name}: 100 orphans"), &|| {
+            cats(name) == 100 && count(name, "S") > 0
+        });
+        e.ok(&["exec", name, "sh", "-c", "echo go > /go"]);
     }
-    std::thread::sleep(Duration::from_millis(1500));
-    let with = e.out(&["exec", "withinit", "sh", "-c", count]);
-    let without = e.out(&["exec", "noinit", "sh", "-c", count]);
-    assert_eq!(with.trim(), "0");
-    assert!(without.trim().parse::<u32>().unwrap() >= 100, "{without}");
-    // The init forwards SIGTERM to the command: stop is quick.
-    let t0 = Instant::now();
-    e.ok(&["stop", "-t", "10", "withinit"]);
-    assert!(t0.elapsed() < Duration::from_secs(5));
+    poll("withinit: every orphan reaped", &|| {
+        cats("withinit") == 0 && count("withinit", "Z") == 0
+    });
+    poll("noinit: 100 zombies", &|| count("noinit", "Z") >= 100);
+    // The init forwards SIGTERM to the command: it ends by SIGTERM (143),
+    // not by the SIGKILL that follows the stop timeout (137).
+    e.ok(&["stop", "-t", "30", "withinit"]);
     assert_eq!(e.inspect("withinit")["State"]["ExitCode"], 143);
 }
 
@@ -893,4 +924,306 @@ fn create_start_attached_wait() {
     e.ok(&["start", "c"]);
     assert_eq!(e.out(&["wait", "c"]).trim(), "9");
     assert_eq!(e.out(&["logs", "c"]), "attached\nattached\n");
+}
+
+/// tests/fixtures/NAME.c built static, once per test binary.
+fn fixture_binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap();
+    if let Some((_, p)) = built.iter().find(|(n, _)| n == name) {
+        return p.clone();
+    }
+    let dir = std::env::temp_dir().join(format!("hako-engine-fixtures-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(name);
+    let st = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(repo_root().join(format!("crates/cli/tests/fixtures/{name}.c")))
+        .status()
+        .expect("run gcc");
+    assert!(st.success(), "gcc -static {name}.c failed");
+    built.push((name.to_string(), out.clone()));
+    out
+}
+
+/// An image made of busybox plus `extra` (path inside, host file, mode).
+fn import_image_with(e: &Engine, name: &str, extra: &[(&str, &Path, u32)]) {
+    use std::os::unix::fs::PermissionsExt;
+    let d = e.dir.path().join(format!("img-{name}"));
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(busybox_rootfs())
+        .arg(&d)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for (inside, src, mode) in extra {
+        let dst = d.join(inside.trim_start_matches('/'));
+        std::fs::copy(src, &dst).unwrap();
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    e.ok(&["import", d.to_str().unwrap(), name]);
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Run `argv` as `nobody` (uid/gid 65534, no groups).
+fn as_nobody(argv: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(argv)
+        .output()
+        .expect("run setpriv")
+}
+
+/// Issue 10, hole 1: one `--userns` container used to loosen the data
+/// root, the store and the container directories to 0711 for good, with
+/// the rootfs mounted on the host without nosuid: any local user ran the
+/// image's setuid-root programs through the host path as uid 0, and read
+/// every container's config.json (its `-e` secrets) and log. Now the
+/// directories stay owner-only, configs and logs are 0600, every rootfs
+/// mount is nosuid,nodev, and `nobody` reaches none of it; setuid programs
+/// still work inside the container, with and without a user namespace.
+#[test]
+fn userns_leaves_the_store_owner_only_and_rootfs_nosuid() {
+    use std::os::unix::fs::PermissionsExt;
+    need_root!();
+    let e = Engine::new("perms");
+    // Open the test's own directory as /var/lib is, so that only hako's
+    // modes stand between other users and the data root.
+    std::fs::set_permissions(e.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    import_image_with(&e, "suidimg", &[("/euid", &fixture_binary("euid"), 0o4755)]);
+
+    // setuid still works inside (given --privileged: hako sets
+    // no_new_privs by default). In a user namespace the image's files are
+    // not remapped yet, so their owner is unmapped and the kernel ignores
+    // the bit there.
+    let o = e.out(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--network",
+        "none",
+        "-u",
+        "1000",
+        "suidimg",
+        "/euid",
+    ]);
+    assert_eq!(o.trim(), "0", "setuid inside");
+
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "u",
+        "--network",
+        "none",
+        "--userns",
+        "100000:65536",
+        "-e",
+        "SECRET=hunter2",
+        "suidimg",
+        "sh",
+        "-c",
+        "echo started; sleep 1000",
+    ]);
+    let id = e.inspect("u")["Id"].as_str().unwrap().to_string();
+    let data = e.data();
+    let ctr = data.join("containers").join(&id);
+    let store_ctr = data.join("image/containers").join(&id);
+    for d in [
+        data.clone(),
+        data.join("containers"),
+        ctr.clone(),
+        data.join("image"),
+        data.join("image/containers"),
+        store_ctr.clone(),
+    ] {
+        assert_eq!(
+            mode_of(&d) & 0o077,
+            0,
+            "{} is {:o}",
+            d.display(),
+            mode_of(&d)
+        );
+    }
+    for f in ["config.json", "container.log"] {
+        let p = ctr.join(f);
+        assert_eq!(
+            mode_of(&p) & 0o077,
+            0,
+            "{} is {:o}",
+            p.display(),
+            mode_of(&p)
+        );
+    }
+    // Every mount under the data root is nosuid,nodev on the host.
+    let root = data.to_string_lossy().into_owned();
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let ours: Vec<&str> = mi
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|p| p.starts_with(&root)))
+        .collect();
+    assert!(!ours.is_empty(), "no rootfs mount under {root}");
+    for l in &ours {
+        let opts = l.split(' ').nth(5).unwrap();
+        assert!(opts.contains("nosuid") && opts.contains("nodev"), "{l}");
+    }
+    // The attack, as `nobody`: the setuid program through the host path,
+    // the config with the secret, the log.
+    let merged = store_ctr.join("merged");
+    // (through a shell: setpriv itself may resolve its program as root)
+    let o = as_nobody(&["sh", "-c", merged.join("euid").to_str().unwrap()]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stdout).trim() != "0",
+        "nobody ran the image's setuid program: {o:?}"
+    );
+    for f in [ctr.join("config.json"), ctr.join("container.log")] {
+        let o = as_nobody(&["cat", f.to_str().unwrap()]);
+        assert!(!o.status.success(), "nobody read {}: {o:?}", f.display());
+    }
+    e.ok(&["rm", "-f", "u"]);
+
+    // An older store (dirs 0711, config 0644) is repaired on the next command.
+    e.ok(&[
+        "create",
+        "--name",
+        "old",
+        "--network",
+        "none",
+        "suidimg",
+        "true",
+    ]);
+    let id = e.inspect("old")["Id"].as_str().unwrap().to_string();
+    let ctr = data.join("containers").join(&id);
+    for d in [data.clone(), data.join("containers"), ctr.clone()] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    std::fs::set_permissions(
+        ctr.join("config.json"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(data.join(".permissions-v2"));
+    e.ok(&["ps", "-a"]);
+    for d in [data.clone(), data.join("containers"), ctr.clone()] {
+        assert_eq!(mode_of(&d), 0o700, "{} not repaired", d.display());
+    }
+    assert_eq!(mode_of(&ctr.join("config.json")), 0o600);
+}
+
+/// What the exe attacker (tests/fixtures/exe_attacker.c) logged once it
+/// reached a verdict, or whatever it logged by the deadline.
+fn attacker_verdict(log: &Path) -> String {
+    let t0 = Instant::now();
+    loop {
+        let s = std::fs::read_to_string(log).unwrap_or_default();
+        if s.contains("overwrote") || s.contains("refused") || s.contains("gave up") {
+            return s;
+        }
+        if t0.elapsed() > Duration::from_secs(40) {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// CVE-2019-5736 through the engine, with CAP_SYS_PTRACE given to the
+/// container: its process holds /proc/PID/exe of `hako exec` (and of a
+/// `hako run --pid container:…` joining it) while hako is inside, and
+/// reopens it for writing once hako has exited. hako runs those verbs from
+/// a read-only mount of its binary, so the write fails with EROFS. A copy
+/// of hako is the target, and no monitor runs from it, so nothing but that
+/// defence keeps it from being overwritten.
+#[test]
+fn ptrace_capable_container_cannot_overwrite_hako() {
+    need_root!();
+    let e = Engine::new("ptrace");
+    let hako = e.dir.path().join("hako-copy");
+    std::fs::copy(bin(), &hako).unwrap();
+    let before = std::fs::read(&hako).unwrap();
+    import_image_with(
+        &e,
+        "atk",
+        &[("/attacker", &fixture_binary("exe_attacker"), 0o755)],
+    );
+    let run_attacker = |name: &str| -> PathBuf {
+        e.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "none",
+            "--cap-add",
+            "SYS_PTRACE",
+            "atk",
+            "/attacker",
+            "/attack.log",
+            "60",
+        ]);
+        let id = e.inspect(name)["Id"].as_str().unwrap().to_string();
+        e.data()
+            .join("image/containers")
+            .join(id)
+            .join("merged/attack.log")
+    };
+    let attack = |log: &Path, victim: &dyn Fn(usize)| -> String {
+        let t0 = Instant::now();
+        let mut i = 0;
+        while !std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("opened")
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(40),
+                "the attacker never caught hako inside the container ({i} tries)"
+            );
+            victim(i);
+            i += 1;
+        }
+        attacker_verdict(log)
+    };
+
+    let log = run_attacker("victim-exec");
+    let v = attack(&log, &|_| {
+        let _ = e.cmd_with(&hako, &["exec", "victim-exec", "true"]).output();
+    });
+    assert!(
+        v.contains("refused") && v.contains("Read-only file system"),
+        "exec: {v}"
+    );
+    assert_eq!(std::fs::read(&hako).unwrap(), before, "exec: hako changed");
+
+    let log = run_attacker("victim-pid");
+    let v = attack(&log, &|_| {
+        let _ = e
+            .cmd_with(
+                &hako,
+                &[
+                    "run",
+                    "--rm",
+                    "--network",
+                    "none",
+                    "--pid",
+                    "container:victim-pid",
+                    "atk",
+                    "true",
+                ],
+            )
+            .output();
+    });
+    assert!(
+        v.contains("refused") && v.contains("Read-only file system"),
+        "run --pid: {v}"
+    );
+    assert_eq!(std::fs::read(&hako).unwrap(), before, "run: hako changed");
 }

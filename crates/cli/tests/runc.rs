@@ -852,3 +852,25 @@ fn tmpcopyup_and_bind_propagation_and_forced_delete_of_nothing() {
     ok(&b.runc(&["delete", "--force", "never-existed"]));
     assert!(!b.runc(&["delete", "never-existed"]).status.success());
 }
+
+/// A failure after the init told the runtime it was ready (here a
+/// startContainer hook that fails) is printed, one line naming the step,
+/// as one before it is (issue 11: it used to vanish with exit 1).
+#[test]
+fn failures_after_ready_reach_the_user() {
+    need_root!();
+    for kind in ["createContainer", "startContainer"] {
+        let mut b = Bundle::new();
+        b.args(&["true"]);
+        b.config["hooks"] = json!({ kind: [{"path": "/bin/false"}] });
+        let o = b.run(&format!("late-{kind}"));
+        assert!(!o.status.success(), "{kind}: {o:?}");
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("hook {kind}[0] /bin/false")) && err.contains("exit status 1"),
+            "{kind}: {err:?}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{kind}: one line: {err:?}");
+        let _ = b.runc(&["delete", "--force", &format!("late-{kind}")]);
+    }
+}

@@ -32,7 +32,11 @@ impl Dirs {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(default_run_dir);
-        Dirs { data, run }
+        let d = Dirs { data, run };
+        if d.data.exists() {
+            d.repair_permissions();
+        }
+        d
     }
 
     pub fn containers(&self) -> PathBuf {
@@ -66,6 +70,57 @@ impl Dirs {
         Ok(())
     }
 
+    /// Earlier versions loosened the data root, the store and container
+    /// directories to 0711 for `--userns` containers and wrote configs and
+    /// logs world-readable. Take that back once per data root: directories
+    /// owner-only, configs (`-e` secrets) and logs 0600. A marker file
+    /// records that it was done, so later commands pay one stat.
+    fn repair_permissions(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let marker = self.data.join(".permissions-v2");
+        if marker.exists() {
+            return;
+        }
+        let tighten = |p: &Path, keep: u32| {
+            if let Ok(m) = std::fs::symlink_metadata(p) {
+                let mode = m.permissions().mode() & 0o7777;
+                if !m.file_type().is_symlink() && mode & !keep != 0 {
+                    let _ =
+                        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode & keep));
+                }
+            }
+        };
+        for d in [
+            self.data.clone(),
+            self.containers(),
+            self.volumes(),
+            self.net_state(),
+            self.data.join("image"),
+            self.data.join("image/containers"),
+            self.run.clone(),
+        ] {
+            tighten(&d, 0o700);
+        }
+        for sub in [self.containers(), self.data.join("image/containers")] {
+            let Ok(rd) = std::fs::read_dir(&sub) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                tighten(&p, 0o700);
+                for f in [
+                    "config.json",
+                    "record.json",
+                    crate::record::LOG,
+                    "monitor.log",
+                ] {
+                    tighten(&p.join(f), 0o600);
+                }
+            }
+        }
+        let _ = std::fs::write(&marker, b"");
+    }
+
     pub fn net_manager(&self) -> hako_net::Manager {
         let mut cfg = hako_net::NetConfig::new(self.net_state());
         if let Some(t) = std::env::var("HAKO_NFT_TABLE")
@@ -86,7 +141,7 @@ pub(crate) fn mkdir_p(d: &Path) -> crate::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o711)
+        .mode(0o700)
         .create(d)
         .map_err(crate::io_err("create directory", d))
 }

@@ -35,9 +35,12 @@ pub struct LogWriter {
 
 impl LogWriter {
     pub fn open(path: &std::path::Path) -> LogWriter {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Owner-only: the container's output is nobody else's to read.
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)
             .ok();
         LogWriter {

@@ -191,29 +191,10 @@ fn prepare(
         let m = store.prepare_rootfs(&opts.image, id)?;
         m.path().to_path_buf()
     };
+    // A container root in a user namespace never needs to search the
+    // (owner-only) directories above its rootfs and volumes: the runtime
+    // hands them over as mounts (hako_runtime::mounts::Handoff).
     let rootless = dirs::rootless();
-    if !rootless
-        && opts
-            .userns
-            .as_deref()
-            .is_some_and(|u| u != "host" && !u.is_empty())
-    {
-        // The container's root is not host root: let it traverse to its
-        // rootfs (the store keeps its directories 0700).
-        let store_root = store.root().to_path_buf();
-        for d in [
-            dirs.data.clone(),
-            store_root.clone(),
-            store_root.join("containers"),
-            rootfs.parent().map(Path::to_path_buf).unwrap_or_default(),
-        ] {
-            use std::os::unix::fs::PermissionsExt;
-            if let Ok(m) = std::fs::metadata(&d) {
-                let mode = m.permissions().mode() | 0o111;
-                let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode));
-            }
-        }
-    }
     let mut joins = Vec::new();
     for (flag, kind, spec_kind) in [
         (&opts.pid, "pid", "pid"),
@@ -426,9 +407,19 @@ fn refresh_peers(dirs: &Dirs, id: &str) {
 /// Start a detached monitor for `id` and wait until it started the container.
 pub fn spawn_monitor(dirs: &Dirs, id: &str) -> Result<()> {
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().map_err(|e| Error::Other(format!("find hako: {e}")))?;
+    let exe =
+        hako_runtime::protect::self_exe().map_err(|e| Error::Other(format!("find hako: {e}")))?;
     let log = dirs.container(id).join("monitor.log");
-    let errf = std::fs::File::create(&log).map_err(io_err("create", &log))?;
+    let errf = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&log)
+            .map_err(io_err("create", &log))?
+    };
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("__monitor")
         .arg(id)

@@ -65,7 +65,7 @@ pub const INIT_DIR: &str = "/.hako";
 impl InitHelper {
     /// Find our own loader and libc directory in /proc/self/maps.
     pub fn discover() -> Result<InitHelper> {
-        let exe = std::env::current_exe()
+        let exe = hako_runtime::protect::self_exe()
             .map_err(|e| Error::Other(format!("find the hako binary: {e}")))?;
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
         let mut loader = None;
@@ -620,6 +620,9 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Value> {
             "noNewPrivileges": !o.privileged,
         },
         "root": {"path": inp.rootfs, "readonly": o.read_only},
+        // The store mounts rootfs nosuid,nodev on the host, where other
+        // users must not run its setuid files; inside, they work as usual.
+        "annotations": {hako_runtime::mounts::ROOTFS_SUID_ANNOTATION: "true"},
         "hostname": inp.hostname,
         "mounts": mounts,
         "linux": linux,

@@ -113,10 +113,29 @@ pub fn ago(stamp: &str) -> String {
 }
 
 /// Write through a temporary file and rename, so readers never see half.
+/// Replace `path` with `data`, owner-only (0600: configs carry `-e`
+/// secrets), durable once this returns: the file and its directory are
+/// fsynced, so a crash leaves the old or the new content, never a torn one.
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, data).map_err(io_err("write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err("rename into place", path))
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err("write", &tmp))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(io_err("write", &tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io_err("rename into place", path))?;
+    if let Some(dir) = path.parent() {
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
 }
 
 /// "KILL", "SIGKILL", "kill" or "9" (the runtime's parser).

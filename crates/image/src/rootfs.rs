@@ -228,7 +228,7 @@ fn mount_overlay(dir: &Path, lowers: &[PathBuf]) -> Result<(), String> {
         "overlay",
         dir.join("merged"),
         "overlay",
-        MountFlags::empty(),
+        MountFlags::NOSUID | MountFlags::NODEV,
         data.as_c_str(),
     )
     .map_err(|e| format!("mount overlay: {e}"))
