@@ -1227,3 +1227,106 @@ fn ptrace_capable_container_cannot_overwrite_hako() {
     );
     assert_eq!(std::fs::read(&hako).unwrap(), before, "run: hako changed");
 }
+
+/// Wait for `child` with a deadline; kill it and fail if it does not end.
+fn ends_within(mut child: Child, what: &str) -> std::process::ExitStatus {
+    let t0 = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not end after its reader closed the pipe");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Issue 11, bug 4: a closed stdout ends the command quietly, as in every
+/// Unix tool: `inspect | head` panicked, `logs -f | head`, `start -a | head`
+/// and `run | head` never ended.
+#[test]
+fn closed_stdout_ends_the_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    need_root!();
+    let e = Engine::new("pipes");
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo first; echo second; exec sleep 1000",
+    ]);
+    // inspect: the reader is gone before anything is written.
+    let mut c = e
+        .cmd(&["inspect", "talker", "talker", "talker"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(c.stdout.take());
+    let o = c.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() || o.status.signal() == Some(libc::SIGPIPE),
+        "inspect: {o:?}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+
+    // logs -f: one line read, then the reader goes; nothing more is logged.
+    let mut c = e
+        .cmd(&["logs", "-f", "talker"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(c.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "first\n");
+    ends_within(c, "logs -f");
+
+    // run (and start -a): the container's next write fails as in a pipeline.
+    for args in [
+        vec!["run", "--rm", "--network", "none", "busybox", "yes"],
+        vec!["start", "-a", "yesman"],
+    ] {
+        if args[0] == "start" {
+            e.ok(&[
+                "create",
+                "--name",
+                "yesman",
+                "--network",
+                "none",
+                "busybox",
+                "yes",
+            ]);
+        }
+        let mut c = e
+            .cmd(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(c.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "y\n");
+        ends_within(c, args[0]);
+    }
+    assert_eq!(e.ps_names().iter().filter(|n| *n == "yesman").count(), 1);
+    assert!(!e.ps_names().iter().any(|n| n != "yesman" && n != "talker"));
+}

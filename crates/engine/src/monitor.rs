@@ -202,7 +202,16 @@ enum Streams {
 /// Run one container to completion. `attached`: the caller's terminal is
 /// the container's (foreground `run`/`start -a`). `ready` gets "ok\n" or
 /// the error once the container started (for the detached spawner).
+/// A write to a pipe nobody reads any more.
+fn is_broken_pipe(r: std::io::Result<()>) -> bool {
+    r.is_err_and(|e| e.raw_os_error() == Some(libc::EPIPE))
+}
+
 pub fn run(dirs: &Dirs, id: &str, attached: bool, ready: Option<OwnedFd>) -> Result<i32> {
+    // A closed stdout is handled where we write (EPIPE), never by dying
+    // of SIGPIPE with the container unsupervised.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no memory effects.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let mut ready = ready.map(File::from);
     match start_container(dirs, id, attached) {
         Ok(started) => {
@@ -522,7 +531,12 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
                     log.write(stream, &buf[..n]);
                     if attached {
                         let to = if stream == 1 { stderr } else { stdout };
-                        let _ = sys::write_all_fd(to, &buf[..n]);
+                        if is_broken_pipe(sys::write_all_fd(to, &buf[..n])) {
+                            // Whoever read our output is gone (`| head`):
+                            // close the container's end too, so its next
+                            // write fails as it would in a pipeline.
+                            close.push(*src);
+                        }
                     }
                 }
                 Src::Stdin => {

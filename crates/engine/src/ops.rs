@@ -849,17 +849,25 @@ pub fn logs(
             Err(_) => return Ok(()),
         }
     };
-    let print = |line: &str, out: &mut dyn Write, err: &mut dyn Write| {
+    // Ok(false): the reader of our output is gone (`| head`): stop quietly.
+    let print = |line: &str, out: &mut dyn Write, err: &mut dyn Write| -> Result<bool> {
         let Ok(v) = serde_json::from_str::<Value>(line) else {
-            return;
+            return Ok(true);
         };
         let text = v["log"].as_str().unwrap_or("");
         let w: &mut dyn Write = if v["stream"] == "stderr" { err } else { out };
-        if timestamps {
-            let _ = write!(w, "{} ", v["time"].as_str().unwrap_or(""));
+        let r = (|| {
+            if timestamps {
+                write!(w, "{} ", v["time"].as_str().unwrap_or(""))?;
+            }
+            w.write_all(text.as_bytes())?;
+            w.flush()
+        })();
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(Error::Other(format!("write the log: {e}"))),
         }
-        let _ = w.write_all(text.as_bytes());
-        let _ = w.flush();
     };
     let mut content = String::new();
     f.read_to_string(&mut content)
@@ -870,7 +878,9 @@ pub fn logs(
         lines.drain(..skip);
     }
     for l in lines {
-        print(l, out, err);
+        if !print(l, out, err)? {
+            return Ok(());
+        }
     }
     if !follow {
         return Ok(());
@@ -894,7 +904,9 @@ pub fn logs(
                     got = true;
                     partial.push_str(&l);
                     if partial.ends_with('\n') {
-                        print(partial.trim_end(), out, err);
+                        if !print(partial.trim_end(), out, err)? {
+                            return Ok(());
+                        }
                         partial.clear();
                     }
                 }
@@ -904,6 +916,9 @@ pub fn logs(
             return Ok(());
         }
         if !got {
+            if util::stdout_closed() {
+                return Ok(());
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -220,6 +220,20 @@ pub fn set_nonblock(fd: i32) {
     }
 }
 
+/// Whether fd 1 is a pipe whose reader has gone (`hako logs -f X | head`):
+/// a command that waits for something to print notices it without
+/// writing.
+pub fn stdout_closed() -> bool {
+    let mut p = libc::pollfd {
+        fd: 1,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one pollfd we own, a zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,6 +61,10 @@ pub struct Foreground<'a> {
 /// Wait for the process; returns its exit code (128+signal).
 pub fn wait_foreground(c: &Foreground<'_>, sfd: BorrowedFd<'_>) -> Result<i32> {
     let pid = c.pid;
+    // A closed stdout must not kill us (SIGPIPE) before we report the
+    // container's exit; the relay's write then just fails.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no memory effects.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     // SAFETY: fds 0 and 1 belong to the process for its whole life.
     let (stdin, stdout) = unsafe { (BorrowedFd::borrow_raw(0), BorrowedFd::borrow_raw(1)) };
     let _raw = c.console_master.as_ref().and_then(|_| RawMode::enter(0));

@@ -438,6 +438,10 @@ fn default_root() -> std::path::PathBuf {
 }
 
 fn main() -> ExitCode {
+    // A closed stdout (`| head`) ends the command quietly, as for every
+    // Unix tool, instead of a panic in println!.
+    // SAFETY: setting a signal's disposition to SIG_DFL has no memory effects.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let mut cli = Cli::parse();
     cli.root = cli.root_arg.clone().unwrap_or_else(default_root);
     log::init(

@@ -619,6 +619,10 @@ fn real_main(cli: Cli) -> Result<i32> {
 }
 
 fn main() -> ExitCode {
+    // A closed stdout (`| head`) ends the command quietly, as for every
+    // Unix tool, instead of a panic in println!.
+    // SAFETY: setting a signal's disposition to SIG_DFL has no memory effects.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let _ = record::RECORD;
     match real_main(cli) {
