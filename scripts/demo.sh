@@ -5,6 +5,12 @@
 # The image is busybox from a registry when one is reachable, else one made
 # offline from Debian's busybox-static (scripts/make-bundle.sh + hako import).
 set -euo pipefail
+# Root is needed (real containers); as another user, go through sudo and
+# keep the caller's Rust toolchain.
+if [ "$(id -u)" != 0 ]; then
+    exec sudo env PATH="$PATH" CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" \
+        RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}" bash "$0" "$@"
+fi
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release -q

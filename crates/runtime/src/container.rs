@@ -252,6 +252,25 @@ fn open_joins(plan: &Plan) -> Result<Vec<(NsKind, OwnedFd)>> {
 }
 
 /// `create`: set everything up; the user process waits for `start`.
+/// A connection to `linux.seccomp.listenerPath` when the filter has a
+/// notify action (for the init and for `exec`).
+pub(crate) fn connect_seccomp_listener(
+    spec: Option<&oci_spec::runtime::LinuxSeccomp>,
+    filter: Option<&crate::seccomp::Filter>,
+) -> Result<Option<OwnedFd>> {
+    match spec
+        .and_then(|s| s.listener_path().clone())
+        .filter(|_| filter.is_some_and(|f| f.needs_listener()))
+    {
+        Some(p) => {
+            let s = std::os::unix::net::UnixStream::connect(&p)
+                .ctx(|| format!("connect to linux.seccomp.listenerPath {}", p.display()))?;
+            Ok(Some(OwnedFd::from(s)))
+        }
+        None => Ok(None),
+    }
+}
+
 pub fn create(opts: &CreateOpts) -> Result<Created> {
     create_inner(opts, false)
 }
@@ -288,19 +307,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     let joins = open_joins(&plan)?;
     let handoff = crate::mounts::open_handoff(&plan)?;
     let dmz = crate::dmz::sealed().ctx(|| "seal the exec helper".into())?;
-    let seccomp_listener: Option<OwnedFd> = match plan
-        .seccomp
-        .as_ref()
-        .and_then(|s| s.listener_path().clone())
-        .filter(|_| seccomp.as_ref().is_some_and(|f| f.needs_listener()))
-    {
-        Some(p) => {
-            let s = std::os::unix::net::UnixStream::connect(&p)
-                .ctx(|| format!("connect to linux.seccomp.listenerPath {}", p.display()))?;
-            Some(OwnedFd::from(s))
-        }
-        None => None,
-    };
+    let seccomp_listener = connect_seccomp_listener(plan.seccomp.as_ref(), seccomp.as_ref())?;
     if dir.exists() || dir.dir.exists() {
         return Err(Error::Exists(opts.id.clone()));
     }

@@ -7,7 +7,6 @@
 //! moves the child into the container's cgroup before letting it go on.
 //! Success is the sync socket closing on execve (it is close-on-exec).
 
-use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -67,10 +66,26 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
         ));
     }
     let spec = plan::load_spec(&st.bundle)?;
-    let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
-        Some(s) => Some(crate::seccomp::compile(&s)?),
+    let seccomp_spec = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let seccomp = match &seccomp_spec {
+        Some(s) => Some(crate::seccomp::compile(s)?),
         None => None,
     };
+    // As for the init: a notify filter's fd goes to the listener with the
+    // container's state (the exec process's pid is added in the child).
+    let seccomp_listener =
+        crate::container::connect_seccomp_listener(seccomp_spec.as_ref(), seccomp.as_ref())?;
+    let mut listener_state = serde_json::json!({
+        "ociVersion": spec.version(),
+        "fds": ["seccompFd"],
+        "state": crate::container::state_json(&opts.root, &opts.id).unwrap_or_default(),
+    });
+    if let Some(m) = seccomp_spec
+        .as_ref()
+        .and_then(|s| s.listener_metadata().clone())
+    {
+        listener_state["metadata"] = m.into();
+    }
 
     // The init's namespaces that differ from ours; pinned by fd now, so a
     // dying init cannot make us join something else.
@@ -128,6 +143,8 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
                 preserve_fds: opts.preserve_fds,
                 sigmask: old_mask,
                 seccomp: seccomp.as_ref(),
+                seccomp_listener: seccomp_listener.as_ref().map(|s| s.as_fd()),
+                listener_state: &listener_state,
                 userns,
                 dmz: &dmz,
             });
@@ -148,6 +165,7 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
     }
     drop(child_sock);
     drop(console);
+    drop(seccomp_listener);
     let chan = Channel::new(parent_sock);
 
     let fail = |e: Error| -> Error {
@@ -216,6 +234,9 @@ struct ChildArgs<'a> {
     preserve_fds: u32,
     sigmask: libc::sigset_t,
     seccomp: Option<&'a crate::seccomp::Filter>,
+    seccomp_listener: Option<BorrowedFd<'a>>,
+    /// The listener's message, without the pid.
+    listener_state: &'a serde_json::Value,
     userns: bool,
     dmz: &'a OwnedFd,
 }
@@ -226,7 +247,9 @@ fn child(a: &ChildArgs<'_>) -> Result<()> {
     // Until execve, this process is the runtime inside the container: keep
     // container processes from reading or ptracing it.
     sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).ctx(|| "set non-dumpable".into())?;
-    a.chan.expect("go")?;
+    let Msg::Go(host_pid) = a.chan.expect("go")? else {
+        unreachable!()
+    };
     for (kind, fd) in a.joins {
         sys::setns(fd.as_fd(), kind.flag())
             .ctx(|| format!("join the container's {} namespace", kind.spec_name()))?;
@@ -259,57 +282,24 @@ fn child(a: &ChildArgs<'_>) -> Result<()> {
         sys::setrlimit(r.resource, r.soft, r.hard)
             .ctx(|| format!("process.rlimits: resource {}", r.resource))?;
     }
-    // As in the init: everything a container's filter may forbid happens
-    // before it can be loaded.
-    let exe = crate::init::find_executable(&p.args[0], &p.env)?;
-    let argv: Vec<CString> = p
-        .args
-        .iter()
-        .map(|s| CString::new(s.as_bytes()))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| Error::Other("process.args contains a NUL byte".into()))?;
-    let envp: Vec<CString> = p
-        .env
-        .iter()
-        .map(|s| CString::new(s.as_bytes()))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| Error::Other("process.env contains a NUL byte".into()))?;
-    for fd in 3..3 + a.preserve_fds {
-        let _ = sys::set_cloexec(fd as i32, false);
-    }
-    sys::close_range_cloexec(3 + a.preserve_fds).ctx(|| "mark fds close-on-exec".into())?;
-    // The cwd must be inside the container (CVE-2024-21626).
-    crate::init::enter_cwd(&p.cwd)?;
-    let mut seccomp_pending = a.seccomp;
-    let mut filtered = false;
-    if !p.no_new_privs {
-        if let Some(f) = seccomp_pending.take() {
-            crate::seccomp::load(f, None, Vec::new)?;
-            filtered = true;
-        }
-    }
-    crate::caps::apply_user_and_caps(p, a.userns)?;
-    match crate::init::enter_cwd(&p.cwd) {
-        Ok(()) => {}
-        Err(Error::Io { cause, .. })
-            if filtered
-                && matches!(cause.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOSYS)) => {}
-        Err(Error::Other(_)) if filtered => {}
-        Err(e) => return Err(e),
-    }
-    if p.no_new_privs {
-        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).ctx(|| "set no_new_privs".into())?;
-    }
-    if let Some(m) = p.umask {
-        sys::umask(m);
-    }
-    sys::reset_signal_dispositions();
-    sys::set_sigmask(&a.sigmask).ctx(|| "restore the signal mask".into())?;
-    // The parent waits for our execve; a detached exec must outlive it.
-    sys::prctl(libc::PR_SET_PDEATHSIG, 0, 0).ctx(|| "clear parent-death signal".into())?;
-    if let Some(f) = seccomp_pending {
-        crate::seccomp::load(f, None, Vec::new)?;
-    }
-    let err = crate::dmz::exec(a.dmz, &exe, &argv, &envp);
-    Err(Error::Other(format!("exec {:?}: {err}", p.args[0])))
+    let handover = crate::process::Handover {
+        process: p,
+        userns: a.userns,
+        preserve_fds: a.preserve_fds,
+        sigmask: a.sigmask,
+        seccomp: a.seccomp,
+        seccomp_listener: a.seccomp_listener,
+        dmz: a.dmz,
+    };
+    let state = || {
+        let mut v = a.listener_state.clone();
+        v["pid"] = host_pid.into();
+        v.to_string().into_bytes()
+    };
+    let never = crate::process::hand_over(&handover, &state, || {
+        // The parent waits for our execve; a detached exec must outlive it.
+        sys::prctl(libc::PR_SET_PDEATHSIG, 0, 0).ctx(|| "clear parent-death signal".into())?;
+        Ok(())
+    })?;
+    match never {}
 }

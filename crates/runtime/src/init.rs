@@ -308,82 +308,41 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
         }
     }
 
-    // Everything that needs syscalls a container's filter may forbid
-    // (faccessat2, close_range, getcwd) happens before a filter can be
-    // loaded: resolve the program, build argv/env, mark the fds.
-    let exe = find_executable(&p.args[0], &p.env)?;
-    let argv = to_cstrings(&p.args, "process.args")?;
-    let envp = to_cstrings(&p.env, "process.env")?;
-    // Preserved fds pass through; everything else closes at execve.
-    for fd in 3..3 + a.preserve_fds {
-        let _ = sys::set_cloexec(fd as i32, false);
-    }
-    sys::close_range_cloexec(3 + a.preserve_fds).ctx(|| "mark fds close-on-exec".into())?;
-    // The cwd must really be inside the root: a leaked directory fd would
-    // show as "(unreachable)" (CVE-2024-21626). Checked now, and again as
-    // the container user below where the filter allows it.
-    enter_cwd(&p.cwd)?;
+    let handover = crate::process::Handover {
+        process: p,
+        userns,
+        preserve_fds: a.preserve_fds,
+        sigmask: a.sigmask,
+        seccomp: a.seccomp,
+        seccomp_listener: a.seccomp_listener,
+        dmz: a.dmz,
+    };
+    let state = || process_state(a, host_pid);
+    let never = crate::process::hand_over(&handover, &state, || {
+        // From here on the init outlives `create`.
+        sys::prctl(libc::PR_SET_PDEATHSIG, 0, 0).ctx(|| "clear parent-death signal".into())?;
+        a.chan
+            .send(&Msg::Ready)
+            .ctx(|| "tell the runtime we are ready".into())?;
+        READY_SENT.store(true, std::sync::atomic::Ordering::Relaxed);
 
-    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it now,
-    // before capabilities go (runc's order). Otherwise it is the last step.
-    let mut seccomp_pending = a.seccomp;
-    let mut filtered = false;
-    if !p.no_new_privs {
-        if let Some(f) = seccomp_pending.take() {
-            crate::seccomp::load(f, a.seccomp_listener, || process_state(a, host_pid))?;
-            filtered = true;
+        // Wait for `start`: opening the fifo for writing blocks until a
+        // reader comes. Reopen through our procfs handle: the container's
+        // /proc may be missing or masked, and the path must not be the
+        // container's to choose.
+        let link = PathBuf::from(format!("thread-self/fd/{}", a.fifo.as_raw_fd()));
+        let w = sys::open_in_proc(proc_handle.as_fd(), &link, libc::O_WRONLY, true)
+            .ctx(|| "open the exec fifo".into())?;
+        sys::write_all_fd(w.as_fd(), b"0").ctx(|| "write the exec fifo".into())?;
+        drop(w);
+
+        if !plan.hooks.start_container.is_empty() {
+            let state = hook_state(a, host_pid, "running");
+            crate::hooks::run_hooks("startContainer", &plan.hooks.start_container, &state, true)?;
         }
-    }
-
-    crate::caps::apply_user_and_caps(p, userns)?;
-
-    // chdir again as the container user, so a cwd it may not enter fails
-    // as it would for runc. A filter that forbids chdir/getcwd leaves us in
-    // the directory checked above.
-    match enter_cwd(&p.cwd) {
-        Ok(()) => {}
-        Err(Error::Io { cause, .. })
-            if filtered
-                && matches!(cause.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOSYS)) => {}
-        Err(Error::Other(_)) if filtered => {}
-        Err(e) => return Err(e),
-    }
-
-    if p.no_new_privs {
-        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).ctx(|| "set no_new_privs".into())?;
-    }
-    sys::umask(p.umask.unwrap_or(0o022));
-
-    // From here on the init outlives `create`.
-    sys::prctl(libc::PR_SET_PDEATHSIG, 0, 0).ctx(|| "clear parent-death signal".into())?;
-    a.chan
-        .send(&Msg::Ready)
-        .ctx(|| "tell the runtime we are ready".into())?;
-    READY_SENT.store(true, std::sync::atomic::Ordering::Relaxed);
-
-    // Wait for `start`: opening the fifo for writing blocks until a reader
-    // comes. Reopen through our procfs handle: the container's /proc may be
-    // missing or masked, and the path must not be the container's to choose.
-    let link = PathBuf::from(format!("thread-self/fd/{}", a.fifo.as_raw_fd()));
-    let w = sys::open_in_proc(proc_handle.as_fd(), &link, libc::O_WRONLY, true)
-        .ctx(|| "open the exec fifo".into())?;
-    sys::write_all_fd(w.as_fd(), b"0").ctx(|| "write the exec fifo".into())?;
-    drop(w);
-    drop(proc_handle);
-
-    if !plan.hooks.start_container.is_empty() {
-        let state = hook_state(a, host_pid, "running");
-        crate::hooks::run_hooks("startContainer", &plan.hooks.start_container, &state, true)?;
-    }
-
-    sys::reset_signal_dispositions();
-    sys::set_sigmask(&a.sigmask).ctx(|| "restore the signal mask".into())?;
-    if let Some(f) = seccomp_pending {
-        // Last: nothing of ours runs under the filter except execve.
-        crate::seccomp::load(f, a.seccomp_listener, || process_state(a, host_pid))?;
-    }
-    let err = crate::dmz::exec(a.dmz, &exe, &argv, &envp);
-    Err(Error::Other(format!("exec {:?}: {err}", p.args[0])))
+        Ok(())
+    })?;
+    match never {}
 }
 
 fn hook_state(a: &InitArgs<'_>, pid: i32, status: &str) -> Vec<u8> {
@@ -430,15 +389,6 @@ pub(crate) fn enter_cwd(cwd: &Path) -> Result<()> {
             "process.cwd {cwd:?} is outside the container root"
         ))),
     }
-}
-
-fn to_cstrings(v: &[String], field: &str) -> Result<Vec<CString>> {
-    v.iter()
-        .map(|s| {
-            CString::new(s.as_bytes())
-                .map_err(|_| Error::Other(format!("{field}: {s:?} contains a NUL byte")))
-        })
-        .collect()
 }
 
 /// Resolve args[0] as execvp would, with the container's PATH.

@@ -18,6 +18,7 @@ pub mod log;
 pub mod mounts;
 pub mod paths;
 pub mod plan;
+mod process;
 pub mod protect;
 pub mod seccomp;
 pub mod signal;
