@@ -894,3 +894,100 @@ fn create_start_attached_wait() {
     assert_eq!(e.out(&["wait", "c"]).trim(), "9");
     assert_eq!(e.out(&["logs", "c"]), "attached\nattached\n");
 }
+
+/// Poll `f` until it returns Some, failing after `secs`.
+fn poll<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pid_alive(pid: i64) -> bool {
+    pid > 0
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+}
+
+fn ps_rows(e: &Engine) -> Vec<Value> {
+    e.out(&["ps", "-a", "--format", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn corrupt_record_is_listed_keeps_its_name_and_is_removable() {
+    need_root!();
+    let e = Engine::new("corrupt");
+    let id = e
+        .out(&[
+            "run",
+            "-d",
+            "--name",
+            "samename",
+            "--network",
+            "none",
+            "busybox",
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_string();
+    let pid = e.inspect("samename")["State"]["Pid"].as_i64().unwrap();
+    assert!(pid_alive(pid));
+    // A crash half-way through a non-atomic write: half the JSON.
+    let rec = e.data().join("containers").join(&id).join("record.json");
+    let full = std::fs::read(&rec).unwrap();
+    std::fs::write(&rec, &full[..full.len() / 2]).unwrap();
+    let rows = ps_rows(&e);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["State"], "corrupt");
+    assert_eq!(rows[0]["Names"], "samename");
+    assert!(id.starts_with(rows[0]["ID"].as_str().unwrap()));
+    // The name stays reserved while the container may be running.
+    let o = e.run(&[
+        "run",
+        "-d",
+        "--name",
+        "samename",
+        "--network",
+        "none",
+        "busybox",
+        "true",
+    ]);
+    assert!(!o.status.success());
+    assert!(stdout(&o).is_empty());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already in use"),
+        "{o:?}"
+    );
+    assert!(!e.run(&["rm", &id]).status.success(), "rm needs -f");
+    e.ok(&["rm", "-f", &id[..12]]);
+    assert!(ps_rows(&e).is_empty());
+    assert!(!e.data().join("containers").join(&id).exists());
+    poll(10, "the init is killed", || (!pid_alive(pid)).then_some(()));
+    // And the name is free again.
+    e.ok(&[
+        "run",
+        "--rm",
+        "--name",
+        "samename",
+        "--network",
+        "none",
+        "busybox",
+        "true",
+    ]);
+}

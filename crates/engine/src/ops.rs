@@ -133,10 +133,10 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
         let _l = record::lock(dirs)?;
         name = match &opts.name {
             Some(n) => {
-                if let Some(r) = record::all(dirs).into_iter().find(|r| r.name == *n) {
+                if let Some(id) = record::name_owner(dirs, n)? {
                     return Err(Error::NameInUse {
                         name: n.clone(),
-                        id: r.id,
+                        id,
                     });
                 }
                 n.clone()
@@ -632,10 +632,31 @@ pub fn rm(dirs: &Dirs, name: &str, force: bool) -> Result<String> {
         }
         wait_exit(dirs, &id, Duration::from_secs(15));
     } else if !force && record::exists(&dirs.container(&id)) {
-        return Err(Error::NoSuchContainer(name.into()));
+        return Err(Error::State {
+            id,
+            msg: "has a corrupt record: remove it with rm -f".into(),
+        });
+    } else {
+        kill_unrecorded(dirs, &id);
     }
     remove_all(dirs, &id)?;
     Ok(id)
+}
+
+/// A container without a readable record may still run: its init is found
+/// through the runtime's state, killed, and waited for (its monitor then
+/// finds no record to update and exits).
+fn kill_unrecorded(dirs: &Dirs, id: &str) {
+    let root = dirs.runtime_root();
+    let Ok(st) = container::state_json(&root, id) else {
+        return;
+    };
+    let pid = st["pid"].as_i64().unwrap_or(0) as i32;
+    let _ = container::kill(&root, id, libc::SIGKILL, true);
+    let t0 = Instant::now();
+    while util::pid_alive(pid, 0) && t0.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `wait`: block until the container exits; its exit code.
@@ -719,7 +740,23 @@ fn status_text(s: Status, r: &Record) -> String {
 /// `ps` rows as JSON objects (the table is printed by the CLI).
 pub fn ps(dirs: &Dirs, all: bool) -> Vec<Value> {
     let mut out = Vec::new();
-    for r in record::all(dirs) {
+    let (good, bad) = record::scan(dirs);
+    // A record that cannot be read is shown (it may be a running
+    // container), never silently dropped.
+    for c in bad.into_iter().filter(|_| all) {
+        out.push(json!({
+            "ID": &c.id[..12.min(c.id.len())],
+            "Image": "",
+            "Command": "",
+            "CreatedAt": "",
+            "RunningFor": "",
+            "State": "corrupt",
+            "Status": format!("Corrupt record ({})", c.error),
+            "Ports": "",
+            "Names": c.name.unwrap_or_default(),
+        }));
+    }
+    for r in good {
         // A record whose directory vanished meanwhile is not listed.
         if !dirs.container(&r.id).exists() {
             continue;

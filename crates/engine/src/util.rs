@@ -112,11 +112,26 @@ pub fn ago(stamp: &str) -> String {
     }
 }
 
-/// Write through a temporary file and rename, so readers never see half.
+/// Write through a temporary file and rename, so readers never see half;
+/// the file is fsynced before the rename and the directory after it, so a
+/// crash or power loss leaves the old or the new content, never a
+/// truncated file (ext4 and xfs may otherwise persist the rename before
+/// the data).
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, data).map_err(io_err("write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err("rename into place", path))
+    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(io_err("write", &tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io_err("rename into place", path))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("sync directory", dir))?;
+    }
+    Ok(())
 }
 
 /// "KILL", "SIGKILL", "kill" or "9" (the runtime's parser).
