@@ -238,6 +238,13 @@ struct Started {
 fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
     let rec = record::load(dirs, id)?;
     let o = &rec.opts;
+    // A live monitor in the record from the start: the container is being
+    // started, so its leases (made below) are not stale to anyone else.
+    let me = sys::getpid();
+    record::update(dirs, id, |r| {
+        r.monitor_pid = me;
+        r.monitor_start = util::proc_start_time(me);
+    })?;
     let _ = sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0);
     let run_dir = dirs.run_container(id);
     crate::dirs::mkdir_p(&run_dir)?;

@@ -93,6 +93,12 @@ pub struct Record {
     pub monitor_pid: i32,
     #[serde(default)]
     pub monitor_start: u64,
+    /// The monitor's keeper (its parent, a child subreaper), which
+    /// records the exit code should the monitor die first.
+    #[serde(default)]
+    pub keeper_pid: i32,
+    #[serde(default)]
+    pub keeper_start: u64,
     #[serde(default)]
     pub started_at: Option<String>,
     #[serde(default)]
@@ -365,6 +371,8 @@ mod tests {
             pid_start: 0,
             monitor_pid: 0,
             monitor_start: 0,
+            keeper_pid: 0,
+            keeper_start: 0,
             started_at: None,
             finished_at: None,
             exit_code: None,
