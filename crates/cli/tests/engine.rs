@@ -1215,3 +1215,124 @@ fn after_a_reboot_containers_start_and_networks_work_again() {
         .unwrap();
     assert!(!table.success(), "nft table {} left behind", e.nft);
 }
+
+/// Runs until `/tmp/go` appears in its rootfs, then exits 3.
+const EXIT3_ON_GO: &str = "while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 3";
+
+fn release(e: &Engine, name: &str) {
+    let rootfs = e.inspect(name)["Rootfs"].as_str().unwrap().to_string();
+    std::fs::write(Path::new(&rootfs).join("tmp/go"), b"").unwrap();
+}
+
+#[test]
+fn exit_code_survives_a_killed_monitor_or_reads_unknown() {
+    need_root!();
+    let e = Engine::new("keeper");
+    for name in ["kept", "lost"] {
+        e.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            EXIT3_ON_GO,
+        ]);
+    }
+    // The monitor alone dies: its keeper collects the real code.
+    let (init, mon, keeper) = engine_pids(&e, "kept");
+    assert!(init > 0 && mon > 0, "{init} {mon}");
+    sigkill(&[mon]);
+    assert!(pid_alive(init));
+    release(&e, "kept");
+    let o = e.run(&["wait", "kept"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&o).trim(), "3");
+    let st = e.inspect("kept")["State"].clone();
+    assert_eq!(st["Status"], "exited");
+    assert_eq!(st["ExitCode"], 3, "{st}");
+    let row = ps_rows(&e)
+        .into_iter()
+        .find(|r| r["Names"] == "kept")
+        .unwrap();
+    assert!(
+        row["Status"].as_str().unwrap().starts_with("Exited (3)"),
+        "{row}"
+    );
+    assert!(keeper > 0, "the monitor runs under a keeper");
+    poll(10, "the keeper exits", || {
+        (!pid_alive(keeper)).then_some(())
+    });
+
+    // Monitor and keeper both die: the code is lost and reads as unknown,
+    // never as a false 0.
+    let (init, mon, keeper) = engine_pids(&e, "lost");
+    sigkill(&[keeper, mon]);
+    release(&e, "lost");
+    poll(10, "the init exits", || (!pid_alive(init)).then_some(()));
+    let o = e.run(&["wait", "lost"]);
+    assert!(!o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("exit code unknown"),
+        "{o:?}"
+    );
+    let st = e.inspect("lost")["State"].clone();
+    assert_eq!(st["Status"], "exited");
+    assert_eq!(st["ExitCode"], -1, "{st}");
+    assert!(st["Error"].as_str().unwrap().contains("unknown"), "{st}");
+    let row = ps_rows(&e)
+        .into_iter()
+        .find(|r| r["Names"] == "lost")
+        .unwrap();
+    assert!(
+        row["Status"]
+            .as_str()
+            .unwrap()
+            .starts_with("Exited (unknown)"),
+        "{row}"
+    );
+}
+
+#[test]
+fn foreground_run_rm_stays_supervised_when_its_cli_is_killed() {
+    need_root!();
+    let e = Engine::new("fgrm");
+    let mut fg = e
+        .cmd(&[
+            "run",
+            "--rm",
+            "--name",
+            "fg",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            EXIT3_ON_GO,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    poll(20, "fg runs", || {
+        let o = e.run(&["inspect", "fg"]);
+        let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+        (v[0]["State"]["Status"] == "running").then_some(())
+    });
+    let id = e.inspect("fg")["Id"].as_str().unwrap().to_string();
+    fg.kill().unwrap();
+    fg.wait().unwrap();
+    // Still supervised by its monitor, which outlived the CLI.
+    let (init, mon, _) = engine_pids(&e, "fg");
+    assert!(pid_alive(init), "{init}");
+    release(&e, "fg");
+    // The monitor records the exit and does the --rm cleanup.
+    poll(20, "fg is removed", || ps_rows(&e).is_empty().then_some(()));
+    assert!(!e.data().join("containers").join(&id).exists());
+    assert!(mounts_under(e.dir.path()).is_empty());
+    assert!(mon > 0, "a monitor outlived the CLI");
+    poll(10, "the monitor exits", || (!pid_alive(mon)).then_some(()));
+}

@@ -528,7 +528,7 @@ pub fn run(dirs: &Dirs, opts: &RunOptions) -> Result<(String, i32)> {
         spawn_monitor(dirs, &id)?;
         return Ok((id, 0));
     }
-    let code = crate::monitor::run(dirs, &id, true, None)?;
+    let code = crate::monitor::foreground(dirs, &id)?;
     Ok((id, code))
 }
 
@@ -546,7 +546,7 @@ pub fn start_attached(dirs: &Dirs, name: &str) -> Result<i32> {
         wait_exit(dirs, &id, Duration::from_secs(10));
     }
     recover_for_start(dirs, &r)?;
-    crate::monitor::run(dirs, &id, true, None)
+    crate::monitor::foreground(dirs, &id)
 }
 
 /// `start` (detached).
@@ -571,7 +571,10 @@ fn wait_exit(dirs: &Dirs, id: &str, timeout: Duration) -> bool {
         let Ok(r) = record::load(dirs, id) else {
             return true;
         };
-        if !init_alive(&r) && (r.phase != Phase::Running || !monitor_alive(&r)) {
+        // A live keeper is recording the end of a monitor that died.
+        if !init_alive(&r)
+            && (r.phase != Phase::Running || !(monitor_alive(&r) || keeper_alive(&r)))
+        {
             if r.phase == Phase::Running {
                 // The monitor is gone (killed?): record the end ourselves.
                 crate::monitor::finish(dirs, id, None);
