@@ -413,4 +413,28 @@ mod tests {
         assert!(n.contains('_') && n != "web");
         assert!(check_name("ok-name_1.x").is_ok() && check_name("-bad").is_err());
     }
+
+    #[test]
+    fn corrupt_records_keep_their_names() {
+        let t = tempfile::tempdir().unwrap();
+        let dirs = Dirs {
+            data: t.path().join("data"),
+            run: t.path().join("run"),
+        };
+        crate::dirs::mkdir_p(&dirs.container("abc123")).unwrap();
+        save(&dirs, &rec("abc123", "web")).unwrap();
+        std::fs::write(dirs.container("abc123").join(RECORD), b"{\"id\": \"ab").unwrap();
+        let (good, bad) = scan(&dirs);
+        assert!(good.is_empty());
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].name.as_deref(), Some("web"));
+        assert_eq!(name_owner(&dirs, "web").unwrap().as_deref(), Some("abc123"));
+        assert_eq!(name_owner(&dirs, "db").unwrap(), None);
+        assert_eq!(resolve(&dirs, "web").unwrap(), "abc123");
+        assert_ne!(generate_name(&dirs, "abc123"), "web");
+        // Without a name file (made before them) the name is unknown: no
+        // new name can be checked, so every one is refused.
+        std::fs::remove_file(dirs.container("abc123").join(NAME)).unwrap();
+        assert!(name_owner(&dirs, "db").is_err());
+    }
 }

@@ -237,6 +237,8 @@ fn network(dirs: &Dirs, c: NetCmd) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         NetCmd::Rm { networks } => {
+            // Leases left by a reboot or a crash must not keep it in use.
+            ops::free_stale_leases(dirs);
             for n in &networks {
                 mgr.remove(n)?;
                 println!("{n}");
