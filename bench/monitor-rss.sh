@@ -48,4 +48,8 @@ con=$(pgrep -n conmon) || { echo "no conmon found" >&2; exit 1; }
 echo "| process | RSS (kB) | PSS (kB) |"
 echo "|---|---|---|"
 echo "| hako monitor ($($hako --version 2>/dev/null | head -1)) | $(rss "$mon") | $(pss "$mon") |"
+# The monitor's keeper (its parent, which collects the exit code should
+# the monitor die) is a forked copy that only waits.
+keeper=$(awk '{print $4}' "/proc/$mon/stat")
+echo "| hako keeper (the monitor's parent) | $(rss "$keeper") | $(pss "$keeper") |"
 echo "| conmon ($(conmon --version | head -1)) | $(rss "$con") | $(pss "$con") |"

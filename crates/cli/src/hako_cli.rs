@@ -179,7 +179,12 @@ pub enum Cmd {
     #[command(subcommand)]
     Network(NetCmd),
     #[command(name = "__monitor", hide = true)]
-    Monitor { id: String },
+    Monitor {
+        /// Foreground: share the caller's terminal; the caller is the keeper.
+        #[arg(long)]
+        attached: bool,
+        id: String,
+    },
     #[command(name = "__init", hide = true, disable_help_flag = true)]
     Init {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -926,6 +926,448 @@ fn create_start_attached_wait() {
     assert_eq!(e.out(&["logs", "c"]), "attached\nattached\n");
 }
 
+/// Poll `f` until it returns Some, failing after `secs`.
+fn poll<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pid_alive(pid: i64) -> bool {
+    pid > 0
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+}
+
+fn ps_rows(e: &Engine) -> Vec<Value> {
+    e.out(&["ps", "-a", "--format", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn corrupt_record_is_listed_keeps_its_name_and_is_removable() {
+    need_root!();
+    let e = Engine::new("corrupt");
+    let id = e
+        .out(&[
+            "run",
+            "-d",
+            "--name",
+            "samename",
+            "--network",
+            "none",
+            "busybox",
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_string();
+    let pid = e.inspect("samename")["State"]["Pid"].as_i64().unwrap();
+    assert!(pid_alive(pid));
+    // A crash half-way through a non-atomic write: half the JSON.
+    let rec = e.data().join("containers").join(&id).join("record.json");
+    let full = std::fs::read(&rec).unwrap();
+    std::fs::write(&rec, &full[..full.len() / 2]).unwrap();
+    let rows = ps_rows(&e);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["State"], "corrupt");
+    assert_eq!(rows[0]["Names"], "samename");
+    assert!(id.starts_with(rows[0]["ID"].as_str().unwrap()));
+    // The name stays reserved while the container may be running.
+    let o = e.run(&[
+        "run",
+        "-d",
+        "--name",
+        "samename",
+        "--network",
+        "none",
+        "busybox",
+        "true",
+    ]);
+    assert!(!o.status.success());
+    assert!(stdout(&o).is_empty());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already in use"),
+        "{o:?}"
+    );
+    assert!(!e.run(&["rm", &id]).status.success(), "rm needs -f");
+    e.ok(&["rm", "-f", &id[..12]]);
+    assert!(ps_rows(&e).is_empty());
+    assert!(!e.data().join("containers").join(&id).exists());
+    poll(10, "the init is killed", || (!pid_alive(pid)).then_some(()));
+    // And the name is free again.
+    e.ok(&[
+        "run",
+        "--rm",
+        "--name",
+        "samename",
+        "--network",
+        "none",
+        "busybox",
+        "true",
+    ]);
+}
+
+/// The parent of `pid` (from /proc/PID/stat), 0 when unknown.
+fn ppid(pid: i64) -> i64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+fn comm(pid: i64) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// The container's init, its monitor and the monitor's keeper (the
+/// monitor's parent when that is a hako process), as inspect shows them.
+fn engine_pids(e: &Engine, name: &str) -> (i64, i64, i64) {
+    let st = e.inspect(name)["State"].clone();
+    let init = st["Pid"].as_i64().unwrap_or(0);
+    let mon = st["MonitorPid"].as_i64().unwrap_or(0);
+    let p = if mon > 0 { ppid(mon) } else { 0 };
+    let keeper = if p > 1 && comm(p) == "hako" { p } else { 0 };
+    (init, mon, keeper)
+}
+
+fn sigkill(pids: &[i64]) {
+    for &p in pids.iter().filter(|p| **p > 0) {
+        // SAFETY: kill with integers.
+        unsafe { libc::kill(p as i32, libc::SIGKILL) };
+    }
+    poll(10, "killed processes are gone", || {
+        pids.iter().all(|p| !pid_alive(*p)).then_some(())
+    });
+}
+
+fn mounts_under(root: &Path) -> Vec<String> {
+    let root = root.to_string_lossy().into_owned();
+    let mut v: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|p| p.starts_with(&root))
+        .collect();
+    v.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    v
+}
+
+/// What a reboot does to hako: every process gone (SIGKILL, keepers and
+/// monitors first so nobody records anything), mounts gone, the bridge and
+/// the nft table gone, cgroups gone, the run root (a tmpfs) empty; the
+/// data root stays.
+fn simulate_reboot(e: &Engine, bridge: &str) {
+    let rows = ps_rows(e);
+    let mut all = Vec::new();
+    for r in &rows {
+        let (init, mon, keeper) = engine_pids(e, r["Names"].as_str().unwrap());
+        sigkill(&[keeper, mon]);
+        all.push(init);
+    }
+    sigkill(&all);
+    for p in mounts_under(e.dir.path()) {
+        let c = std::ffi::CString::new(p.clone()).unwrap();
+        // SAFETY: a NUL-terminated path; umount2 has no memory effects.
+        let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        assert_eq!(rc, 0, "umount {p}");
+    }
+    if let Ok(rd) = std::fs::read_dir(e.data().join("containers")) {
+        for d in rd.flatten() {
+            let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup/hako").join(d.file_name()));
+        }
+    }
+    let st = Command::new("ip")
+        .args(["link", "del", bridge])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = Command::new("nft")
+        .args(["delete", "table", "inet", &e.nft])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_dir_all(e.dir.path().join("run")).unwrap();
+}
+
+#[test]
+fn after_a_reboot_containers_start_and_networks_work_again() {
+    need_root!();
+    let mut e = Engine::new("reboot");
+    let net = "t10net";
+    let bridge = format!("t10br{}", std::process::id() % 10_000);
+    e.networks.push(net.into());
+    e.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.216.10.0/24",
+        "--bridge",
+        &bridge,
+        net,
+    ]);
+    let id_a = e
+        .out(&[
+            "run",
+            "-d",
+            "--network",
+            net,
+            "--name",
+            "a",
+            "busybox",
+            "sh",
+            "-c",
+            "while true; do echo hello-a | nc -l -p 8080; done",
+        ])
+        .trim()
+        .to_string();
+    e.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "b",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    // A change in a's writable layer must survive the remount.
+    e.ok(&["exec", "a", "sh", "-c", "echo kept > /kept"]);
+
+    simulate_reboot(&e, &bridge);
+
+    // Recorded as running, processes gone: exited, with an unknown code.
+    let rows = ps_rows(&e);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r["State"], "exited", "{r}");
+        assert!(
+            r["Status"]
+                .as_str()
+                .unwrap()
+                .starts_with("Exited (unknown)"),
+            "{r}"
+        );
+    }
+    e.ok(&["start", "a"]);
+    assert_eq!(e.inspect("a")["State"]["Status"], "running");
+    assert_eq!(e.out(&["exec", "a", "cat", "/kept"]).trim(), "kept");
+    // Reachable on its network, by name, from a new container there.
+    poll(20, "a answers on t10net", || {
+        let o = e.run(&[
+            "run",
+            "--rm",
+            "--network",
+            net,
+            "busybox",
+            "nc",
+            "-w",
+            "2",
+            "a",
+            "8080",
+        ]);
+        stdout(&o).contains("hello-a").then_some(())
+    });
+    e.ok(&["run", "--rm", "--network", net, "busybox", "true"]);
+    // Only a holds a lease: the stale one of its first start is freed.
+    let info: Value = serde_json::from_str(&e.out(&["network", "inspect", net])).unwrap();
+    let leases = info[0]["containers"].as_array().unwrap();
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    assert_eq!(leases[0]["container_id"], id_a.as_str());
+    let rows = ps_rows(&e);
+    let states: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["Names"].as_str().unwrap().to_string(),
+                r["State"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("a".to_string(), "running".to_string()),
+            ("b".to_string(), "exited".to_string())
+        ]
+    );
+
+    // Removing everything leaves nothing behind.
+    e.ok(&["rm", "-f", "a", "b"]);
+    e.ok(&["network", "rm", net]);
+    e.networks.clear();
+    assert!(ps_rows(&e).is_empty());
+    assert!(mounts_under(e.dir.path()).is_empty());
+    let leases_dir = e.data().join("net").join("leases");
+    if let Ok(rd) = std::fs::read_dir(&leases_dir) {
+        for f in rd.flatten() {
+            let s = std::fs::read_to_string(f.path()).unwrap();
+            assert!(s.trim().is_empty() || s.trim() == "[]", "{s}");
+        }
+    }
+    let link = Command::new("ip")
+        .args(["link", "show", &bridge])
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!link.success(), "bridge {bridge} left behind");
+    let table = Command::new("nft")
+        .args(["list", "table", "inet", &e.nft])
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!table.success(), "nft table {} left behind", e.nft);
+}
+
+/// Runs until `/tmp/go` appears in its rootfs, then exits 3.
+const EXIT3_ON_GO: &str = "while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 3";
+
+fn release(e: &Engine, name: &str) {
+    let rootfs = e.inspect(name)["Rootfs"].as_str().unwrap().to_string();
+    std::fs::write(Path::new(&rootfs).join("tmp/go"), b"").unwrap();
+}
+
+#[test]
+fn exit_code_survives_a_killed_monitor_or_reads_unknown() {
+    need_root!();
+    let e = Engine::new("keeper");
+    for name in ["kept", "lost"] {
+        e.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            EXIT3_ON_GO,
+        ]);
+    }
+    // The monitor alone dies: its keeper collects the real code.
+    let (init, mon, keeper) = engine_pids(&e, "kept");
+    assert!(init > 0 && mon > 0, "{init} {mon}");
+    sigkill(&[mon]);
+    assert!(pid_alive(init));
+    release(&e, "kept");
+    let o = e.run(&["wait", "kept"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&o).trim(), "3");
+    let st = e.inspect("kept")["State"].clone();
+    assert_eq!(st["Status"], "exited");
+    assert_eq!(st["ExitCode"], 3, "{st}");
+    let row = ps_rows(&e)
+        .into_iter()
+        .find(|r| r["Names"] == "kept")
+        .unwrap();
+    assert!(
+        row["Status"].as_str().unwrap().starts_with("Exited (3)"),
+        "{row}"
+    );
+    assert!(keeper > 0, "the monitor runs under a keeper");
+    poll(10, "the keeper exits", || {
+        (!pid_alive(keeper)).then_some(())
+    });
+
+    // Monitor and keeper both die: the code is lost and reads as unknown,
+    // never as a false 0.
+    let (init, mon, keeper) = engine_pids(&e, "lost");
+    sigkill(&[keeper, mon]);
+    release(&e, "lost");
+    poll(10, "the init exits", || (!pid_alive(init)).then_some(()));
+    let o = e.run(&["wait", "lost"]);
+    assert!(!o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("exit code unknown"),
+        "{o:?}"
+    );
+    let st = e.inspect("lost")["State"].clone();
+    assert_eq!(st["Status"], "exited");
+    assert_eq!(st["ExitCode"], -1, "{st}");
+    assert!(st["Error"].as_str().unwrap().contains("unknown"), "{st}");
+    let row = ps_rows(&e)
+        .into_iter()
+        .find(|r| r["Names"] == "lost")
+        .unwrap();
+    assert!(
+        row["Status"]
+            .as_str()
+            .unwrap()
+            .starts_with("Exited (unknown)"),
+        "{row}"
+    );
+}
+
+#[test]
+fn foreground_run_rm_stays_supervised_when_its_cli_is_killed() {
+    need_root!();
+    let e = Engine::new("fgrm");
+    let mut fg = e
+        .cmd(&[
+            "run",
+            "--rm",
+            "--name",
+            "fg",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            EXIT3_ON_GO,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    poll(20, "fg runs", || {
+        let o = e.run(&["inspect", "fg"]);
+        let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+        (v[0]["State"]["Status"] == "running").then_some(())
+    });
+    let id = e.inspect("fg")["Id"].as_str().unwrap().to_string();
+    fg.kill().unwrap();
+    fg.wait().unwrap();
+    // Still supervised by its monitor, which outlived the CLI.
+    let (init, mon, _) = engine_pids(&e, "fg");
+    assert!(pid_alive(init), "{init}");
+    release(&e, "fg");
+    // The monitor records the exit and does the --rm cleanup.
+    poll(20, "fg is removed", || ps_rows(&e).is_empty().then_some(()));
+    assert!(!e.data().join("containers").join(&id).exists());
+    assert!(mounts_under(e.dir.path()).is_empty());
+    assert!(mon > 0, "a monitor outlived the CLI");
+    poll(10, "the monitor exits", || (!pid_alive(mon)).then_some(()));
+}
+
 /// tests/fixtures/NAME.c built static, once per test binary.
 fn fixture_binary(name: &str) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());

@@ -12,6 +12,30 @@
 //!    releases the network, and does `--rm` cleanup.
 //!
 //! No async runtime and no image store here: the monitor stays small.
+//!
+//! ## The keeper: exit codes survive a dead monitor
+//!
+//! Only a parent learns a child's exit status, and an orphan is
+//! re-parented to its nearest *ancestor* that is a child subreaper (else
+//! to PID 1, which reaps it and throws the status away). So nothing that
+//! starts later (`hako wait`, `ps`) can take over as reaper: the process
+//! that is to collect the code must already be an ancestor of the
+//! container's init. Hence every monitor runs under a **keeper**, its
+//! parent, a child subreaper that does nothing but wait:
+//!
+//! - detached (`hako __monitor ID`): the process forks first thing; the
+//!   child is the monitor, the parent the keeper (a forked copy that then
+//!   only sleeps in `wait`, its memory shared with or given back);
+//! - foreground (`run`, `start -a`): the CLI spawns `hako __monitor
+//!   --attached ID` on the same terminal and is its keeper; it forwards
+//!   the signals sent to it. Killing the CLI no longer orphans the
+//!   container: the monitor outlives it, records the exit and does the
+//!   `--rm` cleanup.
+//!
+//! If the monitor dies (SIGKILL, OOM), the init is re-parented to the
+//! keeper, which reaps it and records the real code (and does `--rm`).
+//! Only if both die is the code lost; it then reads as unknown (ExitCode
+//! -1 and an Error in inspect, `Exited (unknown)` in ps, `wait` fails).
 
 use std::fs::File;
 use std::io::Write;
@@ -250,6 +274,20 @@ struct Started {
 fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
     let rec = record::load(dirs, id)?;
     let o = &rec.opts;
+    // A live monitor in the record from the start: the container is being
+    // started, so its leases (made below) are not stale to anyone else.
+    let me = sys::getpid();
+    let keeper = KEEPER.load(std::sync::atomic::Ordering::Relaxed);
+    record::update(dirs, id, |r| {
+        r.monitor_pid = me;
+        r.monitor_start = util::proc_start_time(me);
+        r.keeper_pid = keeper;
+        r.keeper_start = if keeper > 0 {
+            util::proc_start_time(keeper)
+        } else {
+            0
+        };
+    })?;
     let _ = sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0);
     let run_dir = dirs.run_container(id);
     crate::dirs::mkdir_p(&run_dir)?;
@@ -635,6 +673,163 @@ fn shrink() {
         unsafe {
             libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED);
             libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_RANDOM);
+        }
+    }
+}
+
+static KEEPER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Tell the monitor (this process) that its parent is its keeper.
+pub fn set_keeper(pid: i32) {
+    KEEPER.store(pid, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
+}
+
+/// `hako __monitor ID` (detached): fork into keeper (parent) and monitor
+/// (child). Must be called while the process is single-threaded; if it is
+/// not, the monitor runs without a keeper.
+pub fn detached(dirs: &Dirs, id: &str, ready: OwnedFd) -> Result<i32> {
+    if !single_threaded() || sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0).is_err() {
+        return run(dirs, id, false, Some(ready));
+    }
+    let keeper = sys::getpid();
+    // SAFETY: the process has a single thread (checked above), so the child
+    // is a complete copy that may run any code; the parent only waits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(crate::sys_err("fork the monitor")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    if pid == 0 {
+        set_keeper(keeper);
+        return run(dirs, id, false, Some(ready));
+    }
+    // The spawner reads `ready` until EOF: only the monitor may hold it.
+    drop(ready);
+    shrink();
+    Ok(keep(dirs, id, pid, false))
+}
+
+/// Foreground `run` / `start -a`: the monitor is `hako __monitor
+/// --attached ID`, a child sharing our terminal; we are its keeper.
+pub fn foreground(dirs: &Dirs, id: &str) -> Result<i32> {
+    let exe = std::env::current_exe().map_err(|e| Error::Other(format!("find hako: {e}")))?;
+    sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0)
+        .map_err(crate::sys_err("become a child subreaper"))?;
+    let child = std::process::Command::new(exe)
+        .arg("__monitor")
+        .arg("--attached")
+        .arg(id)
+        .env("HAKO_DATA_DIR", &dirs.data)
+        .env("HAKO_RUN_DIR", &dirs.run)
+        .spawn()
+        .map_err(|e| Error::Other(format!("start the monitor: {e}")))?;
+    // Reaped by `keep` (a std Child neither kills nor waits on drop).
+    let pid = child.id() as i32;
+    drop(child);
+    Ok(keep(dirs, id, pid, true))
+}
+
+enum Reaped {
+    Child(i32, i32),
+    Nothing,
+    NoChildren,
+}
+
+fn reap(flags: i32) -> Reaped {
+    let mut st = 0;
+    // SAFETY: st is a valid out-pointer for the status.
+    let r = unsafe { libc::waitpid(-1, &mut st, flags) };
+    match r {
+        p if p > 0 => Reaped::Child(p, st),
+        0 => Reaped::Nothing,
+        _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) => {
+            Reaped::NoChildren
+        }
+        _ => Reaped::Nothing,
+    }
+}
+
+/// (signal, si_code) of the next signal on a signalfd.
+fn read_siginfo(fd: BorrowedFd<'_>) -> Option<(i32, i32)> {
+    // SAFETY: a zeroed signalfd_siginfo is valid; we read at most its size
+    // into it.
+    unsafe {
+        let mut si: libc::signalfd_siginfo = std::mem::zeroed();
+        let n = libc::read(
+            fd.as_raw_fd(),
+            &mut si as *mut _ as *mut libc::c_void,
+            std::mem::size_of::<libc::signalfd_siginfo>(),
+        );
+        (n == std::mem::size_of::<libc::signalfd_siginfo>() as isize)
+            .then_some((si.ssi_signo as i32, si.ssi_code))
+    }
+}
+
+/// The keeper's loop: reap until the monitor is done; if the monitor dies
+/// first, reap the container's init (now ours) and record its real code.
+/// `forward`: pass signals sent to us (not those of the terminal, which
+/// the monitor in our process group got itself) on to the monitor.
+/// Returns the monitor's exit code (the container's, or its own error's).
+pub fn keep(dirs: &Dirs, id: &str, monitor: i32, forward: bool) -> i32 {
+    let _ = sys::block_all_signals();
+    let sfd = sys::signalfd_all().ok();
+    let mut monitor_alive = true;
+    loop {
+        loop {
+            match reap(libc::WNOHANG) {
+                Reaped::Child(p, st) if p == monitor => {
+                    if libc::WIFEXITED(st) {
+                        // It recorded the end itself.
+                        return libc::WEXITSTATUS(st);
+                    }
+                    monitor_alive = false;
+                }
+                Reaped::Child(p, st) => {
+                    let Ok(r) = record::load(dirs, id) else {
+                        continue;
+                    };
+                    if r.pid == p && r.phase == Phase::Running {
+                        let code = sys::exit_code(st);
+                        finish(dirs, id, Some(code));
+                        if r.opts.rm {
+                            let _ = crate::ops::remove_all(dirs, id);
+                        }
+                        if !monitor_alive {
+                            return code;
+                        }
+                    }
+                }
+                Reaped::Nothing => break,
+                // The monitor died and its init (if any) is reaped.
+                Reaped::NoChildren => return 255,
+            }
+        }
+        let Some(sfd) = &sfd else {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            continue;
+        };
+        if !sys::poll_in(sfd.as_fd(), 1000).unwrap_or(false) {
+            continue;
+        }
+        let Some((sig, code)) = read_siginfo(sfd.as_fd()) else {
+            continue;
+        };
+        // si_code <= 0: sent by a process (kill, sigqueue, tkill); the
+        // terminal's signals (SI_KERNEL) reached the whole process group.
+        if !forward || code > 0 || matches!(sig, libc::SIGCHLD | libc::SIGWINCH | libc::SIGPIPE) {
+            continue;
+        }
+        if monitor_alive {
+            let _ = sys::kill(monitor, sig);
+        } else if let Ok(r) = record::load(dirs, id) {
+            if crate::ops::init_alive(&r) {
+                let _ = sys::kill(r.pid, sig);
+            }
         }
     }
 }

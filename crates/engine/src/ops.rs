@@ -41,6 +41,12 @@ pub fn monitor_alive(r: &Record) -> bool {
     util::pid_alive(r.monitor_pid, r.monitor_start)
 }
 
+/// The monitor's parent that outlives it to record the exit code (see
+/// [`crate::monitor::keep`]).
+pub fn keeper_alive(r: &Record) -> bool {
+    util::pid_alive(r.keeper_pid, r.keeper_start)
+}
+
 pub fn init_alive(r: &Record) -> bool {
     util::pid_alive(r.pid, r.pid_start)
 }
@@ -133,10 +139,10 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
         let _l = record::lock(dirs)?;
         name = match &opts.name {
             Some(n) => {
-                if let Some(r) = record::all(dirs).into_iter().find(|r| r.name == *n) {
+                if let Some(id) = record::name_owner(dirs, n)? {
                     return Err(Error::NameInUse {
                         name: n.clone(),
-                        id: r.id,
+                        id,
                     });
                 }
                 n.clone()
@@ -157,6 +163,8 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
             pid_start: 0,
             monitor_pid: 0,
             monitor_start: 0,
+            keeper_pid: 0,
+            keeper_start: 0,
             started_at: None,
             finished_at: None,
             exit_code: None,
@@ -349,6 +357,11 @@ pub fn attach_network(dirs: &Dirs, rec: &Record, pid: i32) -> Result<Vec<NetAddr
     }
     let mode: hako_net::NetworkMode = mode_s.parse()?;
     let mgr = dirs.net_manager();
+    // Leases of a container being started are from an earlier start whose
+    // end was never recorded (a crash, a reboot): free them, and every
+    // other lease whose container is gone, so addresses are reusable.
+    let _ = mgr.release(&rec.id);
+    free_stale_leases(dirs);
     let netns = hako_net::Netns::from_pid(pid as u32);
     let ports: Vec<hako_net::PortMapping> = rec
         .opts
@@ -383,6 +396,44 @@ pub fn attach_network(dirs: &Dirs, rec: &Record, pid: i32) -> Result<Vec<NetAddr
         _ => {}
     }
     Ok(crate::monitor::net_addrs(&mgr.leases_of(&rec.id)?))
+}
+
+/// Release every lease whose container no longer exists, or whose
+/// container's processes (init, monitor, keeper) are all gone: after a
+/// reboot or a crash nobody recorded its end. A corrupt record keeps its
+/// leases (its container may be running). A container being started has
+/// a live monitor in its record before it attaches, so it is never taken
+/// for stale.
+pub fn free_stale_leases(dirs: &Dirs) {
+    let mgr = dirs.net_manager();
+    let Ok(nets) = mgr.list() else { return };
+    let (good, bad) = record::scan(dirs);
+    for n in nets {
+        let Ok(info) = mgr.inspect(&n.name) else {
+            continue;
+        };
+        for l in info.leases {
+            let id = &l.container_id;
+            let stale = match good.iter().find(|r| &r.id == id) {
+                Some(r) => !init_alive(r) && !monitor_alive(r) && !keeper_alive(r),
+                None => !bad.iter().any(|c| &c.id == id),
+            };
+            if stale {
+                let _ = mgr.release(id);
+            }
+        }
+    }
+}
+
+/// Re-create what a reboot took from a stopped container before it is
+/// started again: its rootfs mount (the runtime state, the run root and
+/// the network are re-made by the monitor's create and attach).
+fn recover_for_start(dirs: &Dirs, r: &Record) -> Result<()> {
+    if r.rootfs.as_os_str().is_empty() {
+        return Ok(());
+    }
+    dirs.image_store()?.remount_rootfs(&r.id)?;
+    Ok(())
 }
 
 /// Rewrite the /etc/hosts of containers sharing a network with `id`.
@@ -468,7 +519,7 @@ pub fn run(dirs: &Dirs, opts: &RunOptions) -> Result<(String, i32)> {
         spawn_monitor(dirs, &id)?;
         return Ok((id, 0));
     }
-    let code = crate::monitor::run(dirs, &id, true, None)?;
+    let code = crate::monitor::foreground(dirs, &id)?;
     Ok((id, code))
 }
 
@@ -485,7 +536,8 @@ pub fn start_attached(dirs: &Dirs, name: &str) -> Result<i32> {
     if r.phase == Phase::Running && monitor_alive(&r) {
         wait_exit(dirs, &id, Duration::from_secs(10));
     }
-    crate::monitor::run(dirs, &id, true, None)
+    recover_for_start(dirs, &r)?;
+    crate::monitor::foreground(dirs, &id)
 }
 
 /// `start` (detached).
@@ -499,6 +551,7 @@ pub fn start(dirs: &Dirs, name: &str) -> Result<String> {
     if r.phase == Phase::Running && monitor_alive(&r) {
         wait_exit(dirs, &id, Duration::from_secs(10));
     }
+    recover_for_start(dirs, &r)?;
     spawn_monitor(dirs, &id)?;
     Ok(id)
 }
@@ -509,7 +562,10 @@ fn wait_exit(dirs: &Dirs, id: &str, timeout: Duration) -> bool {
         let Ok(r) = record::load(dirs, id) else {
             return true;
         };
-        if !init_alive(&r) && (r.phase != Phase::Running || !monitor_alive(&r)) {
+        // A live keeper is recording the end of a monitor that died.
+        if !init_alive(&r)
+            && (r.phase != Phase::Running || !(monitor_alive(&r) || keeper_alive(&r)))
+        {
             if r.phase == Phase::Running {
                 // The monitor is gone (killed?): record the end ourselves.
                 crate::monitor::finish(dirs, id, None);
@@ -623,11 +679,37 @@ pub fn rm(dirs: &Dirs, name: &str, force: bool) -> Result<String> {
         }
         wait_exit(dirs, &id, Duration::from_secs(15));
     } else if !force && record::exists(&dirs.container(&id)) {
-        return Err(Error::NoSuchContainer(name.into()));
+        return Err(Error::State {
+            id,
+            msg: "has a corrupt record: remove it with rm -f".into(),
+        });
+    } else {
+        kill_unrecorded(dirs, &id);
     }
     remove_all(dirs, &id)?;
     Ok(id)
 }
+
+/// A container without a readable record may still run: its init is found
+/// through the runtime's state, killed, and waited for (its monitor then
+/// finds no record to update and exits).
+fn kill_unrecorded(dirs: &Dirs, id: &str) {
+    let root = dirs.runtime_root();
+    let Ok(st) = container::state_json(&root, id) else {
+        return;
+    };
+    let pid = st["pid"].as_i64().unwrap_or(0) as i32;
+    let _ = container::kill(&root, id, libc::SIGKILL, true);
+    let t0 = Instant::now();
+    while util::pid_alive(pid, 0) && t0.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Why a container's exit code is not known.
+pub const UNKNOWN_EXIT: &str = "exit code unknown: the container exited while \
+     neither its monitor nor the monitor's keeper was there to collect it \
+     (killed, or the host rebooted)";
 
 /// `wait`: block until the container exits; its exit code.
 pub fn wait(dirs: &Dirs, name: &str) -> Result<i32> {
@@ -638,7 +720,10 @@ pub fn wait(dirs: &Dirs, name: &str) -> Result<i32> {
             Status::Exited(_) => {
                 wait_exit(dirs, &id, Duration::from_secs(5));
                 let r = record::load(dirs, &id)?;
-                return Ok(r.exit_code.unwrap_or(255));
+                return r.exit_code.ok_or_else(|| Error::State {
+                    id: r.name,
+                    msg: UNKNOWN_EXIT.into(),
+                });
             }
             Status::Created if !monitor_alive(&r) => {
                 return Ok(r.exit_code.unwrap_or(0));
@@ -701,7 +786,7 @@ fn status_text(s: Status, r: &Record) -> String {
         Status::Paused => "Up (Paused)".into(),
         Status::Exited(c) => format!(
             "Exited ({}) {}",
-            c.map_or("?".to_string(), |c| c.to_string()),
+            c.map_or("unknown".to_string(), |c| c.to_string()),
             r.finished_at.as_deref().map(util::ago).unwrap_or_default()
         ),
     }
@@ -710,7 +795,23 @@ fn status_text(s: Status, r: &Record) -> String {
 /// `ps` rows as JSON objects (the table is printed by the CLI).
 pub fn ps(dirs: &Dirs, all: bool) -> Vec<Value> {
     let mut out = Vec::new();
-    for r in record::all(dirs) {
+    let (good, bad) = record::scan(dirs);
+    // A record that cannot be read is shown (it may be a running
+    // container), never silently dropped.
+    for c in bad.into_iter().filter(|_| all) {
+        out.push(json!({
+            "ID": &c.id[..12.min(c.id.len())],
+            "Image": "",
+            "Command": "",
+            "CreatedAt": "",
+            "RunningFor": "",
+            "State": "corrupt",
+            "Status": format!("Corrupt record ({})", c.error),
+            "Ports": "",
+            "Names": c.name.unwrap_or_default(),
+        }));
+    }
+    for r in good {
         // A record whose directory vanished meanwhile is not listed.
         if !dirs.container(&r.id).exists() {
             continue;
@@ -756,6 +857,10 @@ pub fn inspect(dirs: &Dirs, name: &str) -> Result<Value> {
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null);
     let live = s.is_live();
+    let exit_code = match s {
+        Status::Exited(c) => c,
+        _ => r.exit_code.or(Some(0)),
+    };
     let pid = if live { r.pid } else { 0 };
     let mut nets = serde_json::Map::new();
     for n in &r.networks {
@@ -778,8 +883,13 @@ pub fn inspect(dirs: &Dirs, name: &str) -> Result<Value> {
             "Running": s == Status::Running,
             "Paused": s == Status::Paused,
             "Pid": pid,
-            "ExitCode": r.exit_code.unwrap_or(0),
-            "Error": r.error.clone().unwrap_or_default(),
+            // Unknown is -1 (never a false 0) with the reason in Error.
+            "ExitCode": exit_code.unwrap_or(-1),
+            "Error": match (exit_code, &r.error) {
+                (_, Some(e)) => e.clone(),
+                (None, None) if matches!(s, Status::Exited(_)) => UNKNOWN_EXIT.to_string(),
+                _ => String::new(),
+            },
             "StartedAt": r.started_at,
             "FinishedAt": r.finished_at,
             "MonitorPid": if monitor_alive(&r) { r.monitor_pid } else { 0 },

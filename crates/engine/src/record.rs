@@ -17,6 +17,11 @@ use crate::util::{self, Lock};
 use crate::{io_err, Error, Result};
 
 pub const RECORD: &str = "record.json";
+/// The container's name alone, written once next to the record: a record
+/// that cannot be read (truncated by a crash, a full disk, a hand edit)
+/// still reserves its name through this file, so the name can never be
+/// handed to a second container while the first may be running.
+pub const NAME: &str = "name";
 pub const LOG: &str = "container.log";
 
 /// The flags of `run`/`create`, kept so `start`/`restart` can run again.
@@ -88,6 +93,12 @@ pub struct Record {
     pub monitor_pid: i32,
     #[serde(default)]
     pub monitor_start: u64,
+    /// The monitor's keeper (its parent, a child subreaper), which
+    /// records the exit code should the monitor die first.
+    #[serde(default)]
+    pub keeper_pid: i32,
+    #[serde(default)]
+    pub keeper_start: u64,
     #[serde(default)]
     pub started_at: Option<String>,
     #[serde(default)]
@@ -140,6 +151,10 @@ pub fn load(dirs: &Dirs, id: &str) -> Result<Record> {
 }
 
 pub fn save(dirs: &Dirs, r: &Record) -> Result<()> {
+    let n = dirs.container(&r.id).join(NAME);
+    if !n.exists() {
+        util::atomic_write(&n, r.name.as_bytes())?;
+    }
     let p = dirs.container(&r.id).join(RECORD);
     let b = serde_json::to_vec_pretty(r).expect("record serialises");
     util::atomic_write(&p, &b)
@@ -174,6 +189,63 @@ pub fn ids(dirs: &Dirs) -> Vec<String> {
     out
 }
 
+/// A container directory whose record exists but cannot be read.
+#[derive(Debug, Clone)]
+pub struct Corrupt {
+    pub id: String,
+    /// From the name file; None for a container made before name files.
+    pub name: Option<String>,
+    pub error: String,
+}
+
+/// Every container directory with a record file: readable records
+/// (oldest first) and corrupt ones. Directories without any record file
+/// (a create in progress, which holds the lock) are left out.
+pub fn scan(dirs: &Dirs) -> (Vec<Record>, Vec<Corrupt>) {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for id in ids(dirs) {
+        match load(dirs, &id) {
+            Ok(r) => good.push(r),
+            Err(Error::NoSuchContainer(_)) => {}
+            Err(e) => {
+                let name = std::fs::read_to_string(dirs.container(&id).join(NAME))
+                    .ok()
+                    .filter(|n| !n.is_empty());
+                bad.push(Corrupt {
+                    id,
+                    name,
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+    good.sort_by(|a, b| a.created.cmp(&b.created));
+    (good, bad)
+}
+
+/// Who holds `name`: Some(id) of a readable or a corrupt record. A corrupt
+/// record whose name is unknown (no name file) could hold any name, so
+/// every name is refused until it is removed (`rm -f ID`).
+pub fn name_owner(dirs: &Dirs, name: &str) -> Result<Option<String>> {
+    let (good, bad) = scan(dirs);
+    if let Some(r) = good.iter().find(|r| r.name == name) {
+        return Ok(Some(r.id.clone()));
+    }
+    if let Some(c) = bad.iter().find(|c| c.name.as_deref() == Some(name)) {
+        return Ok(Some(c.id.clone()));
+    }
+    if let Some(c) = bad.iter().find(|c| c.name.is_none()) {
+        return Err(Error::State {
+            id: c.id.clone(),
+            msg: "has a corrupt record and no name file: its name is unknown, so no \
+                  new name can be checked; remove it with rm -f"
+                .into(),
+        });
+    }
+    Ok(None)
+}
+
 /// Every container whose record can be read, oldest first.
 pub fn all(dirs: &Dirs) -> Vec<Record> {
     let mut v: Vec<Record> = ids(dirs)
@@ -190,9 +262,12 @@ pub fn resolve(dirs: &Dirs, name: &str) -> Result<String> {
     if name.is_empty() {
         return Err(Error::NoSuchContainer(name.into()));
     }
-    let recs = all(dirs);
+    let (recs, bad) = scan(dirs);
     if let Some(r) = recs.iter().find(|r| r.name == name || r.id == name) {
         return Ok(r.id.clone());
+    }
+    if let Some(c) = bad.iter().find(|c| c.name.as_deref() == Some(name)) {
+        return Ok(c.id.clone());
     }
     // Directories without a readable record still resolve by id prefix so
     // `rm -f` can clean them.
@@ -224,7 +299,12 @@ pub fn generate_name(dirs: &Dirs, id: &str) -> String {
         "hopper", "turing", "lovelace", "ritchie", "thompson", "torvalds", "knuth", "dijkstra",
         "hamilton", "liskov", "perlman", "wirth",
     ];
-    let taken: Vec<String> = all(dirs).into_iter().map(|r| r.name).collect();
+    let (good, bad) = scan(dirs);
+    let taken: Vec<String> = good
+        .into_iter()
+        .map(|r| r.name)
+        .chain(bad.into_iter().filter_map(|c| c.name))
+        .collect();
     let seed = u64::from_str_radix(&id[..12.min(id.len())], 16).unwrap_or(7);
     for i in 0u64.. {
         let n = seed.wrapping_add(i.wrapping_mul(7919));
@@ -291,6 +371,8 @@ mod tests {
             pid_start: 0,
             monitor_pid: 0,
             monitor_start: 0,
+            keeper_pid: 0,
+            keeper_start: 0,
             started_at: None,
             finished_at: None,
             exit_code: None,
@@ -330,5 +412,29 @@ mod tests {
         let n = generate_name(&dirs, "abc123");
         assert!(n.contains('_') && n != "web");
         assert!(check_name("ok-name_1.x").is_ok() && check_name("-bad").is_err());
+    }
+
+    #[test]
+    fn corrupt_records_keep_their_names() {
+        let t = tempfile::tempdir().unwrap();
+        let dirs = Dirs {
+            data: t.path().join("data"),
+            run: t.path().join("run"),
+        };
+        crate::dirs::mkdir_p(&dirs.container("abc123")).unwrap();
+        save(&dirs, &rec("abc123", "web")).unwrap();
+        std::fs::write(dirs.container("abc123").join(RECORD), b"{\"id\": \"ab").unwrap();
+        let (good, bad) = scan(&dirs);
+        assert!(good.is_empty());
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].name.as_deref(), Some("web"));
+        assert_eq!(name_owner(&dirs, "web").unwrap().as_deref(), Some("abc123"));
+        assert_eq!(name_owner(&dirs, "db").unwrap(), None);
+        assert_eq!(resolve(&dirs, "web").unwrap(), "abc123");
+        assert_ne!(generate_name(&dirs, "abc123"), "web");
+        // Without a name file (made before them) the name is unknown: no
+        // new name can be checked, so every one is refused.
+        std::fs::remove_file(dirs.container("abc123").join(NAME)).unwrap();
+        assert!(name_owner(&dirs, "db").is_err());
     }
 }

@@ -112,10 +112,12 @@ pub fn ago(stamp: &str) -> String {
     }
 }
 
-/// Write through a temporary file and rename, so readers never see half.
 /// Replace `path` with `data`, owner-only (0600: configs carry `-e`
-/// secrets), durable once this returns: the file and its directory are
-/// fsynced, so a crash leaves the old or the new content, never a torn one.
+/// secrets). Through a temporary file and rename, so readers never see
+/// half; the file is fsynced before the rename and the directory after it,
+/// so a crash or power loss leaves the old or the new content, never a
+/// truncated file (ext4 and xfs may otherwise persist the rename before
+/// the data).
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -126,14 +128,16 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(io_err("write", &tmp))?;
+        .map_err(io_err("create", &tmp))?;
     f.write_all(data)
         .and_then(|()| f.sync_all())
         .map_err(io_err("write", &tmp))?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(io_err("rename into place", path))?;
-    if let Some(dir) = path.parent() {
-        let _ = File::open(dir).and_then(|d| d.sync_all());
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("sync directory", dir))?;
     }
     Ok(())
 }

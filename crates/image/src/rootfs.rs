@@ -66,18 +66,22 @@ impl RootfsMount {
     }
 }
 
-fn remove_container_dir(dir: &Path) -> Result<(), StoreError> {
-    let merged = dir.join("merged");
-    // A mount point has another device than its parent. Asking first keeps
-    // unprivileged callers (whose copies were never mounted) away from
-    // umount(2), which they may not call at all.
-    let mounted = match (fs::symlink_metadata(&merged), fs::symlink_metadata(dir)) {
+/// A mount point has another device than its parent.
+fn is_mount_point(dir: &Path, merged: &Path) -> bool {
+    match (fs::symlink_metadata(merged), fs::symlink_metadata(dir)) {
         (Ok(m), Ok(d)) => m.dev() != d.dev(),
         (Err(e), _) if e.kind() == io::ErrorKind::NotFound => false,
         (_, Err(e)) if e.kind() == io::ErrorKind::NotFound => false,
-        // Unreadable (e.g. a dead mount): try to unmount it.
+        // Unreadable (e.g. a dead mount): treat it as mounted.
         _ => true,
-    };
+    }
+}
+
+fn remove_container_dir(dir: &Path) -> Result<(), StoreError> {
+    let merged = dir.join("merged");
+    // Asking first keeps unprivileged callers (whose copies were never
+    // mounted) away from umount(2), which they may not call at all.
+    let mounted = is_mount_point(dir, &merged);
     if mounted {
         match rustix::mount::unmount(&merged, UnmountFlags::NOFOLLOW) {
             Ok(()) | Err(Errno::INVAL) => {}
@@ -177,6 +181,43 @@ impl Store {
         result
     }
 
+    /// Mounts an existing container's overlay again from its recorded
+    /// layers (`layers.json`), keeping its upper directory (the
+    /// container's changes): after a reboot, or anything else that
+    /// unmounted it. Idempotent: a rootfs that is still mounted, or a
+    /// copied one (no upper directory), is left as it is. Returns the
+    /// root directory.
+    pub fn remount_rootfs(&self, container_id: &str) -> Result<PathBuf, StoreError> {
+        check_container_id(container_id)?;
+        let dir = self.containers_dir().join(container_id);
+        let merged = dir.join("merged");
+        if is_mount_point(&dir, &merged) || !dir.join("upper").is_dir() {
+            return Ok(merged);
+        }
+        // Shared: gc (exclusive) must not remove a layer while we mount it.
+        let _c = self.content_lock()?;
+        let lj = dir.join("layers.json");
+        let b = fs::read(&lj).map_err(io_err("read", &lj))?;
+        let hexes: Vec<String> =
+            serde_json::from_slice(&b).map_err(|source| StoreError::Record {
+                path: lj.clone(),
+                source,
+            })?;
+        let mut lowers = Vec::new();
+        for h in &hexes {
+            let l = self.root().join("layers").join(h);
+            if !l.is_dir() {
+                return Err(io_err("find layer", &l)(io::Error::from(
+                    io::ErrorKind::NotFound,
+                )));
+            }
+            lowers.push(l);
+        }
+        mount_overlay(&dir, &lowers)
+            .map_err(|e| io_err("remount", &merged)(io::Error::other(e)))?;
+        Ok(merged)
+    }
+
     /// Removes a container's root filesystem by id (for a container whose
     /// [`RootfsMount`] value is gone, e.g. after an engine restart).
     pub fn remove_rootfs(&self, container_id: &str) -> Result<(), StoreError> {
@@ -190,10 +231,11 @@ fn mount_overlay(dir: &Path, lowers: &[PathBuf]) -> Result<(), String> {
     let upper = dir.join("upper");
     let work = dir.join("work");
     for d in [&upper, &work] {
-        fs::DirBuilder::new()
-            .mode(0o755)
-            .create(d)
-            .map_err(|e| format!("create {}: {e}", d.display()))?;
+        match fs::DirBuilder::new().mode(0o755).create(d) {
+            // A remount keeps the existing upper (and work) directory.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            r => r.map_err(|e| format!("create {}: {e}", d.display()))?,
+        }
     }
     let all = lowers.iter().chain([&upper, &work]);
     for p in all {

@@ -466,6 +466,37 @@ impl Manager {
         Ok(())
     }
 
+    /// Re-creates what the kernel lost while the definition stayed on
+    /// disk (a reboot, or a deleted bridge or nft table): the bridge, its
+    /// addresses and the network's rules. Cheap when all is there (one
+    /// link lookup, one rule dump); called by every attach, so nothing has
+    /// to run at boot.
+    fn ensure_kernel_state(
+        &self,
+        lk: &Locked<'_>,
+        rtnl: &mut Rtnl,
+        net: &Network,
+    ) -> Result<(), NetError> {
+        let tag = net_tag(&net.name);
+        let has_bridge = rtnl.index(&net.bridge)?.is_some();
+        let has_rules = Nft::new(&self.cfg.nft_table)?
+            .rules()?
+            .iter()
+            .any(|r| r.comment.as_deref() == Some(tag.as_str()));
+        if has_bridge && has_rules {
+            return Ok(());
+        }
+        if !has_bridge && rtnl.create_bridge(&net.bridge, Some(net.mtu))? && !net.owns_bridge {
+            // An admin's bridge that is gone is ours now: delete it with
+            // the network.
+            lk.save_network(&Network {
+                owns_bridge: true,
+                ..net.clone()
+            })?;
+        }
+        self.apply_network(rtnl, net)
+    }
+
     pub fn list(&self) -> Result<Vec<Network>, NetError> {
         Ok(self.store.lock(false)?.networks()?)
     }
@@ -525,6 +556,8 @@ impl Manager {
                 network: network.to_owned(),
             });
         }
+        let mut rtnl = Rtnl::new()?;
+        self.ensure_kernel_state(&lk, &mut rtnl, &net)?;
         let mine = lk.leases_of(ctr.container_id)?;
         let ifname = ipam::next_ifname(&mine);
         let (ipv4, ipv6) = ipam::pick_addresses(&net, &leases)?;
@@ -533,7 +566,6 @@ impl Manager {
         };
         let mac = link::mac_for(v4);
 
-        let mut rtnl = Rtnl::new()?;
         let mut host_veth = String::new();
         for salt in 0u32.. {
             let h = fnv1a(&[ctr.container_id, network, &salt.to_string()]);

@@ -237,6 +237,8 @@ fn network(dirs: &Dirs, c: NetCmd) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         NetCmd::Rm { networks } => {
+            // Leases left by a reboot or a crash must not keep it in use.
+            ops::free_stale_leases(dirs);
             for n in &networks {
                 mgr.remove(n)?;
                 println!("{n}");
@@ -277,7 +279,11 @@ fn real_main(cli: Cli) -> Result<i32> {
     let dirs = Dirs::from_env();
     match cli.cmd {
         Cmd::Init { cmd } => return Ok(hako_engine::initproc::main(&cmd)),
-        Cmd::Monitor { id } => {
+        Cmd::Monitor { attached: true, id } => {
+            monitor::set_keeper(hako_runtime::sys::getppid());
+            return Ok(monitor::run(&dirs, &id, true, None)?);
+        }
+        Cmd::Monitor { id, .. } => {
             // fd 1 is the spawner's ready pipe; afterwards we talk to no one.
             use std::os::fd::FromRawFd;
             let ready = util::dup_high(1)?;
@@ -290,7 +296,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             let ready = unsafe {
                 std::os::fd::OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(ready))
             };
-            return Ok(monitor::run(&dirs, &id, false, Some(ready))?);
+            return Ok(monitor::detached(&dirs, &id, ready)?);
         }
         Cmd::Run(a) => {
             let o = run_options(a);
