@@ -1054,3 +1054,100 @@ fn hostile_passwd_is_read_inside_the_image_only() {
     assert_ne!(o.status.code(), Some(0), "{o:?}");
     assert!(!stdout(&o).contains("4242"), "{o:?}");
 }
+
+/// Mount points are made inside the rootfs: an image's `data ->
+/// /abs/outside` symlink leads to the image's own path, never the host's.
+#[test]
+fn volume_mount_point_through_image_symlink_stays_in_rootfs() {
+    need_root!();
+    let e = Engine::new("mntlink");
+    let outside = e.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let target = outside.clone();
+    // And one into a host directory only root may write, for the userns run.
+    let etc_link = format!("/etc/hako-test-mp-{}", std::process::id());
+    let etc_target = etc_link.clone();
+    e.hostile_image("lnk", move |d| {
+        std::os::unix::fs::symlink(&target, d.join("data")).unwrap();
+        std::os::unix::fs::symlink(&etc_target, d.join("etcdata")).unwrap();
+    });
+    let o = e.run_bounded(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "vol:/data/sub/deeper",
+        "--tmpfs",
+        "/data/tmp",
+        "lnk",
+        "sh",
+        "-c",
+        "touch /data/sub/deeper/x /data/tmp/y && echo ok",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&o), "ok\n");
+    let left: Vec<_> = std::fs::read_dir(&outside).unwrap().collect();
+    assert!(left.is_empty(), "created on the host: {left:?}");
+    assert!(e.data().join("volumes/vol/_data/x").is_file());
+    // With a user namespace the container's root cannot make the mount
+    // point in the image itself: the engine must have made it, through
+    // the link, inside the rootfs.
+    let o = e.run_bounded(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--userns",
+        "1000:1",
+        "-v",
+        "vol2:/etcdata/a/b",
+        "lnk",
+        "sh",
+        "-c",
+        "test -d /etcdata/a/b && echo ok",
+    ]);
+    assert_eq!(stdout(&o), "ok\n", "{o:?}");
+    assert!(
+        !Path::new(&etc_link).exists(),
+        "created {etc_link} on the host"
+    );
+}
+
+/// `-v FILE:/path` binds a single host file (it used to fail with "Not a
+/// directory": the engine made a directory as its mount point).
+#[test]
+fn single_file_bind() {
+    need_root!();
+    let e = Engine::new("filebind");
+    let f = e.dir.path().join("file.txt");
+    std::fs::write(&f, "hello from a file\n").unwrap();
+    let v = format!("{}:/etc/motd:ro", f.display());
+    let o = e.run_bounded(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &v,
+        "busybox",
+        "cat",
+        "/etc/motd",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&o), "hello from a file\n");
+    // Also onto a path whose directory does not exist in the image.
+    let v = format!("{}:/new/dir/f", f.display());
+    let o = e.run_bounded(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &v,
+        "busybox",
+        "cat",
+        "/new/dir/f",
+    ]);
+    assert_eq!(stdout(&o), "hello from a file\n", "{o:?}");
+}
