@@ -1151,3 +1151,25 @@ fn single_file_bind() {
     ]);
     assert_eq!(stdout(&o), "hello from a file\n", "{o:?}");
 }
+
+/// An error's cause is printed once, not once per layer that carries it.
+#[test]
+fn error_cause_printed_once() {
+    need_root!();
+    let e = Engine::new("errmsg");
+    let missing = e.dir.path().join("no-such-env-file");
+    let o = e.run_bounded(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--env-file",
+        missing.to_str().unwrap(),
+        "busybox",
+        "true",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(125), "{o:?}");
+    assert!(err.contains(missing.to_str().unwrap()), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
