@@ -1772,3 +1772,282 @@ fn closed_stdout_ends_the_command_quietly() {
     assert_eq!(e.ps_names().iter().filter(|n| *n == "yesman").count(), 1);
     assert!(!e.ps_names().iter().any(|n| n != "yesman" && n != "talker"));
 }
+
+impl Engine {
+    /// A copy of the busybox rootfs, changed by `edit`, imported as `name`.
+    fn hostile_image(&self, name: &str, edit: impl FnOnce(&Path)) {
+        let dir = self.dir.path().join(format!("img-{name}"));
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(busybox_rootfs())
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        edit(&dir);
+        self.ok(&["import", dir.to_str().unwrap(), name]);
+    }
+
+    /// `run` under a 20 s timeout and a 1 GiB address-space limit (a hang
+    /// or a runaway read fails the test instead of the machine); also the
+    /// peak RSS of the hako process in KiB, from wait4.
+    fn run_measured(&self, args: &[&str]) -> (Output, i64) {
+        use std::io::Read;
+        use std::os::unix::process::CommandExt;
+        use std::os::unix::process::ExitStatusExt;
+        let mut c = self.cmd(args);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+        unsafe {
+            c.pre_exec(|| {
+                let l = libc::rlimit {
+                    rlim_cur: 1 << 30,
+                    rlim_max: 1 << 30,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &l) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        // Reaped below by wait4, which also gives its rusage.
+        #[allow(clippy::zombie_processes)]
+        let mut child = c.spawn().unwrap();
+        let pid = child.id() as libc::pid_t;
+        fn drain(r: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_end(&mut v);
+                }
+                v
+            })
+        }
+        let out = drain(child.stdout.take());
+        let err = drain(child.stderr.take());
+        let t0 = Instant::now();
+        let (status, maxrss) = loop {
+            let mut st = 0;
+            // SAFETY: zeroed rusage is a valid out value.
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: wait4 on our own child with valid out pointers.
+            let r = unsafe { libc::wait4(pid, &mut st, libc::WNOHANG, &mut ru) };
+            assert!(r >= 0, "wait4: {}", std::io::Error::last_os_error());
+            if r == pid {
+                break (std::process::ExitStatus::from_raw(st), ru.ru_maxrss);
+            }
+            if t0.elapsed() > Duration::from_secs(20) {
+                // SAFETY: kill our own, not yet reaped, child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("hako {args:?} timed out");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let o = Output {
+            status,
+            stdout: out.join().unwrap(),
+            stderr: err.join().unwrap(),
+        };
+        (o, maxrss)
+    }
+
+    fn run_bounded(&self, args: &[&str]) -> Output {
+        self.run_measured(args).0
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Hole 3: `-u NAME` reads the image's /etc/passwd inside the rootfs, only
+/// as a bounded regular file. A symlink to /dev/zero, a FIFO and a symlink
+/// to a host file each fail at once with one clear error.
+#[test]
+fn hostile_passwd_is_read_inside_the_image_only() {
+    need_root!();
+    let e = Engine::new("passwd");
+    // A host file standing in for /etc/shadow, with a line that would match.
+    let host = e.dir.path().join("host-shadow");
+    std::fs::write(&host, "someuser:x:4242:4242:HOSTSECRET:/:/bin/sh\n").unwrap();
+    e.hostile_image("zero", |d| {
+        std::fs::remove_file(d.join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", d.join("etc/passwd")).unwrap();
+    });
+    e.hostile_image("fifo", |d| {
+        std::fs::remove_file(d.join("etc/passwd")).unwrap();
+        let p = std::ffi::CString::new(d.join("etc/passwd").to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(p.as_ptr(), 0o644) }, 0);
+    });
+    e.hostile_image("hostfile", |d| {
+        std::fs::remove_file(d.join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink(&host, d.join("etc/passwd")).unwrap();
+    });
+    for img in ["zero", "fifo", "hostfile"] {
+        let (o, rss_kib) = e.run_measured(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-u",
+            "someuser",
+            img,
+            "id",
+            "-u",
+        ]);
+        assert!(rss_kib < 200 << 10, "{img}: hako grew to {rss_kib} KiB");
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(125), "{img}: {o:?}");
+        assert!(
+            !stdout(&o).contains("4242"),
+            "{img}: host file parsed: {o:?}"
+        );
+        assert!(
+            !err.contains("HOSTSECRET") && !err.contains("4242"),
+            "{img}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{img}: one line: {err}");
+        assert!(err.contains("passwd"), "{img}: names the file: {err}");
+        if img == "fifo" {
+            assert!(
+                err.contains("/etc/passwd: not a regular file (a FIFO)"),
+                "{err}"
+            );
+        }
+    }
+    // The image's `User` takes the same path: exec -u too.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "--network",
+        "none",
+        "hostfile",
+        "sleep",
+        "30",
+    ]);
+    let o = e.run_bounded(&["exec", "-u", "someuser", "c", "id", "-u"]);
+    assert_ne!(o.status.code(), Some(0), "{o:?}");
+    assert!(!stdout(&o).contains("4242"), "{o:?}");
+}
+
+/// Mount points are made inside the rootfs: an image's `data ->
+/// /abs/outside` symlink leads to the image's own path, never the host's.
+#[test]
+fn volume_mount_point_through_image_symlink_stays_in_rootfs() {
+    need_root!();
+    let e = Engine::new("mntlink");
+    let outside = e.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let target = outside.clone();
+    // And one into a host directory only root may write, for the userns run.
+    let etc_link = format!("/etc/hako-test-mp-{}", std::process::id());
+    let etc_target = etc_link.clone();
+    e.hostile_image("lnk", move |d| {
+        std::os::unix::fs::symlink(&target, d.join("data")).unwrap();
+        std::os::unix::fs::symlink(&etc_target, d.join("etcdata")).unwrap();
+    });
+    let o = e.run_bounded(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "vol:/data/sub/deeper",
+        "--tmpfs",
+        "/data/tmp",
+        "lnk",
+        "sh",
+        "-c",
+        "touch /data/sub/deeper/x /data/tmp/y && echo ok",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&o), "ok\n");
+    let left: Vec<_> = std::fs::read_dir(&outside).unwrap().collect();
+    assert!(left.is_empty(), "created on the host: {left:?}");
+    assert!(e.data().join("volumes/vol/_data/x").is_file());
+    // With a user namespace the container's root cannot make the mount
+    // point in the image itself: the engine must have made it, through
+    // the link, inside the rootfs.
+    let o = e.run_bounded(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--userns",
+        "1000:1",
+        "-v",
+        "vol2:/etcdata/a/b",
+        "lnk",
+        "sh",
+        "-c",
+        "test -d /etcdata/a/b && echo ok",
+    ]);
+    assert_eq!(stdout(&o), "ok\n", "{o:?}");
+    assert!(
+        !Path::new(&etc_link).exists(),
+        "created {etc_link} on the host"
+    );
+}
+
+/// `-v FILE:/path` binds a single host file (it used to fail with "Not a
+/// directory": the engine made a directory as its mount point).
+#[test]
+fn single_file_bind() {
+    need_root!();
+    let e = Engine::new("filebind");
+    let f = e.dir.path().join("file.txt");
+    std::fs::write(&f, "hello from a file\n").unwrap();
+    let v = format!("{}:/etc/motd:ro", f.display());
+    let o = e.run_bounded(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &v,
+        "busybox",
+        "cat",
+        "/etc/motd",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&o), "hello from a file\n");
+    // Also onto a path whose directory does not exist in the image.
+    let v = format!("{}:/new/dir/f", f.display());
+    let o = e.run_bounded(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &v,
+        "busybox",
+        "cat",
+        "/new/dir/f",
+    ]);
+    assert_eq!(stdout(&o), "hello from a file\n", "{o:?}");
+}
+
+/// An error's cause is printed once, not once per layer that carries it.
+#[test]
+fn error_cause_printed_once() {
+    need_root!();
+    let e = Engine::new("errmsg");
+    let missing = e.dir.path().join("no-such-env-file");
+    let o = e.run_bounded(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--env-file",
+        missing.to_str().unwrap(),
+        "busybox",
+        "true",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(125), "{o:?}");
+    assert!(err.contains(missing.to_str().unwrap()), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}

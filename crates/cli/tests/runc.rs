@@ -874,3 +874,25 @@ fn failures_after_ready_reach_the_user() {
         let _ = b.runc(&["delete", "--force", &format!("late-{kind}")]);
     }
 }
+
+/// 70,000 additionalGids (more than NGROUPS_MAX): the error names setgroups
+/// and still carries the errno text; the gid list used to fill the 4 KB
+/// init→parent message and cut the cause off.
+#[test]
+fn setgroups_error_keeps_its_cause() {
+    need_root!();
+    let mut b = Bundle::new();
+    let gids: Vec<u32> = (1..=70_000).collect();
+    b.config["process"]["user"] = json!({"uid": 0, "gid": 0, "additionalGids": gids});
+    b.args(&["true"]);
+    let o = b.run("gids1");
+    assert_ne!(o.status.code(), Some(0), "{o:?}");
+    let err = stderr(&o);
+    let line = err
+        .lines()
+        .find(|l| l.contains("setgroups"))
+        .unwrap_or_else(|| panic!("no setgroups line: {err}"));
+    assert!(line.contains("Invalid argument"), "{line}");
+    assert!(line.contains("70000"), "counts the gids: {line}");
+    assert!(line.len() < 1000, "bounded: {} bytes", line.len());
+}

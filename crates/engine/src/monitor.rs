@@ -717,7 +717,8 @@ pub fn detached(dirs: &Dirs, id: &str, ready: OwnedFd) -> Result<i32> {
 /// Foreground `run` / `start -a`: the monitor is `hako __monitor
 /// --attached ID`, a child sharing our terminal; we are its keeper.
 pub fn foreground(dirs: &Dirs, id: &str) -> Result<i32> {
-    let exe = std::env::current_exe().map_err(|e| Error::Other(format!("find hako: {e}")))?;
+    let exe =
+        hako_runtime::protect::self_exe().map_err(|e| Error::Other(format!("find hako: {e}")))?;
     sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0)
         .map_err(crate::sys_err("become a child subreaper"))?;
     let child = std::process::Command::new(exe)

@@ -251,17 +251,20 @@ fn prepare(
     }
     // Mount points for volumes and tmpfs, made now as host root: a
     // container root in a user namespace may not create them in the image.
+    // A bind of a host file needs a file to mount on, anything else a
+    // directory.
     let dests = opts
         .volumes
         .iter()
-        .filter_map(|v| spec::parse_volume(v).ok().map(|x| x.1))
+        .filter_map(|v| spec::parse_volume(v).ok())
+        .map(|(src, dst, _, named)| (dst, !named && Path::new(&src).is_file()))
         .chain(
             opts.tmpfs
                 .iter()
-                .map(|t| t.split(':').next().unwrap_or("").to_string()),
+                .map(|t| (t.split(':').next().unwrap_or("").to_string(), false)),
         );
-    for d in dests {
-        mkdir_in_rootfs(&rootfs, &d);
+    for (d, is_file) in dests {
+        mount_point_in_rootfs(&rootfs, &d, is_file)?;
     }
     let mut env_file_lines = Vec::new();
     for f in &opts.env_files {
@@ -328,25 +331,22 @@ fn prepare(
     Ok(())
 }
 
-/// `mkdir -p` of a path inside the rootfs that never follows a symlink
-/// (an image's link must not make us create directories on the host).
-fn mkdir_in_rootfs(rootfs: &Path, dest: &str) {
-    let mut p = rootfs.to_path_buf();
-    for c in Path::new(dest).components() {
-        let std::path::Component::Normal(c) = c else {
-            continue;
-        };
-        p.push(c);
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => continue,
-            Ok(_) => return,
-            Err(_) => {
-                if std::fs::create_dir(&p).is_err() {
-                    return;
-                }
-            }
-        }
-    }
+/// Make the mount point `dest` inside the rootfs: `mkdir -p`, or an empty
+/// file for a file bind. Every lookup resolves inside the rootfs (openat2
+/// RESOLVE_IN_ROOT), so an image's symlink such as `/data -> /etc` leads to
+/// the image's /etc, never to the host's.
+fn mount_point_in_rootfs(rootfs: &Path, dest: &str, is_file: bool) -> Result<()> {
+    use hako_runtime::paths;
+    use std::os::fd::AsFd;
+    let root = hako_runtime::sys::openat(None, rootfs, libc::O_PATH | libc::O_DIRECTORY, 0)
+        .map_err(io_err("open rootfs", rootfs))?;
+    let d = Path::new(dest);
+    let r = if is_file {
+        paths::ensure_file_in_root(root.as_fd(), d)
+    } else {
+        paths::mkdir_all_in_root(root.as_fd(), d, 0o755)
+    };
+    r.map(drop).map_err(io_err("create mount point", d))
 }
 
 /// Attach the created container's netns (called by the monitor).

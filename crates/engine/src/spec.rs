@@ -317,10 +317,24 @@ pub fn numeric_user(u: &str) -> Option<(u32, Option<u32>)> {
     Some((uid, gid))
 }
 
+/// The most the engine reads of an image's /etc/passwd or /etc/group.
+pub const MAX_ID_FILE: u64 = 4 << 20;
+
+/// An image's passwd/group file, read inside the rootfs (its symlinks
+/// resolve in the image, never on the host), only if it is a regular file
+/// and at most MAX_ID_FILE bytes. A missing file reads as empty, as before.
+fn read_image_file(rootfs: &Path, name: &str) -> Result<String> {
+    match hako_runtime::paths::read_file_in_root(rootfs, Path::new(name), MAX_ID_FILE) {
+        Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(Error::Usage(format!("image file {name}: {e}"))),
+    }
+}
+
 /// Look a user (and optional group) up in the rootfs' /etc/passwd and /etc/group.
 pub fn lookup_user(rootfs: &Path, u: &str) -> Result<(u32, u32)> {
     let (user, group) = u.split_once(':').map_or((u, None), |(a, b)| (a, Some(b)));
-    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let passwd = read_image_file(rootfs, "/etc/passwd")?;
     let mut uid_gid = None;
     for l in passwd.lines() {
         let f: Vec<&str> = l.split(':').collect();
@@ -342,7 +356,7 @@ pub fn lookup_user(rootfs: &Path, u: &str) -> Result<(u32, u32)> {
         gid = match g.parse::<u32>() {
             Ok(n) => n,
             Err(_) => {
-                let groups = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+                let groups = read_image_file(rootfs, "/etc/group")?;
                 groups
                     .lines()
                     .map(|l| l.split(':').collect::<Vec<_>>())

@@ -40,8 +40,8 @@ pub fn apply_user_and_caps(p: &ProcessPlan, userns: bool) -> Result<()> {
         Err(e) => {
             return Err(e).ctx(|| {
                 format!(
-                    "setgroups {:?} (process.user.additionalGids)",
-                    p.additional_gids
+                    "setgroups {} (process.user.additionalGids)",
+                    gid_summary(&p.additional_gids)
                 )
             })
         }
@@ -65,4 +65,28 @@ pub fn apply_user_and_caps(p: &ProcessPlan, userns: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A gid list for an error message, bounded however long the list is:
+/// all of a short list, else the count and the first few.
+fn gid_summary(gids: &[u32]) -> String {
+    const SHOWN: usize = 8;
+    if gids.len() <= SHOWN {
+        return format!("{gids:?}");
+    }
+    let head: Vec<String> = gids[..SHOWN].iter().map(u32::to_string).collect();
+    format!("of {} gids [{}, ...]", gids.len(), head.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gid_summary;
+
+    #[test]
+    fn gid_summary_is_bounded() {
+        assert_eq!(gid_summary(&[1, 2]), "[1, 2]");
+        let many: Vec<u32> = (0..70_000).collect();
+        let s = gid_summary(&many);
+        assert_eq!(s, "of 70000 gids [0, 1, 2, 3, 4, 5, 6, 7, ...]");
+    }
 }

@@ -55,6 +55,26 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// One line for an error and its causes, each cause said once.
+///
+/// `{:#}` of an anyhow error appends every `source()`, but many of our
+/// Display impls (thiserror's `"{what}: {source}"`) already print their
+/// source, so the cause came out two or three times. A cause whose text is
+/// already in the line is skipped.
+pub fn chain_message(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !s.is_empty() && !msg.contains(&s) {
+            msg.push_str(": ");
+            msg.push_str(&s);
+        }
+        cur = c.source();
+    }
+    msg
+}
+
 /// Attach a step description ("mount proc on /proc") to an io::Error.
 pub trait Context<T> {
     fn ctx(self, step: impl FnOnce() -> String) -> Result<T>;
@@ -73,5 +93,57 @@ pub fn spec_err(field: impl Into<String>, msg: impl Into<String>) -> Error {
     Error::Spec {
         field: field.into(),
         msg: msg.into(),
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("read env file {path}: {source}")]
+    struct Repeats {
+        path: String,
+        source: io::Error,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer step")]
+    struct Silent {
+        source: io::Error,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("create: {source}")]
+    struct Nested {
+        source: Repeats,
+    }
+
+    fn enoent() -> io::Error {
+        io::Error::from_raw_os_error(libc::ENOENT)
+    }
+
+    #[test]
+    fn each_cause_once() {
+        let cause = enoent().to_string();
+        let e = Repeats {
+            path: "/x".into(),
+            source: enoent(),
+        };
+        let m = chain_message(&e);
+        assert_eq!(m, format!("read env file /x: {cause}"));
+        assert_eq!(m.matches(&cause).count(), 1);
+        // Three levels that all print their source: still once.
+        let n = Nested {
+            source: Repeats {
+                path: "/x".into(),
+                source: enoent(),
+            },
+        };
+        let m = chain_message(&n);
+        assert_eq!(m, format!("create: read env file /x: {cause}"));
+        // A Display that does not print its source gets it appended.
+        let s = Silent { source: enoent() };
+        assert_eq!(chain_message(&s), format!("outer step: {cause}"));
     }
 }

@@ -189,6 +189,70 @@ pub fn fresh_file_in_root(root: BorrowedFd<'_>, path: &Path) -> io::Result<Owned
     Ok(fd)
 }
 
+/// Read the regular file `path` inside the directory `root`, at most
+/// `max_bytes` bytes, for a caller outside the container (the engine
+/// reading an image's /etc/passwd). Symlinks resolve inside `root`; a FIFO,
+/// device, socket or directory is refused without being opened for
+/// reading (so a FIFO cannot block and /dev/zero cannot be read), and a
+/// file larger than `max_bytes` is an error rather than a huge read.
+pub fn read_file_in_root(root: &Path, path: &Path, max_bytes: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let rootfd = sys::openat(
+        None,
+        root,
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        0,
+    )?;
+    // Look first (O_PATH opens nothing), then open for reading and check
+    // that it is still the same regular file.
+    let probe = open_in_root(rootfd.as_fd(), path)?;
+    let st = sys::fstat(probe.as_fd())?;
+    regular(&st)?;
+    let fd = open_in_root_flags(
+        rootfd.as_fd(),
+        path,
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC,
+    )?;
+    let st2 = sys::fstat(fd.as_fd())?;
+    regular(&st2)?;
+    if (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino) {
+        return Err(io::Error::other("file changed while being opened"));
+    }
+    let too_big = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {max_bytes} bytes"),
+        )
+    };
+    if st2.st_size as u64 > max_bytes {
+        return Err(too_big());
+    }
+    let mut buf = Vec::with_capacity(st2.st_size as usize);
+    std::fs::File::from(fd)
+        .take(max_bytes.saturating_add(1))
+        .read_to_end(&mut buf)?;
+    if buf.len() as u64 > max_bytes {
+        return Err(too_big());
+    }
+    Ok(buf)
+}
+
+fn regular(st: &libc::stat) -> io::Result<()> {
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => return Ok(()),
+        libc::S_IFDIR => "a directory",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFSOCK => "a socket",
+        _ => "not a regular file",
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("not a regular file ({kind})"),
+    ))
+}
+
 /// Open a directory fd (not O_PATH) for `*at` calls that need one.
 pub fn dir_fd(opath: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     sys::openat(
@@ -218,5 +282,43 @@ mod tests {
         // `..` cannot climb out either.
         ensure_file_in_root(rootfd.as_fd(), Path::new("/../../../escape-file")).unwrap();
         assert!(root.join("escape-file").is_file());
+    }
+
+    #[test]
+    fn read_file_in_root_refuses_escapes_and_specials() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        let outside = t.path().join("secret");
+        std::fs::write(&outside, "host-secret\n").unwrap();
+        std::fs::write(root.join("etc/ok"), "fine\n").unwrap();
+        let r = |p: &str, max| read_file_in_root(&root, Path::new(p), max);
+        assert_eq!(r("/etc/ok", 100).unwrap(), b"fine\n");
+        assert_eq!(r("etc/ok", 100).unwrap(), b"fine\n");
+        // Too big: an error, not a truncated read.
+        let e = r("/etc/ok", 3).unwrap_err();
+        assert!(e.to_string().contains("larger than 3 bytes"), "{e}");
+        // An absolute symlink to a host file resolves inside the root.
+        symlink(&outside, root.join("etc/abs")).unwrap();
+        assert_eq!(
+            r("/etc/abs", 100).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        symlink("../../secret", root.join("etc/rel")).unwrap();
+        assert_eq!(
+            r("/etc/rel", 100).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        // /dev/zero via a symlink: not found in the root; a FIFO: refused
+        // at once (no blocking open), a directory: refused.
+        symlink("/dev/zero", root.join("etc/zero")).unwrap();
+        assert!(r("/etc/zero", 100).is_err());
+        let fifo = sys::cstr(root.join("etc/fifo")).unwrap();
+        // SAFETY: mkfifo with a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        let e = r("/etc/fifo", 100).unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        let e = r("/etc", 100).unwrap_err();
+        assert!(e.to_string().contains("directory"), "{e}");
     }
 }

@@ -40,6 +40,7 @@ static ORIGINAL_EXE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLo
 pub fn self_exe() -> std::io::Result<std::path::PathBuf> {
     match ORIGINAL_EXE.get() {
         Some(p) => Ok(p.clone()),
+        #[allow(clippy::disallowed_methods)] // the one place that may
         None => std::env::current_exe(),
     }
 }

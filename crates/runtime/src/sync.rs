@@ -47,6 +47,34 @@ impl Msg {
     }
 }
 
+/// The most text one message carries (the receiver reads 4096 bytes).
+const MAX_TEXT: usize = 4000;
+
+/// `text` cut to at most `max` bytes from the middle: an error message
+/// names the step first and its cause (the errno) last, so both ends stay.
+fn bounded(text: &[u8], max: usize) -> std::borrow::Cow<'_, [u8]> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let marker = format!(" [... {} bytes cut ...] ", text.len() - max);
+    let keep = max.saturating_sub(marker.len());
+    // Cut on UTF-8 character boundaries (never inside a character).
+    let cont = |i: usize| text.get(i).is_some_and(|b| b & 0xC0 == 0x80);
+    let mut head = keep / 3;
+    while head > 0 && cont(head) {
+        head -= 1;
+    }
+    let mut start = text.len() - (keep - keep / 3);
+    while start < text.len() && cont(start) {
+        start += 1;
+    }
+    let mut out = Vec::with_capacity(max);
+    out.extend_from_slice(&text[..head]);
+    out.extend_from_slice(marker.as_bytes());
+    out.extend_from_slice(&text[start..]);
+    out.into()
+}
+
 pub struct Channel {
     fd: OwnedFd,
 }
@@ -69,10 +97,11 @@ impl Channel {
             Msg::Ready => (T_READY, 0, &[]),
             Msg::Failed(s) => (T_FAILED, 0, s.as_bytes()),
         };
-        let mut buf = Vec::with_capacity(8 + text.len().min(4000));
+        let text = bounded(text, MAX_TEXT);
+        let mut buf = Vec::with_capacity(8 + text.len());
         buf.extend_from_slice(&tag.to_le_bytes());
         buf.extend_from_slice(&val.to_le_bytes());
-        buf.extend_from_slice(&text[..text.len().min(4000)]);
+        buf.extend_from_slice(&text);
         // SAFETY: buf is valid for its length; MSG_NOSIGNAL avoids SIGPIPE.
         let n = unsafe {
             libc::send(
@@ -162,6 +191,25 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("expected ready, received hooks-request"));
+        // A huge message keeps its start and its cause at the end.
+        let long = format!(
+            "setgroups {}: Invalid argument (os error 22)",
+            "9, ".repeat(30_000)
+        );
+        a.send(&Msg::Failed(long)).unwrap();
+        let got = b.expect("ready").unwrap_err().to_string();
+        assert!(got.len() <= MAX_TEXT, "{}", got.len());
+        assert!(got.starts_with("setgroups 9, 9"), "{got}");
+        assert!(
+            got.ends_with("9, : Invalid argument (os error 22)"),
+            "{got}"
+        );
+        assert!(got.contains("bytes cut"), "{got}");
+        // Multi-byte characters are never split.
+        a.send(&Msg::Failed(format!("x{}", "é".repeat(5000))))
+            .unwrap();
+        let got = b.expect("ready").unwrap_err().to_string();
+        assert!(!got.contains('\u{FFFD}'), "{got}");
         drop(a);
         assert!(b
             .expect("ready")

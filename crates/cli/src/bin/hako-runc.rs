@@ -452,7 +452,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            let msg = format!("{e:#}");
+            let msg = hako_runtime::error::chain_message(e.as_ref());
             log::error_to_file(&msg);
             eprintln!("hako-runc: {msg}");
             ExitCode::from(1)

@@ -634,7 +634,7 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            let msg = format!("{e:#}");
+            let msg = hako_runtime::error::chain_message(e.as_ref());
             eprintln!("hako: {msg}");
             // Docker's codes: 127 command not found, 126 not executable.
             if msg.contains("executable file not found") {
