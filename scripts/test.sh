@@ -12,4 +12,23 @@ bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # Integration tests start real containers; two at a time on two cores.
-cargo test --workspace -- --test-threads=2
+# Root tests are #[ignore = "needs root"], so a plain `cargo test` as a user
+# reports them as ignored, never as passed. Here, as root, every one runs
+# (--include-ignored), --no-fail-fast shows every failure at once, and a
+# test that was still ignored, or skipped itself, fails the run.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --no-fail-fast -- --include-ignored --test-threads=2 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+if grep -Eq '^test result: .* [1-9][0-9]* ignored' "$log"; then
+    echo "test.sh: some tests were ignored (see 'ignored' above): every test must run here" >&2
+    status=1
+fi
+if grep -Eiq '^skipp(ed|ing)\b' "$log"; then
+    echo "test.sh: some tests skipped themselves:" >&2
+    grep -Ei '^skipp(ed|ing)\b' "$log" >&2
+    status=1
+fi
+exit "$status"

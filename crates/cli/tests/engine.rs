@@ -1,4 +1,5 @@
-//! End-to-end tests of the `hako` engine (root only; skipped otherwise).
+//! End-to-end tests of the `hako` engine (root only: `#[ignore]`d, run as
+//! root with --include-ignored).
 //!
 //! Each test has its own data and run roots (`--data-root/--run-root` via
 //! HAKO_DATA_DIR/HAKO_RUN_DIR), its own nft table, and cleans up through a
@@ -19,8 +20,7 @@ fn is_root() -> bool {
 macro_rules! need_root {
     () => {
         if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
+            panic!("needs root: root tests are #[ignore]d and run as root with --include-ignored (bash scripts/test.sh)");
         }
     };
 }
@@ -198,6 +198,7 @@ fn stdout(o: &Output) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn own_hostname_pid1_and_proc() {
     need_root!();
     let e = Engine::new("basic");
@@ -227,6 +228,7 @@ fn own_hostname_pid1_and_proc() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn flags_env_volumes_workdir_readonly_limits() {
     need_root!();
     let e = Engine::new("flags");
@@ -365,6 +367,7 @@ fn flags_env_volumes_workdir_readonly_limits() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn imported_docker_export_tarball() {
     need_root!();
     let e = Engine::new("tar");
@@ -399,6 +402,7 @@ fn imported_docker_export_tarball() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn detached_logs_exec_stop_rm() {
     need_root!();
     let e = Engine::new("life");
@@ -491,6 +495,7 @@ fn detached_logs_exec_stop_rm() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn names_are_unique_under_concurrency_and_crashes_are_cleanable() {
     need_root!();
     let e = Engine::new("conc");
@@ -550,6 +555,7 @@ fn names_are_unique_under_concurrency_and_crashes_are_cleanable() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn init_reaps_orphaned_zombies() {
     need_root!();
     let e = Engine::new("init");
@@ -609,6 +615,7 @@ fn init_reaps_orphaned_zombies() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn namespace_kept_after_container_then_entered() {
     need_root!();
     let e = Engine::new("ns");
@@ -663,6 +670,7 @@ fn namespace_kept_after_container_then_entered() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn two_containers_on_a_bridge_talk() {
     need_root!();
     let mut e = Engine::new("net");
@@ -736,6 +744,7 @@ fn two_containers_on_a_bridge_talk() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn time_namespace_offset() {
     need_root!();
     let e = Engine::new("time");
@@ -760,6 +769,7 @@ fn time_namespace_offset() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn userns_maps_container_root_to_a_user() {
     need_root!();
     let e = Engine::new("userns");
@@ -795,6 +805,7 @@ fn userns_maps_container_root_to_a_user() {
 /// The engine run by an unprivileged user: XDG dirs, a copied rootfs, and a
 /// user namespace whose uid 0 is the user.
 #[test]
+#[ignore = "needs root"]
 fn rootless_container_uid0_is_the_user() {
     need_root!();
     let dir = tempfile::Builder::new()
@@ -849,12 +860,13 @@ fn rootless_container_uid0_is_the_user() {
 /// `run -it` and `exec -it` on a real terminal (util-linux `script` gives
 /// the CLI a pty): the shell sees a tty, and the exit code comes back.
 #[test]
+#[ignore = "needs root"]
 fn interactive_tty_run_and_exec() {
     need_root!();
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipped: needs util-linux script");
-        return;
-    }
+    assert!(
+        Command::new("script").arg("--version").output().is_ok(),
+        "needs util-linux script (scripts/setup.sh installs util-linux)"
+    );
     let e = Engine::new("tty");
     let through_pty = |cli: &str, input: &'static str| -> Output {
         let mut c = Command::new("script");
@@ -900,6 +912,7 @@ fn interactive_tty_run_and_exec() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn create_start_attached_wait() {
     need_root!();
     let e = Engine::new("attach");
@@ -960,6 +973,7 @@ fn ps_rows(e: &Engine) -> Vec<Value> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn corrupt_record_is_listed_keeps_its_name_and_is_removable() {
     need_root!();
     let e = Engine::new("corrupt");
@@ -1116,6 +1130,7 @@ fn simulate_reboot(e: &Engine, bridge: &str) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn after_a_reboot_containers_start_and_networks_work_again() {
     need_root!();
     let mut e = Engine::new("reboot");
@@ -1256,6 +1271,7 @@ fn release(e: &Engine, name: &str) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn exit_code_survives_a_killed_monitor_or_reads_unknown() {
     need_root!();
     let e = Engine::new("keeper");
@@ -1328,6 +1344,7 @@ fn exit_code_survives_a_killed_monitor_or_reads_unknown() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn foreground_run_rm_stays_supervised_when_its_cli_is_killed() {
     need_root!();
     let e = Engine::new("fgrm");
@@ -1435,6 +1452,7 @@ fn as_nobody(argv: &[&str]) -> Output {
 /// mount is nosuid,nodev, and `nobody` reaches none of it; setuid programs
 /// still work inside the container, with and without a user namespace.
 #[test]
+#[ignore = "needs root"]
 fn userns_leaves_the_store_owner_only_and_rootfs_nosuid() {
     use std::os::unix::fs::PermissionsExt;
     need_root!();
@@ -1586,6 +1604,7 @@ fn attacker_verdict(log: &Path) -> String {
 /// of hako is the target, and no monitor runs from it, so nothing but that
 /// defence keeps it from being overwritten.
 #[test]
+#[ignore = "needs root"]
 fn ptrace_capable_container_cannot_overwrite_hako() {
     need_root!();
     let e = Engine::new("ptrace");
@@ -1690,6 +1709,7 @@ fn ends_within(mut child: Child, what: &str) -> std::process::ExitStatus {
 /// Unix tool: `inspect | head` panicked, `logs -f | head`, `start -a | head`
 /// and `run | head` never ended.
 #[test]
+#[ignore = "needs root"]
 fn closed_stdout_ends_the_command_quietly() {
     use std::io::{BufRead, BufReader};
     use std::os::unix::process::ExitStatusExt;
@@ -1864,6 +1884,7 @@ fn stderr(o: &Output) -> String {
 /// as a bounded regular file. A symlink to /dev/zero, a FIFO and a symlink
 /// to a host file each fail at once with one clear error.
 #[test]
+#[ignore = "needs root"]
 fn hostile_passwd_is_read_inside_the_image_only() {
     need_root!();
     let e = Engine::new("passwd");
@@ -1936,6 +1957,7 @@ fn hostile_passwd_is_read_inside_the_image_only() {
 /// Mount points are made inside the rootfs: an image's `data ->
 /// /abs/outside` symlink leads to the image's own path, never the host's.
 #[test]
+#[ignore = "needs root"]
 fn volume_mount_point_through_image_symlink_stays_in_rootfs() {
     need_root!();
     let e = Engine::new("mntlink");
@@ -1995,6 +2017,7 @@ fn volume_mount_point_through_image_symlink_stays_in_rootfs() {
 /// `-v FILE:/path` binds a single host file (it used to fail with "Not a
 /// directory": the engine made a directory as its mount point).
 #[test]
+#[ignore = "needs root"]
 fn single_file_bind() {
     need_root!();
     let e = Engine::new("filebind");
@@ -2032,6 +2055,7 @@ fn single_file_bind() {
 
 /// An error's cause is printed once, not once per layer that carries it.
 #[test]
+#[ignore = "needs root"]
 fn error_cause_printed_once() {
     need_root!();
     let e = Engine::new("errmsg");

@@ -19,6 +19,7 @@ fn memory_dir(id: &str) -> Option<std::path::PathBuf> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn exec_joins_the_container() {
     need_root!();
     let mut b = Bundle::new();
@@ -116,6 +117,7 @@ fn exec_joins_the_container() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn exec_with_a_terminal_through_the_console_socket() {
     need_root!();
     let mut b = Bundle::new();
@@ -158,6 +160,7 @@ fn exec_with_a_terminal_through_the_console_socket() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn pause_and_resume_freeze_the_container() {
     need_root!();
     let mut b = Bundle::new();
@@ -190,6 +193,7 @@ fn pause_and_resume_freeze_the_container() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn memory_stats_grow_and_oom_is_reported() {
     need_root!();
     let mut b = Bundle::new();
@@ -248,6 +252,7 @@ fn memory_stats_grow_and_oom_is_reported() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn pids_limit_stops_a_fork_bomb() {
     need_root!();
     let mut b = Bundle::new();
@@ -269,6 +274,7 @@ fn pids_limit_stops_a_fork_bomb() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn update_applies_and_bad_input_changes_nothing() {
     need_root!();
     let mut b = Bundle::new();
@@ -338,6 +344,7 @@ fn update_applies_and_bad_input_changes_nothing() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn kill_all_signals_every_process() {
     need_root!();
     let mut b = Bundle::new();
@@ -358,6 +365,7 @@ fn kill_all_signals_every_process() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn failed_resource_setup_leaves_no_cgroup_or_state() {
     need_root!();
     if Path::new("/sys/fs/cgroup/net_cls").exists() {

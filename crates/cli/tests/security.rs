@@ -11,6 +11,7 @@ use serde_json::json;
 /// CVE-2024-21626: a cwd through a leaked fd (/proc/self/fd/N) must never
 /// give the container a directory outside its root.
 #[test]
+#[ignore = "needs root"]
 fn cwd_through_a_leaked_fd_never_escapes() {
     need_root!();
     let mut b = Bundle::new();
@@ -37,6 +38,7 @@ fn cwd_through_a_leaked_fd_never_escapes() {
 
 /// CVE-2019-16884: a volume mounted on /proc (a fake procfs) is refused.
 #[test]
+#[ignore = "needs root"]
 fn fake_proc_is_refused() {
     need_root!();
     let mut b = Bundle::new();
@@ -59,6 +61,7 @@ fn fake_proc_is_refused() {
 /// the rootfs. A createContainer hook sees the container's mount table
 /// before pivot_root, with host paths: nothing may be mounted on `outside`.
 #[test]
+#[ignore = "needs root"]
 fn mount_target_swapped_for_a_symlink_stays_inside() {
     need_root!();
     let mut b = Bundle::new();
@@ -116,6 +119,7 @@ fn mount_target_swapped_for_a_symlink_stays_inside() {
 /// CVE-2025-52565: /dev/console made a symlink (to /proc/sysrq-trigger, say)
 /// must not redirect the console bind mount.
 #[test]
+#[ignore = "needs root"]
 fn dev_console_symlink_does_not_redirect_the_pty() {
     need_root!();
     let mut b = Bundle::new();
@@ -173,6 +177,7 @@ fn dev_console_symlink_does_not_redirect_the_pty() {
 /// CVE-2024-21626 (the other half): nothing of the runtime's reaches the
 /// container: only 0, 1, 2 are open in the user process.
 #[test]
+#[ignore = "needs root"]
 fn no_runtime_fd_leaks_into_the_container_or_exec() {
     need_root!();
     let mut b = Bundle::new();
@@ -201,6 +206,7 @@ fn no_runtime_fd_leaks_into_the_container_or_exec() {
 /// Masking goes through a verified /dev/null: a container-supplied
 /// /dev/null that is not char 1:3 is refused (CVE-2025-31133).
 #[test]
+#[ignore = "needs root"]
 fn masking_refuses_a_fake_dev_null() {
     need_root!();
     let mut b = Bundle::new();
@@ -238,6 +244,7 @@ fn masking_refuses_a_fake_dev_null() {
 /// where hako-runc would have started inside the container (and printed its
 /// usage, exit 2), and the host binary stays unchanged. Same for `exec`.
 #[test]
+#[ignore = "needs root"]
 fn proc_self_exe_trampoline_cannot_reach_the_host_binary() {
     need_root!();
     let host_bin = std::fs::read(bin()).unwrap();
@@ -289,6 +296,7 @@ fn proc_self_exe_trampoline_cannot_reach_the_host_binary() {
 
 /// The container's process never has hako-runc as its executable.
 #[test]
+#[ignore = "needs root"]
 fn the_container_process_is_never_the_runtime_binary() {
     need_root!();
     let mut b = Bundle::new();
@@ -306,6 +314,7 @@ fn the_container_process_is_never_the_runtime_binary() {
 /// are skipped with one line saying so; more than one's own id needs
 /// newuidmap and a subuid range, and the error says which.
 #[test]
+#[ignore = "needs root"]
 fn rootless_container_maps_root_to_the_user() {
     need_root!();
     // The unprivileged user scripts/setup.sh creates (else nobody).
@@ -415,6 +424,7 @@ fn rootless_container_maps_root_to_the_user() {
 /// Bad security input is refused at create, naming the problem, with
 /// nothing left behind.
 #[test]
+#[ignore = "needs root"]
 fn bad_seccomp_and_mappings_are_refused_at_create() {
     need_root!();
     let cases: Vec<(serde_json::Value, &str, &str)> = vec![
@@ -466,6 +476,7 @@ fn bad_seccomp_and_mappings_are_refused_at_create() {
 /// Without capabilities, root in the container cannot chown files or
 /// change the hostname.
 #[test]
+#[ignore = "needs root"]
 fn no_capabilities_means_no_chown_and_no_hostname() {
     need_root!();
     let mut b = Bundle::new();
@@ -485,6 +496,7 @@ fn no_capabilities_means_no_chown_and_no_hostname() {
 /// namespace and sets net.ipv4.ip_forward for its own network namespace.
 /// The write must reach B's network namespace, not the planted file.
 #[test]
+#[ignore = "needs root"]
 fn sysctl_writes_ignore_over_mounts_in_a_joined_mount_namespace() {
     need_root!();
     let host = tempfile::tempdir().unwrap();
@@ -596,6 +608,7 @@ fn attack_until_opened(log: &std::path::Path, mut victim: impl FnMut(usize)) -> 
 /// so the write fails with EROFS and the host binary stays as it was.
 /// Without the defence the attacker logs "overwrote".
 #[test]
+#[ignore = "needs root"]
 fn ptrace_capable_container_cannot_overwrite_the_runtime() {
     need_root!();
     let (_d, rt) = runtime_copy();
