@@ -656,6 +656,14 @@ fn failing_or_slow_prestart_hook_aborts_create() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("createRuntime[0]"), "{}", stderr(&o));
     assert!(!b.state_root().join("hook3").exists());
+    // A hook that exits without reading a state larger than a pipe holds:
+    // the runtime's write fails with EPIPE, which must be an error it
+    // reports, never a SIGPIPE that kills it silently.
+    b.config["annotations"] = json!({ "big": "x".repeat(256 * 1024) });
+    let o = b.run("hook4");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("createRuntime[0]"), "{o:?}");
+    assert!(!b.state_root().join("hook4").exists());
 }
 
 #[test]

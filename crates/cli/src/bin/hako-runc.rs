@@ -438,11 +438,23 @@ fn default_root() -> std::path::PathBuf {
 }
 
 fn main() -> ExitCode {
-    // A closed stdout (`| head`) ends the command quietly, as for every
-    // Unix tool, instead of a panic in println!.
-    // SAFETY: setting a signal's disposition to SIG_DFL has no memory effects.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let mut cli = Cli::parse();
+    if matches!(
+        cli.cmd,
+        Cmd::State { .. }
+            | Cmd::List { .. }
+            | Cmd::Spec { .. }
+            | Cmd::Features
+            | Cmd::Ps { .. }
+            | Cmd::Events { .. }
+    ) {
+        // For verbs that only print, a closed stdout (`| head`) ends the
+        // command quietly, as for every Unix tool, instead of a panic in
+        // println!. Not for verbs that drive a container: there a hook that
+        // exits without reading its state must give EPIPE, not kill us.
+        // SAFETY: setting a signal's disposition to SIG_DFL has no memory effects.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     cli.root = cli.root_arg.clone().unwrap_or_else(default_root);
     log::init(
         cli.log.clone(),

@@ -625,11 +625,26 @@ fn real_main(cli: Cli) -> Result<i32> {
 }
 
 fn main() -> ExitCode {
-    // A closed stdout (`| head`) ends the command quietly, as for every
-    // Unix tool, instead of a panic in println!.
-    // SAFETY: setting a signal's disposition to SIG_DFL has no memory effects.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
+    if matches!(
+        cli.cmd,
+        Cmd::Ps { .. }
+            | Cmd::Inspect { .. }
+            | Cmd::Top { .. }
+            | Cmd::Stats { .. }
+            | Cmd::Images { .. }
+            | Cmd::Image(_)
+            | Cmd::Logs { .. }
+            | Cmd::Network(_)
+            | Cmd::Ns(NsCmd::Ls { .. })
+    ) {
+        // For verbs that only print, a closed stdout (`| head`) ends the
+        // command quietly, as for every Unix tool, instead of a panic in
+        // println!. Verbs that drive containers handle EPIPE where they
+        // write (the attached relay) and must not die of SIGPIPE.
+        // SAFETY: setting a signal's disposition to SIG_DFL has no memory effects.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let _ = record::RECORD;
     match real_main(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
