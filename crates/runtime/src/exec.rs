@@ -15,6 +15,7 @@ use oci_spec::runtime::Process;
 use crate::error::{Context, Error, Result};
 use crate::plan::{self, NsKind, ProcessPlan};
 use crate::state::{self, Status};
+use crate::steps::Step;
 use crate::sync::{Channel, Msg};
 use crate::sys;
 
@@ -242,64 +243,100 @@ struct ChildArgs<'a> {
 }
 
 fn child(a: &ChildArgs<'_>) -> Result<()> {
-    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
-        .ctx(|| "set parent-death signal".into())?;
-    // Until execve, this process is the runtime inside the container: keep
-    // container processes from reading or ptracing it.
-    sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).ctx(|| "set non-dumpable".into())?;
-    let Msg::Go(host_pid) = a.chan.expect("go")? else {
-        unreachable!()
+    let steps = crate::steps::exec(a.process, a.seccomp.is_some());
+    let mut e = ExecChild {
+        a,
+        host_pid: 0,
+        handover: crate::process::Handover {
+            process: a.process,
+            userns: a.userns,
+            preserve_fds: a.preserve_fds,
+            sigmask: a.sigmask,
+            seccomp: a.seccomp,
+            seccomp_listener: a.seccomp_listener,
+            dmz: a.dmz,
+            prepared: None,
+            filtered: false,
+        },
     };
-    for (kind, fd) in a.joins {
-        sys::setns(fd.as_fd(), kind.flag())
-            .ctx(|| format!("join the container's {} namespace", kind.spec_name()))?;
-    }
-    let p = a.process;
-    if p.terminal {
-        let sock = a
-            .console
-            .ok_or_else(|| Error::Other("a terminal needs a console socket".into()))?;
-        let master = sys::openat(
-            None,
-            Path::new("/dev/ptmx"),
-            libc::O_RDWR | libc::O_NOCTTY,
-            0,
-        )
-        .ctx(|| "open /dev/ptmx in the container".into())?;
-        let peer = sys::pty_peer(master.as_fd()).ctx(|| "open the pty peer".into())?;
-        if let Some((r, c)) = p.console_size {
-            let _ = sys::set_winsize(peer.as_raw_fd(), r, c);
+    crate::steps::run(&steps, &mut e)
+}
+
+/// The exec process's executor: each step of `steps::exec`.
+struct ExecChild<'a, 'b> {
+    a: &'b ChildArgs<'a>,
+    host_pid: i32,
+    handover: crate::process::Handover<'a>,
+}
+
+impl crate::steps::Executor for ExecChild<'_, '_> {
+    fn run_step(&mut self, step: Step) -> Result<()> {
+        let a = self.a;
+        let p = a.process;
+        match step {
+            Step::ParentDeathSignal => {
+                sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
+                    .ctx(|| "set parent-death signal".into())?;
+            }
+            // Until execve, this process is the runtime inside the
+            // container: keep container processes from reading or ptracing it.
+            Step::NonDumpable => {
+                sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).ctx(|| "set non-dumpable".into())?;
+            }
+            // The parent moved us into the container's cgroup.
+            Step::WaitForParent => {
+                let Msg::Go(pid) = a.chan.expect("go")? else {
+                    unreachable!()
+                };
+                self.host_pid = pid;
+            }
+            Step::JoinNamespaces => {
+                for (kind, fd) in a.joins {
+                    sys::setns(fd.as_fd(), kind.flag())
+                        .ctx(|| format!("join the container's {} namespace", kind.spec_name()))?;
+                }
+            }
+            Step::Terminal => {
+                let sock = a
+                    .console
+                    .ok_or_else(|| Error::Other("a terminal needs a console socket".into()))?;
+                let master = sys::openat(
+                    None,
+                    Path::new("/dev/ptmx"),
+                    libc::O_RDWR | libc::O_NOCTTY,
+                    0,
+                )
+                .ctx(|| "open /dev/ptmx in the container".into())?;
+                let peer = sys::pty_peer(master.as_fd()).ctx(|| "open the pty peer".into())?;
+                if let Some((r, c)) = p.console_size {
+                    let _ = sys::set_winsize(peer.as_raw_fd(), r, c);
+                }
+                sys::send_fd(sock, b"/dev/pts", master.as_fd())
+                    .ctx(|| "send the pty master to the console socket".into())?;
+                sys::setsid().ctx(|| "setsid".into())?;
+                for fd in 0..3 {
+                    sys::dup2(peer.as_raw_fd(), fd).ctx(|| "attach the terminal".into())?;
+                }
+                sys::set_controlling_tty(0).ctx(|| "set the controlling terminal".into())?;
+            }
+            Step::Rlimits => {
+                for r in &p.rlimits {
+                    sys::setrlimit(r.resource, r.soft, r.hard)
+                        .ctx(|| format!("process.rlimits: resource {}", r.resource))?;
+                }
+            }
+            other => {
+                let (state, pid) = (a.listener_state, self.host_pid);
+                let state = || {
+                    let mut v = state.clone();
+                    v["pid"] = pid.into();
+                    v.to_string().into_bytes()
+                };
+                if !self.handover.run_step(other, &state)? {
+                    return Err(Error::Other(format!("{other:?} is not an exec step")));
+                }
+            }
         }
-        sys::send_fd(sock, b"/dev/pts", master.as_fd())
-            .ctx(|| "send the pty master to the console socket".into())?;
-        sys::setsid().ctx(|| "setsid".into())?;
-        for fd in 0..3 {
-            sys::dup2(peer.as_raw_fd(), fd).ctx(|| "attach the terminal".into())?;
-        }
-        sys::set_controlling_tty(0).ctx(|| "set the controlling terminal".into())?;
-    }
-    for r in &p.rlimits {
-        sys::setrlimit(r.resource, r.soft, r.hard)
-            .ctx(|| format!("process.rlimits: resource {}", r.resource))?;
-    }
-    let handover = crate::process::Handover {
-        process: p,
-        userns: a.userns,
-        preserve_fds: a.preserve_fds,
-        sigmask: a.sigmask,
-        seccomp: a.seccomp,
-        seccomp_listener: a.seccomp_listener,
-        dmz: a.dmz,
-    };
-    let state = || {
-        let mut v = a.listener_state.clone();
-        v["pid"] = host_pid.into();
-        v.to_string().into_bytes()
-    };
-    let never = crate::process::hand_over(&handover, &state, || {
-        // The parent waits for our execve; a detached exec must outlive it.
-        sys::prctl(libc::PR_SET_PDEATHSIG, 0, 0).ctx(|| "clear parent-death signal".into())?;
         Ok(())
-    })?;
-    match never {}
+    }
 }

@@ -1,6 +1,7 @@
 //! The container's init, from clone until execve. Runs in the child.
 //!
-//! The order is the point of this file; each step says why it is where it is.
+//! The order is `steps::init` (unit-tested there); each step here says why
+//! it is where it is.
 //!  1. wait for the parent (cgroup joined, id maps written)
 //!  2. become root of a new user namespace; join namespaces given by path
 //!  3. hostname, sysctl (through the host's /proc, before pivot_root, so the
@@ -21,6 +22,7 @@ use crate::error::{Context, Error, Result};
 use crate::mounts::{self, MountCtx};
 use crate::paths;
 use crate::plan::{NsKind, Plan, ProcessPlan};
+use crate::steps::Step;
 use crate::sync::{Channel, Msg};
 use crate::sys;
 
@@ -84,51 +86,262 @@ pub fn main(a: InitArgs<'_>) -> ! {
 
 fn run(a: &InitArgs<'_>) -> Result<()> {
     let plan = a.plan;
-    // If the runtime dies before we are set up, so do we.
-    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
-        .ctx(|| "set parent-death signal".into())?;
-    // Device nodes and files get exactly the modes asked for.
-    sys::umask(0);
-
-    let Msg::Go(mut host_pid) = a.chan.expect("go")? else {
-        unreachable!()
+    let steps = crate::steps::init(
+        plan,
+        a.process,
+        &crate::steps::InitInputs {
+            joins: !a.joins.is_empty(),
+            seccomp: a.seccomp.is_some(),
+            no_new_keyring: a.no_new_keyring,
+        },
+    );
+    let mut init = Init {
+        a,
+        host_pid: 0,
+        // In a user namespace of our own or one we were started in (a
+        // rootless engine's monitor): devices are bound, not made.
+        userns: plan.ns.has(NsKind::User) || !sys::in_initial_userns(),
+        proc_handle: None,
+        rootfs: None,
+        pty_peer: None,
+        handover: crate::process::Handover {
+            process: a.process,
+            userns: false,
+            preserve_fds: a.preserve_fds,
+            sigmask: a.sigmask,
+            seccomp: a.seccomp,
+            seccomp_listener: a.seccomp_listener,
+            dmz: a.dmz,
+            prepared: None,
+            filtered: false,
+        },
     };
-    // Until the final exec this is the runtime inside the container: keep
-    // container processes from reading or ptracing it (its exe, its fds).
-    // Only now: a non-dumpable process's /proc files belong to root, and an
-    // unprivileged parent must first write our uid_map and gid_map.
-    sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).ctx(|| "set non-dumpable".into())?;
+    init.handover.userns = init.userns;
+    crate::steps::run(&steps, &mut init)
+}
 
-    if plan.ns.is_new(NsKind::User) && plan.host_uid(0).is_some() {
-        // The creator has every capability in the new namespace; become its
-        // root so files we create are owned by the container's root.
-        sys::setresgid(0).ctx(|| "setresgid(0) in the user namespace".into())?;
-        sys::setresuid(0).ctx(|| "setresuid(0) in the user namespace".into())?;
-    }
+/// The init's executor: each step of `steps::init`, with what one step
+/// leaves for a later one.
+struct Init<'a, 'b> {
+    a: &'b InitArgs<'a>,
+    host_pid: i32,
+    userns: bool,
+    /// Our own procfs handle for every write to /proc and for reopening the
+    /// exec fifo (PrivateProc).
+    proc_handle: Option<OwnedFd>,
+    rootfs: Option<mounts::Rootfs>,
+    pty_peer: Option<OwnedFd>,
+    handover: crate::process::Handover<'a>,
+}
 
-    // Join namespaces given by path; the user namespace first, so that the
-    // others are entered (or created) with the capabilities it grants.
-    for (kind, fd) in a.joins {
-        sys::setns(fd.as_fd(), kind.flag()).ctx(|| {
-            format!(
-                "join {} namespace {:?}",
-                kind.spec_name(),
-                plan.ns.joined(*kind)
-            )
-        })?;
-        if *kind == NsKind::User {
-            let _ = sys::setresgid(0);
-            let _ = sys::setresuid(0);
+impl crate::steps::Executor for Init<'_, '_> {
+    fn run_step(&mut self, step: Step) -> Result<()> {
+        let a = self.a;
+        let plan = a.plan;
+        match step {
+            // If the runtime dies before we are set up, so do we.
+            Step::ParentDeathSignal => {
+                sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
+                    .ctx(|| "set parent-death signal".into())?;
+                // Device nodes and files get exactly the modes asked for.
+                sys::umask(0);
+            }
+            Step::WaitForParent => {
+                let Msg::Go(pid) = a.chan.expect("go")? else {
+                    unreachable!()
+                };
+                self.host_pid = pid;
+            }
+            // Until the final exec this is the runtime inside the container:
+            // keep container processes from reading or ptracing it (its exe,
+            // its fds). Only now: a non-dumpable process's /proc files belong
+            // to root, and an unprivileged parent must first write our
+            // uid_map and gid_map.
+            Step::NonDumpable => {
+                sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).ctx(|| "set non-dumpable".into())?;
+            }
+            // The creator has every capability in the new namespace; become
+            // its root so files we create are owned by the container's root.
+            Step::UserNsRoot => {
+                sys::setresgid(0).ctx(|| "setresgid(0) in the user namespace".into())?;
+                sys::setresuid(0).ctx(|| "setresuid(0) in the user namespace".into())?;
+            }
+            // The user namespace first, so that the others are entered (or
+            // created) with the capabilities it grants.
+            Step::JoinNamespaces => {
+                for (kind, fd) in a.joins {
+                    sys::setns(fd.as_fd(), kind.flag()).ctx(|| {
+                        format!(
+                            "join {} namespace {:?}",
+                            kind.spec_name(),
+                            plan.ns.joined(*kind)
+                        )
+                    })?;
+                    if *kind == NsKind::User {
+                        let _ = sys::setresgid(0);
+                        let _ = sys::setresuid(0);
+                    }
+                }
+            }
+            // Now that the parent put us in our cgroup, it becomes the root
+            // of the new cgroup namespace.
+            Step::UnshareCgroupNs => {
+                sys::unshare(libc::CLONE_NEWCGROUP).ctx(|| "unshare cgroup namespace".into())?;
+            }
+            Step::LateNamespaces => self.late_namespaces()?,
+            Step::Hostname => {
+                if let Some(h) = &plan.hostname {
+                    sys::sethostname(h).ctx(|| format!("sethostname {h:?}"))?;
+                }
+                if let Some(d) = &plan.domainname {
+                    sys::setdomainname(d).ctx(|| format!("setdomainname {d:?}"))?;
+                }
+            }
+            // A fresh detached procfs nobody else can mount over
+            // (CVE-2025-52881). Where a fresh one cannot be made (a user
+            // namespace without its own pid namespace), the host's /proc,
+            // opened while the host's root is still ours.
+            Step::PrivateProc => {
+                self.proc_handle = Some(match sys::private_procfs() {
+                    Ok(fd) => fd,
+                    Err(_) => sys::openat(
+                        None,
+                        Path::new("/proc"),
+                        libc::O_PATH | libc::O_DIRECTORY,
+                        0,
+                    )
+                    .ctx(|| "open /proc".into())?,
+                });
+            }
+            // Through our procfs, before pivot_root, so the container
+            // cannot redirect the writes.
+            Step::Sysctl => {
+                let proc = self.proc()?;
+                for (k, v) in &plan.sysctl {
+                    let rel = PathBuf::from("sys").join(k.replace('.', "/"));
+                    let f = sys::open_in_proc(proc, &rel, libc::O_WRONLY | libc::O_TRUNC, false)
+                        .ctx(|| format!("linux.sysctl: open /proc/{}", rel.display()))?;
+                    sys::write_all_fd(f.as_fd(), v.as_bytes())
+                        .ctx(|| format!("linux.sysctl: write {v:?} to /proc/{}", rel.display()))?;
+                }
+            }
+            Step::Mounts => {
+                self.rootfs = Some(mounts::prepare_rootfs(&MountCtx {
+                    plan,
+                    userns: self.userns,
+                    handoff: a.handoff,
+                })?);
+            }
+            Step::Console => self.console()?,
+            // prestart and createRuntime hooks run in the parent now that
+            // the namespaces and mounts exist.
+            Step::ParentHooks => {
+                a.chan
+                    .send(&Msg::HooksRequest)
+                    .ctx(|| "sync with the runtime".into())?;
+                a.chan.expect("hooks-done")?;
+            }
+            Step::CreateContainerHooks => {
+                let state = hook_state(a, self.host_pid, "created");
+                crate::hooks::run_hooks(
+                    "createContainer",
+                    &plan.hooks.create_container,
+                    &state,
+                    true,
+                )?;
+            }
+            Step::PivotRoot => {
+                let Some(r) = self.rootfs.take() else {
+                    return Err(Error::Other("pivot_root without a rootfs".into()));
+                };
+                mounts::enter_rootfs(&r, a.no_pivot)?;
+            }
+            Step::Chroot => {
+                sys::chroot(&plan.rootfs).ctx(|| format!("chroot {}", plan.rootfs.display()))?;
+                std::env::set_current_dir("/").ctx(|| "chdir /".into())?;
+            }
+            Step::FinishRootfs => mounts::finish_rootfs(plan)?,
+            Step::Setsid => {
+                sys::setsid().ctx(|| "setsid".into())?;
+                if let Some(peer) = self.pty_peer.take() {
+                    for fd in 0..3 {
+                        sys::dup2(peer.as_raw_fd(), fd).ctx(|| "attach the console".into())?;
+                    }
+                    sys::set_controlling_tty(0).ctx(|| "set the controlling terminal".into())?;
+                }
+            }
+            Step::Rlimits => {
+                for r in &a.process.rlimits {
+                    sys::setrlimit(r.resource, r.soft, r.hard).ctx(|| {
+                        format!(
+                            "process.rlimits: set resource {} to {}/{}",
+                            r.resource, r.soft, r.hard
+                        )
+                    })?;
+                }
+            }
+            // A fresh session keyring per container, so containers do not
+            // share the host's keys. Kernels without keyrings simply skip it.
+            Step::Keyring => match sys::keyctl_join_session(&format!("_ses.{}", a.id)) {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOSYS) | Some(libc::EACCES) | Some(libc::EDQUOT)
+                    ) => {}
+                Err(e) => return Err(e).ctx(|| "join a new session keyring".into()),
+            },
+            Step::ReportReady => {
+                a.chan
+                    .send(&Msg::Ready)
+                    .ctx(|| "tell the runtime we are ready".into())?;
+                READY_SENT.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            // Opening the fifo for writing blocks until `start` reads it.
+            // Reopen through our procfs handle: the container's /proc may be
+            // missing or masked, and the path must not be the container's to
+            // choose.
+            Step::WaitForStart => {
+                let link = PathBuf::from(format!("thread-self/fd/{}", a.fifo.as_raw_fd()));
+                let w = sys::open_in_proc(self.proc()?, &link, libc::O_WRONLY, true)
+                    .ctx(|| "open the exec fifo".into())?;
+                sys::write_all_fd(w.as_fd(), b"0").ctx(|| "write the exec fifo".into())?;
+                drop(w);
+                self.proc_handle = None;
+            }
+            Step::StartContainerHooks => {
+                let state = hook_state(a, self.host_pid, "running");
+                crate::hooks::run_hooks(
+                    "startContainer",
+                    &plan.hooks.start_container,
+                    &state,
+                    true,
+                )?;
+            }
+            other => {
+                let host_pid = self.host_pid;
+                let state = || process_state(a, host_pid);
+                if !self.handover.run_step(other, &state)? {
+                    return Err(Error::Other(format!("{other:?} is not an init step")));
+                }
+            }
         }
+        Ok(())
     }
-    if plan.ns.is_new(NsKind::Cgroup) && plan.ns.joined(NsKind::User).is_none() {
-        // Now that the parent put us in our cgroup, it becomes the root of
-        // the new cgroup namespace.
-        sys::unshare(libc::CLONE_NEWCGROUP).ctx(|| "unshare cgroup namespace".into())?;
+}
+
+impl Init<'_, '_> {
+    fn proc(&self) -> Result<BorrowedFd<'_>> {
+        self.proc_handle
+            .as_ref()
+            .map(|f| f.as_fd())
+            .ok_or_else(|| Error::Other("no procfs handle".into()))
     }
-    if plan.ns.joined(NsKind::User).is_some() {
-        // Namespaces could not be created at clone time (they must belong to
-        // the joined user namespace): create them now.
+
+    /// Namespaces that could not be created at clone time because they must
+    /// belong to the joined user namespace.
+    fn late_namespaces(&mut self) -> Result<()> {
+        let plan = self.a.plan;
         let mut flags = 0;
         for k in &plan.ns.new {
             if !matches!(k, NsKind::User | NsKind::Time) {
@@ -143,80 +356,33 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
             // more; this process reports the real init's pid and exits.
             match sys::fork().ctx(|| "fork into the new pid namespace".into())? {
                 Some(pid) => {
-                    let _ = a.chan.send(&Msg::InitPid(pid));
+                    let _ = self.a.chan.send(&Msg::InitPid(pid));
                     // SAFETY: see main(): leave without running destructors.
                     unsafe { libc::_exit(0) }
                 }
                 None => {
                     sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
                         .ctx(|| "set parent-death signal".into())?;
-                    let Msg::Go(p) = a.chan.expect("go")? else {
+                    let Msg::Go(p) = self.a.chan.expect("go")? else {
                         unreachable!()
                     };
-                    host_pid = p;
+                    self.host_pid = p;
                 }
             }
         }
+        Ok(())
     }
 
-    if let Some(h) = &plan.hostname {
-        sys::sethostname(h).ctx(|| format!("sethostname {h:?}"))?;
-    }
-    if let Some(d) = &plan.domainname {
-        sys::setdomainname(d).ctx(|| format!("setdomainname {d:?}"))?;
-    }
-    // Our own procfs handle for every write to /proc and for reopening the
-    // exec fifo: a fresh detached instance nobody else can mount over
-    // (CVE-2025-52881). Where a fresh one cannot be made (a user namespace
-    // without its own pid namespace), the host's /proc, opened while the
-    // host's root is still ours.
-    let proc_handle = match sys::private_procfs() {
-        Ok(fd) => fd,
-        Err(_) => sys::openat(
-            None,
-            Path::new("/proc"),
-            libc::O_PATH | libc::O_DIRECTORY,
-            0,
-        )
-        .ctx(|| "open /proc".into())?,
-    };
-    for (k, v) in &plan.sysctl {
-        let rel = PathBuf::from("sys").join(k.replace('.', "/"));
-        let f = sys::open_in_proc(
-            proc_handle.as_fd(),
-            &rel,
-            libc::O_WRONLY | libc::O_TRUNC,
-            false,
-        )
-        .ctx(|| format!("linux.sysctl: open /proc/{}", rel.display()))?;
-        sys::write_all_fd(f.as_fd(), v.as_bytes())
-            .ctx(|| format!("linux.sysctl: write {v:?} to /proc/{}", rel.display()))?;
-    }
-
-    // In a user namespace of our own or one we were started in (a rootless
-    // engine's monitor): devices are bound, not made.
-    let userns = plan.ns.has(NsKind::User) || !sys::in_initial_userns();
-    let own_mntns = plan.ns.is_new(NsKind::Mount);
-    let rootfs = if own_mntns {
-        Some(mounts::prepare_rootfs(&MountCtx {
-            plan,
-            userns,
-            handoff: a.handoff,
-        })?)
-    } else {
-        None
-    };
-
-    // The console: a pty from the container's own devpts, its peer bound to
-    // /dev/console by fd and the master handed to the console socket.
-    let mut pty_peer: Option<OwnedFd> = None;
-    if a.process.terminal {
+    /// A pty from the container's own devpts, its peer bound to
+    /// /dev/console by fd and the master handed to the console socket.
+    fn console(&mut self) -> Result<()> {
+        let a = self.a;
         let Some(sock) = a.console else {
             return Err(Error::Other(
                 "a terminal was asked for but there is no console socket".into(),
             ));
         };
-        let master = match &rootfs {
+        let master = match &self.rootfs {
             Some(r) => paths::open_in_root_flags(
                 r.root.as_fd(),
                 Path::new("/dev/pts/ptmx"),
@@ -234,7 +400,7 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
         if let Some((rows, cols)) = a.process.console_size {
             let _ = sys::set_winsize(peer.as_raw_fd(), rows, cols);
         }
-        if let Some(r) = &rootfs {
+        if let Some(r) = &self.rootfs {
             let target = paths::fresh_file_in_root(r.root.as_fd(), Path::new("/dev/console"))
                 .ctx(|| "create /dev/console".into())?;
             sys::mount(
@@ -248,101 +414,9 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
         }
         sys::send_fd(sock, b"/dev/console", master.as_fd())
             .ctx(|| "send the pty master to the console socket".into())?;
-        pty_peer = Some(peer);
-    }
-
-    // prestart and createRuntime hooks run in the parent now that the
-    // namespaces and mounts exist.
-    a.chan
-        .send(&Msg::HooksRequest)
-        .ctx(|| "sync with the runtime".into())?;
-    a.chan.expect("hooks-done")?;
-    if !plan.hooks.create_container.is_empty() {
-        let state = hook_state(a, host_pid, "created");
-        crate::hooks::run_hooks(
-            "createContainer",
-            &plan.hooks.create_container,
-            &state,
-            true,
-        )?;
-    }
-
-    if let Some(r) = &rootfs {
-        mounts::enter_rootfs(r, a.no_pivot)?;
-        mounts::finish_rootfs(plan)?;
-    } else if plan.rootfs != Path::new("/") {
-        sys::chroot(&plan.rootfs).ctx(|| format!("chroot {}", plan.rootfs.display()))?;
-        std::env::set_current_dir("/").ctx(|| "chdir /".into())?;
-    }
-    drop(rootfs);
-
-    sys::setsid().ctx(|| "setsid".into())?;
-    if let Some(peer) = &pty_peer {
-        for fd in 0..3 {
-            sys::dup2(peer.as_raw_fd(), fd).ctx(|| "attach the console".into())?;
-        }
-        sys::set_controlling_tty(0).ctx(|| "set the controlling terminal".into())?;
-    }
-    drop(pty_peer);
-
-    let p = a.process;
-    for r in &p.rlimits {
-        sys::setrlimit(r.resource, r.soft, r.hard).ctx(|| {
-            format!(
-                "process.rlimits: set resource {} to {}/{}",
-                r.resource, r.soft, r.hard
-            )
-        })?;
-    }
-    if !a.no_new_keyring {
-        // A fresh session keyring per container, so containers do not share
-        // the host's keys. Kernels without keyrings simply skip it.
-        match sys::keyctl_join_session(&format!("_ses.{}", a.id)) {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENOSYS) | Some(libc::EACCES) | Some(libc::EDQUOT)
-                ) => {}
-            Err(e) => return Err(e).ctx(|| "join a new session keyring".into()),
-        }
-    }
-
-    let handover = crate::process::Handover {
-        process: p,
-        userns,
-        preserve_fds: a.preserve_fds,
-        sigmask: a.sigmask,
-        seccomp: a.seccomp,
-        seccomp_listener: a.seccomp_listener,
-        dmz: a.dmz,
-    };
-    let state = || process_state(a, host_pid);
-    let never = crate::process::hand_over(&handover, &state, || {
-        // From here on the init outlives `create`.
-        sys::prctl(libc::PR_SET_PDEATHSIG, 0, 0).ctx(|| "clear parent-death signal".into())?;
-        a.chan
-            .send(&Msg::Ready)
-            .ctx(|| "tell the runtime we are ready".into())?;
-        READY_SENT.store(true, std::sync::atomic::Ordering::Relaxed);
-
-        // Wait for `start`: opening the fifo for writing blocks until a
-        // reader comes. Reopen through our procfs handle: the container's
-        // /proc may be missing or masked, and the path must not be the
-        // container's to choose.
-        let link = PathBuf::from(format!("thread-self/fd/{}", a.fifo.as_raw_fd()));
-        let w = sys::open_in_proc(proc_handle.as_fd(), &link, libc::O_WRONLY, true)
-            .ctx(|| "open the exec fifo".into())?;
-        sys::write_all_fd(w.as_fd(), b"0").ctx(|| "write the exec fifo".into())?;
-        drop(w);
-
-        if !plan.hooks.start_container.is_empty() {
-            let state = hook_state(a, host_pid, "running");
-            crate::hooks::run_hooks("startContainer", &plan.hooks.start_container, &state, true)?;
-        }
+        self.pty_peer = Some(peer);
         Ok(())
-    })?;
-    match never {}
+    }
 }
 
 fn hook_state(a: &InitArgs<'_>, pid: i32, status: &str) -> Vec<u8> {

@@ -23,6 +23,7 @@ pub mod protect;
 pub mod seccomp;
 pub mod signal;
 pub mod state;
+mod steps;
 pub mod sync;
 pub mod sys;
 

@@ -2,7 +2,7 @@
 //! `exec`: both hand over to the container's program the same way, so a
 //! defence added here holds for both.
 //!
-//! Order, and why:
+//! The order is `steps::hand_over`; why each step is where it is:
 //!  1. resolve the program and build argv/env, mark every fd but stdio and
 //!     the preserved ones close-on-exec, check the cwd: these need syscalls
 //!     (faccessat2, close_range, getcwd) a container's filter may forbid, so
@@ -20,16 +20,16 @@
 //!     under it but the exec;
 //!  9. execve through the sealed helper (crate::dmz, CVE-2019-5736).
 
-use std::convert::Infallible;
 use std::ffi::CString;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use crate::error::{Context, Error, Result};
 use crate::init::{enter_cwd, find_executable};
 use crate::plan::ProcessPlan;
+use crate::steps::Step;
 use crate::sys;
 
-/// What the final steps need besides the process.
+/// What the final steps need besides the process, and what they pass on.
 pub(crate) struct Handover<'a> {
     pub process: &'a ProcessPlan,
     /// In a user namespace (ours or the container's).
@@ -41,6 +41,10 @@ pub(crate) struct Handover<'a> {
     /// Connected socket to linux.seccomp.listenerPath, for SCMP_ACT_NOTIFY.
     pub seccomp_listener: Option<BorrowedFd<'a>>,
     pub dmz: &'a OwnedFd,
+    /// The program, argv and env (ResolveProgram).
+    pub prepared: Option<(CString, Vec<CString>, Vec<CString>)>,
+    /// A filter is loaded (SeccompEarly): chdir/getcwd may be forbidden.
+    pub filtered: bool,
 }
 
 fn to_cstrings(v: &[String], field: &str) -> Result<Vec<CString>> {
@@ -52,56 +56,72 @@ fn to_cstrings(v: &[String], field: &str) -> Result<Vec<CString>> {
         .collect()
 }
 
-/// Steps 1–9 above; `last_step` is step 6 and `process_state` the state
-/// sent with a seccomp notify fd. Returns only on failure.
-pub(crate) fn hand_over(
-    h: &Handover<'_>,
-    process_state: &dyn Fn() -> Vec<u8>,
-    last_step: impl FnOnce() -> Result<()>,
-) -> Result<Infallible> {
-    let p = h.process;
-    let exe = find_executable(&p.args[0], &p.env)?;
-    let argv = to_cstrings(&p.args, "process.args")?;
-    let envp = to_cstrings(&p.env, "process.env")?;
-    for fd in 3..3 + h.preserve_fds {
-        let _ = sys::set_cloexec(fd as i32, false);
-    }
-    sys::close_range_cloexec(3 + h.preserve_fds).ctx(|| "mark fds close-on-exec".into())?;
-    enter_cwd(&p.cwd)?;
-
-    let mut seccomp_pending = h.seccomp;
-    let mut filtered = false;
-    if !p.no_new_privs {
-        if let Some(f) = seccomp_pending.take() {
-            crate::seccomp::load(f, h.seccomp_listener, process_state)?;
-            filtered = true;
+impl Handover<'_> {
+    /// Run one hand-over step (see the module's list); `Ok(false)` for a
+    /// step that is not one of ours. `process_state` is the state sent
+    /// with a seccomp notify fd. Exec returns only on failure.
+    pub(crate) fn run_step(
+        &mut self,
+        step: Step,
+        process_state: &dyn Fn() -> Vec<u8>,
+    ) -> Result<bool> {
+        let p = self.process;
+        match step {
+            Step::ResolveProgram => {
+                let exe = find_executable(&p.args[0], &p.env)?;
+                let argv = to_cstrings(&p.args, "process.args")?;
+                let envp = to_cstrings(&p.env, "process.env")?;
+                self.prepared = Some((exe, argv, envp));
+            }
+            Step::CloseFds => {
+                for fd in 3..3 + self.preserve_fds {
+                    let _ = sys::set_cloexec(fd as i32, false);
+                }
+                sys::close_range_cloexec(3 + self.preserve_fds)
+                    .ctx(|| "mark fds close-on-exec".into())?;
+            }
+            Step::CheckCwd => enter_cwd(&p.cwd)?,
+            Step::SeccompEarly | Step::SeccompLast => {
+                if let Some(f) = self.seccomp {
+                    crate::seccomp::load(f, self.seccomp_listener, process_state)?;
+                    self.filtered = true;
+                }
+            }
+            Step::UserAndCaps => crate::caps::apply_user_and_caps(p, self.userns)?,
+            // A filter that forbids chdir/getcwd leaves us in the directory
+            // checked before.
+            Step::CheckCwdAsUser => match enter_cwd(&p.cwd) {
+                Ok(()) => {}
+                Err(Error::Io { cause, .. })
+                    if self.filtered
+                        && matches!(
+                            cause.raw_os_error(),
+                            Some(libc::EPERM) | Some(libc::ENOSYS)
+                        ) => {}
+                Err(Error::Other(_)) if self.filtered => {}
+                Err(e) => return Err(e),
+            },
+            Step::NoNewPrivs => {
+                sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).ctx(|| "set no_new_privs".into())?;
+            }
+            Step::Umask => sys::umask(p.umask.unwrap_or(0o022)),
+            Step::ClearParentDeathSignal => {
+                sys::prctl(libc::PR_SET_PDEATHSIG, 0, 0)
+                    .ctx(|| "clear parent-death signal".into())?;
+            }
+            Step::ResetSignals => {
+                sys::reset_signal_dispositions();
+                sys::set_sigmask(&self.sigmask).ctx(|| "restore the signal mask".into())?;
+            }
+            Step::Exec => {
+                let Some((exe, argv, envp)) = &self.prepared else {
+                    return Err(Error::Other("exec before the program was resolved".into()));
+                };
+                let err = crate::dmz::exec(self.dmz, exe, argv, envp);
+                return Err(Error::Other(format!("exec {:?}: {err}", p.args[0])));
+            }
+            _ => return Ok(false),
         }
+        Ok(true)
     }
-
-    crate::caps::apply_user_and_caps(p, h.userns)?;
-
-    // A filter that forbids chdir/getcwd leaves us in the directory
-    // checked above.
-    match enter_cwd(&p.cwd) {
-        Ok(()) => {}
-        Err(Error::Io { cause, .. })
-            if filtered
-                && matches!(cause.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOSYS)) => {}
-        Err(Error::Other(_)) if filtered => {}
-        Err(e) => return Err(e),
-    }
-    if p.no_new_privs {
-        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).ctx(|| "set no_new_privs".into())?;
-    }
-    sys::umask(p.umask.unwrap_or(0o022));
-
-    last_step()?;
-
-    sys::reset_signal_dispositions();
-    sys::set_sigmask(&h.sigmask).ctx(|| "restore the signal mask".into())?;
-    if let Some(f) = seccomp_pending {
-        crate::seccomp::load(f, h.seccomp_listener, process_state)?;
-    }
-    let err = crate::dmz::exec(h.dmz, &exe, &argv, &envp);
-    Err(Error::Other(format!("exec {:?}: {err}", p.args[0])))
 }
