@@ -1611,11 +1611,45 @@ fn ptrace_capable_container_cannot_overwrite_hako() {
     let hako = e.dir.path().join("hako-copy");
     std::fs::copy(bin(), &hako).unwrap();
     let before = std::fs::read(&hako).unwrap();
+    let tramp = e.dir.path().join("trampoline");
+    std::fs::write(&tramp, "#!/proc/self/exe\n").unwrap();
     import_image_with(
         &e,
         "atk",
-        &[("/attacker", &fixture_binary("exe_attacker"), 0o755)],
+        &[
+            ("/attacker", &fixture_binary("exe_attacker"), 0o755),
+            ("/trampoline", &tramp, 0o755),
+        ],
     );
+    // The trampoline, through run and exec, with and without
+    // CAP_SYS_PTRACE: /proc/self/exe is the sealed helper, which refuses
+    // (127), never hako.
+    for caps in [&[][..], &["--cap-add", "SYS_PTRACE"][..]] {
+        let mut args = vec!["run", "--rm", "--network", "none"];
+        args.extend_from_slice(caps);
+        args.extend(["atk", "/trampoline"]);
+        let o = e.cmd_with(&hako, &args).output().unwrap();
+        assert_eq!(o.status.code(), Some(127), "run {caps:?}: {o:?}");
+    }
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "tramp",
+        "--network",
+        "none",
+        "--cap-add",
+        "SYS_PTRACE",
+        "atk",
+        "sleep",
+        "1000",
+    ]);
+    let o = e
+        .cmd_with(&hako, &["exec", "tramp", "/trampoline"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(127), "exec: {o:?}");
+    e.ok(&["rm", "-f", "tramp"]);
     let run_attacker = |name: &str| -> PathBuf {
         e.ok(&[
             "run",
