@@ -57,32 +57,10 @@ pub fn sealed() -> io::Result<OwnedFd> {
 /// Exec `exe` with `argv`/`envp` through the sealed helper. Returns only on
 /// failure.
 pub fn exec(helper: &OwnedFd, exe: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
-    let mut a: Vec<*const libc::c_char> = Vec::with_capacity(argv.len() + 3);
-    a.push(c"hako-dmz".as_ptr());
-    a.push(exe.as_ptr());
-    a.extend(argv.iter().map(|s| s.as_ptr()));
-    a.push(std::ptr::null());
-    let mut e: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
-    e.push(std::ptr::null());
-    // SAFETY: NULL-terminated arrays of C strings that outlive the call; the
-    // memfd stays open across execveat (the kernel holds the file first).
-    unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            helper.as_raw_fd(),
-            c"".as_ptr(),
-            a.as_ptr(),
-            e.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    };
-    let err = io::Error::last_os_error();
-    // A container's seccomp filter may allow execve but not execveat.
-    if matches!(err.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOSYS)) {
-        let path = format!("/proc/self/fd/{}\0", helper.as_raw_fd());
-        // SAFETY: as above, with a NUL-terminated path.
-        unsafe { libc::execve(path.as_ptr() as *const libc::c_char, a.as_ptr(), e.as_ptr()) };
-        return io::Error::last_os_error();
-    }
-    err
+    let mut a: Vec<&CStr> = Vec::with_capacity(argv.len() + 2);
+    a.push(c"hako-dmz");
+    a.push(exe);
+    a.extend(argv.iter().map(CString::as_c_str));
+    let e: Vec<&CStr> = envp.iter().map(CString::as_c_str).collect();
+    crate::sys::execveat_fd(std::os::fd::AsFd::as_fd(helper), &a, &e)
 }

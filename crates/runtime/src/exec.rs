@@ -274,15 +274,6 @@ impl crate::steps::Executor for ExecChild<'_, '_> {
         let a = self.a;
         let p = a.process;
         match step {
-            Step::ParentDeathSignal => {
-                sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
-                    .ctx(|| "set parent-death signal".into())?;
-            }
-            // Until execve, this process is the runtime inside the
-            // container: keep container processes from reading or ptracing it.
-            Step::NonDumpable => {
-                sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).ctx(|| "set non-dumpable".into())?;
-            }
             // The parent moved us into the container's cgroup.
             Step::WaitForParent => {
                 let Msg::Go(pid) = a.chan.expect("go")? else {
@@ -318,12 +309,6 @@ impl crate::steps::Executor for ExecChild<'_, '_> {
                     sys::dup2(peer.as_raw_fd(), fd).ctx(|| "attach the terminal".into())?;
                 }
                 sys::set_controlling_tty(0).ctx(|| "set the controlling terminal".into())?;
-            }
-            Step::Rlimits => {
-                for r in &p.rlimits {
-                    sys::setrlimit(r.resource, r.soft, r.hard)
-                        .ctx(|| format!("process.rlimits: resource {}", r.resource))?;
-                }
             }
             other => {
                 let (state, pid) = (a.listener_state, self.host_pid);

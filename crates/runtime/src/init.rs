@@ -139,26 +139,13 @@ impl crate::steps::Executor for Init<'_, '_> {
         let a = self.a;
         let plan = a.plan;
         match step {
-            // If the runtime dies before we are set up, so do we.
-            Step::ParentDeathSignal => {
-                sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
-                    .ctx(|| "set parent-death signal".into())?;
-                // Device nodes and files get exactly the modes asked for.
-                sys::umask(0);
-            }
             Step::WaitForParent => {
                 let Msg::Go(pid) = a.chan.expect("go")? else {
                     unreachable!()
                 };
                 self.host_pid = pid;
-            }
-            // Until the final exec this is the runtime inside the container:
-            // keep container processes from reading or ptracing it (its exe,
-            // its fds). Only now: a non-dumpable process's /proc files belong
-            // to root, and an unprivileged parent must first write our
-            // uid_map and gid_map.
-            Step::NonDumpable => {
-                sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).ctx(|| "set non-dumpable".into())?;
+                // Device nodes and files get exactly the modes asked for.
+                sys::umask(0);
             }
             // The creator has every capability in the new namespace; become
             // its root so files we create are owned by the container's root.
@@ -268,16 +255,6 @@ impl crate::steps::Executor for Init<'_, '_> {
                         sys::dup2(peer.as_raw_fd(), fd).ctx(|| "attach the console".into())?;
                     }
                     sys::set_controlling_tty(0).ctx(|| "set the controlling terminal".into())?;
-                }
-            }
-            Step::Rlimits => {
-                for r in &a.process.rlimits {
-                    sys::setrlimit(r.resource, r.soft, r.hard).ctx(|| {
-                        format!(
-                            "process.rlimits: set resource {} to {}/{}",
-                            r.resource, r.soft, r.hard
-                        )
-                    })?;
                 }
             }
             // A fresh session keyring per container, so containers do not

@@ -29,7 +29,8 @@ use crate::plan::ProcessPlan;
 use crate::steps::Step;
 use crate::sys;
 
-/// What the final steps need besides the process, and what they pass on.
+/// The steps the init and exec share (the hand-over and a few first
+/// steps): what they need besides the process, and what they pass on.
 pub(crate) struct Handover<'a> {
     pub process: &'a ProcessPlan,
     /// In a user namespace (ours or the container's).
@@ -67,6 +68,28 @@ impl Handover<'_> {
     ) -> Result<bool> {
         let p = self.process;
         match step {
+            // If the runtime dies before we are set up, so do we.
+            Step::ParentDeathSignal => {
+                sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
+                    .ctx(|| "set parent-death signal".into())?;
+            }
+            // Until the final exec this is the runtime inside the container:
+            // keep container processes from reading or ptracing it (its exe,
+            // its fds). For the init only after the parent wrote our id maps:
+            // a non-dumpable process's /proc files belong to root.
+            Step::NonDumpable => {
+                sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).ctx(|| "set non-dumpable".into())?;
+            }
+            Step::Rlimits => {
+                for r in &p.rlimits {
+                    sys::setrlimit(r.resource, r.soft, r.hard).ctx(|| {
+                        format!(
+                            "process.rlimits: set resource {} to {}/{}",
+                            r.resource, r.soft, r.hard
+                        )
+                    })?;
+                }
+            }
             Step::ResolveProgram => {
                 let exe = find_executable(&p.args[0], &p.env)?;
                 let argv = to_cstrings(&p.args, "process.args")?;

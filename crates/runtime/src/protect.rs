@@ -19,7 +19,7 @@
 //! the sealed exec helper (crate::dmz) replaces it.
 
 use std::ffi::{CString, OsString};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -97,22 +97,8 @@ pub fn reexec_protected() -> Result<()> {
     exe_path.push(self_exe().ctx(|| "find the runtime binary".into())?);
     env.push(exe_path);
     let envp = cstrings(env)?;
-    let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
-    a.push(std::ptr::null());
-    let mut e: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
-    e.push(std::ptr::null());
-    // SAFETY: NULL-terminated arrays of C strings that outlive the call, and
-    // a mount fd of a regular file we own.
-    unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            a.as_ptr(),
-            e.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    };
-    Err(std::io::Error::last_os_error())
-        .ctx(|| "re-execute from a read-only copy of the runtime binary".into())
+    let a: Vec<&std::ffi::CStr> = argv.iter().map(CString::as_c_str).collect();
+    let e: Vec<&std::ffi::CStr> = envp.iter().map(CString::as_c_str).collect();
+    let err = sys::execveat_fd(fd.as_fd(), &a, &e);
+    Err(err).ctx(|| "re-execute from a read-only copy of the runtime binary".into())
 }

@@ -776,6 +776,36 @@ pub fn read_signal(fd: BorrowedFd<'_>) -> io::Result<i32> {
     }
 }
 
+/// Run the file `fd` names (execveat with AT_EMPTY_PATH). Where a seccomp
+/// filter allows execve but not execveat, through /proc/self/fd/N. Returns
+/// only on failure.
+pub fn execveat_fd(fd: BorrowedFd<'_>, argv: &[&CStr], envp: &[&CStr]) -> io::Error {
+    let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    a.push(std::ptr::null());
+    let mut e: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+    e.push(std::ptr::null());
+    // SAFETY: NULL-terminated arrays of C strings that outlive the call; the
+    // fd stays open across execveat (the kernel holds the file first).
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            a.as_ptr(),
+            e.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    let err = io::Error::last_os_error();
+    if matches!(err.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOSYS)) {
+        let path = format!("/proc/self/fd/{}\0", fd.as_raw_fd());
+        // SAFETY: as above, with a NUL-terminated path.
+        unsafe { libc::execve(path.as_ptr() as *const libc::c_char, a.as_ptr(), e.as_ptr()) };
+        return io::Error::last_os_error();
+    }
+    err
+}
+
 pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
     let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
     a.push(std::ptr::null());
