@@ -185,6 +185,9 @@ impl Store {
     }
 }
 
+/// Flags of the overlay mount on the host.
+pub(crate) const HOST_MOUNT_FLAGS: MountFlags = MountFlags::NOSUID.union(MountFlags::NODEV);
+
 /// Mounts the overlay; on failure returns why, for the one-line notice.
 fn mount_overlay(dir: &Path, lowers: &[PathBuf]) -> Result<(), String> {
     let upper = dir.join("upper");
@@ -224,11 +227,14 @@ fn mount_overlay(dir: &Path, lowers: &[PathBuf]) -> Result<(), String> {
         ));
     }
     let data = CString::new(data).map_err(|_| "NUL in a path".to_owned())?;
+    // The host's view of an image must not grant anything: a setuid binary
+    // or a device node from a layer is harmless behind nosuid,nodev. The
+    // runtime clears these in the container's own mount namespace.
     rustix::mount::mount(
         "overlay",
         dir.join("merged"),
         "overlay",
-        MountFlags::empty(),
+        HOST_MOUNT_FLAGS,
         data.as_c_str(),
     )
     .map_err(|e| format!("mount overlay: {e}"))

@@ -328,3 +328,42 @@ fn rootless_variants() {
         }
     }
 }
+
+/// The overlay the host sees must not honour setuid bits or device nodes
+/// from image content: its mount options carry nosuid and nodev.
+#[test]
+fn host_overlay_mount_is_nosuid_nodev() {
+    if !hako_image::unpack::privileged() {
+        eprintln!("skipped: mounting overlayfs needs root");
+        return;
+    }
+    let store = TestStore::new();
+    let t = tempfile::tempdir().unwrap();
+    oci_layout(
+        t.path(),
+        "example.com/flags:1",
+        &[Tar::new().file("bin/su", b"x").done()],
+    );
+    store.load(t.path()).unwrap();
+    let m = store
+        .prepare_rootfs("example.com/flags:1", "flags")
+        .unwrap();
+    if m.kind() != RootfsKind::Overlay {
+        eprintln!("skipped: overlayfs is not available here");
+        m.unmount_and_remove().unwrap();
+        return;
+    }
+    let merged = fs::canonicalize(m.path()).unwrap();
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    // Field 5 is the mount point, field 6 the per-mount options.
+    let opts = info
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.len() > 5 && Path::new(f[4]) == merged)
+        .map(|f| f[5].to_owned());
+    m.unmount_and_remove().unwrap();
+    let opts = opts.expect("the rootfs is in mountinfo");
+    let opts: Vec<&str> = opts.split(',').collect();
+    assert!(opts.contains(&"nosuid"), "options {opts:?}");
+    assert!(opts.contains(&"nodev"), "options {opts:?}");
+}
