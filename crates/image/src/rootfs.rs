@@ -12,7 +12,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, CWD};
@@ -131,7 +131,14 @@ impl Store {
                 .map(|l| l.blob.digest.hex().to_owned())
                 .collect();
             let lj = dir.join("layers.json");
-            fs::write(&lj, serde_json::to_vec(&hexes).expect("json"))
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&lj)
+                .and_then(|mut f| {
+                    io::Write::write_all(&mut f, &serde_json::to_vec(&hexes).expect("json"))
+                })
                 .map_err(io_err("write", &lj))?;
             let mut lowers = Vec::new();
             for l in &rec.layers {

@@ -311,7 +311,8 @@ impl Store {
 
     /// Opens (creating if needed) the store under `data_dir/image`.
     pub fn open(data_dir: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let root = data_dir.as_ref().join("image");
+        let data_dir = data_dir.as_ref();
+        let root = data_dir.join("image");
         for sub in ["blobs/sha256", "layers", "images", "containers", "tmp"] {
             let p = root.join(sub);
             fs::DirBuilder::new()
@@ -320,7 +321,54 @@ impl Store {
                 .create(&p)
                 .map_err(io_err("create store directory", &p))?;
         }
-        Ok(Self { root })
+        let store = Self { root };
+        store.repair_modes(data_dir)?;
+        Ok(store)
+    }
+
+    /// Makes the store's directories owner-only again. Older versions
+    /// created `<data>`, `image/`, `image/containers/` and each container
+    /// directory 0711 (so other users could traverse to a rootfs); image
+    /// and container data must not be reachable by other users at all.
+    /// The contents of layers are image data and keep their modes.
+    fn repair_modes(&self, data_dir: &Path) -> Result<(), StoreError> {
+        use std::os::unix::fs::PermissionsExt;
+        // `<data>` is the engine's directory (it may be any path a caller
+        // passes, even `/`): only undo the exact mode older versions set.
+        if let Ok(m) = fs::symlink_metadata(data_dir) {
+            if m.is_dir() && m.permissions().mode() & 0o7777 == 0o711 {
+                let _ = fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700));
+            }
+        }
+        let mut dirs: Vec<PathBuf> = [
+            "",
+            "blobs",
+            "blobs/sha256",
+            "layers",
+            "images",
+            "containers",
+            "tmp",
+        ]
+        .iter()
+        .map(|s| self.root.join(s))
+        .collect();
+        let cdir = self.containers_dir();
+        for e in fs::read_dir(&cdir).map_err(io_err("list containers", &cdir))? {
+            let e = e.map_err(io_err("list containers", &cdir))?;
+            dirs.push(e.path());
+        }
+        for d in dirs {
+            let m = match fs::symlink_metadata(&d) {
+                Ok(m) if m.is_dir() => m,
+                _ => continue,
+            };
+            let mode = m.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                fs::set_permissions(&d, fs::Permissions::from_mode(mode & !0o077))
+                    .map_err(io_err("make store directory owner-only", &d))?;
+            }
+        }
+        Ok(())
     }
 
     /// The store's directory (`<data dir>/image`).
@@ -546,7 +594,12 @@ impl Store {
             path: p.clone(),
             source,
         })?;
-        let mut f = File::create(tmp.path()).map_err(io_err("write image record", tmp.path()))?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(tmp.path())
+            .map_err(io_err("write image record", tmp.path()))?;
         f.write_all(&bytes)
             .and_then(|()| f.sync_all())
             .map_err(io_err("write image record", tmp.path()))?;

@@ -367,3 +367,53 @@ fn host_overlay_mount_is_nosuid_nodev() {
     assert!(opts.contains(&"nosuid"), "options {opts:?}");
     assert!(opts.contains(&"nodev"), "options {opts:?}");
 }
+
+/// Store directories are owner-only, and a store whose modes an older
+/// version loosened (0711 so others could traverse to a rootfs) is
+/// repaired when it is opened again. Records and layers.json are 0600.
+#[test]
+fn store_modes_are_owner_only_and_repaired() {
+    use std::os::unix::fs::PermissionsExt;
+    let store = TestStore::new();
+    let data = store.data_path().to_owned();
+    let root = store.root().to_owned();
+    let src = tempfile::tempdir().unwrap();
+    rootfs_dir(src.path());
+    let id = store.import_rootfs(src.path(), "modes:1").unwrap();
+    let m = store
+        .prepare_rootfs_with("modes:1", "c1", &RootfsOptions { force_copy: true })
+        .unwrap();
+    let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    let dirs = [
+        root.clone(),
+        root.join("blobs"),
+        root.join("blobs/sha256"),
+        root.join("layers"),
+        root.join("images"),
+        root.join("containers"),
+        root.join("tmp"),
+        root.join("containers/c1"),
+    ];
+    for d in &dirs {
+        assert_eq!(mode(d), 0o700, "{}", d.display());
+    }
+    let record = root.join("images").join(format!("{}.json", id.hex()));
+    assert_eq!(mode(&record), 0o600);
+    assert_eq!(mode(&root.join("containers/c1/layers.json")), 0o600);
+    // What an older version left behind.
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o711)).unwrap();
+    for (i, d) in dirs.iter().enumerate() {
+        let loose = if i % 2 == 0 { 0o711 } else { 0o755 };
+        fs::set_permissions(d, fs::Permissions::from_mode(loose)).unwrap();
+    }
+    let layer = store.layer_path(&store.resolve("modes:1").unwrap().layers[0].blob.digest);
+    let layer_etc = mode(&layer.join("etc"));
+    hako_image::Store::open(&data).unwrap();
+    assert_eq!(mode(&data), 0o700);
+    for d in &dirs {
+        assert_eq!(mode(d), 0o700, "{} not repaired", d.display());
+    }
+    // Image content keeps its own modes.
+    assert_eq!(mode(&layer.join("etc")), layer_etc);
+    m.unmount_and_remove().unwrap();
+}
