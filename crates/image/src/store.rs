@@ -70,6 +70,12 @@ pub enum StoreError {
         expected: Digest,
         actual: Digest,
     },
+    /// A decompressing copy stopped by a size or free-space limit.
+    #[error("{what}: {reason}")]
+    Limit {
+        what: String,
+        reason: unpack::LimitError,
+    },
     #[error("blob {0} is not in the store")]
     MissingBlob(Digest),
     #[error("no such image: {0}")]
@@ -536,11 +542,25 @@ impl Store {
             .mode(0o755)
             .create(tmp.path())
             .map_err(io_err("create layer directory", tmp.path()))?;
-        let stats = unpack::unpack(io::BufReader::new(f), &layer.blob.media_type, tmp.path())
-            .map_err(|source| StoreError::Unpack {
-                digest: layer.blob.digest.clone(),
-                source,
-            })?;
+        let compressed = f
+            .metadata()
+            .map_err(io_err("open layer blob", &blob))?
+            .len();
+        let opts = unpack::UnpackOptions {
+            max_bytes: Some(unpack::max_uncompressed(compressed)),
+            ..unpack::UnpackOptions::default()
+        };
+        // On error `tmp` goes with whatever was unpacked so far.
+        let stats = unpack::unpack_with(
+            io::BufReader::new(f),
+            &layer.blob.media_type,
+            tmp.path(),
+            &opts,
+        )
+        .map_err(|source| StoreError::Unpack {
+            digest: layer.blob.digest.clone(),
+            source,
+        })?;
         if stats.diff_id != layer.diff_id {
             return Err(StoreError::DiffId {
                 digest: layer.blob.digest.clone(),

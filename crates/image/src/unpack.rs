@@ -47,6 +47,8 @@ pub enum UnpackError {
     MediaType(String),
     #[error("reading layer stream: {0}")]
     Read(#[source] io::Error),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     #[error("{op} {path:?} under {dest}: {source}")]
     Io {
         op: &'static str,
@@ -55,6 +57,148 @@ pub enum UnpackError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Why an unpack (or a decompressing copy) was stopped before it could fill
+/// the store's filesystem.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error(
+        "expands to more than {limit} bytes uncompressed (the limit is \
+         max({RATIO} x compressed size, 1 GiB); {MAX_ENV} overrides it)"
+    )]
+    TooLarge { limit: u64 },
+    #[error(
+        "stopped: the filesystem of {} has {avail} bytes free and {reserve} \
+         must stay free ({RESERVE_ENV} overrides the reserve)", path.display()
+    )]
+    NoSpace {
+        path: PathBuf,
+        avail: u64,
+        reserve: u64,
+    },
+}
+
+/// Overrides [`max_uncompressed`] (bytes), mainly for tests.
+pub const MAX_ENV: &str = "HAKO_MAX_LAYER_BYTES";
+/// Overrides [`free_space_reserve`] (bytes).
+pub const RESERVE_ENV: &str = "HAKO_STORE_RESERVE_BYTES";
+/// Allowed expansion of a compressed layer, see [`max_uncompressed`].
+pub const RATIO: u64 = 64;
+const GIB: u64 = 1 << 30;
+/// How often (in bytes read) the free space is checked again.
+const SPACE_CHECK_EVERY: u64 = 8 << 20;
+
+fn env_bytes(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.trim().parse().ok()
+}
+
+/// The most a layer of `compressed` bytes may expand to: the uncompressed
+/// tar stream may be at most max(64 x compressed, 1 GiB).
+///
+/// Why these numbers: real layers compress 2-10x (text and binaries);
+/// runs of zeros (preallocated files, empty disk images) compress much
+/// more, which is what a bomb is made of (deflate reaches ~1000x, zstd
+/// far more). 64x leaves room for zero-heavy but legitimate layers, and
+/// the 1 GiB floor means no small layer is refused for its ratio alone.
+/// There is no fixed ceiling: what bounds a big layer absolutely is the
+/// free space check ([`free_space_reserve`]), which also covers
+/// uncompressed layers, for which no ratio says anything. The limit is
+/// on the stream, so it never changes what the diff ID is computed over:
+/// a layer is either unpacked whole or refused.
+pub fn max_uncompressed(compressed: u64) -> u64 {
+    env_bytes(MAX_ENV).unwrap_or_else(|| compressed.saturating_mul(RATIO).max(GIB))
+}
+
+/// Space that must stay free on the store's filesystem while unpacking:
+/// 2% of the filesystem, at least 64 MiB and at most 1 GiB, so the host
+/// (logs, the engine's own state) keeps working when an image is too
+/// big for the disk.
+pub fn free_space_reserve(fs_size: u64) -> u64 {
+    env_bytes(RESERVE_ENV).unwrap_or_else(|| (fs_size / 50).clamp(64 << 20, GIB))
+}
+
+/// A reader that stops with a [`LimitError`] once more than `limit`
+/// bytes came through or the filesystem holding `space_of` runs low.
+/// Errors pass through other layers (the tar crate) as `io::Error`s, so
+/// the cause is also kept in [`Budget::hit`].
+pub(crate) struct Budget<R> {
+    inner: R,
+    limit: u64,
+    space_of: Option<PathBuf>,
+    read: u64,
+    next_check: u64,
+    hit: Option<LimitError>,
+}
+
+impl<R: Read> Budget<R> {
+    pub(crate) fn new(inner: R, limit: Option<u64>, space_of: Option<&Path>) -> Self {
+        Self {
+            inner,
+            limit: limit.unwrap_or(u64::MAX),
+            space_of: space_of.map(Path::to_owned),
+            read: 0,
+            next_check: 0,
+            hit: None,
+        }
+    }
+
+    /// Why reading was stopped, if it was.
+    pub(crate) fn hit(&self) -> Option<&LimitError> {
+        self.hit.as_ref()
+    }
+
+    fn check_space(&self) -> Result<(), LimitError> {
+        let Some(p) = &self.space_of else {
+            return Ok(());
+        };
+        // A filesystem that cannot say is not a reason to fail.
+        let Ok(st) = rustix::fs::statvfs(p) else {
+            return Ok(());
+        };
+        let avail = st.f_bavail.saturating_mul(st.f_frsize);
+        let reserve = free_space_reserve(st.f_blocks.saturating_mul(st.f_frsize));
+        if avail < reserve {
+            return Err(LimitError::NoSpace {
+                path: p.clone(),
+                avail,
+                reserve,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Budget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = &self.hit {
+            return Err(io::Error::other(e.clone()));
+        }
+        let r = (|| {
+            if self.read >= self.next_check {
+                self.check_space()?;
+                self.next_check = self.read.saturating_add(SPACE_CHECK_EVERY);
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            self.hit = Some(e);
+            return Err(io::Error::other(self.hit.clone().expect("set")));
+        }
+        let n = self.inner.read(buf)?;
+        self.read = self.read.saturating_add(n as u64);
+        if self.read > self.limit {
+            let e = LimitError::TooLarge { limit: self.limit };
+            self.hit = Some(e.clone());
+            return Err(io::Error::other(e));
+        }
+        Ok(n)
+    }
+}
+
+/// The [`LimitError`] a [`Budget`] put into an `io::Error`, if it is one.
+pub(crate) fn limit_of(e: &io::Error) -> Option<LimitError> {
+    e.get_ref()?.downcast_ref::<LimitError>().cloned()
 }
 
 /// How the stream is compressed.
@@ -120,6 +264,12 @@ pub struct UnpackOptions {
     pub same_owner: bool,
     /// Create block and character devices (needs root); otherwise skipped.
     pub devices: bool,
+    /// Most bytes the uncompressed tar stream may have; see
+    /// [`max_uncompressed`]. `None`: no limit other than free space.
+    pub max_bytes: Option<u64>,
+    /// Stop when the destination's filesystem gets below
+    /// [`free_space_reserve`].
+    pub check_free_space: bool,
 }
 
 impl Default for UnpackOptions {
@@ -130,6 +280,8 @@ impl Default for UnpackOptions {
             same_owner: rustix::process::geteuid().is_root(),
             // mknod of real devices needs root in the initial namespace.
             devices: privileged(),
+            max_bytes: None,
+            check_free_space: true,
         }
     }
 }
@@ -185,18 +337,32 @@ pub fn unpack_with(
             Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(UnpackError::Read)?)
         }
     };
-    let mut hashing = HashingReader::new(decoded);
+    let budget = Budget::new(
+        decoded,
+        opts.max_bytes,
+        opts.check_free_space.then_some(dest),
+    );
+    let mut hashing = HashingReader::new(budget);
     let mut unpacker = Unpacker::new(dest, opts)?;
-    {
+    let r = (|| -> Result<(), UnpackError> {
         let mut archive = tar::Archive::new(&mut hashing);
         for entry in archive.entries().map_err(UnpackError::Read)? {
             let entry = entry.map_err(UnpackError::Read)?;
             unpacker.entry(entry)?;
         }
+        Ok(())
+    })();
+    // Whatever error the limit surfaced as, report the limit.
+    if let Some(e) = hashing.get_ref().hit() {
+        return Err(UnpackError::Limit(e.clone()));
     }
+    r?;
     unpacker.finish_dirs()?;
     // The diff ID covers the whole stream, including tar's end padding.
-    let (diff_id, tar_size) = hashing.finish().map_err(UnpackError::Read)?;
+    let (diff_id, tar_size) = hashing.finish().map_err(|e| match limit_of(&e) {
+        Some(l) => UnpackError::Limit(l),
+        None => UnpackError::Read(e),
+    })?;
     Ok(UnpackStats {
         diff_id,
         tar_size,
