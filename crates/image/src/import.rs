@@ -115,8 +115,7 @@ impl Store {
         let (_tmp, dir) = if meta.is_dir() {
             (None, archive.to_owned())
         } else {
-            let tmp = self.temp_path("load");
-            fs::create_dir(tmp.path()).map_err(io_err("create directory", tmp.path()))?;
+            let tmp = self.create_temp_dir("load", 0o700)?;
             let f = File::open(archive).map_err(io_err("open archive", archive))?;
             let opts = UnpackOptions {
                 whiteouts: Whiteouts::Keep,
