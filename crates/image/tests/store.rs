@@ -417,3 +417,93 @@ fn store_modes_are_owner_only_and_repaired() {
     assert_eq!(mode(&layer.join("etc")), layer_etc);
     m.unmount_and_remove().unwrap();
 }
+
+/// Sparse files in the formats GNU tar writes (old GNU 'S' entries and PAX
+/// GNU.sparse 0.0, 0.1, 1.0) come out with the right contents and holes.
+#[test]
+fn gnu_tar_sparse_files_are_unpacked_with_holes() {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::process::Command;
+    if Command::new("tar").arg("--version").output().is_err() {
+        eprintln!("skipped: GNU tar is not installed");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let size = 10u64 << 20;
+    let pieces: [(u64, &[u8]); 4] = [
+        (0, b"HEAD"),
+        (5_000_000, b"MIDDLE"),
+        (8 << 20, b"EIGHT MIB"),
+        (size - 4, b"TAIL"),
+    ];
+    let mut f = fs::File::create(src.join("sparse")).unwrap();
+    f.set_len(size).unwrap();
+    let mut expected = vec![0u8; size as usize];
+    for (off, data) in pieces {
+        f.seek(SeekFrom::Start(off)).unwrap();
+        f.write_all(data).unwrap();
+        expected[off as usize..off as usize + data.len()].copy_from_slice(data);
+    }
+    drop(f);
+    // And one that ends in a hole.
+    let f = fs::File::create(src.join("trailing-hole")).unwrap();
+    f.set_len(1 << 20).unwrap();
+    (&f).write_all(b"x").unwrap();
+    drop(f);
+
+    let store = TestStore::new();
+    for (i, format) in [
+        &["--format=gnu"][..],
+        &["--format=posix"],
+        &["--format=posix", "--sparse-version=0.0"],
+        &["--format=posix", "--sparse-version=0.1"],
+        &["--format=posix", "--sparse-version=1.0"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let tarball = t.path().join(format!("{i}.tar"));
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&src)
+            .arg("--sparse")
+            .args(*format)
+            .arg("-cf")
+            .arg(&tarball)
+            .args(["sparse", "trailing-hole"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let name = format!("sparse:{i}");
+        store
+            .import_rootfs(&tarball, &name)
+            .unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        let rec = store.resolve(&name).unwrap();
+        let layer = store.layer_path(&rec.layers[0].blob.digest);
+        let got = fs::read(layer.join("sparse")).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        assert!(got == expected, "{format:?}: wrong contents");
+        let md = fs::metadata(layer.join("sparse")).unwrap();
+        assert!(
+            md.blocks() * 512 < 1 << 20,
+            "{format:?}: {} bytes allocated, holes were filled",
+            md.blocks() * 512
+        );
+        let th = fs::read(layer.join("trailing-hole")).unwrap();
+        assert_eq!(th.len(), 1 << 20, "{format:?}");
+        assert!(
+            th[0] == b'x' && th[1..].iter().all(|&b| b == 0),
+            "{format:?}"
+        );
+        // No GNUSparseFile.PID/ directory of the PAX formats' renaming.
+        let names: Vec<String> = fs::read_dir(&layer)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.starts_with("GNUSparseFile")),
+            "{format:?}: {names:?}"
+        );
+    }
+}
