@@ -161,6 +161,11 @@ impl<R: Read> HashingReader<R> {
         }
     }
 
+    /// The wrapped reader.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
     /// Reads the rest of the stream, then returns its digest and size.
     pub fn finish(mut self) -> io::Result<(Digest, u64)> {
         io::copy(&mut self, &mut io::sink())?;

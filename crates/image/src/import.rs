@@ -72,9 +72,21 @@ impl Store {
             b.finish().map_err(io_err("archive directory", path))?;
         } else {
             // The layer is stored uncompressed, so its digest is its diff ID.
+            // Decompressing is bounded like unpacking a layer is.
             let f = File::open(path).map_err(io_err("open tarball", path))?;
-            let mut r = decompressed(BufReader::new(f)).map_err(io_err("read tarball", path))?;
-            io::copy(&mut r, &mut w).map_err(io_err("read tarball", path))?;
+            let limit = unpack::max_uncompressed(meta.len());
+            let r = decompressed(BufReader::new(f)).map_err(io_err("read tarball", path))?;
+            let mut r = unpack::Budget::new(r, Some(limit), Some(tmp.path()));
+            if let Err(e) = io::copy(&mut r, &mut w) {
+                return Err(match r.hit() {
+                    Some(reason) => StoreError::Limit {
+                        what: format!("import {}", path.display()),
+                        reason: reason.clone(),
+                    },
+                    None => io_err("read tarball", path)(e),
+                }
+                .into());
+            }
         }
         let (digest, size, bw) = w.finish();
         let file = bw
@@ -103,13 +115,14 @@ impl Store {
         let (_tmp, dir) = if meta.is_dir() {
             (None, archive.to_owned())
         } else {
-            let tmp = self.temp_path("load");
-            fs::create_dir(tmp.path()).map_err(io_err("create directory", tmp.path()))?;
+            let tmp = self.create_temp_dir("load", 0o700)?;
             let f = File::open(archive).map_err(io_err("open archive", archive))?;
             let opts = UnpackOptions {
                 whiteouts: Whiteouts::Keep,
                 same_owner: false,
                 devices: false,
+                max_bytes: Some(unpack::max_uncompressed(meta.len())),
+                check_free_space: true,
             };
             unpack::unpack_with(BufReader::new(f), "", tmp.path(), &opts).map_err(|source| {
                 ImportError::Unpack {

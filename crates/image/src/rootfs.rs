@@ -12,7 +12,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, CWD};
@@ -135,7 +135,14 @@ impl Store {
                 .map(|l| l.blob.digest.hex().to_owned())
                 .collect();
             let lj = dir.join("layers.json");
-            fs::write(&lj, serde_json::to_vec(&hexes).expect("json"))
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&lj)
+                .and_then(|mut f| {
+                    io::Write::write_all(&mut f, &serde_json::to_vec(&hexes).expect("json"))
+                })
                 .map_err(io_err("write", &lj))?;
             let mut lowers = Vec::new();
             for l in &rec.layers {
@@ -226,6 +233,9 @@ impl Store {
     }
 }
 
+/// Flags of the overlay mount on the host.
+pub(crate) const HOST_MOUNT_FLAGS: MountFlags = MountFlags::NOSUID.union(MountFlags::NODEV);
+
 /// Mounts the overlay; on failure returns why, for the one-line notice.
 fn mount_overlay(dir: &Path, lowers: &[PathBuf]) -> Result<(), String> {
     let upper = dir.join("upper");
@@ -266,11 +276,14 @@ fn mount_overlay(dir: &Path, lowers: &[PathBuf]) -> Result<(), String> {
         ));
     }
     let data = CString::new(data).map_err(|_| "NUL in a path".to_owned())?;
+    // The host's view of an image must not grant anything: a setuid binary
+    // or a device node from a layer is harmless behind nosuid,nodev. The
+    // runtime clears these in the container's own mount namespace.
     rustix::mount::mount(
         "overlay",
         dir.join("merged"),
         "overlay",
-        MountFlags::NOSUID | MountFlags::NODEV,
+        HOST_MOUNT_FLAGS,
         data.as_c_str(),
     )
     .map_err(|e| format!("mount overlay: {e}"))

@@ -70,6 +70,12 @@ pub enum StoreError {
         expected: Digest,
         actual: Digest,
     },
+    /// A decompressing copy stopped by a size or free-space limit.
+    #[error("{what}: {reason}")]
+    Limit {
+        what: String,
+        reason: unpack::LimitError,
+    },
     #[error("blob {0} is not in the store")]
     MissingBlob(Digest),
     #[error("no such image: {0}")]
@@ -201,10 +207,21 @@ pub(crate) struct Lock(#[allow(dead_code)] File);
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A temporary path in the store, removed on drop unless kept.
+/// A temporary file or directory in the store's `tmp/`, removed on drop
+/// unless kept.
+///
+/// A writer that is killed cannot clean up, so [`Store::open`] removes
+/// what dead writers left. Two things tell a live entry from a leftover:
+/// its writer holds an exclusive flock(2) on it for as long as it exists
+/// (`lock`), and its name carries the writer's pid and process start time
+/// (`WHAT@PID.START.N`), which covers the moment between creating the
+/// entry and locking it. Only an entry whose lock can be taken and whose
+/// writer is not running is removed.
 pub(crate) struct TempPath {
     path: PathBuf,
     keep: bool,
+    #[allow(dead_code)]
+    lock: Option<File>,
 }
 
 impl TempPath {
@@ -213,6 +230,56 @@ impl TempPath {
     }
     fn keep(mut self) {
         self.keep = true;
+    }
+}
+
+/// Start time of process `pid` (clock ticks after boot, field 22 of
+/// `/proc/PID/stat`), or `None` if there is no such process.
+fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn own_start_time() -> u64 {
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *START.get_or_init(|| process_start_time(std::process::id()).unwrap_or(0))
+}
+
+/// Whether the writer named in a `tmp/` entry's name may still be running.
+fn temp_owner_alive(name: &str) -> bool {
+    if let Some((_, owner)) = name.rsplit_once('@') {
+        let mut it = owner.split('.');
+        let (Some(Ok(pid)), Some(Ok(start))) = (
+            it.next().map(str::parse::<u32>),
+            it.next().map(str::parse::<u64>),
+        ) else {
+            return false;
+        };
+        return process_start_time(pid) == Some(start);
+    }
+    // Older versions: WHAT-PID-N, without a lock; the pid is all there is.
+    let mut parts = name.rsplit('-');
+    parts.next();
+    match parts.next().map(str::parse::<u32>) {
+        Some(Ok(pid)) => Path::new(&format!("/proc/{pid}")).exists(),
+        _ => false,
+    }
+}
+
+/// Takes `p`'s lock without waiting: `Ok(None)` if someone holds it.
+fn try_lock_entry(p: &Path) -> io::Result<Option<File>> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        p,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    )?;
+    match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(File::from(fd))),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -311,7 +378,8 @@ impl Store {
 
     /// Opens (creating if needed) the store under `data_dir/image`.
     pub fn open(data_dir: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let root = data_dir.as_ref().join("image");
+        let data_dir = data_dir.as_ref();
+        let root = data_dir.join("image");
         for sub in ["blobs/sha256", "layers", "images", "containers", "tmp"] {
             let p = root.join(sub);
             fs::DirBuilder::new()
@@ -320,7 +388,85 @@ impl Store {
                 .create(&p)
                 .map_err(io_err("create store directory", &p))?;
         }
-        Ok(Self { root })
+        let store = Self { root };
+        store.repair_modes(data_dir)?;
+        store.clean_tmp();
+        Ok(store)
+    }
+
+    /// Removes what killed writers left in `tmp/` (see [`TempPath`]).
+    /// Best effort: a leftover that cannot be removed now is tried again
+    /// on the next open, and by [`Store::gc`].
+    fn clean_tmp(&self) {
+        let tdir = self.root.join("tmp");
+        let Ok(rd) = fs::read_dir(&tdir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if temp_owner_alive(&name) {
+                continue;
+            }
+            let p = e.path();
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            let _held = match try_lock_entry(&p) {
+                Ok(Some(l)) => Some(l),
+                Ok(None) => continue,
+                // A symlink nobody made on purpose: nothing to lock.
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => None,
+                Err(_) => continue,
+            };
+            let _ = if is_dir {
+                remove_tree(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+        }
+    }
+
+    /// Makes the store's directories owner-only again. Older versions
+    /// created `<data>`, `image/`, `image/containers/` and each container
+    /// directory 0711 (so other users could traverse to a rootfs); image
+    /// and container data must not be reachable by other users at all.
+    /// The contents of layers are image data and keep their modes.
+    fn repair_modes(&self, data_dir: &Path) -> Result<(), StoreError> {
+        use std::os::unix::fs::PermissionsExt;
+        // `<data>` is the engine's directory (it may be any path a caller
+        // passes, even `/`): only undo the exact mode older versions set.
+        if let Ok(m) = fs::symlink_metadata(data_dir) {
+            if m.is_dir() && m.permissions().mode() & 0o7777 == 0o711 {
+                let _ = fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700));
+            }
+        }
+        let mut dirs: Vec<PathBuf> = [
+            "",
+            "blobs",
+            "blobs/sha256",
+            "layers",
+            "images",
+            "containers",
+            "tmp",
+        ]
+        .iter()
+        .map(|s| self.root.join(s))
+        .collect();
+        let cdir = self.containers_dir();
+        for e in fs::read_dir(&cdir).map_err(io_err("list containers", &cdir))? {
+            let e = e.map_err(io_err("list containers", &cdir))?;
+            dirs.push(e.path());
+        }
+        for d in dirs {
+            let m = match fs::symlink_metadata(&d) {
+                Ok(m) if m.is_dir() => m,
+                _ => continue,
+            };
+            let mode = m.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                fs::set_permissions(&d, fs::Permissions::from_mode(mode & !0o077))
+                    .map_err(io_err("make store directory owner-only", &d))?;
+            }
+        }
+        Ok(())
     }
 
     /// The store's directory (`<data dir>/image`).
@@ -350,15 +496,32 @@ impl Store {
         self.lock("lock", FlockOperation::LockExclusive)
     }
 
-    pub(crate) fn temp_path(&self, what: &str) -> TempPath {
+    fn temp_path(&self, what: &str) -> TempPath {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         TempPath {
-            path: self
-                .root
-                .join("tmp")
-                .join(format!("{what}-{}-{n}", std::process::id())),
+            path: self.root.join("tmp").join(format!(
+                "{what}@{}.{}.{n}",
+                std::process::id(),
+                own_start_time()
+            )),
             keep: false,
+            lock: None,
         }
+    }
+
+    /// Creates a temp directory with `mode`, locked for as long as the
+    /// returned value lives.
+    pub(crate) fn create_temp_dir(&self, what: &str, mode: u32) -> Result<TempPath, StoreError> {
+        let mut tmp = self.temp_path(what);
+        fs::DirBuilder::new()
+            .mode(mode)
+            .create(tmp.path())
+            .map_err(io_err("create temp directory", tmp.path()))?;
+        let lock = try_lock_entry(tmp.path())
+            .and_then(|l| l.ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock)))
+            .map_err(io_err("lock temp directory", tmp.path()))?;
+        tmp.lock = Some(lock);
+        Ok(tmp)
     }
 
     /// Where a blob lives (whether or not it is there).
@@ -383,13 +546,21 @@ impl Store {
 
     /// Opens a temp file for a blob; used with [`Store::commit_blob_file`].
     pub(crate) fn create_temp_file(&self, what: &str) -> Result<(TempPath, File), StoreError> {
-        let tmp = self.temp_path(what);
+        let mut tmp = self.temp_path(what);
         let f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(tmp.path())
             .map_err(io_err("create temp file", tmp.path()))?;
+        // The lock belongs to the open file description, which the clone
+        // shares; it lasts until both are closed.
+        rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive)
+            .map_err(|e| io_err("lock temp file", tmp.path())(e.into()))?;
+        tmp.lock = Some(
+            f.try_clone()
+                .map_err(io_err("lock temp file", tmp.path()))?,
+        );
         Ok((tmp, f))
     }
 
@@ -483,16 +654,26 @@ impl Store {
                 io_err("open layer blob", &blob)(e)
             }
         })?;
-        let tmp = self.temp_path(&format!("layer-{}", layer.blob.digest.short()));
-        fs::DirBuilder::new()
-            .mode(0o755)
-            .create(tmp.path())
-            .map_err(io_err("create layer directory", tmp.path()))?;
-        let stats = unpack::unpack(io::BufReader::new(f), &layer.blob.media_type, tmp.path())
-            .map_err(|source| StoreError::Unpack {
-                digest: layer.blob.digest.clone(),
-                source,
-            })?;
+        let tmp = self.create_temp_dir(&format!("layer-{}", layer.blob.digest.short()), 0o755)?;
+        let compressed = f
+            .metadata()
+            .map_err(io_err("open layer blob", &blob))?
+            .len();
+        let opts = unpack::UnpackOptions {
+            max_bytes: Some(unpack::max_uncompressed(compressed)),
+            ..unpack::UnpackOptions::default()
+        };
+        // On error `tmp` goes with whatever was unpacked so far.
+        let stats = unpack::unpack_with(
+            io::BufReader::new(f),
+            &layer.blob.media_type,
+            tmp.path(),
+            &opts,
+        )
+        .map_err(|source| StoreError::Unpack {
+            digest: layer.blob.digest.clone(),
+            source,
+        })?;
         if stats.diff_id != layer.diff_id {
             return Err(StoreError::DiffId {
                 digest: layer.blob.digest.clone(),
@@ -541,12 +722,11 @@ impl Store {
 
     fn write_record(&self, rec: &ImageRecord) -> Result<(), StoreError> {
         let p = self.record_path(&rec.id);
-        let tmp = self.temp_path("record");
         let bytes = serde_json::to_vec_pretty(rec).map_err(|source| StoreError::Record {
             path: p.clone(),
             source,
         })?;
-        let mut f = File::create(tmp.path()).map_err(io_err("write image record", tmp.path()))?;
+        let (tmp, mut f) = self.create_temp_file("record")?;
         f.write_all(&bytes)
             .and_then(|()| f.sync_all())
             .map_err(io_err("write image record", tmp.path()))?;

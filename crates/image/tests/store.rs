@@ -284,19 +284,21 @@ fn auto_rootfs_honours_whiteouts() {
 /// so the rootless paths (user.overlay xattrs, overlay with userxattr,
 /// copy fallback) are covered too. Needs root to switch users.
 #[test]
+#[ignore = "needs root"]
 fn rootless_variants() {
     use std::process::Command;
-    if !hako_image::unpack::privileged() {
-        eprintln!("skipped: rootless_variants needs root to become nobody");
-        return;
-    }
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("skipped: setpriv (util-linux) is not installed");
-        return;
-    }
-    let exe = std::env::current_exe().unwrap();
+    assert!(hako_image::unpack::privileged(), "needs root: root tests are #[ignore]d and run as root with --include-ignored (bash scripts/test.sh)");
+    assert!(
+        Command::new("setpriv").arg("--version").output().is_ok(),
+        "setpriv (util-linux) is not installed"
+    );
     let tmp = tempfile::tempdir().unwrap();
     std::os::unix::fs::chown(tmp.path(), Some(65534), Some(65534)).unwrap();
+    // A copy nobody can run, wherever the checkout is.
+    #[allow(clippy::disallowed_methods)] // the test binary, never re-executed
+    let me = std::env::current_exe().unwrap();
+    let exe = tmp.path().join("store-tests");
+    std::fs::copy(&me, &exe).unwrap();
     for prefix in [&[][..], &["unshare", "-Urm"][..]] {
         for test in [
             "auto_rootfs_honours_whiteouts",
@@ -317,14 +319,187 @@ fn rootless_variants() {
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
-            if text.contains("Permission denied") && !text.contains("running 1 test") {
-                eprintln!("skipped: nobody cannot run {}: {text}", exe.display());
-                return;
-            }
             assert!(
                 out.status.success() && text.contains("1 passed"),
                 "{test} as nobody {prefix:?} failed:\n{text}"
             );
         }
+    }
+}
+
+/// The overlay the host sees must not honour setuid bits or device nodes
+/// from image content: its mount options carry nosuid and nodev.
+#[test]
+#[ignore = "needs root"]
+fn host_overlay_mount_is_nosuid_nodev() {
+    assert!(hako_image::unpack::privileged(), "needs root: root tests are #[ignore]d and run as root with --include-ignored (bash scripts/test.sh)");
+    let store = TestStore::new();
+    let t = tempfile::tempdir().unwrap();
+    oci_layout(
+        t.path(),
+        "example.com/flags:1",
+        &[Tar::new().file("bin/su", b"x").done()],
+    );
+    store.load(t.path()).unwrap();
+    let m = store
+        .prepare_rootfs("example.com/flags:1", "flags")
+        .unwrap();
+    assert_eq!(
+        m.kind(),
+        RootfsKind::Overlay,
+        "overlayfs is not available here"
+    );
+    let merged = fs::canonicalize(m.path()).unwrap();
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    // Field 5 is the mount point, field 6 the per-mount options.
+    let opts = info
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.len() > 5 && Path::new(f[4]) == merged)
+        .map(|f| f[5].to_owned());
+    m.unmount_and_remove().unwrap();
+    let opts = opts.expect("the rootfs is in mountinfo");
+    let opts: Vec<&str> = opts.split(',').collect();
+    assert!(opts.contains(&"nosuid"), "options {opts:?}");
+    assert!(opts.contains(&"nodev"), "options {opts:?}");
+}
+
+/// Store directories are owner-only, and a store whose modes an older
+/// version loosened (0711 so others could traverse to a rootfs) is
+/// repaired when it is opened again. Records and layers.json are 0600.
+#[test]
+fn store_modes_are_owner_only_and_repaired() {
+    use std::os::unix::fs::PermissionsExt;
+    let store = TestStore::new();
+    let data = store.data_path().to_owned();
+    let root = store.root().to_owned();
+    let src = tempfile::tempdir().unwrap();
+    rootfs_dir(src.path());
+    let id = store.import_rootfs(src.path(), "modes:1").unwrap();
+    let m = store
+        .prepare_rootfs_with("modes:1", "c1", &RootfsOptions { force_copy: true })
+        .unwrap();
+    let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    let dirs = [
+        root.clone(),
+        root.join("blobs"),
+        root.join("blobs/sha256"),
+        root.join("layers"),
+        root.join("images"),
+        root.join("containers"),
+        root.join("tmp"),
+        root.join("containers/c1"),
+    ];
+    for d in &dirs {
+        assert_eq!(mode(d), 0o700, "{}", d.display());
+    }
+    let record = root.join("images").join(format!("{}.json", id.hex()));
+    assert_eq!(mode(&record), 0o600);
+    assert_eq!(mode(&root.join("containers/c1/layers.json")), 0o600);
+    // What an older version left behind.
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o711)).unwrap();
+    for (i, d) in dirs.iter().enumerate() {
+        let loose = if i % 2 == 0 { 0o711 } else { 0o755 };
+        fs::set_permissions(d, fs::Permissions::from_mode(loose)).unwrap();
+    }
+    let layer = store.layer_path(&store.resolve("modes:1").unwrap().layers[0].blob.digest);
+    let layer_etc = mode(&layer.join("etc"));
+    hako_image::Store::open(&data).unwrap();
+    assert_eq!(mode(&data), 0o700);
+    for d in &dirs {
+        assert_eq!(mode(d), 0o700, "{} not repaired", d.display());
+    }
+    // Image content keeps its own modes.
+    assert_eq!(mode(&layer.join("etc")), layer_etc);
+    m.unmount_and_remove().unwrap();
+}
+
+/// Sparse files in the formats GNU tar writes (old GNU 'S' entries and PAX
+/// GNU.sparse 0.0, 0.1, 1.0) come out with the right contents and holes.
+#[test]
+fn gnu_tar_sparse_files_are_unpacked_with_holes() {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::process::Command;
+    assert!(
+        Command::new("tar").arg("--version").output().is_ok(),
+        "GNU tar is not installed"
+    );
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let size = 10u64 << 20;
+    let pieces: [(u64, &[u8]); 4] = [
+        (0, b"HEAD"),
+        (5_000_000, b"MIDDLE"),
+        (8 << 20, b"EIGHT MIB"),
+        (size - 4, b"TAIL"),
+    ];
+    let mut f = fs::File::create(src.join("sparse")).unwrap();
+    f.set_len(size).unwrap();
+    let mut expected = vec![0u8; size as usize];
+    for (off, data) in pieces {
+        f.seek(SeekFrom::Start(off)).unwrap();
+        f.write_all(data).unwrap();
+        expected[off as usize..off as usize + data.len()].copy_from_slice(data);
+    }
+    drop(f);
+    // And one that ends in a hole.
+    let f = fs::File::create(src.join("trailing-hole")).unwrap();
+    f.set_len(1 << 20).unwrap();
+    (&f).write_all(b"x").unwrap();
+    drop(f);
+
+    let store = TestStore::new();
+    for (i, format) in [
+        &["--format=gnu"][..],
+        &["--format=posix"],
+        &["--format=posix", "--sparse-version=0.0"],
+        &["--format=posix", "--sparse-version=0.1"],
+        &["--format=posix", "--sparse-version=1.0"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let tarball = t.path().join(format!("{i}.tar"));
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&src)
+            .arg("--sparse")
+            .args(*format)
+            .arg("-cf")
+            .arg(&tarball)
+            .args(["sparse", "trailing-hole"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let name = format!("sparse:{i}");
+        store
+            .import_rootfs(&tarball, &name)
+            .unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        let rec = store.resolve(&name).unwrap();
+        let layer = store.layer_path(&rec.layers[0].blob.digest);
+        let got = fs::read(layer.join("sparse")).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        assert!(got == expected, "{format:?}: wrong contents");
+        let md = fs::metadata(layer.join("sparse")).unwrap();
+        assert!(
+            md.blocks() * 512 < 1 << 20,
+            "{format:?}: {} bytes allocated, holes were filled",
+            md.blocks() * 512
+        );
+        let th = fs::read(layer.join("trailing-hole")).unwrap();
+        assert_eq!(th.len(), 1 << 20, "{format:?}");
+        assert!(
+            th[0] == b'x' && th[1..].iter().all(|&b| b == 0),
+            "{format:?}"
+        );
+        // No GNUSparseFile.PID/ directory of the PAX formats' renaming.
+        let names: Vec<String> = fs::read_dir(&layer)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.starts_with("GNUSparseFile")),
+            "{format:?}: {names:?}"
+        );
     }
 }
