@@ -3,14 +3,14 @@
 //! The state rules live in one place ([`require`]): start needs `created`,
 //! kill needs a live container, delete needs `stopped` unless forced.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Context, Error, Result};
 use crate::hooks;
 use crate::init::{self, InitArgs};
 use crate::log;
-use crate::plan::{self, NsKind, Plan};
+use crate::plan::{self, NsKind, Plan, ProcessPlan};
 use crate::state::{self, State, StateDir, Status};
 use crate::sync::{Channel, Msg};
 use crate::sys;
@@ -275,7 +275,91 @@ pub fn create(opts: &CreateOpts) -> Result<Created> {
     create_inner(opts, false)
 }
 
+/// What `create` checks and opens before anything exists (step 1).
+struct Prepared {
+    bundle: PathBuf,
+    dir: StateDir,
+    plan: Plan,
+    process: ProcessPlan,
+    seccomp: Option<crate::seccomp::Filter>,
+    joins: Vec<(NsKind, OwnedFd)>,
+    handoff: Option<crate::mounts::Handoff>,
+    dmz: OwnedFd,
+    seccomp_listener: Option<OwnedFd>,
+}
+
+/// The init, cloned and waiting for `Go` (step 3).
+struct Cloned {
+    pid: i32,
+    pidfd: OwnedFd,
+    chan: Channel,
+    own_console: Option<OwnedFd>,
+}
+
+/// `create` as a checklist; each step is a function below. Until the state
+/// directory exists nothing needs undoing; after, the `Cleanup` guard
+/// removes whatever was made if a later step fails.
 fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
+    let mut p = prepare(opts, foreground)?;
+    let joins = std::mem::take(&mut p.joins);
+    p.dir.create()?;
+    let mut cleanup = Cleanup {
+        dir: &p.dir,
+        child: None,
+        cgroup: None,
+        cgroup_parents: Vec::new(),
+        armed: true,
+    };
+    let fifo = make_exec_fifo(&p)?;
+    let Cloned {
+        pid,
+        pidfd,
+        chan,
+        own_console,
+    } = clone_init(opts, p.clone_parts(), joins, &fifo, foreground)?;
+    cleanup.child = Some((pid, pidfd));
+    // The init has its copies; ours would only keep a listener waiting.
+    drop(p.seccomp_listener.take());
+    drop(p.handoff.take());
+    let mut st = initial_state(opts, &p, pid);
+    p.dir.save(&st)?;
+    join_cgroup(&p, &opts.id, &mut st, &mut cleanup)?;
+    set_oom_score_adj(&p.process, pid)?;
+    release_init(&p, &chan, &mut st, &mut cleanup)?;
+    run_parent_hooks(&p.plan, &st, &chan)?;
+    let console_master = match own_console {
+        Some(sock) => {
+            let (_, master) = sys::recv_fd(sock.as_fd()).ctx(|| "receive the pty master".into())?;
+            Some(master)
+        }
+        None => None,
+    };
+    chan.expect("ready")?;
+
+    st.status = Status::Created;
+    p.dir.save(&st)?;
+    if let Some(pf) = &opts.pid_file {
+        let pf = absolute(pf)?;
+        state::atomic_write(&pf, st.pid.to_string().as_bytes(), 0o644)?;
+    }
+    cleanup.armed = false;
+    let (_, pidfd) = cleanup.child.take().expect("the guard holds the init");
+    drop(cleanup);
+    log::debug(&format!(
+        "created container {} with init pid {}",
+        opts.id, st.pid
+    ));
+    Ok(Created {
+        dir: p.dir,
+        state: st,
+        pidfd,
+        console_master,
+    })
+}
+
+/// Step 1: load and plan the spec, check what only the caller can tell us,
+/// compile seccomp and open every fd the init will need. No side effects.
+fn prepare(opts: &CreateOpts, foreground: bool) -> Result<Prepared> {
     let bundle = absolute(&opts.bundle)?;
     let dir = StateDir::new(&opts.root, &opts.id)?;
     let spec = plan::load_spec(&bundle)?;
@@ -311,28 +395,68 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     if dir.exists() || dir.dir.exists() {
         return Err(Error::Exists(opts.id.clone()));
     }
+    Ok(Prepared {
+        bundle,
+        dir,
+        plan,
+        process,
+        seccomp,
+        joins,
+        handoff,
+        dmz,
+        seccomp_listener,
+    })
+}
 
-    // Everything checkable is checked; from here on, undo on failure.
-    dir.create()?;
-    let mut cleanup = Cleanup {
-        dir: &dir,
-        child: None,
-        cgroup: None,
-        cgroup_parents: Vec::new(),
-        armed: true,
-    };
+/// What clone_init borrows from `Prepared` for the init.
+struct CloneParts<'a> {
+    plan: &'a Plan,
+    process: &'a ProcessPlan,
+    seccomp: Option<&'a crate::seccomp::Filter>,
+    handoff: Option<&'a crate::mounts::Handoff>,
+    dmz: &'a OwnedFd,
+    seccomp_listener: Option<BorrowedFd<'a>>,
+}
 
-    let fifo_path = dir.fifo();
+impl Prepared {
+    fn clone_parts(&self) -> CloneParts<'_> {
+        CloneParts {
+            plan: &self.plan,
+            process: &self.process,
+            seccomp: self.seccomp.as_ref(),
+            handoff: self.handoff.as_ref(),
+            dmz: &self.dmz,
+            seccomp_listener: self.seccomp_listener.as_ref().map(|s| s.as_fd()),
+        }
+    }
+}
+
+/// Step 2: the exec fifo `start` opens; the init reopens it for writing
+/// and blocks there until then.
+fn make_exec_fifo(p: &Prepared) -> Result<OwnedFd> {
+    let fifo_path = p.dir.fifo();
     sys::mkfifo(&fifo_path, 0o622).ctx(|| format!("mkfifo {}", fifo_path.display()))?;
     sys::chmod(&fifo_path, 0o622).ctx(|| "chmod exec fifo".into())?;
-    if let (Some(u), Some(g)) = (plan.host_uid(0), plan.host_gid(0)) {
+    if let (Some(u), Some(g)) = (p.plan.host_uid(0), p.plan.host_gid(0)) {
         let _ = std::os::unix::fs::chown(&fifo_path, Some(u), Some(g));
     }
-    let fifo = sys::openat(None, &fifo_path, libc::O_PATH, 0).ctx(|| "open exec fifo".into())?;
+    sys::openat(None, &fifo_path, libc::O_PATH, 0).ctx(|| "open exec fifo".into())
+}
 
+/// Step 3: clone the init into its new namespaces (entering pid and time
+/// namespaces just for the clone), with every signal blocked so none is lost
+/// between clone and `run`'s signalfd. In the child this never returns.
+fn clone_init(
+    opts: &CreateOpts,
+    parts: CloneParts<'_>,
+    joins: Vec<(NsKind, OwnedFd)>,
+    fifo: &OwnedFd,
+    foreground: bool,
+) -> Result<Cloned> {
+    let plan = parts.plan;
     // The console socket: the caller's path, or our own pair for `run -t`.
-    let (own_console, console) = console_socket(opts.console_socket.as_deref(), process.terminal)?;
-
+    let (own_console, console) =
+        console_socket(opts.console_socket.as_deref(), parts.process.terminal)?;
     let (parent_sock, child_sock) = sys::socketpair_seqpacket().ctx(|| "sync socketpair".into())?;
 
     // pid and time namespaces apply to children only: the parent enters (or
@@ -368,7 +492,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     let old_mask = sys::block_all_signals().ctx(|| "block signals".into())?;
 
     let forked = sys::clone3_fork(clone_flags);
-    let (mut pid, pidfd) = match forked {
+    let (pid, pidfd) = match forked {
         Err(e) => {
             let _ = sys::set_sigmask(&old_mask);
             return Err(e).ctx(|| "clone the container init".into());
@@ -378,8 +502,8 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
             let chan = Channel::new(child_sock);
             init::main(InitArgs {
                 id: &opts.id,
-                plan: &plan,
-                process: &process,
+                plan,
+                process: parts.process,
                 chan: &chan,
                 fifo: fifo.as_fd(),
                 console: console.as_ref().map(|c| c.as_fd()),
@@ -388,10 +512,10 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
                 no_new_keyring: opts.no_new_keyring,
                 preserve_fds: opts.preserve_fds,
                 sigmask: old_mask,
-                seccomp: seccomp.as_ref(),
-                seccomp_listener: seccomp_listener.as_ref().map(|s| s.as_fd()),
-                dmz: &dmz,
-                handoff: handoff.as_ref(),
+                seccomp: parts.seccomp,
+                seccomp_listener: parts.seccomp_listener,
+                dmz: parts.dmz,
+                handoff: parts.handoff,
             })
         }
         Ok(sys::Forked::Parent { pid, pidfd }) => (pid, pidfd),
@@ -403,45 +527,51 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     for (fd, flag) in restore.into_iter().rev() {
         sys::setns(fd.as_fd(), flag).ctx(|| "return to the runtime's namespaces".into())?;
     }
-    drop(child_sock);
-    drop(console);
-    drop(seccomp_listener);
-    drop(dmz);
-    drop(handoff);
-    let chan = Channel::new(parent_sock);
-    cleanup.child = Some((pid, pidfd));
+    Ok(Cloned {
+        pid,
+        pidfd,
+        chan: Channel::new(parent_sock),
+        own_console,
+    })
+}
 
-    let mut st = State {
-        oci_version: plan.oci_version.clone(),
+fn initial_state(opts: &CreateOpts, p: &Prepared, pid: i32) -> State {
+    State {
+        oci_version: p.plan.oci_version.clone(),
         id: opts.id.clone(),
         status: Status::Creating,
         pid,
-        bundle: bundle.clone(),
-        rootfs: plan.rootfs.clone(),
+        bundle: p.bundle.clone(),
+        rootfs: p.plan.rootfs.clone(),
         created: state::now_rfc3339(),
         owner: String::new(),
-        annotations: plan.annotations.clone(),
+        annotations: p.plan.annotations.clone(),
         init_start_time: state::proc_stat(pid).map(|s| s.start_time).unwrap_or(0),
-        own_pidns: plan.ns.is_new(NsKind::Pid),
-        poststop: plan.hooks.poststop.clone(),
+        own_pidns: p.plan.ns.is_new(NsKind::Pid),
+        poststop: p.plan.hooks.poststop.clone(),
         cgroup: None,
         cgroup_parents: Vec::new(),
-    };
-    dir.save(&st)?;
+    }
+}
 
-    // Join the cgroup before the init does anything (or forks). The guard
-    // holds it before resources are written: if that fails, the init is
-    // killed first and the cgroup can then be removed at once.
-    cleanup.cgroup = crate::cgroup::manager(&plan, &opts.id)?;
+/// Step 4: put the init in its cgroup before it does anything (or forks),
+/// then write the resources. The guard holds the cgroup before resources
+/// are written: if that fails, the init is killed first and the cgroup can
+/// then be removed at once.
+fn join_cgroup(p: &Prepared, id: &str, st: &mut State, cleanup: &mut Cleanup<'_>) -> Result<()> {
+    cleanup.cgroup = crate::cgroup::manager(&p.plan, id)?;
     if let Some(m) = &cleanup.cgroup {
         st.cgroup = crate::cgroup::to_state(m.as_ref());
         st.cgroup_parents = crate::cgroup::missing_parents(m.as_ref());
         cleanup.cgroup_parents = st.cgroup_parents.clone();
-        dir.save(&st)?;
-        crate::cgroup::join(m.as_ref(), pid)?;
-        crate::cgroup::apply_resources(&plan, m.as_ref())?;
+        p.dir.save(st)?;
+        crate::cgroup::join(m.as_ref(), st.pid)?;
+        crate::cgroup::apply_resources(&p.plan, m.as_ref())?;
     }
+    Ok(())
+}
 
+fn set_oom_score_adj(process: &ProcessPlan, pid: i32) -> Result<()> {
     if let Some(adj) = process.oom_score_adj {
         write_file(
             Path::new(&format!("/proc/{pid}/oom_score_adj")),
@@ -449,28 +579,43 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
         )
         .ctx(|| format!("process.oomScoreAdj: write {adj}"))?;
     }
-    if plan.ns.is_new(NsKind::User) && plan.ns.joined(NsKind::User).is_none() {
-        write_id_maps(&plan, pid)?;
-    }
-    chan.send(&Msg::Go(pid))
-        .ctx(|| "sync with container init".into())?;
+    Ok(())
+}
 
-    // A joined user namespace with a new pid namespace forks once more.
+/// Step 5: write the id maps and let the init go; a joined user namespace
+/// with a new pid namespace forks once more, and the grandchild becomes
+/// the init.
+fn release_init(
+    p: &Prepared,
+    chan: &Channel,
+    st: &mut State,
+    cleanup: &mut Cleanup<'_>,
+) -> Result<()> {
+    let plan = &p.plan;
+    if plan.ns.is_new(NsKind::User) && plan.ns.joined(NsKind::User).is_none() {
+        write_id_maps(plan, st.pid)?;
+    }
+    chan.send(&Msg::Go(st.pid))
+        .ctx(|| "sync with container init".into())?;
     if plan.ns.joined(NsKind::User).is_some() && plan.ns.is_new(NsKind::Pid) {
         let Msg::InitPid(gc) = chan.expect("init-pid")? else {
             unreachable!()
         };
-        let _ = sys::waitpid(pid, 0);
+        let _ = sys::waitpid(st.pid, 0);
         let gfd = sys::pidfd_open(gc).ctx(|| "pidfd_open init".into())?;
         cleanup.child = Some((gc, gfd));
-        pid = gc;
         st.pid = gc;
         st.init_start_time = state::proc_stat(gc).map(|s| s.start_time).unwrap_or(0);
-        dir.save(&st)?;
+        p.dir.save(st)?;
         chan.send(&Msg::Go(gc))
             .ctx(|| "sync with container init".into())?;
     }
+    Ok(())
+}
 
+/// Step 6: prestart and createRuntime hooks, when the init has made its
+/// namespaces and mounts and asks for them.
+fn run_parent_hooks(plan: &Plan, st: &State, chan: &Channel) -> Result<()> {
     chan.expect("hooks-request")?;
     // runtime-tools (hooks_stdin) and crun give these hooks "created".
     let hook_state = st.spec_json(Status::Created).to_string().into_bytes();
@@ -482,36 +627,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
         true,
     )?;
     chan.send(&Msg::HooksDone)
-        .ctx(|| "sync with container init".into())?;
-
-    let console_master = match own_console {
-        Some(sock) => {
-            let (_, master) = sys::recv_fd(sock.as_fd()).ctx(|| "receive the pty master".into())?;
-            Some(master)
-        }
-        None => None,
-    };
-    chan.expect("ready")?;
-
-    st.status = Status::Created;
-    dir.save(&st)?;
-    if let Some(pf) = &opts.pid_file {
-        let pf = absolute(pf)?;
-        state::atomic_write(&pf, pid.to_string().as_bytes(), 0o644)?;
-    }
-    cleanup.armed = false;
-    let (_, pidfd) = cleanup.child.take().expect("the guard holds the init");
-    drop(cleanup);
-    log::debug(&format!(
-        "created container {} with init pid {pid}",
-        opts.id
-    ));
-    Ok(Created {
-        dir,
-        state: st,
-        pidfd,
-        console_master,
-    })
+        .ctx(|| "sync with container init".into())
 }
 
 fn plan_err(field: &str, msg: &str) -> Error {
