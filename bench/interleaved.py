@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Container start, interleaved: `RUNTIME run` of /bin/true on one busybox
+bundle, the runtimes taking turns run by run so that load changes hit them
+alike. Reports the median wall time and the median CPU time (user + sys of
+the runtime and everything it waited for) of each.
+
+    sudo python3 bench/interleaved.py RUNS NAME=BINARY [NAME=BINARY ...]
+
+e.g. a hako-runc before and after a change, beside crun:
+
+    sudo python3 bench/interleaved.py 400 before=/tmp/old/hako-runc \\
+        after=target/release/hako-runc crun=crun
+"""
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+runs = int(sys.argv[1])
+rts = dict(a.split("=", 1) for a in sys.argv[2:])
+here = os.path.dirname(os.path.abspath(__file__))
+work = tempfile.mkdtemp(prefix="hako-bench-")
+try:
+    subprocess.run(["bash", f"{here}/../scripts/make-bundle.sh", f"{work}/bundle"],
+                   stderr=subprocess.DEVNULL, check=True)
+    cfg = f"{work}/bundle/config.json"
+    c = json.load(open(cfg))
+    c["process"]["args"] = ["/bin/true"]
+    json.dump(c, open(cfg, "w"))
+    res = {k: {"wall": [], "cpu": []} for k in rts}
+    warmup = 10
+    for i in range(runs + warmup):
+        for k, b in rts.items():
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            subprocess.run([b, "--root", f"{work}/state-{k}", "run", "-b", f"{work}/bundle", f"c-{k}"],
+                           check=True)
+            t1 = time.perf_counter()
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if i >= warmup:
+                res[k]["wall"].append((t1 - t0) * 1000)
+                res[k]["cpu"].append(((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)) * 1000)
+    last = list(rts)[-1]
+    base = {m: statistics.median(res[last][m]) for m in ("wall", "cpu")}
+    print(f"| runtime | wall median (ms) | cpu median (ms) | wall vs {last} | cpu vs {last} |")
+    print("|---|---|---|---|---|")
+    for k in rts:
+        w = statistics.median(res[k]["wall"])
+        u = statistics.median(res[k]["cpu"])
+        print(f"| {k} | {w:.2f} | {u:.2f} | {w / base['wall']:.2f}× | {u / base['cpu']:.2f}× |")
+finally:
+    shutil.rmtree(work, ignore_errors=True)
