@@ -10,6 +10,15 @@ use crate::layout::LayoutError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The kernel refused a value of a validated plan; `restored` tells
+    /// whether the values written before it were put back.
+    #[error("{field}: {source}{}", if *restored { " (nothing was changed)" } else { " (earlier values could not all be restored)" })]
+    Refused {
+        field: String,
+        restored: bool,
+        source: Box<Error>,
+    },
+
     #[error("write {value} to {}: {source}", path.display())]
     Write {
         path: PathBuf,

@@ -26,6 +26,7 @@ pub mod error;
 mod fs;
 pub mod layout;
 mod manager;
+mod normalize;
 pub mod plan;
 pub mod stats;
 mod v1;
@@ -41,6 +42,7 @@ pub use bpf::{BpfError, Insn};
 pub use error::{Error, Result};
 pub use layout::{Host, Layout, LayoutError, ProcFiles};
 pub use manager::{CgroupConfig, FsManager, UnifiedDir};
+pub use normalize::normalize;
 pub use plan::{Op, Plan};
 pub use stats::Stats;
 

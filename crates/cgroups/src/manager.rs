@@ -268,6 +268,7 @@ impl Manager for FsManager {
     }
 
     fn plan(&self, res: &LinuxResources) -> Result<Plan> {
+        let res = &crate::normalize::normalize(res);
         let mut plan = Plan::default();
         if let Some(m) = res
             .memory()

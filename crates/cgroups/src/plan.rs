@@ -98,15 +98,50 @@ impl Plan {
         Ok(())
     }
 
+    /// Writes every op in order. The plan was validated, so on valid input
+    /// nothing should fail; if the kernel still refuses a value, what was
+    /// already written is put back (newest first, so ordering constraints
+    /// such as memsw >= limit hold on the way back) and the error names the
+    /// field. A half-applied `update` is worse than a refused one.
     pub fn execute(&self) -> Result<()> {
+        let mut undo: Vec<(&Path, String)> = Vec::new();
         for op in &self.ops {
-            match op {
-                Op::Write { path, value, .. } => fs::write_file(path, value)?,
-                Op::DeviceFilter { dir, rules } => crate::v2::devices::apply(dir, rules)?,
+            let (field, done) = match op {
+                Op::Write {
+                    field, path, value, ..
+                } => {
+                    let old = std::fs::read_to_string(path).ok();
+                    let done = fs::write_file(path, value);
+                    if let (Ok(()), Some(old)) = (&done, old) {
+                        undo.push((path, old));
+                    }
+                    (field.as_str(), done)
+                }
+                Op::DeviceFilter { dir, rules } => {
+                    ("devices", crate::v2::devices::apply(dir, rules))
+                }
+            };
+            if let Err(e) = done {
+                let restored = undo.iter().rev().all(|(p, old)| restore(p, old));
+                return Err(Error::Refused {
+                    field: field.to_string(),
+                    restored,
+                    source: Box::new(e),
+                });
             }
         }
         Ok(())
     }
+}
+
+/// Writes back a value read from a cgroup file: files that list one entry
+/// per line (io.max, io.weight, blkio.throttle.*) take one line per write.
+fn restore(path: &Path, old: &str) -> bool {
+    let lines: Vec<&str> = old.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return true;
+    }
+    lines.iter().all(|l| fs::write_file(path, l.trim()).is_ok())
 }
 
 /// Explains why a controller file is absent.

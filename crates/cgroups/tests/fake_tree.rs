@@ -154,7 +154,7 @@ fn v2_bfq_weight_is_unconverted_and_unlimited_values() {
     let p = m
         .plan(&res(
             r#"{"blockIO": {"weight": 500}, "memory": {"limit": -1},
-                "cpu": {"quota": -1}, "pids": {"limit": 0}}"#,
+                "cpu": {"quota": -1}, "pids": {"limit": -1}}"#,
         ))
         .unwrap();
     let w = p.writes();
@@ -724,4 +724,130 @@ fn swap_unlimited_without_swap_accounting_is_skipped() {
     let m = manager_for_host(&host, Some(Path::new("/hako/c1")), "c1").unwrap();
     m.set(&res(r#"{"memory": {"limit": -1}}"#)).unwrap();
     assert_eq!(read(&fx.dirs["memory"].join("memory.limit_in_bytes")), "-1");
+}
+
+/// runc's "unset" values (docs/cgroups-resources.md), one row each: what
+/// is written on v2 and on v1 for the value, where `[]` means nothing.
+#[test]
+fn runc_zero_and_unset_rules_per_field() {
+    type Row = (
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        &'static [(&'static str, &'static str)],
+    );
+    let rows: &[Row] = &[
+        // (resources, v2 writes, v1 writes)
+        (r#"{"cpu": {"shares": 0}}"#, &[], &[]),
+        (
+            r#"{"cpu": {"shares": 1024}}"#,
+            &[("cpu.weight", "100")],
+            &[("cpu.shares", "1024")],
+        ),
+        (r#"{"cpu": {"quota": 0}}"#, &[], &[]),
+        (r#"{"cpu": {"period": 0}}"#, &[], &[]),
+        (
+            r#"{"cpu": {"quota": 0, "period": 0, "shares": 0}}"#,
+            &[],
+            &[],
+        ),
+        (
+            r#"{"cpu": {"quota": -1}}"#,
+            &[("cpu.max", "max")],
+            &[("cpu.cfs_quota_us", "-1")],
+        ),
+        (
+            r#"{"cpu": {"realtimeRuntime": 0, "realtimePeriod": 0}}"#,
+            &[],
+            &[],
+        ),
+        (r#"{"cpu": {"cpus": "", "mems": ""}}"#, &[], &[]),
+        (r#"{"memory": {"limit": 0}}"#, &[], &[]),
+        (r#"{"memory": {"reservation": 0}}"#, &[], &[]),
+        (r#"{"memory": {"kernelTCP": 0}}"#, &[], &[]),
+        (r#"{"memory": {"swap": 0}}"#, &[], &[]),
+        (
+            r#"{"memory": {"swappiness": 18446744073709551615}}"#,
+            &[],
+            &[],
+        ),
+        (
+            r#"{"memory": {"limit": -1}}"#,
+            &[("memory.swap.max", "max"), ("memory.max", "max")],
+            &[
+                ("memory.memsw.limit_in_bytes", "-1"),
+                ("memory.limit_in_bytes", "-1"),
+            ],
+        ),
+        (r#"{"pids": {"limit": 0}}"#, &[], &[]),
+        (
+            r#"{"pids": {"limit": -1}}"#,
+            &[("pids.max", "max")],
+            &[("pids.max", "max")],
+        ),
+        (
+            r#"{"pids": {"limit": 7}}"#,
+            &[("pids.max", "7")],
+            &[("pids.max", "7")],
+        ),
+        (r#"{"blockIO": {"weight": 0}}"#, &[], &[]),
+        (r#"{"blockIO": {"leafWeight": 0}}"#, &[], &[]),
+        (
+            r#"{"blockIO": {"weightDevice": [{"major": 8, "minor": 0, "weight": 0}]}}"#,
+            &[],
+            &[],
+        ),
+        (r#"{"network": {"classID": 0}}"#, &[], &[]),
+        // What Docker sends for a plain `docker run` / `docker update`.
+        (
+            r#"{"cpu": {"shares": 0, "quota": 0, "period": 0, "cpus": "", "mems": ""},
+                "memory": {"limit": 0, "reservation": 0, "swap": 0},
+                "blockIO": {"weight": 0}, "pids": {"limit": 0}}"#,
+            &[],
+            &[],
+        ),
+    ];
+    for (json, v2_expect, v1_expect) in rows {
+        let (_fx2, host2) = v2_host();
+        let m2 = manager_for_host(&host2, Some(Path::new("/hako/c1")), "c1").unwrap();
+        let got = m2.plan(&res(json)).unwrap().writes();
+        let want: Vec<(String, String)> = v2_expect
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(got, want, "v2: {json}");
+        m2.set(&res(json)).unwrap();
+
+        let (_fx1, host1) = v1_host();
+        let m1 = manager_for_host(&host1, Some(Path::new("/hako/c1")), "c1").unwrap();
+        let got = m1.plan(&res(json)).unwrap().writes();
+        let want: Vec<(String, String)> = v1_expect
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(got, want, "v1: {json}");
+    }
+}
+
+/// A value the kernel refuses after earlier values were written: the
+/// earlier ones are put back and the error names the field.
+#[test]
+fn refused_write_restores_what_was_written() {
+    let (fx, host) = v2_host();
+    let m = manager_for_host(&host, Some(Path::new("/hako/c1")), "c1").unwrap();
+    // A directory where pids.max should be: write(2) fails after
+    // memory.max was already written.
+    fs::remove_file(fx.dir.join("pids.max")).unwrap();
+    fs::create_dir(fx.dir.join("pids.max")).unwrap();
+    let e = m
+        .plan(&res(
+            r#"{"memory": {"limit": 1048576}, "pids": {"limit": 5}}"#,
+        ))
+        .unwrap()
+        .execute()
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with("pids.limit: "), "{msg}");
+    assert!(msg.contains("nothing was changed"), "{msg}");
+    assert_eq!(read(&fx.dir.join("memory.max")), "max");
+    assert_eq!(read(&fx.dir.join("memory.swap.max")), "max");
 }

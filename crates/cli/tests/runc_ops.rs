@@ -382,3 +382,129 @@ fn failed_resource_setup_leaves_no_cgroup_or_state() {
     assert!(memory_dir("cgfail").is_none(), "cgroup left behind");
     assert!(!b.state_root().join("cgfail").exists());
 }
+
+/// Docker writes zeros for every resource the user did not set; runc reads
+/// them as "unset" (docs/cgroups-resources.md), and so must hako-runc, on
+/// create and on update.
+#[test]
+#[ignore = "needs root"]
+fn docker_zero_resources_change_nothing() {
+    need_root!();
+    let mut b = Bundle::new();
+    b.config["linux"]["resources"] = json!({
+        "memory": {"limit": 64 * 1024 * 1024, "reservation": 0, "swap": 0, "kernelTCP": 0},
+        "cpu": {"shares": 0, "quota": 0, "period": 0, "cpus": "", "mems": ""},
+        "blockIO": {"weight": 0},
+        "pids": {"limit": 0}
+    });
+    b.args(&["sleep", "60"]);
+    detached(&b, "zeros");
+    let dir = memory_dir("zeros").expect("memory cgroup");
+    let limit = || {
+        std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(limit(), (64 * 1024 * 1024).to_string());
+    let zeros = b.path().join("zeros.json");
+    std::fs::write(
+        &zeros,
+        r#"{"memory":{"limit":0,"reservation":0,"swap":0},"cpu":{"shares":0,"quota":0,"period":0},
+           "blockIO":{"weight":0},"pids":{"limit":0}}"#,
+    )
+    .unwrap();
+    ok(&b.runc(&["update", "--resources", zeros.to_str().unwrap(), "zeros"]));
+    assert_eq!(limit(), (64 * 1024 * 1024).to_string());
+    // The same through flags, as `docker update` without a value does.
+    ok(&b.runc(&[
+        "update",
+        "--cpu-share",
+        "0",
+        "--cpu-quota",
+        "0",
+        "--cpu-period",
+        "0",
+        "zeros",
+    ]));
+    assert_eq!(limit(), (64 * 1024 * 1024).to_string());
+    ok(&b.runc(&["delete", "--force", "zeros"]));
+}
+
+/// An update the kernel refuses half-way (the cpu period is below the
+/// kernel's 1 ms minimum, which only the kernel checks) leaves the memory
+/// limit written before it unchanged, and names the field.
+#[test]
+#[ignore = "needs root"]
+fn refused_update_leaves_earlier_values_unchanged() {
+    need_root!();
+    let mut b = Bundle::new();
+    b.config["linux"]["resources"] = json!({"memory": {"limit": 64 * 1024 * 1024}});
+    b.args(&["sleep", "60"]);
+    detached(&b, "halfupd");
+    let dir = memory_dir("halfupd").expect("memory cgroup");
+    let o = b.runc(&[
+        "update",
+        "--memory",
+        "32m",
+        "--cpu-quota",
+        "1000",
+        "--cpu-period",
+        "50",
+        "halfupd",
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("cpu.period"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim(),
+        (64 * 1024 * 1024).to_string()
+    );
+    ok(&b.runc(&["delete", "--force", "halfupd"]));
+}
+
+/// runc's kill semantics, which containerd's shim relies on after every
+/// exit: `kill --all` of a stopped container signals what is left in its
+/// cgroup and succeeds; a plain `kill` fails with "container not running";
+/// an unknown id "does not exist".
+#[test]
+#[ignore = "needs root"]
+fn kill_of_a_stopped_container_follows_runc() {
+    need_root!();
+    let mut b = Bundle::new();
+    // No pid namespace, so the init's child outlives it in the cgroup.
+    let ns = b.config["linux"]["namespaces"].as_array().unwrap().clone();
+    b.config["linux"]["namespaces"] = json!(ns
+        .into_iter()
+        .filter(|n| n["type"] != "pid")
+        .collect::<Vec<_>>());
+    b.sh("sleep 100 >/dev/null 2>&1 &");
+    detached(&b, "leftover");
+    wait_for(|| b.state("leftover")["status"] == "stopped", "init exited");
+    let pids = || {
+        serde_json::from_str::<Vec<i64>>(&ok(&b.runc(&["ps", "--format", "json", "leftover"])))
+            .unwrap()
+    };
+    assert_eq!(pids().len(), 1, "the sleep is left in the cgroup");
+
+    let o = b.runc(&["kill", "leftover", "KILL"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("container not running"),
+        "{}",
+        stderr(&o)
+    );
+
+    ok(&b.runc(&["kill", "--all", "leftover", "KILL"]));
+    wait_for(|| pids().is_empty(), "the leftover process killed");
+    // Again, with nothing left: still fine.
+    ok(&b.runc(&["kill", "--all", "leftover", "KILL"]));
+
+    let o = b.runc(&["kill", "no-such-container", "KILL"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    ok(&b.runc(&["delete", "leftover"]));
+}

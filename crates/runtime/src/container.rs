@@ -655,7 +655,9 @@ fn require(op: &str, id: &str, status: Status) -> Result<()> {
     }
     let msg = match op {
         "start" => "only a created container can be started".to_string(),
-        "kill" => "cannot signal a container that is not running".to_string(),
+        // containerd's shim and go-runc match on these words to treat a
+        // kill as "already gone" (runc's wording).
+        "kill" => "container not running".to_string(),
         "delete" => "cannot delete a container that is not stopped (use --force)".to_string(),
         _ => format!("cannot {op}"),
     };
@@ -746,18 +748,48 @@ fn pidns_members(st: &State) -> Vec<i32> {
 /// `kill`: signal the init (or, with `all`, every process of the container).
 pub fn kill(root: &Path, id: &str, sig: i32, all: bool) -> Result<()> {
     let (_, st, status) = load(root, id)?;
+    if all && status == Status::Stopped {
+        // runc: `kill --all` of a stopped container signals whatever is
+        // left in its cgroup (children the init left behind) and succeeds;
+        // containerd's shim sends it after every exit.
+        return signal_leftovers(&st, sig);
+    }
     require("kill", id, status)?;
     signal_container(&st, sig, all)
+}
+
+/// Signals the processes left in a stopped container's cgroup; nothing to
+/// do when the cgroup is already gone.
+fn signal_leftovers(st: &State, sig: i32) -> Result<()> {
+    let Some(m) = crate::cgroup::from_state(st) else {
+        return Ok(());
+    };
+    // No cgroup left, or an empty one: nothing to signal.
+    if m.pids().map_or(true, |p| p.is_empty()) {
+        return Ok(());
+    }
+    match m.kill_all(sig) {
+        Ok(()) => Ok(()),
+        // It emptied or went away while we signalled.
+        Err(_) if m.pids().map_or(true, |p| p.is_empty()) => Ok(()),
+        Err(e) => Err(Error::Other(format!(
+            "signal every process of {}: {e}",
+            st.id
+        ))),
+    }
 }
 
 fn signal_container(st: &State, sig: i32, all: bool) -> Result<()> {
     let pidfd = sys::pidfd_open(st.pid).ctx(|| format!("pidfd_open {}", st.pid))?;
     // The pidfd now pins the process: check it is still our init.
     if !state::init_alive(st) {
+        if all {
+            return signal_leftovers(st, sig);
+        }
         return Err(Error::BadState {
             id: st.id.clone(),
             status: "stopped".into(),
-            msg: "cannot signal a container that is not running".into(),
+            msg: "container not running".into(),
         });
     }
     if all {
@@ -897,10 +929,11 @@ pub fn update(root: &Path, id: &str, r: &oci_spec::runtime::LinuxResources) -> R
 /// Host pids of every process in the container.
 pub fn pids(root: &Path, id: &str) -> Result<Vec<i32>> {
     let (_, st, status) = load(root, id)?;
-    if status == Status::Stopped {
-        return Ok(Vec::new());
-    }
     match crate::cgroup::from_state(&st) {
+        // As runc: what is in the cgroup, also after the init exited
+        // (processes it left behind); a removed cgroup holds nothing.
+        Some(m) if status == Status::Stopped => Ok(m.pids().unwrap_or_default()),
+        None if status == Status::Stopped => Ok(Vec::new()),
         Some(m) => m
             .pids()
             .map_err(|e| Error::Other(format!("pids of {id}: {e}"))),
