@@ -20,9 +20,10 @@ mkdir -p "$(dirname "$out")"
 exec 9>"$out.lock"
 flock 9
 
-# containerd 1.6 (ctr, containerd-shim-runc-v2), podman 4.3 (conmon,
+# containerd 1.6 (ctr, containerd-shim-runc-v2), docker.io 20.10 (dockerd
+# for crates/cli/tests/docker.rs), podman 4.3 (conmon,
 # containers-common), skopeo and umoci to build the image, busybox for it.
-pkgs=(containerd podman conmon skopeo umoci busybox-static)
+pkgs=(containerd podman conmon skopeo umoci busybox-static docker.io)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -41,7 +41,7 @@ pub fn normalize(r: &LinuxResources) -> LinuxResources {
         }
         r.set_cpu(Some(c));
     }
-    if let Some(mut m) = r.memory().clone() {
+    if let Some(mut m) = *r.memory() {
         // runc: `if r.Memory != 0`, `if r.MemoryReservation != 0`,
         // `if r.KernelMemoryTCP != 0`. (swap 0 is read by the planners,
         // which need it together with the limit.)
