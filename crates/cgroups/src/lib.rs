@@ -42,7 +42,7 @@ pub use bpf::{BpfError, Insn};
 pub use error::{Error, Result};
 pub use layout::{Host, Layout, LayoutError, ProcFiles};
 pub use manager::{CgroupConfig, FsManager, UnifiedDir};
-pub use normalize::normalize;
+pub use normalize::{normalize, validate};
 pub use plan::{Op, Plan};
 pub use stats::Stats;
 

@@ -110,3 +110,113 @@ pub fn normalize(r: &LinuxResources) -> LinuxResources {
     }
     r
 }
+
+/// Checks what can be checked without a host: value ranges, cpuset lists,
+/// device rules. The runtime calls it while planning, before any process
+/// or cgroup exists; `Manager::set` checks the rest (files, controllers)
+/// before its first write.
+pub fn validate(r: &LinuxResources) -> crate::error::Result<()> {
+    use crate::error::Error;
+    let r = normalize(r);
+    let bad = |field: &str, reason: String| {
+        Err(Error::InvalidResource {
+            field: field.into(),
+            reason,
+        })
+    };
+    if let Some(m) = r.memory() {
+        for (field, v) in [
+            ("memory.limit", m.limit()),
+            ("memory.reservation", m.reservation()),
+            ("memory.swap", m.swap()),
+            ("memory.kernelTCP", m.kernel_tcp()),
+        ] {
+            crate::v1::memory::validate_limit(field, v)?;
+        }
+        crate::v1::memory::validate_swappiness(m.swappiness())?;
+    }
+    if let Some(c) = r.cpu() {
+        for (field, v) in [("cpu.cpus", c.cpus()), ("cpu.mems", c.mems())] {
+            if let Some(list) = v {
+                if !is_cpu_list(list) {
+                    return bad(field, format!("{list:?} is not a list such as \"0-3,5\""));
+                }
+            }
+        }
+        if let Some(q) = c.quota() {
+            if q < -1 {
+                return bad(
+                    "cpu.quota",
+                    format!("{q} is negative (use -1 for unlimited)"),
+                );
+            }
+        }
+    }
+    if let Some(b) = r.block_io() {
+        let in_range = |w: Option<u16>| w.map_or(true, |w| (10..=1000).contains(&w));
+        if !in_range(b.weight()) {
+            return bad(
+                "blockIO.weight",
+                format!("{} is out of range 10..=1000", b.weight().unwrap_or(0)),
+            );
+        }
+        for (i, d) in b.weight_device().iter().flatten().enumerate() {
+            if !in_range(d.weight()) {
+                return bad(
+                    &format!("blockIO.weightDevice[{i}].weight"),
+                    format!("{} is out of range 10..=1000", d.weight().unwrap_or(0)),
+                );
+            }
+        }
+    }
+    if let Some(rules) = r.devices() {
+        crate::v2::devices::compile(rules)?;
+    }
+    Ok(())
+}
+
+/// A kernel cpu/mem list: "0", "0-3", "0-3,5,7-8".
+fn is_cpu_list(s: &str) -> bool {
+    let num = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+    s.trim().split(',').all(|part| match part.split_once('-') {
+        Some((a, b)) => num(a) && num(b) && a.parse::<u64>().ok() <= b.parse::<u64>().ok(),
+        None => num(part),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate;
+
+    fn check(json: &str) -> Result<(), String> {
+        validate(&serde_json::from_str(json).unwrap()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn host_independent_checks() {
+        assert_eq!(
+            check(r#"{"memory": {"limit": -5}}"#).unwrap_err(),
+            "linux.resources.memory.limit: -5 is negative (use -1 for unlimited)"
+        );
+        assert!(check(r#"{"memory": {"swappiness": 101}}"#)
+            .unwrap_err()
+            .contains("memory.swappiness"));
+        assert!(check(r#"{"cpu": {"cpus": "abc"}}"#)
+            .unwrap_err()
+            .contains("cpu.cpus"));
+        assert!(check(r#"{"cpu": {"mems": "3-1"}}"#)
+            .unwrap_err()
+            .contains("cpu.mems"));
+        assert!(check(r#"{"cpu": {"quota": -2}}"#)
+            .unwrap_err()
+            .contains("cpu.quota"));
+        assert!(check(r#"{"blockIO": {"weight": 5}}"#)
+            .unwrap_err()
+            .contains("blockIO.weight"));
+        assert!(check(r#"{"devices": [{"allow": true, "type": "c", "access": "rwx"}]}"#).is_err());
+        // What runc accepts passes, zeros included.
+        check(r#"{"memory": {"limit": -1, "swap": 0}, "cpu": {"cpus": "0-1,3", "shares": 0, "quota": -1},
+                  "blockIO": {"weight": 0}, "pids": {"limit": 0}}"#)
+        .unwrap();
+    }
+}

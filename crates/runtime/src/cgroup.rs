@@ -12,7 +12,10 @@ use crate::plan::Plan;
 use crate::state::State;
 
 fn cg_err(step: &str, e: hako_cgroups::Error) -> Error {
-    Error::Other(format!("{step}: {e}"))
+    Error::Cgroup {
+        step: step.to_string(),
+        source: Box::new(e),
+    }
 }
 
 /// Devices every container may use whatever its device rules say (runc's

@@ -12,6 +12,15 @@ pub enum Error {
     #[error("{path}: {msg}")]
     Config { path: PathBuf, msg: String },
 
+    /// A cgroup step failed; the cgroup error stays typed (the field, the
+    /// file, the value) for callers that look into it.
+    #[error("{}", in_context(step, &source.to_string()))]
+    Cgroup {
+        step: String,
+        #[source]
+        source: Box<hako_cgroups::Error>,
+    },
+
     /// A semantically invalid spec, caught while planning, before any side effect.
     #[error("config.json: {field}: {msg}")]
     Spec { field: String, msg: String },
@@ -61,6 +70,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Display impls (thiserror's `"{what}: {source}"`) already print their
 /// source, so the cause came out two or three times. A cause whose text is
 /// already in the line is skipped.
+/// `step: msg`, unless `msg` already names the step (no stutter such as
+/// `linux.resources: linux.resources.memory.limit: …`).
+pub fn in_context(step: &str, msg: &str) -> String {
+    if step.is_empty() || msg.starts_with(step) {
+        msg.to_string()
+    } else {
+        format!("{step}: {msg}")
+    }
+}
+
 pub fn chain_message(e: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = e.to_string();
     let mut cur = e.source();

@@ -14,6 +14,7 @@ pub mod error;
 pub mod exec;
 pub mod hooks;
 pub mod init;
+pub mod json;
 pub mod log;
 pub mod mounts;
 pub mod paths;

@@ -250,10 +250,7 @@ pub fn load_spec(bundle: &Path) -> Result<Spec> {
         path: path.clone(),
         msg: e.to_string(),
     })?;
-    serde_json::from_slice(&data).map_err(|e| Error::Config {
-        path,
-        msg: e.to_string(),
-    })
+    crate::json::from_slice(&data).map_err(|msg| Error::Config { path, msg })
 }
 
 /// Normalise an absolute container path: no `.`/`..` escapes, no trailing slash.
@@ -750,6 +747,15 @@ impl Plan {
             }
         };
 
+        // Resource values that no kernel accepts are refused here, before
+        // anything exists, rather than half-way through create.
+        if let Some(r) = linux.resources() {
+            hako_cgroups::validate(r).map_err(|e| Error::Cgroup {
+                step: "linux.resources".into(),
+                source: Box::new(e),
+            })?;
+        }
+
         Ok(Plan {
             oci_version: ver.clone(),
             bundle: bundle.to_path_buf(),
@@ -1106,5 +1112,22 @@ mod tests {
     fn clean_abs_never_escapes() {
         assert_eq!(clean_abs(Path::new("../../etc")), PathBuf::from("/etc"));
         assert_eq!(clean_abs(Path::new("/a/./b/../c/")), PathBuf::from("/a/c"));
+    }
+    #[test]
+    fn impossible_resources_are_refused_before_anything_exists() {
+        let e = plan(&base(r#","resources":{"memory":{"limit":-5}}"#, ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("memory.limit") && e.contains("-5"), "{e}");
+        let e = plan(&base(r#","resources":{"cpu":{"cpus":"0-x"}}"#, ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cpu.cpus"), "{e}");
+        // Docker's zeros mean "unset" and plan fine.
+        plan(&base(
+            r#","resources":{"blockIO":{"weight":0},"cpu":{"shares":0,"quota":0,"period":0}}"#,
+            "",
+        ))
+        .unwrap();
     }
 }

@@ -169,7 +169,7 @@ impl StateDir {
             }
             Err(e) => return Err(e).ctx(|| format!("read {}", p.display())),
         };
-        serde_json::from_slice(&data).map_err(|e| Error::Other(format!("{}: {e}", p.display())))
+        crate::json::from_slice(&data).map_err(|e| Error::Other(format!("{}: {e}", p.display())))
     }
 
     /// Atomically replace state.json.

@@ -121,8 +121,8 @@ fn update_resources(u: &UpdateArgs) -> Result<oci_spec::runtime::LinuxResources>
 fn exec_process(cli: &Cli, a: &ExecArgs) -> Result<oci_spec::runtime::Process> {
     if let Some(p) = &a.process {
         let text = std::fs::read(p).with_context(|| format!("--process: read {}", p.display()))?;
-        return serde_json::from_slice(&text)
-            .with_context(|| format!("--process {}: invalid process JSON", p.display()));
+        return hako_runtime::json::from_slice(&text)
+            .map_err(|e| anyhow::anyhow!("--process {}: {e}", p.display()));
     }
     if a.command.is_empty() {
         bail!("exec: give a command or --process");
