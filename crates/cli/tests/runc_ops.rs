@@ -466,6 +466,29 @@ fn refused_update_leaves_earlier_values_unchanged() {
     ok(&b.runc(&["delete", "--force", "halfupd"]));
 }
 
+/// containerd's CRI sends `update` the whole resources block, with its
+/// `devices: [deny all]`: as with runc, the device rules stay those of
+/// create, so /dev/null keeps working in the running container.
+#[test]
+#[ignore = "needs root"]
+fn update_keeps_the_device_rules_of_create() {
+    need_root!();
+    let mut b = Bundle::new();
+    b.config["linux"]["resources"] = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    b.args(&["sleep", "60"]);
+    detached(&b, "devupd");
+    let res = b.dir.path().join("res.json");
+    std::fs::write(
+        &res,
+        r#"{"devices":[{"allow":false,"access":"rwm"}],"memory":{"limit":100663296}}"#,
+    )
+    .unwrap();
+    ok(&b.runc(&["update", "-r", res.to_str().unwrap(), "devupd"]));
+    let o = b.runc(&["exec", "devupd", "sh", "-c", "echo x >/dev/null && echo ok"]);
+    assert_eq!(ok(&o).trim(), "ok", "{}", stderr(&o));
+    ok(&b.runc(&["delete", "--force", "devupd"]));
+}
+
 /// runc's kill semantics, which containerd's shim relies on after every
 /// exit: `kill --all` of a stopped container signals what is left in its
 /// cgroup and succeeds; a plain `kill` fails with "container not running";

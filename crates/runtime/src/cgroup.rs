@@ -152,7 +152,13 @@ pub fn is_frozen(st: &State) -> bool {
 pub fn update(st: &State, r: &LinuxResources) -> Result<()> {
     let m = from_state(st)
         .ok_or_else(|| Error::Other(format!("container {:?} has no cgroup to update", st.id)))?;
-    m.set(r).map_err(|e| cg_err("update", e))
+    // As runc: device rules are the container's from create and `update`
+    // leaves them alone. containerd's CRI sends the whole resources block,
+    // `devices: [deny all]` included; applying that would drop the default
+    // allow-list (/dev/null, /dev/zero, ptys) from a running container.
+    let mut r = r.clone();
+    r.set_devices(None);
+    m.set(&r).map_err(|e| cg_err("update", e))
 }
 
 /// Kill everything left in the cgroup and remove it.
