@@ -5,8 +5,8 @@
 #
 # Usage: scripts/clients-setup.sh [OUTDIR]      (default /var/cache/hako-clients)
 # Writes OUTDIR/busybox.tar, a docker-archive tagged $IMAGE_REF that both
-# `ctr image import` and `podman load` read, and OUTDIR/oci, an OCI layout of
-# the same image. Idempotent: the image is rebuilt only when this script or
+# `ctr image import` and `podman load` read, OUTDIR/oci, an OCI layout of
+# the same image, and OUTDIR/pause.tar ($PAUSE_REF, the CRI sandbox image). Idempotent: the image is rebuilt only when this script or
 # make-bundle.sh changed.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -14,16 +14,18 @@ export DEBIAN_FRONTEND=noninteractive
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-/var/cache/hako-clients}
 IMAGE_REF=localhost/hako-busybox:latest
+PAUSE_REF=localhost/hako-pause:latest
 
 # Test processes may run this concurrently: one at a time.
 mkdir -p "$(dirname "$out")"
 exec 9>"$out.lock"
 flock 9
 
-# containerd 1.6 (ctr, containerd-shim-runc-v2), docker.io 20.10 (dockerd
-# for crates/cli/tests/docker.rs), podman 4.3 (conmon,
+# containerd 1.6 (ctr, containerd-shim-runc-v2, the CRI plugin),
+# containernetworking-plugins (the CRI test's pod network), docker.io 20.10
+# (dockerd for crates/cli/tests/docker.rs), podman 4.3 (conmon,
 # containers-common), skopeo and umoci to build the image, busybox for it.
-pkgs=(containerd podman conmon skopeo umoci busybox-static docker.io)
+pkgs=(containerd podman conmon skopeo umoci busybox-static docker.io containernetworking-plugins)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -42,7 +44,7 @@ fi
 # simply not running.
 
 stamp=$(cat "$0" "$here/make-bundle.sh" | sha256sum | cut -d' ' -f1)
-if [ -f "$out/busybox.tar" ] && [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ]; then
+if [ -f "$out/busybox.tar" ] && [ -f "$out/pause.tar" ] && [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ]; then
     exit 0
 fi
 
@@ -67,12 +69,20 @@ umoci config --image "$layout:latest" \
     --config.cmd sh \
     --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     --config.workingdir / >/dev/null
+# The CRI test's sandbox ("pause") image: the same layer, an entrypoint
+# that sleeps until SIGTERM, as registry.k8s.io/pause does.
+umoci config --image "$layout:latest" --tag pause \
+    --config.entrypoint /bin/sh --config.entrypoint -c \
+    --config.entrypoint "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait; done" \
+    --clear=config.cmd >/dev/null
 umoci gc --layout "$layout"
 
 skopeo --insecure-policy copy -q "oci:$layout:latest" "docker-archive:$work/busybox.tar:$IMAGE_REF"
+skopeo --insecure-policy copy -q "oci:$layout:pause" "docker-archive:$work/pause.tar:$PAUSE_REF"
 mkdir -p "$out"
 rm -rf "$out/oci" "$out/stamp"
 mv "$work/busybox.tar" "$out/busybox.tar"
+mv "$work/pause.tar" "$out/pause.tar"
 mv "$layout" "$out/oci"
 echo "$stamp" > "$out/stamp"
 echo "clients-setup: image $IMAGE_REF in $out/busybox.tar" >&2

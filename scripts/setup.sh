@@ -3,7 +3,9 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-pkgs=(busybox-static libseccomp-dev pkg-config iproute2 nftables util-linux passt uidmap)
+# protobuf-compiler: the CRI test client (crates/cli/tests/cri.rs) is generated
+# from Kubernetes' .proto files at build time.
+pkgs=(busybox-static libseccomp-dev pkg-config iproute2 nftables util-linux passt uidmap protobuf-compiler)
 # Extra packages a caller needs (benchmarks, client tests) come as arguments.
 pkgs+=("$@")
 
