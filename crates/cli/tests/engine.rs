@@ -227,6 +227,28 @@ fn own_hostname_pid1_and_proc() {
     assert!(e.ps_names().is_empty());
 }
 
+/// Issue 14: `-v ../../x:/data` used to create `<data>/../../x/_data` (and
+/// `-v ..:/x` the data root's own `_data`). A volume name that is not one
+/// is refused with Docker's exit code, and nothing is created.
+#[test]
+#[ignore = "needs root"]
+fn volume_names_cannot_escape_the_volumes_dir() {
+    need_root!();
+    let e = Engine::new("volname");
+    let outside = e.dir.path().join("x");
+    for v in ["../../x:/data", "..:/x", "../x:/data"] {
+        let o = e.run(&["run", "--rm", "--network", "none", "-v", v, "busybox", "true"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(125), "{v}: {err}");
+        assert!(err.contains("is not a volume name"), "{v}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
+    assert!(!outside.exists(), "{} was created", outside.display());
+    assert!(!e.data().join("_data").exists());
+    assert!(!e.dir.path().join("_data").exists());
+    assert!(e.ps_names().is_empty(), "no record left behind");
+}
+
 #[test]
 #[ignore = "needs root"]
 fn flags_env_volumes_workdir_readonly_limits() {

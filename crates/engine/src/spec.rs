@@ -255,7 +255,24 @@ pub fn parse_volume(v: &str) -> Result<(String, String, bool, bool)> {
     }
     let ro = opts.split(',').any(|o| o == "ro");
     let named = !src.starts_with('/');
+    // A volume name becomes a directory under the volumes dir: only
+    // Docker's local-driver names, so "..", "a/b" and friends cannot
+    // reach outside it.
+    if named && !src.is_empty() && !is_volume_name(src) {
+        return Err(Error::Usage(format!(
+            "invalid volume {v:?}: {src:?} is not a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*); \
+             a host directory must be an absolute path"
+        )));
+    }
     Ok((src.to_string(), dst.to_string(), ro, named))
+}
+
+/// Docker's rule for local volume names.
+fn is_volume_name(s: &str) -> bool {
+    s.len() <= 255
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 fn ns_mode(flag: &Option<String>) -> Option<&str> {
@@ -656,6 +673,28 @@ mod tests {
             image_config: json!({"Env": ["A=1", "PATH=/x"], "Cmd": ["echo", "hi"], "WorkingDir": "/w"}),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn volume_names_cannot_leave_the_volumes_dir() {
+        for bad in [
+            "../../x:/data",
+            "..:/x",
+            ".:/x",
+            "a/b:/x",
+            "-v:/x",
+            "a b:/x",
+        ] {
+            let e = parse_volume(bad).unwrap_err().to_string();
+            assert!(e.contains("is not a volume name"), "{bad}: {e}");
+        }
+        let (src, dst, ro, named) = parse_volume("my_vol-1.2:/data:ro").unwrap();
+        assert_eq!(
+            (src.as_str(), dst.as_str(), ro, named),
+            ("my_vol-1.2", "/data", true, true)
+        );
+        let (src, _, _, named) = parse_volume("/host/dir:/data").unwrap();
+        assert_eq!((src.as_str(), named), ("/host/dir", false));
     }
 
     #[test]
