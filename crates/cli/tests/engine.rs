@@ -237,7 +237,16 @@ fn volume_names_cannot_escape_the_volumes_dir() {
     let e = Engine::new("volname");
     let outside = e.dir.path().join("x");
     for v in ["../../x:/data", "..:/x", "../x:/data"] {
-        let o = e.run(&["run", "--rm", "--network", "none", "-v", v, "busybox", "true"]);
+        let o = e.run(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            v,
+            "busybox",
+            "true",
+        ]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(125), "{v}: {err}");
         assert!(err.contains("is not a volume name"), "{v}: {err}");

@@ -16,6 +16,7 @@ const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_GETROUTE: u16 = 26;
 
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
@@ -32,9 +33,11 @@ const IFA_LOCAL: u16 = 2;
 const IFA_FLAGS: u16 = 8;
 const IFA_F_NODAD: u32 = 0x02;
 
+const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 const RT_TABLE_MAIN: u8 = 254;
+const RTA_TABLE: u16 = 15;
 const RTPROT_STATIC: u8 = 4;
 const RTN_UNICAST: u8 = 1;
 
@@ -70,6 +73,8 @@ pub enum LinkError {
     },
     #[error("list addresses")]
     ListAddrs(#[source] io::Error),
+    #[error("list routes")]
+    ListRoutes(#[source] io::Error),
     #[error("add default route via {gateway} dev {name}")]
     AddRoute {
         name: String,
@@ -288,6 +293,39 @@ impl Rtnl {
                     _ => continue,
                 };
                 out.push((index, ip, prefix));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Routes of the main table with a destination (not the default route)
+    /// as (destination, prefix length, output ifindex or 0).
+    pub fn routes(&mut self) -> Result<Vec<(IpAddr, u8, u32)>, LinkError> {
+        let mut m = Msg::new(RTM_GETROUTE, 0);
+        m.header(&[0u8; 12]);
+        let replies = self.sock.dump(m).map_err(LinkError::ListRoutes)?;
+        let mut out = Vec::new();
+        for (ty, p) in replies {
+            if ty != RTM_NEWROUTE || p.len() < 12 {
+                continue;
+            }
+            let prefix = p[1];
+            let mut table = u32::from(p[4]);
+            let (mut dst, mut oif) = (None, 0);
+            for (aty, data) in nl::attrs(&p[12..]) {
+                match (aty, data.len()) {
+                    (RTA_DST, 4) => dst = Some(IpAddr::from(<[u8; 4]>::try_from(data).unwrap())),
+                    (RTA_DST, 16) => dst = Some(IpAddr::from(<[u8; 16]>::try_from(data).unwrap())),
+                    (RTA_OIF, 4) => oif = u32::from_ne_bytes(data.try_into().unwrap()),
+                    (RTA_TABLE, 4) => table = u32::from_ne_bytes(data.try_into().unwrap()),
+                    _ => {}
+                }
+            }
+            if table != u32::from(RT_TABLE_MAIN) || prefix == 0 {
+                continue;
+            }
+            if let Some(d) = dst {
+                out.push((d, prefix, oif));
             }
         }
         Ok(out)

@@ -57,6 +57,12 @@ pub enum NetError {
         subnet: Subnet,
         addr: IpAddr,
     },
+    #[error("network {name}: subnet {subnet} overlaps the host's route to {route} (give another with --subnet)")]
+    RouteOverlap {
+        name: String,
+        subnet: Subnet,
+        route: Subnet,
+    },
     #[error("network {name}: bridge {bridge} is already used by network {other}")]
     BridgeTaken {
         name: String,
@@ -87,6 +93,13 @@ pub enum NetError {
     BadMode(String),
 }
 
+/// The default network's subnet. Not Docker's (172.17.0.0/16, its pools in
+/// 172.16.0.0/12 and 192.168.0.0/16) nor podman's (10.88.0.0/16, and
+/// 10.89.0.0/16 up for its other networks), so the engines can share a host.
+pub const DEFAULT_SUBNET: &str = "10.77.0.0/16";
+/// Where networks created without `--subnet` get a free /24.
+pub const DEFAULT_POOL: &str = "10.78.0.0/16";
+
 /// Where state lives and which names hako owns on the host.
 #[derive(Debug, Clone)]
 pub struct NetConfig {
@@ -107,10 +120,10 @@ impl NetConfig {
             nft_table: "hako".into(),
             default_network: NetworkSpec {
                 bridge: Some("hako0".into()),
-                subnet: Some("10.88.0.0/16".parse().expect("valid literal")),
+                subnet: Some(DEFAULT_SUBNET.parse().expect("valid literal")),
                 ..NetworkSpec::new("hako")
             },
-            subnet_pool: "10.89.0.0/16".parse().expect("valid literal"),
+            subnet_pool: DEFAULT_POOL.parse().expect("valid literal"),
         }
     }
 }
@@ -293,7 +306,7 @@ impl Manager {
         self.create_locked(&lk, spec)
     }
 
-    /// The default network (`hako`, bridge `hako0`, 10.88.0.0/16), created
+    /// The default network (`hako`, bridge `hako0`, [`DEFAULT_SUBNET`]), created
     /// on first use.
     pub fn ensure_default(&self) -> Result<Network, NetError> {
         let lk = self.store.lock(true)?;
@@ -335,6 +348,7 @@ impl Manager {
         }
 
         let host_addrs = rtnl.addresses()?;
+        let host_routes = rtnl.routes()?;
         let bridge_index = rtnl.index(&bridge)?;
         let taken = |s: &Subnet| -> Result<(), NetError> {
             for o in &others {
@@ -360,6 +374,22 @@ impl Manager {
                     subnet: *s,
                     addr: *addr,
                 });
+            }
+            // A route to it (a VPN, another engine's bridge, a LAN) means
+            // the host sends those addresses elsewhere.
+            for (dst, prefix, oif) in &host_routes {
+                if Some(*oif) == bridge_index {
+                    continue;
+                }
+                if let Ok(route) = Subnet::new(*dst, *prefix) {
+                    if route.overlaps(s) {
+                        return Err(NetError::RouteOverlap {
+                            name: name.to_owned(),
+                            subnet: *s,
+                            route,
+                        });
+                    }
+                }
             }
             Ok(())
         };

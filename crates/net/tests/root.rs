@@ -386,6 +386,50 @@ fn overlapping_subnets_are_refused() {
     assert!(!auto.subnet.overlaps(&fx.subnet(0).parse().unwrap()));
 }
 
+/// Issue 14: a subnet the host already routes elsewhere (a VPN, podman's
+/// bridge, a LAN) is refused when asked for and skipped when picking.
+#[test]
+#[ignore = "needs root"]
+fn subnets_routed_elsewhere_are_refused_and_skipped() {
+    let _g = root_test!();
+    let mut fx = Fixture::new();
+    let third = 2 * (u32::from_str_radix(&fx.id, 16).unwrap() % 100);
+    let routed = format!("10.214.{third}.0/24");
+    // A link of "someone else" (a bridge: this kernel may lack the dummy
+    // driver) with only a route, no address, to the subnet.
+    let other = format!("hkt{}r", fx.id);
+    assert!(sh(&["ip", "link", "add", &other, "type", "bridge"]).0);
+    fx.links.push(other.clone());
+    assert!(sh(&["ip", "link", "set", &other, "up"]).0);
+    let (ok, out) = sh(&["ip", "route", "add", &routed, "dev", &other]);
+    assert!(ok, "{out}");
+
+    let spec = NetworkSpec {
+        bridge: Some(fx.bridge(1)),
+        subnet: Some(routed.parse().unwrap()),
+        ..NetworkSpec::new(format!("t{}-r", fx.id))
+    };
+    let err = fx.mgr.create(&spec).unwrap_err();
+    assert!(matches!(err, NetError::RouteOverlap { .. }), "{err:?}");
+    assert!(err.to_string().contains(&routed), "{err}");
+    assert!(!link_exists(&fx.bridge(1)), "nothing half-made");
+
+    // A pool whose first /24 is routed: the next one is picked.
+    let mut cfg = fx.mgr.config().clone();
+    cfg.subnet_pool = format!("10.214.{third}.0/23").parse().unwrap();
+    let mgr = Manager::new(cfg);
+    let auto = mgr
+        .create(&NetworkSpec {
+            bridge: Some(fx.bridge(2)),
+            ..NetworkSpec::new(format!("t{}-auto", fx.id))
+        })
+        .unwrap();
+    assert_eq!(
+        auto.subnet.to_string(),
+        format!("10.214.{}.0/24", third + 1)
+    );
+}
+
 #[test]
 #[ignore = "needs root"]
 fn container_reaches_remote_host_through_nat() {
