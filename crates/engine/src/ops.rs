@@ -215,6 +215,12 @@ fn prepare(
         }
     }
     let net_mode = opts.network.as_deref().unwrap_or("bridge");
+    if !opts.publish.is_empty()
+        && (matches!(net_mode, "host" | "none") || net_mode.starts_with("container:"))
+    {
+        // Docker's warning: there is no container address to forward to.
+        eprintln!("hako: warning: published ports are discarded with --network {net_mode}");
+    }
     let host_network = net_mode == "host" || (rootless && !net_mode.starts_with("container:"));
     let hostname = match (&opts.hostname, net_mode) {
         (Some(h), _) => h.clone(),
@@ -516,10 +522,18 @@ pub fn spawn_monitor(dirs: &Dirs, id: &str) -> Result<()> {
 pub fn run(dirs: &Dirs, opts: &RunOptions) -> Result<(String, i32)> {
     let id = create(dirs, opts)?;
     if opts.detach {
-        spawn_monitor(dirs, &id)?;
+        // A run that could not start (a taken port, a network error) leaves
+        // no container behind: the user asked for a running one.
+        if let Err(e) = spawn_monitor(dirs, &id) {
+            let _ = rm(dirs, &id, true);
+            return Err(e);
+        }
         return Ok((id, 0));
     }
     let code = crate::monitor::foreground(dirs, &id)?;
+    if record::load(dirs, &id).is_ok_and(|r| r.started_at.is_none() && r.error.is_some()) {
+        let _ = rm(dirs, &id, true);
+    }
     Ok((id, code))
 }
 

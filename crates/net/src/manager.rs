@@ -63,6 +63,14 @@ pub enum NetError {
         subnet: Subnet,
         route: Subnet,
     },
+    #[error("-p {mapping}: host port {port} is already published by container {owner}")]
+    PortTaken {
+        mapping: PortMapping,
+        port: u16,
+        owner: String,
+    },
+    #[error("{0}")]
+    PortInUse(crate::ports::PortInUse),
     #[error("network {name}: bridge {bridge} is already used by network {other}")]
     BridgeTaken {
         name: String,
@@ -586,6 +594,7 @@ impl Manager {
                 network: network.to_owned(),
             });
         }
+        self.check_ports(&lk, ctr)?;
         let mut rtnl = Rtnl::new()?;
         self.ensure_kernel_state(&lk, &mut rtnl, &net)?;
         let mine = lk.leases_of(ctr.container_id)?;
@@ -629,6 +638,44 @@ impl Manager {
             return Err(e);
         }
         Ok(lease)
+    }
+
+    /// A host port has one owner: not another container's published port
+    /// (on any network), not twice in one request, and not a port a host
+    /// program holds (checked by binding it, see [`PortMapping::reserve`]).
+    fn check_ports(&self, lk: &Locked<'_>, ctr: &Attach<'_>) -> Result<(), NetError> {
+        if ctr.ports.is_empty() {
+            return Ok(());
+        }
+        for (i, p) in ctr.ports.iter().enumerate() {
+            if let Some(q) = ctr.ports[..i].iter().find(|q| q.clashes_with(p)) {
+                return Err(NetError::PortTaken {
+                    mapping: *p,
+                    port: p.host_port,
+                    owner: format!("{} (its own -p {q})", ctr.container_name),
+                });
+            }
+        }
+        for n in lk.networks()? {
+            for l in lk.leases(&n.name)? {
+                for q in &l.ports {
+                    if let Some(p) = ctr.ports.iter().find(|p| p.clashes_with(q)) {
+                        return Err(NetError::PortTaken {
+                            mapping: *p,
+                            port: p.host_port,
+                            owner: l.container_name.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        let held: Vec<_> = ctr
+            .ports
+            .iter()
+            .map(|p| p.reserve().map_err(NetError::PortInUse))
+            .collect::<Result<_, _>>()?;
+        drop(held);
+        Ok(())
     }
 
     fn plumb(
