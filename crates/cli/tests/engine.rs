@@ -280,6 +280,8 @@ fn published_ports_have_one_owner() {
     e.ok(&[
         "run", "-d", "--name", "first", "-p", &p, "busybox", "sleep", "60",
     ]);
+    // Reserved while it runs, as podman does: a host program cannot take it.
+    assert!(std::net::TcpListener::bind(("127.0.0.1", free)).is_err());
     for detach in [true, false] {
         let mut args = vec!["run", "--name", "second", "-p", &p];
         if detach {
@@ -323,6 +325,10 @@ fn published_ports_have_one_owner() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("published ports are discarded"));
     e.ok(&["rm", "-f", "first"]);
+    // Released with the container.
+    poll(10, "port released", || {
+        std::net::TcpListener::bind(("127.0.0.1", free)).ok()
+    });
 }
 
 #[test]

@@ -269,6 +269,8 @@ struct Started {
     pid: i32,
     pidfd: OwnedFd,
     streams: Streams,
+    /// Bound host ports, released when the monitor ends.
+    _held_ports: Vec<OwnedFd>,
 }
 
 fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
@@ -396,6 +398,20 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
         Ok(n) => n,
         Err(e) => return Err(fail(e)),
     };
+    // Hold the published host ports while the container runs, as podman's
+    // conmon does: no host program can take them from under the DNAT.
+    let mut held_ports = Vec::new();
+    if !networks.is_empty() {
+        for p in &o.publish {
+            let Ok(m) = p.parse::<hako_net::PortMapping>() else {
+                continue;
+            };
+            match m.reserve() {
+                Ok(fd) => held_ports.push(fd),
+                Err(e) => return Err(fail(crate::Error::Usage(e.to_string()))),
+            }
+        }
+    }
     let monitor_pid = sys::getpid();
     if let Err(e) = record::update(dirs, id, |r| {
         r.phase = Phase::Running;
@@ -418,6 +434,7 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
         pid,
         pidfd,
         streams,
+        _held_ports: held_ports,
     })
 }
 
