@@ -13,9 +13,29 @@ fn detached(b: &Bundle, id: &str) {
     ok(&b.runc(&["run", "-d", "-b", &p, id]));
 }
 
+/// Whether the host is cgroup2 only (the VM stage) rather than hybrid.
+fn unified_only() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// The container's memory cgroup directory: /sys/fs/cgroup/memory/<id> on
+/// v1, /sys/fs/cgroup/<id> on a cgroup2-only host.
 fn memory_dir(id: &str) -> Option<std::path::PathBuf> {
-    let p = Path::new("/sys/fs/cgroup/memory").join(id);
+    let p = if unified_only() {
+        Path::new("/sys/fs/cgroup").join(id)
+    } else {
+        Path::new("/sys/fs/cgroup/memory").join(id)
+    };
     p.exists().then_some(p)
+}
+
+/// The memory limit file's name in that directory.
+fn mem_limit_file() -> &'static str {
+    if unified_only() {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    }
 }
 
 #[test]
@@ -168,10 +188,15 @@ fn pause_and_resume_freeze_the_container() {
     detached(&b, "pause1");
     ok(&b.runc(&["pause", "pause1"]));
     assert_eq!(b.state("pause1")["status"], "paused");
-    let freezer = Path::new("/sys/fs/cgroup/freezer/pause1/freezer.state");
-    if freezer.exists() {
-        assert_eq!(std::fs::read_to_string(freezer).unwrap().trim(), "FROZEN");
-    }
+    let (freezer, frozen) = if unified_only() {
+        (Path::new("/sys/fs/cgroup/pause1/cgroup.freeze"), "1")
+    } else {
+        (
+            Path::new("/sys/fs/cgroup/freezer/pause1/freezer.state"),
+            "FROZEN",
+        )
+    };
+    assert_eq!(std::fs::read_to_string(freezer).unwrap().trim(), frozen);
     let o = b.runc(&["pause", "pause1"]);
     assert!(!o.status.success(), "pausing twice is an error");
     let read_n = || ok(&b.runc(&["exec", "pause1", "cat", "/dev/shm/n"]));
@@ -285,13 +310,19 @@ fn update_applies_and_bad_input_changes_nothing() {
     let dir = memory_dir("upd1").expect("memory cgroup");
     ok(&b.runc(&["update", "--memory", "96m", "--pids-limit", "50", "upd1"]));
     assert_eq!(
-        std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+        std::fs::read_to_string(dir.join(mem_limit_file()))
             .unwrap()
             .trim(),
         (96 * 1024 * 1024).to_string()
     );
     // The container sees its limit through its own cgroup mount.
-    let inside = ok(&b.runc(&["exec", "upd1", "cat", "/sys/fs/cgroup/pids/pids.max"]));
+    let inside = ok(&b.runc(&[
+        "exec",
+        "upd1",
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max",
+    ]));
     assert_eq!(inside.trim(), "50");
     // JSON on stdin, as containerd sends it.
     let mut cmd = std::process::Command::new(bin());
@@ -309,7 +340,7 @@ fn update_applies_and_bad_input_changes_nothing() {
         .unwrap();
     assert!(child.wait().unwrap().success());
     assert_eq!(
-        std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+        std::fs::read_to_string(dir.join(mem_limit_file()))
             .unwrap()
             .trim(),
         "134217728"
@@ -332,7 +363,7 @@ fn update_applies_and_bad_input_changes_nothing() {
         assert!(!o.status.success());
         assert!(stderr(&o).contains("net_cls"), "{}", stderr(&o));
         assert_eq!(
-            std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+            std::fs::read_to_string(dir.join(mem_limit_file()))
                 .unwrap()
                 .trim(),
             "134217728",
@@ -401,7 +432,7 @@ fn docker_zero_resources_change_nothing() {
     detached(&b, "zeros");
     let dir = memory_dir("zeros").expect("memory cgroup");
     let limit = || {
-        std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+        std::fs::read_to_string(dir.join(mem_limit_file()))
             .unwrap()
             .trim()
             .to_string()
@@ -458,7 +489,7 @@ fn refused_update_leaves_earlier_values_unchanged() {
     assert!(err.contains("cpu.period"), "{err}");
     assert!(err.contains("nothing was changed"), "{err}");
     assert_eq!(
-        std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+        std::fs::read_to_string(dir.join(mem_limit_file()))
             .unwrap()
             .trim(),
         (64 * 1024 * 1024).to_string()
