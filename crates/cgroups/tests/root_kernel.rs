@@ -65,7 +65,10 @@ struct Cg {
 impl Cg {
     fn new(id: &str) -> Cg {
         let lock = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let rel = PathBuf::from(unique()).join(id);
+        // Absolute, as containerd and podman pass it: under a systemd
+        // service (the VM stage) the test's own cgroup cannot have children
+        // with controllers while it holds the test process.
+        let rel = PathBuf::from("/").join(unique()).join(id);
         let m = manager(Some(&rel), id).unwrap();
         Cg::wrap(m, lock)
     }
@@ -414,8 +417,8 @@ fn v2_ebpf_device_filter_freeze_kill() {
         }
     };
     let lock = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let own = host.own.get("").cloned().unwrap_or_else(|| "/".into());
-    let rel: PathBuf = own.strip_prefix("/").unwrap().join(unique()).join("v2");
+    // At the hierarchy's root, not under the test's own cgroup (see Cg::new).
+    let rel: PathBuf = PathBuf::from(unique()).join("v2");
     let cfg = CgroupConfig {
         cgroups_path: rel.clone(),
         v1: BTreeMap::new(),

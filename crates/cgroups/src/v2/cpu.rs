@@ -44,7 +44,14 @@ pub(crate) fn plan(c: &LinuxCpu, dir: &Path, plan: &mut Plan) -> Result<()> {
                 v = format!("{v} {p}");
             }
         }
-        plan.write(CTL, "cpu.quota", dir, "cpu.max", v);
+        // One file holds both: name what was given, so a refused period
+        // is reported as the period.
+        let field = match (c.quota().is_some(), c.period().is_some()) {
+            (true, true) => "cpu.quota/cpu.period",
+            (false, true) => "cpu.period",
+            _ => "cpu.quota",
+        };
+        plan.write(CTL, field, dir, "cpu.max", v);
     }
     if let Some(b) = c.burst() {
         plan.write(CTL, "cpu.burst", dir, "cpu.max.burst", b);
