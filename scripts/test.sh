@@ -21,6 +21,11 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --no-fail-fast -- --include-ignored --test-threads=2 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The real-hosts stage: the cgroup and runtime tests again, inside a Debian
+# 12 VM with systemd as PID 1 and cgroup2 only (scripts/vm-tests.sh). Its
+# output joins the log, so the checks below cover it too.
+bash scripts/vm-tests.sh 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
 set -e
 if grep -Eq '^test result: .* [1-9][0-9]* ignored' "$log"; then
     echo "test.sh: some tests were ignored (see 'ignored' above): every test must run here" >&2
