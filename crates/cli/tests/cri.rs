@@ -19,9 +19,9 @@ use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::host::*;
 use common::*;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -34,101 +34,6 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 const MEM_LIMIT: &str =
     "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max";
 const MIB: i64 = 1024 * 1024;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Installs containerd and the CNI plugins and builds the images (once per
-/// test binary); returns the directory holding busybox.tar and pause.tar.
-fn images() -> &'static Path {
-    static T: OnceLock<PathBuf> = OnceLock::new();
-    T.get_or_init(|| {
-        let out = PathBuf::from("/var/cache/hako-clients");
-        let st = Command::new("bash")
-            .arg(repo_root().join("scripts/clients-setup.sh"))
-            .arg(&out)
-            .stdin(Stdio::null())
-            .status()
-            .expect("run scripts/clients-setup.sh");
-        assert!(st.success(), "scripts/clients-setup.sh failed");
-        out
-    })
-}
-
-fn poll<T>(t: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let end = Instant::now() + t;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > end {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Pids whose command line mentions `needle` (shims name their containerd's
-/// socket, container processes nothing of ours, so only shims match).
-fn pids_mentioning(needle: &str) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&p| p != me)
-        .filter(|p| {
-            fs::read(format!("/proc/{p}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(needle))
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
-/// Mount points at or under `dir`, deepest first.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let d = dir.to_string_lossy().into_owned();
-    let mut v: Vec<String> = host_mounts()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(&d))
-        .collect();
-    v.sort_by_key(|m| std::cmp::Reverse(m.len()));
-    v
-}
-
-/// Cgroup directories called `name` within a few levels of /sys/fs/cgroup.
-fn cgroups_named(name: &str) -> Vec<PathBuf> {
-    fn walk(d: &Path, name: &str, depth: usize, out: &mut Vec<PathBuf>) {
-        for e in fs::read_dir(d).into_iter().flatten().flatten() {
-            if !e.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            if e.file_name() == name {
-                out.push(e.path());
-            } else if depth > 0 {
-                walk(&e.path(), name, depth - 1, out);
-            }
-        }
-    }
-    let mut v = Vec::new();
-    walk(Path::new("/sys/fs/cgroup"), name, 3, &mut v);
-    v
-}
-
-/// Child cgroup directories under `dir`, at any depth.
-fn child_cgroups(dir: &Path) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            v.extend(child_cgroups(&e.path()));
-            v.push(e.path());
-        }
-    }
-    v
-}
 
 /// A private containerd with the CRI plugin; dropping it stops whatever
 /// is left (through the runtimes' own state), the daemon and its shims,
@@ -144,7 +49,7 @@ struct Crid {
 
 impl Crid {
     fn start(handler: &'static str, net: u8) -> Crid {
-        let imgs = images();
+        let imgs = client_images();
         // In /tmp: socket paths must stay under 108 bytes.
         let dir = PathBuf::from(format!("/tmp/hako-cri-{handler}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
@@ -326,7 +231,7 @@ disabled_plugins = [
         for m in mounts_under(&self.dir.join("root")) {
             left.push(format!("mount: {m}"));
         }
-        for cg in cgroups_named(&self.cgroup_parent) {
+        for cg in cgroups_named(Path::new("/sys/fs/cgroup"), &self.cgroup_parent, 3) {
             for c in child_cgroups(&cg) {
                 left.push(format!("cgroup: {}", c.display()));
             }
@@ -360,17 +265,8 @@ impl Drop for Crid {
             // SAFETY: kill(2) of a leftover shim of this test's containerd.
             unsafe { libc::kill(p, libc::SIGKILL) };
         }
-        for m in mounts_under(&self.dir) {
-            let c = std::ffi::CString::new(m).unwrap();
-            // SAFETY: a valid C string; MNT_DETACH on a test-owned mount.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
-        for cg in cgroups_named(&self.cgroup_parent) {
-            for c in child_cgroups(&cg) {
-                let _ = fs::remove_dir(c);
-            }
-            let _ = fs::remove_dir(cg);
-        }
+        umount_under(&self.dir);
+        remove_cgroups_named(&self.cgroup_parent);
         // The harness may use iproute2; hako itself never does.
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])

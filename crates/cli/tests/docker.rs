@@ -15,9 +15,9 @@ use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::host::*;
 use common::*;
 
 const IMAGE: &str = "localhost/hako-busybox:latest";
@@ -26,39 +26,6 @@ const DOCKERD: &str = "/usr/sbin/dockerd";
 /// first in PATH).
 const DOCKER: &str = "/usr/bin/docker";
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Installs docker.io and the busybox image (once per test binary).
-fn image_tar() -> &'static Path {
-    static T: OnceLock<PathBuf> = OnceLock::new();
-    T.get_or_init(|| {
-        let out = PathBuf::from("/var/cache/hako-clients");
-        let st = Command::new("bash")
-            .arg(repo_root().join("scripts/clients-setup.sh"))
-            .arg(&out)
-            .stdin(Stdio::null())
-            .status()
-            .expect("run scripts/clients-setup.sh");
-        assert!(st.success(), "scripts/clients-setup.sh failed");
-        out.join("busybox.tar")
-    })
-}
-
-fn poll<T>(t: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let end = Instant::now() + t;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > end {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn ip(args: &[&str]) {
     // The test harness may use iproute2; hako itself never does.
@@ -77,7 +44,7 @@ struct Dockerd {
 
 impl Dockerd {
     fn start(tag: &str, subnet: u8) -> Dockerd {
-        let tar = image_tar();
+        let tar = client_images().join("busybox.tar");
         let dir = PathBuf::from(format!("/tmp/hako-dockerd-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
@@ -215,54 +182,12 @@ impl Drop for Dockerd {
         let _ = poll(Duration::from_secs(10), || {
             (!self.dir.join("exec/containerd/containerd.pid").exists()).then_some(())
         });
-        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-            .filter(|m| m.starts_with(self.dir.to_str().unwrap()))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let c = std::ffi::CString::new(m).unwrap();
-            // SAFETY: a valid C string; MNT_DETACH on a test-owned mount.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
+        umount_under(&self.dir);
         let _ = fs::remove_dir_all(&self.dir);
         ip(&["link", "del", &self.bridge]);
         // dockerd leaves its (now empty) --cgroup-parent behind.
-        let parent = format!("hako-docker-{}", self.tag);
-        remove_cgroups_named(Path::new("/sys/fs/cgroup"), &parent, 5);
+        remove_cgroups_named(&format!("hako-docker-{}", self.tag));
     }
-}
-
-/// Removes (rmdir, children first) every cgroup directory called `name`
-/// within `depth` levels of `dir`.
-fn remove_cgroups_named(dir: &Path, name: &str, depth: usize) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if !e.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        if e.file_name() == name {
-            rmdir_tree(&p);
-        } else if depth > 0 {
-            remove_cgroups_named(&p, name, depth - 1);
-        }
-    }
-}
-
-fn rmdir_tree(p: &Path) {
-    if let Ok(entries) = fs::read_dir(p) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                rmdir_tree(&e.path());
-            }
-        }
-    }
-    let _ = fs::remove_dir(p);
 }
 
 /// The cgroup directory (memory controller on v1, unified on v2) of a pid.

@@ -277,3 +277,4 @@ pub fn attacker_verdict(log: &Path, deadline: Duration) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+pub mod host;
