@@ -118,6 +118,30 @@ pub fn manager(cgroups_path: Option<&Path>, container_id: &str) -> Result<Box<dy
     manager_for_host(&Host::detect()?, cgroups_path, container_id)
 }
 
+/// The manager of the cgroup process `pid` lives in, or None when that is
+/// the caller's own cgroup or a hierarchy's root (nothing of its own to
+/// freeze or limit). The freezer's hierarchy decides on v1, cgroup2's
+/// otherwise.
+pub fn manager_of_pid(pid: i32) -> Result<Option<Box<dyn Manager>>> {
+    let me = Host::detect()?;
+    let it = Host::detect_from(&ProcFiles {
+        cgroup: format!("/proc/{pid}/cgroup").into(),
+        ..ProcFiles::default()
+    })?;
+    let key = if me.own.contains_key("freezer") {
+        "freezer"
+    } else {
+        ""
+    };
+    let Some(path) = it.own.get(key) else {
+        return Ok(None);
+    };
+    if me.own.get(key) == Some(path) || path == Path::new("/") {
+        return Ok(None);
+    }
+    manager_for_host(&me, Some(path), &pid.to_string()).map(Some)
+}
+
 /// Like [`manager`] with an explicit host description (tests, fake trees).
 pub fn manager_for_host(
     host: &Host,

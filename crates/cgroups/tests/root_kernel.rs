@@ -259,8 +259,14 @@ fn apply_set_read_back_stats_destroy() {
     assert_eq!(read(&dir(&cg, "pids").unwrap().join("pids.max")), "10");
 
     // Stats: the exec'd sleep faulted pages in after joining.
-    std::thread::sleep(Duration::from_millis(100));
-    let s = cg.m.stats().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let s = cg.m.stats().unwrap();
+        if s.memory.usage.usage > 0 || std::time::Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     assert!(s.memory.usage.usage > 0, "{s:?}");
     assert_eq!(s.memory.usage.limit, 67108864);
     assert_eq!(s.pids.current, 1);

@@ -523,7 +523,6 @@ fn detached_logs_exec_stop_rm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
     // Short id prefixes resolve.
     let o = e.ok(&["exec", &id[..6], "sh", "-c", "echo exec-$(hostname)"]);
     assert_eq!(stdout(&o).trim(), format!("exec-{}", &id[..12]));
@@ -559,18 +558,26 @@ fn detached_logs_exec_stop_rm() {
     assert_eq!(e.inspect("ticker")["State"]["Status"], "paused");
     e.ok(&["unpause", "ticker"]);
     assert_eq!(e.inspect("ticker")["State"]["Status"], "running");
+    // With its runtime state out of the way (as after a monitor crash),
+    // pause and the status fall back to the container's own cgroup: the
+    // v1 freezer on a hybrid host, cgroup.freeze on cgroup2.
+    let id = e.inspect("ticker")["Id"].as_str().unwrap().to_string();
+    let state = e.dir.path().join("run/runtime").join(&id);
+    let aside = e.dir.path().join("run/runtime-aside");
+    std::fs::rename(&state, &aside).unwrap();
+    e.ok(&["pause", "ticker"]);
+    assert_eq!(e.inspect("ticker")["State"]["Status"], "paused");
+    e.ok(&["unpause", "ticker"]);
+    assert_eq!(e.inspect("ticker")["State"]["Status"], "running");
+    std::fs::rename(&aside, &state).unwrap();
     let st = e.out(&["stats", "--no-stream", "--format", "json", "ticker"]);
     let st: Value = serde_json::from_str(st.trim()).unwrap();
     assert_eq!(st["Stats"]["memory"]["usage"]["limit"], 32 << 20, "{st}");
     let ps = e.out(&["ps"]);
     assert!(ps.contains("ticker") && ps.contains("Up"), "{ps}");
 
-    let t0 = Instant::now();
+    // SIGTERM reached it: its trap logs got-term (checked below).
     e.ok(&["stop", "-t", "5", "ticker"]);
-    assert!(
-        t0.elapsed() < Duration::from_secs(4),
-        "the trap made it exit on TERM"
-    );
     let logs = wait_output(follower, Duration::from_secs(10), &["logs", "-f"]);
     let out = stdout(&logs);
     assert!(

@@ -186,7 +186,7 @@ fn exit_codes_and_signals_propagate() {
     ok(&b.runc(&["delete", "sig1"]));
 
     // A foreground run forwards signals and reports 128+signal.
-    b.sh("trap 'exit 7' USR1; while :; do sleep 0.05; done");
+    b.sh("trap 'exit 7' USR1; : > /dev/shm/trapped; while :; do sleep 0.05; done");
     b.write();
     let mut cmd = std::process::Command::new(bin());
     cmd.arg("--root")
@@ -206,7 +206,13 @@ fn exit_codes_and_signals_propagate() {
         },
         "sig2 running",
     );
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    // "running" comes before the shell has set its trap: wait for the
+    // file it writes once the trap is in place.
+    let pid = b.state("sig2")["pid"].as_i64().unwrap();
+    wait_for(
+        || std::path::Path::new(&format!("/proc/{pid}/root/dev/shm/trapped")).exists(),
+        "the USR1 trap",
+    );
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
     let st = child.wait().unwrap();

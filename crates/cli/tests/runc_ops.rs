@@ -206,9 +206,7 @@ fn pause_and_resume_freeze_the_container() {
     ok(&b.runc(&["resume", "pause1"]));
     assert_eq!(b.state("pause1")["status"], "running");
     let a = read_n();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let c = read_n();
-    assert_ne!(a, c, "the counter moves again after resume");
+    wait_for(|| read_n() != a, "the counter moves again after resume");
     let o = b.runc(&["resume", "pause1"]);
     assert!(
         !o.status.success(),
@@ -252,7 +250,16 @@ fn memory_stats_grow_and_oom_is_reported() {
         .arg(b.state_root())
         .args(["events", "--interval", "1s", "mem1"])
         .stdout(std::process::Stdio::piped());
-    let ev = ev.spawn().unwrap();
+    let mut ev = ev.spawn().unwrap();
+    // Lines of the event stream, as they come.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let evout = ev.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(evout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
     let o = b.runc(&[
         "exec",
         "mem1",
@@ -266,14 +273,20 @@ fn memory_stats_grow_and_oom_is_reported() {
         "the allocator is OOM-killed: {}",
         stderr(&o)
     );
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    // The oom event arrives (polled, with a deadline) before the delete.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = Vec::new();
+    let oom = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(l) if l.contains("\"type\":\"oom\"") => break true,
+            Ok(l) => seen.push(l),
+            Err(_) => break false,
+        }
+    };
     ok(&b.runc(&["delete", "--force", "mem1"]));
-    let out = ev.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.lines().any(|l| l.contains("\"type\":\"oom\"")),
-        "events reported no oom: {text}"
-    );
+    let _ = ev.wait();
+    let _ = reader.join();
+    assert!(oom, "events reported no oom: {}", seen.join("\n"));
 }
 
 #[test]

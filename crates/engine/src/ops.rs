@@ -69,25 +69,10 @@ pub fn status(dirs: &Dirs, r: &Record) -> Status {
     }
 }
 
-/// The container's cgroup v2 directory, when it has one of its own.
-pub fn cgroup_dir(r: &Record) -> Option<PathBuf> {
-    let read = |pid: i32| -> Option<String> {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        s.lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .map(str::to_string)
-    };
-    let mine = read(r.pid)?;
-    if Some(&mine) == read(std::process::id() as i32).as_ref() || mine == "/" {
-        return None;
-    }
-    Some(PathBuf::from("/sys/fs/cgroup").join(mine.trim_start_matches('/')))
-}
-
+/// The container's cgroup is frozen (asked of the runtime's cgroup code by
+/// pid, v1 or v2: the fallback when its runtime state is gone).
 fn frozen(r: &Record) -> bool {
-    cgroup_dir(r)
-        .and_then(|d| std::fs::read_to_string(d.join("cgroup.freeze")).ok())
-        .is_some_and(|s| s.trim() == "1")
+    hako_runtime::cgroup::process_frozen(r.pid)
 }
 
 /// Whether the runtime can apply `linux.seccomp` (its features say so).
@@ -748,12 +733,10 @@ pub fn wait(dirs: &Dirs, name: &str) -> Result<i32> {
 }
 
 fn set_frozen(r: &Record, on: bool) -> Result<()> {
-    let d = cgroup_dir(r).ok_or_else(|| Error::State {
+    hako_runtime::cgroup::freeze_process(r.pid, on).map_err(|e| Error::State {
         id: r.name.clone(),
-        msg: "has no cgroup of its own to freeze".into(),
-    })?;
-    let f = d.join("cgroup.freeze");
-    std::fs::write(&f, if on { "1" } else { "0" }).map_err(io_err("write", &f))
+        msg: e.to_string(),
+    })
 }
 
 pub fn pause(dirs: &Dirs, name: &str, on: bool) -> Result<String> {

@@ -148,6 +148,25 @@ pub fn is_frozen(st: &State) -> bool {
         .is_some_and(|s| s == hako_cgroups::FreezerState::Frozen)
 }
 
+/// Whether the cgroup of process `pid` is frozen, v1 or v2 (for callers
+/// that have a container's pid but no runtime state any more).
+pub fn process_frozen(pid: i32) -> bool {
+    hako_cgroups::manager_of_pid(pid)
+        .ok()
+        .flatten()
+        .and_then(|m| m.state().ok())
+        .is_some_and(|s| s == hako_cgroups::FreezerState::Frozen)
+}
+
+/// Freezes or thaws the cgroup of process `pid`; an error when it has no
+/// cgroup of its own (it shares the caller's).
+pub fn freeze_process(pid: i32, on: bool) -> Result<()> {
+    let m = hako_cgroups::manager_of_pid(pid)
+        .map_err(|e| cg_err("find the process's cgroup", e))?
+        .ok_or_else(|| Error::Other(format!("process {pid} has no cgroup of its own to freeze")))?;
+    if on { m.freeze() } else { m.thaw() }.map_err(|e| cg_err("freezer", e))
+}
+
 /// Apply new resources to a running container (`update`).
 pub fn update(st: &State, r: &LinuxResources) -> Result<()> {
     let m = from_state(st)
