@@ -28,6 +28,7 @@ pub mod layout;
 mod manager;
 mod normalize;
 pub mod plan;
+mod size;
 pub mod stats;
 mod v1;
 mod v2;
@@ -44,6 +45,7 @@ pub use layout::{Host, Layout, LayoutError, ProcFiles};
 pub use manager::{CgroupConfig, FsManager, UnifiedDir};
 pub use normalize::{normalize, validate};
 pub use plan::{Op, Plan};
+pub use size::parse_size;
 pub use stats::Stats;
 
 /// Compiles OCI device rules into the cgroup v2 eBPF device filter program

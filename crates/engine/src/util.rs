@@ -113,33 +113,10 @@ pub fn ago(stamp: &str) -> String {
 }
 
 /// Replace `path` with `data`, owner-only (0600: configs carry `-e`
-/// secrets). Through a temporary file and rename, so readers never see
-/// half; the file is fsynced before the rename and the directory after it,
-/// so a crash or power loss leaves the old or the new content, never a
-/// truncated file (ext4 and xfs may otherwise persist the rename before
-/// the data).
+/// secrets), through the runtime's one atomic write (fsynced file, rename,
+/// fsynced directory).
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err("create", &tmp))?;
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
-        .map_err(io_err("write", &tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io_err("rename into place", path))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("sync directory", dir))?;
-    }
-    Ok(())
+    Ok(hako_runtime::state::atomic_write(path, data, 0o600)?)
 }
 
 /// "KILL", "SIGKILL", "kill" or "9" (the runtime's parser).
@@ -147,24 +124,9 @@ pub fn parse_signal(s: &str) -> Result<i32> {
     hako_runtime::signal::parse(s).map_err(Error::Usage)
 }
 
-/// "512m", "1g", "1048576" → bytes.
+/// "512m", "1g", "1048576" → bytes (hako_cgroups' one size parser).
 pub fn parse_bytes(s: &str) -> Result<i64> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (num, mul) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        Some('t') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| Error::Usage(format!("invalid size {s:?}")))?;
-    if n < 0.0 {
-        return Err(Error::Usage(format!("invalid size {s:?}")));
-    }
-    Ok((n * mul as f64) as i64)
+    hako_runtime::cgroup::parse_size(s).map_err(Error::Usage)
 }
 
 /// Is a process alive and the same one (by its start time)?

@@ -11,6 +11,9 @@ use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::state::State;
 
+/// Sizes as users type them ("512m", "-1"): the one parser, for the CLIs.
+pub use hako_cgroups::parse_size;
+
 fn cg_err(step: &str, e: hako_cgroups::Error) -> Error {
     Error::Cgroup {
         step: step.to_string(),

@@ -212,6 +212,12 @@ impl StateDir {
     }
 }
 
+/// Replaces `path` with `data` (file mode `mode`), the one atomic write of
+/// the runtime and the engine: a temporary file in the same directory,
+/// fsynced, renamed over `path`, then the directory fsynced, so readers never
+/// see half a file and a crash or power loss leaves the old or the new
+/// content, never a truncated file (ext4 and xfs may otherwise persist the
+/// rename before the data). On tmpfs (/run) the syncs cost nothing.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -228,7 +234,10 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<()> {
             .mode(mode)
             .open(&tmp)?;
         f.write_all(data)?;
-        std::fs::rename(&tmp, path)
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
     })();
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);

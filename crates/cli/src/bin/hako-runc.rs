@@ -25,31 +25,9 @@ fn create_opts(cli: &Cli, a: &CreateArgs) -> CreateOpts {
     }
 }
 
-/// "512m", "1g", "1024" → bytes; "-1" stays -1.
+/// "512m", "1g", "1024" → bytes; "-1" stays -1 (hako_cgroups' one parser).
 fn parse_size(field: &str, s: &str) -> Result<i64> {
-    let s = s.trim();
-    if s == "-1" {
-        return Ok(-1);
-    }
-    let (num, mul) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => {
-            let m: i64 = match s[i..].to_ascii_lowercase().trim_end_matches('b') {
-                "" => 1,
-                "k" => 1 << 10,
-                "m" => 1 << 20,
-                "g" => 1 << 30,
-                "t" => 1 << 40,
-                _ => bail!("--{field}: invalid size {s:?}"),
-            };
-            (&s[..i], m)
-        }
-        None => (s, 1),
-    };
-    let n: i64 = num
-        .trim()
-        .parse()
-        .with_context(|| format!("--{field}: invalid size {s:?}"))?;
-    Ok(n * mul)
+    hako_runtime::cgroup::parse_size(s).map_err(|e| anyhow::anyhow!("--{field}: {e}"))
 }
 
 /// runc's update: `--resources` JSON (or stdin) merged with the flags.
