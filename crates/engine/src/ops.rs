@@ -1033,30 +1033,7 @@ pub fn logs(
 
 /// Host pids of the container's processes (its pid namespace), init first.
 pub fn pids(r: &Record) -> Vec<i32> {
-    let mut out = vec![r.pid];
-    let Ok(ns) = std::fs::read_link(format!("/proc/{}/ns/pid", r.pid)) else {
-        return vec![];
-    };
-    let host = std::fs::read_link("/proc/1/ns/pid").ok();
-    if host.as_ref() == Some(&ns) {
-        return out;
-    }
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                continue;
-            };
-            if pid != r.pid
-                && std::fs::read_link(format!("/proc/{pid}/ns/pid"))
-                    .ok()
-                    .as_ref()
-                    == Some(&ns)
-            {
-                out.push(pid);
-            }
-        }
-    }
-    out
+    container::pidns_members(r.pid)
 }
 
 /// `top`: (PID, USER, STAT, CMD) per process.

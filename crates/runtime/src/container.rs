@@ -721,24 +721,29 @@ fn release_fifo(dir: &StateDir, st: &State) -> Result<()> {
     Ok(())
 }
 
-/// Processes in the container's pid namespace (host pids), init first.
-fn pidns_members(st: &State) -> Vec<i32> {
-    let mut out = vec![st.pid];
-    let Ok(ns) = std::fs::read_link(format!("/proc/{}/ns/pid", st.pid)) else {
-        return out;
+/// Host pids of the processes in `pid`'s pid namespace, `pid` first: empty
+/// when it is gone, only `pid` when it shares the caller's namespace. (The
+/// one scan of /proc by namespace, for the runtime and the engine.)
+pub fn pidns_members(pid: i32) -> Vec<i32> {
+    let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/pid")) else {
+        return Vec::new();
     };
+    let mut out = vec![pid];
+    if std::fs::read_link("/proc/self/ns/pid").ok().as_ref() == Some(&ns) {
+        return out;
+    }
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
             };
-            if pid != st.pid
-                && std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+            if p != pid
+                && std::fs::read_link(format!("/proc/{p}/ns/pid"))
                     .ok()
                     .as_ref()
                     == Some(&ns)
             {
-                out.push(pid);
+                out.push(p);
             }
         }
     }
@@ -799,7 +804,7 @@ fn signal_container(st: &State, sig: i32, all: bool) -> Result<()> {
             return Ok(());
         }
         if st.own_pidns {
-            for pid in pidns_members(st).into_iter().skip(1) {
+            for pid in pidns_members(st.pid).into_iter().skip(1) {
                 let _ = sys::kill(pid, sig);
             }
         }
@@ -937,7 +942,7 @@ pub fn pids(root: &Path, id: &str) -> Result<Vec<i32>> {
         Some(m) => m
             .pids()
             .map_err(|e| Error::Other(format!("pids of {id}: {e}"))),
-        None if st.own_pidns => Ok(pidns_members(&st)),
+        None if st.own_pidns => Ok(pidns_members(st.pid)),
         None => Ok(vec![st.pid]),
     }
 }
