@@ -38,14 +38,7 @@ fn proc_name(t: &str) -> &str {
 
 /// A running container's init pid.
 fn live_pid(dirs: &Dirs, name: &str) -> Result<(String, i32)> {
-    let id = record::resolve(dirs, name)?;
-    let r = record::load(dirs, &id)?;
-    if !ops::status(dirs, &r).is_live() {
-        return Err(Error::State {
-            id: r.name,
-            msg: "is not running".into(),
-        });
-    }
+    let (_, r) = ops::live(dirs, name)?;
     Ok((r.name, r.pid))
 }
 
@@ -237,14 +230,7 @@ pub struct ExecRequest<'a> {
 }
 
 pub fn exec(dirs: &Dirs, name: &str, req: ExecRequest<'_>) -> Result<i32> {
-    let id = record::resolve(dirs, name)?;
-    let r = record::load(dirs, &id)?;
-    if !ops::status(dirs, &r).is_live() {
-        return Err(Error::State {
-            id: r.name,
-            msg: "is not running".into(),
-        });
-    }
+    let (id, r) = ops::live(dirs, name)?;
     let root = dirs.runtime_root();
     let mut p = hako_runtime::exec::default_process(&root, &id)?;
     // Behind --init the argv starts with the init helper: the exec runs

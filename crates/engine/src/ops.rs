@@ -51,6 +51,20 @@ pub fn init_alive(r: &Record) -> bool {
     util::pid_alive(r.pid, r.pid_start)
 }
 
+/// The record of a container that must be running (or paused): its id and
+/// record, or "NAME is not running".
+pub fn live(dirs: &Dirs, name: &str) -> Result<(String, Record)> {
+    let id = record::resolve(dirs, name)?;
+    let r = record::load(dirs, &id)?;
+    if !status(dirs, &r).is_live() {
+        return Err(Error::State {
+            id: r.name,
+            msg: "is not running".into(),
+        });
+    }
+    Ok((id, r))
+}
+
 pub fn status(dirs: &Dirs, r: &Record) -> Status {
     match r.phase {
         Phase::Created => Status::Created,
@@ -621,14 +635,7 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Option<u64>) -> Result<String> {
 }
 
 pub fn kill(dirs: &Dirs, name: &str, sig: i32) -> Result<String> {
-    let id = record::resolve(dirs, name)?;
-    let r = record::load(dirs, &id)?;
-    if !status(dirs, &r).is_live() {
-        return Err(Error::State {
-            id: r.name,
-            msg: "is not running".into(),
-        });
-    }
+    let (id, r) = live(dirs, name)?;
     signal(dirs, &r, sig, false)?;
     Ok(id)
 }
@@ -740,14 +747,7 @@ fn set_frozen(r: &Record, on: bool) -> Result<()> {
 }
 
 pub fn pause(dirs: &Dirs, name: &str, on: bool) -> Result<String> {
-    let id = record::resolve(dirs, name)?;
-    let r = record::load(dirs, &id)?;
-    if !status(dirs, &r).is_live() {
-        return Err(Error::State {
-            id: r.name,
-            msg: "is not running".into(),
-        });
-    }
+    let (id, r) = live(dirs, name)?;
     let root = dirs.runtime_root();
     let r2 = if on {
         container::pause(&root, &id)
@@ -1038,14 +1038,7 @@ pub fn pids(r: &Record) -> Vec<i32> {
 
 /// `top`: (PID, USER, STAT, CMD) per process.
 pub fn top(dirs: &Dirs, name: &str) -> Result<Vec<[String; 4]>> {
-    let id = record::resolve(dirs, name)?;
-    let r = record::load(dirs, &id)?;
-    if !status(dirs, &r).is_live() {
-        return Err(Error::State {
-            id: r.name,
-            msg: "is not running".into(),
-        });
-    }
+    let (_, r) = live(dirs, name)?;
     let mut rows = Vec::new();
     for pid in pids(&r) {
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
@@ -1091,14 +1084,7 @@ pub fn stats(dirs: &Dirs, name: &str) -> Result<Value> {
 
 /// `network connect NET CONTAINER`: a new NIC in the running container.
 pub fn network_connect(dirs: &Dirs, network: &str, name: &str) -> Result<()> {
-    let id = record::resolve(dirs, name)?;
-    let r = record::load(dirs, &id)?;
-    if !status(dirs, &r).is_live() {
-        return Err(Error::State {
-            id: r.name,
-            msg: "is not running".into(),
-        });
-    }
+    let (id, r) = live(dirs, name)?;
     let mgr = dirs.net_manager();
     let netns = hako_net::Netns::from_pid(r.pid as u32);
     mgr.connect(
