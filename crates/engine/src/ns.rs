@@ -6,6 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
+use hako_runtime::plan::NsKind;
 use hako_runtime::sys;
 use serde_json::{json, Value};
 
@@ -15,24 +16,13 @@ use crate::record;
 use crate::{io_err, Error, Result};
 
 fn ns_flag(t: &str) -> Option<i32> {
-    Some(match t {
-        "cgroup" => libc::CLONE_NEWCGROUP,
-        "ipc" => libc::CLONE_NEWIPC,
-        "mnt" | "mount" => libc::CLONE_NEWNS,
-        "net" | "network" => libc::CLONE_NEWNET,
-        "pid" => libc::CLONE_NEWPID,
-        "time" => libc::CLONE_NEWTIME,
-        "user" => libc::CLONE_NEWUSER,
-        "uts" => libc::CLONE_NEWUTS,
-        _ => return None,
-    })
+    NsKind::from_name(t).map(NsKind::flag)
 }
 
 fn proc_name(t: &str) -> &str {
-    match t {
-        "mount" => "mnt",
-        "network" => "net",
-        o => o,
+    match NsKind::from_name(t) {
+        Some(k) => k.proc_name(),
+        None => t,
     }
 }
 

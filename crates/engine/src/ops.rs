@@ -832,7 +832,20 @@ pub fn ps(dirs: &Dirs, all: bool) -> Vec<Value> {
     out
 }
 
-pub const NS_TYPES: [&str; 8] = ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];
+/// Namespace names as /proc/PID/ns shows them, in the runtime's one table.
+pub const NS_TYPES: [&str; 8] = {
+    let k = hako_runtime::plan::NsKind::BY_NAME;
+    [
+        k[0].proc_name(),
+        k[1].proc_name(),
+        k[2].proc_name(),
+        k[3].proc_name(),
+        k[4].proc_name(),
+        k[5].proc_name(),
+        k[6].proc_name(),
+        k[7].proc_name(),
+    ]
+};
 
 pub fn ns_ids(pid: impl std::fmt::Display) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();

@@ -40,7 +40,27 @@ impl NsKind {
         NsKind::Time,
     ];
 
-    pub fn flag(self) -> i32 {
+    /// The same kinds in the order of their /proc/PID/ns names (listings).
+    pub const BY_NAME: [NsKind; 8] = [
+        NsKind::Cgroup,
+        NsKind::Ipc,
+        NsKind::Mount,
+        NsKind::Network,
+        NsKind::Pid,
+        NsKind::Time,
+        NsKind::User,
+        NsKind::Uts,
+    ];
+
+    /// A kind from its /proc name ("mnt", "net") or its runtime-spec name
+    /// ("mount", "network").
+    pub fn from_name(name: &str) -> Option<NsKind> {
+        NsKind::ALL
+            .into_iter()
+            .find(|k| k.proc_name() == name || k.spec_name() == name)
+    }
+
+    pub const fn flag(self) -> i32 {
         match self {
             NsKind::User => libc::CLONE_NEWUSER,
             NsKind::Pid => libc::CLONE_NEWPID,
@@ -54,7 +74,7 @@ impl NsKind {
     }
 
     /// The name under /proc/PID/ns/.
-    pub fn proc_name(self) -> &'static str {
+    pub const fn proc_name(self) -> &'static str {
         match self {
             NsKind::User => "user",
             NsKind::Pid => "pid",
@@ -68,7 +88,7 @@ impl NsKind {
     }
 
     /// The name runtime-spec uses in `linux.namespaces[].type`.
-    pub fn spec_name(self) -> &'static str {
+    pub const fn spec_name(self) -> &'static str {
         match self {
             NsKind::Mount => "mount",
             NsKind::Network => "network",
@@ -1106,6 +1126,22 @@ mod tests {
             r#","mounts":[{"destination":"/proc/meminfo","type":"bind","source":"/tmp/m"}]"#,
         ))
         .unwrap();
+    }
+
+    #[test]
+    fn namespace_names_both_ways() {
+        for k in NsKind::ALL {
+            assert_eq!(NsKind::from_name(k.proc_name()), Some(k));
+            assert_eq!(NsKind::from_name(k.spec_name()), Some(k));
+            assert!(NsKind::BY_NAME.contains(&k));
+        }
+        assert_eq!(NsKind::from_name("mount"), Some(NsKind::Mount));
+        assert_eq!(NsKind::from_name("mnt"), Some(NsKind::Mount));
+        assert_eq!(NsKind::from_name("bogus"), None);
+        let names: Vec<_> = NsKind::BY_NAME.iter().map(|k| k.proc_name()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
     }
 
     #[test]
