@@ -178,6 +178,62 @@ struct Mount {
     super_opts: String,
 }
 
+/// One cgroup hierarchy mounted in this process's mount namespace, as the
+/// runtime needs it to give a container its /sys/fs/cgroup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hierarchy {
+    pub mountpoint: PathBuf,
+    /// cgroup2 (else a v1 hierarchy).
+    pub v2: bool,
+    /// v1: the controllers and name the hierarchy was mounted with
+    /// ("cpu,cpuacct", "name=systemd"), the data for mounting it again;
+    /// empty for cgroup2.
+    pub subsys: String,
+    /// This process's cgroup in it, relative to the mountpoint ("/..." ).
+    pub own: PathBuf,
+}
+
+/// Every cgroup mount of this mount namespace, in mount order (empty when
+/// /proc cannot be read).
+pub fn hierarchies() -> Vec<Hierarchy> {
+    hierarchies_from(&ProcFiles::default()).unwrap_or_default()
+}
+
+pub fn hierarchies_from(files: &ProcFiles) -> Result<Vec<Hierarchy>, LayoutError> {
+    let mounts = parse_mountinfo(&files.mountinfo, &read(&files.mountinfo)?)?;
+    let own = parse_proc_cgroup(&files.cgroup, &read(&files.cgroup)?)?;
+    Ok(mounts
+        .into_iter()
+        .map(|m| {
+            let v2 = m.fstype == "cgroup2";
+            let subsys = if v2 {
+                String::new()
+            } else {
+                m.super_opts
+                    .split(',')
+                    .filter(|o| {
+                        !matches!(*o, "rw" | "ro" | "noprefix")
+                            && !o.starts_with("release_agent")
+                            && !o.starts_with("clone_children")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let key = if v2 { "" } else { subsys.split(',').next().unwrap_or("") };
+            let own = own
+                .get(key)
+                .map(|p| strip_mount_root(p, &m.root))
+                .unwrap_or_else(|| PathBuf::from("/"));
+            Hierarchy {
+                mountpoint: m.mountpoint,
+                v2,
+                subsys,
+                own,
+            }
+        })
+        .collect())
+}
+
 /// Parses the cgroup/cgroup2 lines of a mountinfo file:
 /// `id parent maj:min root mountpoint opts [optional...] - fstype source superopts`
 fn parse_mountinfo(path: &Path, s: &str) -> Result<Vec<Mount>, LayoutError> {
@@ -350,6 +406,35 @@ mod tests {
             panic!()
         };
         assert_eq!(controllers["memory"], Path::new("/cg root/memory"));
+    }
+
+    #[test]
+    fn hierarchies_for_the_runtime_mounts() {
+        let t = tempfile::tempdir().unwrap();
+        let mi = HYBRID.replace("UNIFIED", "/sys/fs/cgroup/unified");
+        let files = write_proc(
+            t.path(),
+            &mi,
+            "4:memory:/process_api/abc\n2:cpu,cpuacct:/\n1:name=systemd:/\n0::/u\n",
+        );
+        let hs = hierarchies_from(&files).unwrap();
+        let by = |mp: &str| hs.iter().find(|h| h.mountpoint == Path::new(mp)).unwrap();
+        let mem = by("/sys/fs/cgroup/memory");
+        assert!(!mem.v2);
+        assert_eq!(mem.subsys, "memory");
+        assert_eq!(mem.own, Path::new("/process_api/abc"));
+        assert_eq!(by("/sys/fs/cgroup/unified").own, Path::new("/u"));
+        assert!(by("/sys/fs/cgroup/unified").v2);
+        // A bind-mounted cgroup2 root: paths relative to the mount.
+        let files = write_proc(
+            t.path(),
+            "50 40 0:26 /docker/x /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n",
+            "0::/docker/x/sub\n",
+        );
+        let hs = hierarchies_from(&files).unwrap();
+        assert_eq!(hs.len(), 1);
+        assert_eq!((hs[0].v2, hs[0].own.as_path()), (true, Path::new("/sub")));
+        assert_eq!(hs[0].subsys, "");
     }
 
     #[test]

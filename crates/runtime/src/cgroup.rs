@@ -214,18 +214,7 @@ pub fn remove_empty_group(name: &str) {
     if name.is_empty() || name.contains('/') || name.contains("..") {
         return;
     }
-    let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    for line in mi.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        if !(post.starts_with("cgroup ") || post.starts_with("cgroup2 ")) {
-            continue;
-        }
-        if let Some(mp) = pre.split(' ').nth(4) {
-            let _ = std::fs::remove_dir(Path::new(mp).join(name));
-        }
+    for h in hako_cgroups::hierarchies() {
+        let _ = std::fs::remove_dir(h.mountpoint.join(name));
     }
 }

@@ -480,96 +480,32 @@ fn finish_mount(m: &MountPlan, top: BorrowedFd<'_>) -> Result<()> {
     Ok(())
 }
 
-/// A cgroup hierarchy mounted on the host.
-struct HostCgroup {
-    mountpoint: PathBuf,
-    fstype: String,
-    /// Super options naming the controllers ("memory", "name=systemd").
-    subsys: String,
-}
-
-fn host_cgroups() -> Vec<HostCgroup> {
-    let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for line in mi.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let pre: Vec<&str> = pre.split(' ').collect();
-        let post: Vec<&str> = post.split(' ').collect();
-        if pre.len() < 5 || post.len() < 3 {
-            continue;
-        }
-        if post[0] != "cgroup" && post[0] != "cgroup2" {
-            continue;
-        }
-        let subsys = post[2]
-            .split(',')
-            .filter(|o| {
-                !matches!(*o, "rw" | "ro")
-                    && (post[0] == "cgroup")
-                    && !o.contains("release_agent")
-                    && !o.starts_with("clone_children")
-                    && *o != "noprefix"
-            })
-            .collect::<Vec<_>>()
-            .join(",");
-        out.push(HostCgroup {
-            mountpoint: PathBuf::from(pre[4]),
-            fstype: post[0].to_string(),
-            subsys,
-        });
-    }
-    out
-}
-
-/// Our own cgroup path in a hierarchy, from /proc/self/cgroup.
-fn own_cgroup(h: &HostCgroup) -> PathBuf {
-    let Ok(c) = std::fs::read_to_string("/proc/self/cgroup") else {
-        return PathBuf::from("/");
-    };
-    for line in c.lines() {
-        let mut it = line.splitn(3, ':');
-        let (_, ctrls, path) = (it.next(), it.next().unwrap_or(""), it.next().unwrap_or("/"));
-        let matches = if h.fstype == "cgroup2" {
-            ctrls.is_empty()
-        } else {
-            !ctrls.is_empty()
-                && ctrls.split(',').collect::<Vec<_>>() == h.subsys.split(',').collect::<Vec<_>>()
-        };
-        if matches {
-            return PathBuf::from(path);
-        }
-    }
-    PathBuf::from("/")
-}
-
 fn mount_cgroup(ctx: &MountCtx<'_>, root: BorrowedFd<'_>, m: &MountPlan) -> Result<()> {
     let cgns = ctx.plan.ns.is_new(NsKind::Cgroup);
     let flags = m.opts.flags & !(libc::MS_RDONLY | libc::MS_REMOUNT);
     let ro = m.opts.flags & libc::MS_RDONLY != 0;
-    let hosts = host_cgroups();
-    let unified_only = hosts.iter().all(|h| h.fstype == "cgroup2") && !hosts.is_empty();
+    // The host's hierarchies, from hako_cgroups (the one parser of
+    // mountinfo and /proc/self/cgroup).
+    let hosts = hako_cgroups::hierarchies();
+    let unified_only = hosts.iter().all(|h| h.v2) && !hosts.is_empty();
 
     // Mount one hierarchy at `dest`: a fresh mount in a cgroup namespace (it
     // then shows the container's cgroup as its root), else a bind of our own
     // cgroup's directory. Targets are reopened after mounting: the old fd
     // names the covered directory, not the new mount.
-    let attach = |h: &HostCgroup, dest: &Path, ro: bool| -> std::io::Result<()> {
+    let attach = |h: &hako_cgroups::Hierarchy, dest: &Path, ro: bool| -> std::io::Result<()> {
         let t = paths::mkdir_all_in_root(root, dest, 0o755)?;
         let extra = if ro { libc::MS_RDONLY } else { 0 };
         if cgns {
-            let data = if h.fstype == "cgroup" {
-                Some(h.subsys.as_str())
+            let (fstype, data) = if h.v2 {
+                ("cgroup2", None)
             } else {
-                None
+                ("cgroup", Some(h.subsys.as_str()))
             };
             match sys::mount(
-                Some(OsStr::new(&h.fstype)),
+                Some(OsStr::new(fstype)),
                 &sys::fd_path(t.as_fd()),
-                Some(&h.fstype),
+                Some(fstype),
                 flags | extra,
                 data,
             ) {
@@ -580,8 +516,7 @@ fn mount_cgroup(ctx: &MountCtx<'_>, root: BorrowedFd<'_>, m: &MountPlan) -> Resu
                 Err(e) => return Err(e),
             }
         }
-        let own = own_cgroup(h);
-        let src = h.mountpoint.join(own.strip_prefix("/").unwrap_or(&own));
+        let src = h.mountpoint.join(h.own.strip_prefix("/").unwrap_or(&h.own));
         sys::mount(
             Some(src.as_os_str()),
             &sys::fd_path(t.as_fd()),
