@@ -94,7 +94,7 @@ fn seccomp_supported() -> bool {
     if std::env::var("HAKO_SECCOMP").is_ok_and(|v| v == "0") {
         return false;
     }
-    hako_runtime::defaults::features()["linux"]["seccomp"]["enabled"] == json!(true)
+    hako_runtime::defaults::seccomp_enabled()
 }
 
 fn ns_join_path(dirs: &Dirs, flag: &Option<String>, kind: &str) -> Result<Option<PathBuf>> {

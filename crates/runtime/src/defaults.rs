@@ -82,6 +82,12 @@ pub fn example_spec(rootless: bool, uid: u32, gid: u32) -> Value {
 }
 
 /// The runtime-spec features document (features.md).
+/// Whether this build applies `linux.seccomp` (hako-seccomp compiles the
+/// filters itself, so it always does; `features` says the same).
+pub fn seccomp_enabled() -> bool {
+    true
+}
+
 pub fn features() -> Value {
     let caps: Vec<String> = caps::all()
         .into_iter()
@@ -109,7 +115,7 @@ pub fn features() -> Value {
             "capabilities": caps,
             "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false},
             "seccomp": {
-                "enabled": true,
+                "enabled": seccomp_enabled(),
                 "actions": [
                     "SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
                     "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY", "SCMP_ACT_TRACE",
