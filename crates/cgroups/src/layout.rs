@@ -219,7 +219,11 @@ pub fn hierarchies_from(files: &ProcFiles) -> Result<Vec<Hierarchy>, LayoutError
                     .collect::<Vec<_>>()
                     .join(",")
             };
-            let key = if v2 { "" } else { subsys.split(',').next().unwrap_or("") };
+            let key = if v2 {
+                ""
+            } else {
+                subsys.split(',').next().unwrap_or("")
+            };
             let own = own
                 .get(key)
                 .map(|p| strip_mount_root(p, &m.root))

@@ -714,7 +714,7 @@ fn console_socket_receives_the_pty_master() {
 fn hako_runtime_recv(
     fd: std::os::fd::BorrowedFd<'_>,
 ) -> std::io::Result<(Vec<u8>, std::os::fd::OwnedFd)> {
-    hako_runtime::sys::recv_fd(fd)
+    hako_runtime::os::recv_fd(fd)
 }
 
 #[test]
@@ -835,7 +835,7 @@ fn seccomp_notify_listener_goes_to_listener_path() {
     // which makes the pending and later notified calls fail with ENOSYS.
     let agent = std::thread::spawn(move || {
         let (c, _) = l.accept().unwrap();
-        let (payload, fd) = hako_runtime::sys::recv_fd(std::os::fd::AsFd::as_fd(&c)).unwrap();
+        let (payload, fd) = hako_runtime::os::recv_fd(std::os::fd::AsFd::as_fd(&c)).unwrap();
         drop(fd);
         serde_json::from_slice::<serde_json::Value>(&payload).unwrap()
     });

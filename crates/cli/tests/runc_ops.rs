@@ -147,7 +147,7 @@ fn exec_with_a_terminal_through_the_console_socket() {
     let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let h = std::thread::spawn(move || {
         let (c, _) = l.accept().unwrap();
-        let (_, m) = hako_runtime::sys::recv_fd(std::os::fd::AsFd::as_fd(&c)).unwrap();
+        let (_, m) = hako_runtime::os::recv_fd(std::os::fd::AsFd::as_fd(&c)).unwrap();
         let mut f = std::fs::File::from(m);
         let mut s = String::new();
         let mut buf = [0u8; 256];

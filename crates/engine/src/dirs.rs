@@ -19,7 +19,7 @@ pub struct Dirs {
 /// "root" but still cannot touch the host's cgroups or network).
 pub fn rootless() -> bool {
     // SAFETY: geteuid has no failure mode.
-    unsafe { libc::geteuid() != 0 || !hako_runtime::sys::in_initial_userns() }
+    unsafe { libc::geteuid() != 0 || !hako_runtime::os::in_initial_userns() }
 }
 
 impl Dirs {

@@ -6,7 +6,7 @@
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 
-use hako_runtime::sys;
+use hako_runtime::os;
 
 /// Returns the exit code for the caller to exit with.
 pub fn main(cmd: &[String]) -> i32 {
@@ -15,21 +15,21 @@ pub fn main(cmd: &[String]) -> i32 {
         return 2;
     };
     // Block signals before the fork so none is lost before the signalfd.
-    let old = match sys::block_all_signals() {
+    let old = match os::block_all_signals() {
         Ok(m) => m,
         Err(e) => {
             eprintln!("hako-init: block signals: {e}");
             return 1;
         }
     };
-    let sfd = match sys::signalfd_all() {
+    let sfd = match os::signalfd_all() {
         Ok(f) => f,
         Err(e) => {
             eprintln!("hako-init: signalfd: {e}");
             return 1;
         }
     };
-    let child = match sys::fork() {
+    let child = match os::fork() {
         Err(e) => {
             eprintln!("hako-init: fork: {e}");
             return 1;
@@ -38,13 +38,13 @@ pub fn main(cmd: &[String]) -> i32 {
             // The command gets the mask and dispositions PID 1 was given,
             // its own process group, and the terminal's foreground if any.
             drop(sfd);
-            let _ = sys::set_sigmask(&old);
+            let _ = os::set_sigmask(&old);
             // SAFETY: setpgid on ourselves; tcsetpgrp on fd 0 fails harmlessly
             // without a terminal. SIGTTOU is blocked until exec resets the
             // mask below, so taking the foreground cannot stop us.
             unsafe {
                 libc::setpgid(0, 0);
-                if sys::isatty(0) {
+                if os::isatty(0) {
                     libc::tcsetpgrp(0, libc::getpgrp());
                 }
             }
@@ -62,7 +62,7 @@ pub fn main(cmd: &[String]) -> i32 {
         Ok(Some(pid)) => pid,
     };
     loop {
-        let sig = match sys::read_signal(sfd.as_fd()) {
+        let sig = match os::read_signal(sfd.as_fd()) {
             Ok(s) => s,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -73,9 +73,9 @@ pub fn main(cmd: &[String]) -> i32 {
         match sig {
             libc::SIGCHLD => {
                 let mut code = None;
-                while let Some((p, st)) = sys::wait_any_nohang() {
+                while let Some((p, st)) = os::wait_any_nohang() {
                     if p == child {
-                        code = Some(sys::exit_code(st));
+                        code = Some(os::exit_code(st));
                     }
                 }
                 if let Some(c) = code {
@@ -86,7 +86,7 @@ pub fn main(cmd: &[String]) -> i32 {
             libc::SIGTTIN | libc::SIGTTOU | libc::SIGTSTP => {}
             s => {
                 // The whole group, so a shell's children hear it too.
-                let _ = sys::kill(-child, s).or_else(|_| sys::kill(child, s));
+                let _ = os::kill(-child, s).or_else(|_| os::kill(child, s));
             }
         }
     }

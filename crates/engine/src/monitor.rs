@@ -43,7 +43,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 
 use hako_runtime::container::{self, CreateOpts};
-use hako_runtime::sys;
+use hako_runtime::os;
 
 use crate::dirs::Dirs;
 use crate::record::{self, NetAddr, Phase};
@@ -189,7 +189,7 @@ impl StdioSwap {
         let mut saved = Vec::new();
         for (n, fd) in targets {
             saved.push((*n, util::dup_high(*n)?));
-            sys::dup2(fd.as_raw_fd(), *n).map_err(crate::sys_err("dup2 container stdio"))?;
+            os::dup2(fd.as_raw_fd(), *n).map_err(crate::sys_err("dup2 container stdio"))?;
         }
         Ok(StdioSwap { saved })
     }
@@ -198,7 +198,7 @@ impl StdioSwap {
 impl Drop for StdioSwap {
     fn drop(&mut self) {
         for (n, fd) in &self.saved {
-            let _ = sys::dup2(fd.as_raw_fd(), *n);
+            let _ = os::dup2(fd.as_raw_fd(), *n);
         }
     }
 }
@@ -278,7 +278,7 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
     let o = &rec.opts;
     // A live monitor in the record from the start: the container is being
     // started, so its leases (made below) are not stale to anyone else.
-    let me = sys::getpid();
+    let me = os::getpid();
     let keeper = KEEPER.load(std::sync::atomic::Ordering::Relaxed);
     record::update(dirs, id, |r| {
         r.monitor_pid = me;
@@ -290,7 +290,7 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
             0
         };
     })?;
-    let _ = sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0);
+    let _ = os::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0);
     let run_dir = dirs.run_container(id);
     crate::dirs::mkdir_p(&run_dir)?;
     let root = dirs.runtime_root();
@@ -366,8 +366,8 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
     drop(created.dir);
 
     let fail = |e: Error| -> Error {
-        let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-        let _ = sys::waitpid(pid, 0);
+        let _ = os::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+        let _ = os::waitpid(pid, 0);
         let _ = container::delete(&root, id, true);
         hako_runtime::cgroup::remove_empty_group("hako");
         let _ = dirs.net_manager().release(id);
@@ -380,7 +380,7 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
                 .accept()
                 .map_err(|e| crate::sys_err("accept the console")(e))
                 .and_then(|(s, _)| {
-                    sys::recv_fd(s.as_fd())
+                    os::recv_fd(s.as_fd())
                         .map(|(_, fd)| fd)
                         .map_err(crate::sys_err("receive the pty master"))
                 });
@@ -412,7 +412,7 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
             }
         }
     }
-    let monitor_pid = sys::getpid();
+    let monitor_pid = os::getpid();
     if let Err(e) = record::update(dirs, id, |r| {
         r.phase = Phase::Running;
         r.pid = pid;
@@ -444,7 +444,7 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
 fn enter_rootless_userns() -> Result<()> {
     // SAFETY: getuid/getgid have no failure mode.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    sys::unshare(libc::CLONE_NEWUSER).map_err(crate::sys_err("unshare the user namespace"))?;
+    os::unshare(libc::CLONE_NEWUSER).map_err(crate::sys_err("unshare the user namespace"))?;
     let w = |f: &str, data: String| std::fs::write(f, data).map_err(crate::io_err("write", f));
     w("/proc/self/setgroups", "deny".into())?;
     w("/proc/self/uid_map", format!("0 {uid} 1\n"))?;
@@ -462,7 +462,7 @@ enum Src {
 }
 
 fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> usize {
-    sys::read_fd(fd, buf).unwrap_or(0)
+    os::read_fd(fd, buf).unwrap_or(0)
 }
 
 /// The monitor's loop; returns the container's exit code.
@@ -471,8 +471,8 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
     let rm = rec.as_ref().is_some_and(|r| r.opts.rm);
     let interactive = rec.as_ref().is_some_and(|r| r.opts.interactive);
     let mut log = LogWriter::open(&record::log_path(dirs, id));
-    let _ = sys::block_all_signals();
-    let sfd = sys::signalfd_all().ok();
+    let _ = os::block_all_signals();
+    let sfd = os::signalfd_all().ok();
     // SAFETY: fds 0, 1 and 2 stay open for the life of the process.
     let (stdin, stdout, stderr) = unsafe {
         (
@@ -499,8 +499,8 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
         None
     };
     if let (true, Some(m)) = (attached, &master) {
-        if let Ok((r, c)) = sys::get_winsize(0) {
-            let _ = sys::set_winsize(m.as_raw_fd(), r, c);
+        if let Ok((r, c)) = os::get_winsize(0) {
+            let _ = os::set_winsize(m.as_raw_fd(), r, c);
         }
     }
     if !attached {
@@ -516,7 +516,7 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
     loop {
         if check_children {
             check_children = false;
-            while let Some((p, s)) = sys::wait_any_nohang() {
+            while let Some((p, s)) = os::wait_any_nohang() {
                 if p == st.pid {
                     status = Some(s);
                 }
@@ -543,7 +543,7 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
         }
         let fds: Vec<BorrowedFd<'_>> = srcs.iter().map(|(_, f)| *f).collect();
         let timeout = if sfd.is_some() { -1 } else { 200 };
-        let rev = match sys::poll_many(&fds, timeout) {
+        let rev = match os::poll_many(&fds, timeout) {
             Ok(r) => r,
             Err(_) => continue,
         };
@@ -557,21 +557,21 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
             }
             match src {
                 Src::Signal => {
-                    let Ok(sig) = sys::read_signal(*fd) else {
+                    let Ok(sig) = os::read_signal(*fd) else {
                         continue;
                     };
                     match sig {
                         libc::SIGCHLD => check_children = true,
                         libc::SIGWINCH => {
                             if let (true, Some(m)) = (attached, &master) {
-                                if let Ok((r, c)) = sys::get_winsize(0) {
-                                    let _ = sys::set_winsize(m.as_raw_fd(), r, c);
+                                if let Ok((r, c)) = os::get_winsize(0) {
+                                    let _ = os::set_winsize(m.as_raw_fd(), r, c);
                                 }
                             }
                         }
                         libc::SIGPIPE => {}
                         s if attached => {
-                            let _ = sys::pidfd_send_signal(st.pidfd.as_fd(), s);
+                            let _ = os::pidfd_send_signal(st.pidfd.as_fd(), s);
                         }
                         _ => {}
                     }
@@ -586,7 +586,7 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
                     log.write(stream, &buf[..n]);
                     if attached {
                         let to = if stream == 1 { stderr } else { stdout };
-                        if is_broken_pipe(sys::write_all_fd(to, &buf[..n])) {
+                        if is_broken_pipe(os::write_all_fd(to, &buf[..n])) {
                             // Whoever read our output is gone (`| head`):
                             // close the container's end too, so its next
                             // write fails as it would in a pipeline.
@@ -598,7 +598,7 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
                     let n = read_some(*fd, &mut buf);
                     match (&master, n) {
                         (Some(m), n) if n > 0 => {
-                            let _ = sys::write_all_fd(m.as_fd(), &buf[..n]);
+                            let _ = os::write_all_fd(m.as_fd(), &buf[..n]);
                         }
                         _ => close.push(Src::Stdin),
                     }
@@ -618,7 +618,7 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
     // Drain what the container wrote before it exited.
     for (stream, fd) in [(0usize, &out), (1, &err), (0, &master)] {
         let Some(fd) = fd else { continue };
-        while sys::poll_in(fd.as_fd(), 0).unwrap_or(false) {
+        while os::poll_in(fd.as_fd(), 0).unwrap_or(false) {
             let n = read_some(fd.as_fd(), &mut buf);
             if n == 0 {
                 break;
@@ -626,18 +626,18 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
             log.write(stream, &buf[..n]);
             if attached {
                 let to = if stream == 1 { stderr } else { stdout };
-                let _ = sys::write_all_fd(to, &buf[..n]);
+                let _ = os::write_all_fd(to, &buf[..n]);
             }
         }
     }
     log.flush();
     drop(_raw);
-    let code = status.map_or(255, sys::exit_code);
+    let code = status.map_or(255, os::exit_code);
     finish(dirs, id, Some(code));
     if rm {
         let _ = crate::ops::remove_all(dirs, id);
     }
-    let _ = sys::set_sigmask(&sys::empty_sigmask());
+    let _ = os::set_sigmask(&os::empty_sigmask());
     code
 }
 
@@ -709,10 +709,10 @@ fn single_threaded() -> bool {
 /// (child). Must be called while the process is single-threaded; if it is
 /// not, the monitor runs without a keeper.
 pub fn detached(dirs: &Dirs, id: &str, ready: OwnedFd) -> Result<i32> {
-    if !single_threaded() || sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0).is_err() {
+    if !single_threaded() || os::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0).is_err() {
         return run(dirs, id, false, Some(ready));
     }
-    let keeper = sys::getpid();
+    let keeper = os::getpid();
     // SAFETY: the process has a single thread (checked above), so the child
     // is a complete copy that may run any code; the parent only waits.
     let pid = unsafe { libc::fork() };
@@ -736,7 +736,7 @@ pub fn detached(dirs: &Dirs, id: &str, ready: OwnedFd) -> Result<i32> {
 pub fn foreground(dirs: &Dirs, id: &str) -> Result<i32> {
     let exe =
         hako_runtime::protect::self_exe().map_err(|e| Error::Other(format!("find hako: {e}")))?;
-    sys::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0)
+    os::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0)
         .map_err(crate::sys_err("become a child subreaper"))?;
     let child = std::process::Command::new(exe)
         .arg("__monitor")
@@ -794,8 +794,8 @@ fn read_siginfo(fd: BorrowedFd<'_>) -> Option<(i32, i32)> {
 /// the monitor in our process group got itself) on to the monitor.
 /// Returns the monitor's exit code (the container's, or its own error's).
 pub fn keep(dirs: &Dirs, id: &str, monitor: i32, forward: bool) -> i32 {
-    let _ = sys::block_all_signals();
-    let sfd = sys::signalfd_all().ok();
+    let _ = os::block_all_signals();
+    let sfd = os::signalfd_all().ok();
     let mut monitor_alive = true;
     loop {
         loop {
@@ -812,7 +812,7 @@ pub fn keep(dirs: &Dirs, id: &str, monitor: i32, forward: bool) -> i32 {
                         continue;
                     };
                     if r.pid == p && r.phase == Phase::Running {
-                        let code = sys::exit_code(st);
+                        let code = os::exit_code(st);
                         finish(dirs, id, Some(code));
                         if r.opts.rm {
                             let _ = crate::ops::remove_all(dirs, id);
@@ -831,7 +831,7 @@ pub fn keep(dirs: &Dirs, id: &str, monitor: i32, forward: bool) -> i32 {
             std::thread::sleep(std::time::Duration::from_millis(200));
             continue;
         };
-        if !sys::poll_in(sfd.as_fd(), 1000).unwrap_or(false) {
+        if !os::poll_in(sfd.as_fd(), 1000).unwrap_or(false) {
             continue;
         }
         let Some((sig, code)) = read_siginfo(sfd.as_fd()) else {
@@ -843,10 +843,10 @@ pub fn keep(dirs: &Dirs, id: &str, monitor: i32, forward: bool) -> i32 {
             continue;
         }
         if monitor_alive {
-            let _ = sys::kill(monitor, sig);
+            let _ = os::kill(monitor, sig);
         } else if let Ok(r) = record::load(dirs, id) {
             if crate::ops::init_alive(&r) {
-                let _ = sys::kill(r.pid, sig);
+                let _ = os::kill(r.pid, sig);
             }
         }
     }

@@ -6,8 +6,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
+use hako_runtime::os;
 use hako_runtime::plan::NsKind;
-use hako_runtime::sys;
 use serde_json::{json, Value};
 
 use crate::dirs::Dirs;
@@ -88,13 +88,13 @@ pub fn keep(dirs: &Dirs, name: &str, t: &str, path: &Path) -> Result<()> {
         .open(path)
         .map_err(io_err("create", path))?;
     let src = PathBuf::from(format!("/proc/{pid}/ns/{}", proc_name(t)));
-    sys::mount(Some(src.as_os_str()), path, None, libc::MS_BIND, None)
+    os::mount(Some(src.as_os_str()), path, None, libc::MS_BIND, None)
         .map_err(|e| io_err("bind-mount the namespace onto", path)(e))
 }
 
 /// `ns rm PATH`: unmount a kept namespace and remove the file.
 pub fn rm(path: &Path) -> Result<()> {
-    sys::umount2(path, libc::MNT_DETACH).map_err(io_err("unmount", path))?;
+    os::umount2(path, libc::MNT_DETACH).map_err(io_err("unmount", path))?;
     std::fs::remove_file(path).map_err(io_err("remove", path))
 }
 
@@ -111,8 +111,8 @@ pub struct Exec {
 pub fn targets(dirs: &Dirs, target: &str) -> Result<Vec<(i32, OwnedFd)>> {
     let p = Path::new(target);
     if p.is_absolute() && p.exists() {
-        let fd = sys::openat(None, p, libc::O_RDONLY, 0).map_err(io_err("open", p))?;
-        let t = sys::ns_type(fd.as_fd())
+        let fd = os::openat(None, p, libc::O_RDONLY, 0).map_err(io_err("open", p))?;
+        let t = os::ns_type(fd.as_fd())
             .map_err(|e| Error::Usage(format!("{target} is not a namespace file: {e}")))?;
         return Ok(vec![(t, fd)]);
     }
@@ -134,7 +134,7 @@ pub fn container_targets(pid: i32) -> Result<Vec<(i32, OwnedFd)>> {
         if theirs == ours {
             continue;
         }
-        let fd = sys::openat(None, &p, libc::O_RDONLY, 0).map_err(io_err("open", &p))?;
+        let fd = os::openat(None, &p, libc::O_RDONLY, 0).map_err(io_err("open", &p))?;
         out.push((ns_flag(t).expect("known type"), fd));
     }
     Ok(out)
@@ -148,7 +148,7 @@ pub fn enter(mut ns: Vec<(i32, OwnedFd)>, x: &Exec) -> Result<i32> {
     }
     ns.sort_by_key(|(t, _)| (*t != libc::CLONE_NEWUSER, *t == libc::CLONE_NEWNS));
     let joins_pid = ns.iter().any(|(t, _)| *t == libc::CLONE_NEWPID);
-    match sys::fork().map_err(crate::sys_err("fork"))? {
+    match os::fork().map_err(crate::sys_err("fork"))? {
         Some(child) => {
             drop(ns);
             // Let the command have the terminal's signals; we just wait.
@@ -157,20 +157,20 @@ pub fn enter(mut ns: Vec<(i32, OwnedFd)>, x: &Exec) -> Result<i32> {
                 libc::signal(libc::SIGINT, libc::SIG_IGN);
                 libc::signal(libc::SIGQUIT, libc::SIG_IGN);
             }
-            let st = sys::waitpid(child, 0).map_err(crate::sys_err("wait"))?;
-            Ok(st.map_or(255, sys::exit_code))
+            let st = os::waitpid(child, 0).map_err(crate::sys_err("wait"))?;
+            Ok(st.map_or(255, os::exit_code))
         }
         None => {
             let code = (|| -> std::result::Result<i32, String> {
                 for (t, fd) in &ns {
-                    sys::setns(fd.as_fd(), *t).map_err(|e| format!("setns {t:#x}: {e}"))?;
+                    os::setns(fd.as_fd(), *t).map_err(|e| format!("setns {t:#x}: {e}"))?;
                 }
                 drop(ns);
                 if joins_pid {
                     // A pid namespace applies to children: fork once more.
-                    if let Some(gc) = sys::fork().map_err(|e| format!("fork: {e}"))? {
-                        let st = sys::waitpid(gc, 0).map_err(|e| format!("wait: {e}"))?;
-                        return Ok(st.map_or(255, sys::exit_code));
+                    if let Some(gc) = os::fork().map_err(|e| format!("fork: {e}"))? {
+                        let st = os::waitpid(gc, 0).map_err(|e| format!("wait: {e}"))?;
+                        return Ok(st.map_or(255, os::exit_code));
                     }
                 }
                 let mut c = std::process::Command::new(&x.cmd[0]);

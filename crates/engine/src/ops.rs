@@ -343,7 +343,7 @@ fn prepare(
 fn mount_point_in_rootfs(rootfs: &Path, dest: &str, is_file: bool) -> Result<()> {
     use hako_runtime::paths;
     use std::os::fd::AsFd;
-    let root = hako_runtime::sys::openat(None, rootfs, libc::O_PATH | libc::O_DIRECTORY, 0)
+    let root = hako_runtime::os::openat(None, rootfs, libc::O_PATH | libc::O_DIRECTORY, 0)
         .map_err(io_err("open rootfs", rootfs))?;
     let d = Path::new(dest);
     let r = if is_file {
@@ -600,7 +600,7 @@ fn signal(dirs: &Dirs, r: &Record, sig: i32, all: bool) -> Result<()> {
             // The runtime state may be gone while the init lives (crashed
             // monitor): signal by pid, checked by start time.
             if init_alive(r) {
-                hako_runtime::sys::kill(r.pid, sig).map_err(crate::sys_err("kill"))
+                hako_runtime::os::kill(r.pid, sig).map_err(crate::sys_err("kill"))
             } else {
                 Err(e.into())
             }

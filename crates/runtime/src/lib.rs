@@ -17,6 +17,7 @@ pub mod init;
 pub mod json;
 pub mod log;
 pub mod mounts;
+pub mod os;
 pub mod paths;
 pub mod plan;
 mod process;
@@ -26,6 +27,6 @@ pub mod signal;
 pub mod state;
 mod steps;
 pub mod sync;
-pub mod sys;
+mod sys;
 
 pub use error::{Error, Result};

@@ -243,7 +243,7 @@ fn run(cli: Cli) -> Result<i32> {
                 let v: Vec<_> = list.iter().map(|(s, st)| s.runc_json(*st)).collect();
                 writeln!(out, "{}", serde_json::to_string(&v)?)?;
             } else {
-                let owner = owner_name(hako_runtime::sys::geteuid());
+                let owner = owner_name(hako_runtime::os::geteuid());
                 let rows: Vec<[String; 6]> = list
                     .iter()
                     .map(|(s, st)| {
@@ -401,7 +401,7 @@ fn run(cli: Cli) -> Result<i32> {
 
 /// runc's default: /run for root; the user's runtime dir otherwise.
 fn default_root() -> std::path::PathBuf {
-    let uid = hako_runtime::sys::geteuid();
+    let uid = hako_runtime::os::geteuid();
     if uid == 0 {
         return "/run/hako-runc".into();
     }

@@ -280,7 +280,7 @@ fn real_main(cli: Cli) -> Result<i32> {
     match cli.cmd {
         Cmd::Init { cmd } => return Ok(hako_engine::initproc::main(&cmd)),
         Cmd::Monitor { attached: true, id } => {
-            monitor::set_keeper(hako_runtime::sys::getppid());
+            monitor::set_keeper(hako_runtime::os::getppid());
             return Ok(monitor::run(&dirs, &id, true, None)?);
         }
         Cmd::Monitor { id, .. } => {
@@ -291,7 +291,7 @@ fn real_main(cli: Cli) -> Result<i32> {
                 .read(true)
                 .write(true)
                 .open("/dev/null")?;
-            hako_runtime::sys::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1)?;
+            hako_runtime::os::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1)?;
             // SAFETY: `ready` is a fresh descriptor we own; re-wrap it.
             let ready = unsafe {
                 std::os::fd::OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(ready))

@@ -1,0 +1,12 @@
+//! The operating-system calls the engine and the CLIs share with the
+//! runtime. They live, as safe wrappers with their `SAFETY` notes, in the
+//! runtime's private `sys` module; this list is the deliberate public part
+//! of it (process and signal handling, terminals, namespaces, fd passing),
+//! so that the raw layer has one home and no other crate copies it.
+
+pub use crate::sys::{
+    block_all_signals, dup2, empty_sigmask, exit_code, fork, get_winsize, geteuid, getpid, getppid,
+    in_initial_userns, isatty, kill, mount, ns_type, openat, pidfd_send_signal, poll_in, poll_many,
+    prctl, read_fd, read_signal, recv_fd, set_sigmask, set_winsize, setns, signalfd_all, umount2,
+    unshare, wait_any_nohang, waitpid, write_all_fd,
+};
