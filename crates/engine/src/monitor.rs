@@ -135,7 +135,13 @@ pub fn encode_line(out: &mut Vec<u8>, stream: usize, line: &[u8], now: std::time
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let secs = d.as_secs();
-    let (y, m, day) = util::civil((secs / 86400) as i64);
+    let date = chrono::DateTime::from_timestamp(secs as i64, 0)
+        .unwrap_or_default()
+        .date_naive();
+    let (y, m, day) = {
+        use chrono::Datelike;
+        (date.year(), date.month(), date.day())
+    };
     let rem = secs % 86400;
     out.extend_from_slice(b"{\"time\":\"");
     push_num(out, y as u64, 4);
