@@ -213,17 +213,20 @@ fn prepare(
             joins.push((spec_kind.to_string(), p));
         }
     }
-    let net_mode = opts.network.as_deref().unwrap_or("bridge");
-    if !opts.publish.is_empty()
-        && (matches!(net_mode, "host" | "none") || net_mode.starts_with("container:"))
-    {
+    let net_name = opts.network.as_deref().unwrap_or("bridge");
+    // The one parser of --network (hako_net::NetworkMode): bad values are
+    // refused here, before anything exists.
+    let net_mode: hako_net::NetworkMode = net_name.parse()?;
+    use hako_net::NetworkMode as Nm;
+    if !opts.publish.is_empty() && !matches!(net_mode, Nm::Bridge(_)) {
         // Docker's warning: there is no container address to forward to.
-        eprintln!("hako: warning: published ports are discarded with --network {net_mode}");
+        eprintln!("hako: warning: published ports are discarded with --network {net_name}");
     }
-    let host_network = net_mode == "host" || (rootless && !net_mode.starts_with("container:"));
-    let hostname = match (&opts.hostname, net_mode) {
+    let host_network =
+        net_mode == Nm::Host || (rootless && !matches!(net_mode, Nm::Container(_)));
+    let hostname = match (&opts.hostname, &net_mode) {
         (Some(h), _) => h.clone(),
-        (None, "host") => std::fs::read_to_string("/proc/sys/kernel/hostname")
+        (None, Nm::Host) => std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| id[..12].to_string()),
         _ => id[..12].to_string(),
