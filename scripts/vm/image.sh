@@ -50,8 +50,10 @@ pkgs=(
 work=$(mktemp -d /var/tmp/hako-vm-build.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 echo "vm: building the image in $out (several minutes, once)" >&2
-# Hooks run on the host with the root filesystem in "$1". tmp.mount is
-# masked: the test payload may live under /tmp (a CI clone in /tmp/x).
+# Hooks run on the host with the root filesystem in "$1". /tmp is kept as
+# it is at boot (tmp.mount masked, and a tmpfiles rule that creates it
+# instead of emptying it): the test payload may live under /tmp (a CI clone
+# in /tmp/x).
 mmdebstrap --variant=minbase --format=tar \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
@@ -60,6 +62,7 @@ mmdebstrap --variant=minbase --format=tar \
     --customize-hook='systemctl --root="$1" mask serial-getty@ttyS0.service getty@tty1.service \
         apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer man-db.timer \
         systemd-timesyncd.service containerd.service docker.service podman.socket tmp.mount' \
+    --customize-hook='echo "d /tmp 1777 root root -" > "$1/etc/tmpfiles.d/tmp.conf"' \
     --customize-hook='chroot "$1" useradd -m -s /bin/bash hakouser' \
     --customize-hook='mkdir -p "$1/var/lib/systemd/linger" && touch "$1/var/lib/systemd/linger/hakouser"' \
     --customize-hook='echo hako-vm > "$1/etc/hostname"' \
