@@ -227,6 +227,31 @@ fn own_hostname_pid1_and_proc() {
     assert_ne!(lines[3], host_pid.to_string_lossy());
     // --rm removed it.
     assert!(e.ps_names().is_empty());
+    // --uts host: the host's name, as Docker shows it (issue 14).
+    let o = e.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--uts",
+        "host",
+        "busybox",
+        "hostname",
+    ]);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(stdout(&o).trim(), host.trim());
+    let o = e.run(&[
+        "run",
+        "--rm",
+        "--uts",
+        "host",
+        "--hostname",
+        "x",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--hostname and --uts host"));
 }
 
 /// Issue 14: `-v ../../x:/data` used to create `<data>/../../x/_data` (and

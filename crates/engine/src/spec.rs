@@ -638,7 +638,7 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Value> {
         seccomp_choice(o)?;
     }
 
-    Ok(json!({
+    let mut spec = json!({
         "ociVersion": "1.2.0",
         "process": {
             "terminal": o.tty,
@@ -654,10 +654,19 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Value> {
         // The store mounts rootfs nosuid,nodev on the host, where other
         // users must not run its setuid files; inside, they work as usual.
         "annotations": {hako_runtime::mounts::ROOTFS_SUID_ANNOTATION: "true"},
-        "hostname": inp.hostname,
         "mounts": mounts,
         "linux": linux,
-    }))
+    });
+    // A hostname needs a UTS namespace of the container's own: with
+    // --uts host the container sees the host's (as Docker does).
+    if ns_mode(&o.uts) != Some("host") {
+        spec["hostname"] = json!(inp.hostname);
+    } else if o.hostname.is_some() {
+        return Err(Error::Usage(
+            "conflicting options: --hostname and --uts host".into(),
+        ));
+    }
+    Ok(spec)
 }
 
 #[cfg(test)]
@@ -672,6 +681,94 @@ mod tests {
             hostname: "h".into(),
             image_config: json!({"Env": ["A=1", "PATH=/x"], "Cmd": ["echo", "hi"], "WorkingDir": "/w"}),
             ..Default::default()
+        }
+    }
+
+    /// Every kind of run the engine knows builds a config.json that the
+    /// runtime's planner accepts (the checks the runtime would make at
+    /// create, here without root).
+    #[test]
+    fn every_kind_of_spec_plans() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let base = RunOptions {
+            image: "img".into(),
+            ..Default::default()
+        };
+        let mut kinds: Vec<(&str, RunOptions, Inputs)> = Vec::new();
+        let mut add = |what: &'static str, f: &dyn Fn(&mut RunOptions, &mut Inputs)| {
+            let (mut o, mut i) = (base.clone(), inputs());
+            f(&mut o, &mut i);
+            kinds.push((what, o, i));
+        };
+        add("default", &|_, _| {});
+        add("network none", &|o, _| o.network = Some("none".into()));
+        add("network host", &|o, i| {
+            o.network = Some("host".into());
+            i.host_network = true;
+        });
+        add("join a netns", &|_, i| {
+            i.joins = vec![("network".into(), "/proc/1/ns/net".into())]
+        });
+        add("privileged", &|o, _| o.privileged = true);
+        add("user", &|o, i| {
+            o.user = Some("1000:1000".into());
+            i.user = Some((1000, 1000));
+        });
+        add("read-only", &|o, _| o.read_only = true);
+        add("caps", &|o, _| {
+            o.cap_add = s(&["NET_ADMIN", "CAP_SYS_TIME"]);
+            o.cap_drop = s(&["CHOWN", "ALL"]);
+        });
+        add("volumes and tmpfs", &|o, i| {
+            o.volumes = s(&["/host/dir:/data:ro", "vol:/v"]);
+            o.tmpfs = s(&["/scratch"]);
+            i.volume_dirs = vec![("vol".into(), "/var/lib/hako/volumes/vol/_data".into())];
+        });
+        add("limits", &|o, _| {
+            o.memory = Some("64m".into());
+            o.cpus = Some(1.5);
+            o.pids_limit = Some(100);
+        });
+        add("env, workdir, entrypoint, tty", &|o, _| {
+            o.env = s(&["X=1"]);
+            o.workdir = Some("/tmp".into());
+            o.entrypoint = Some("/bin/sh".into());
+            o.cmd = s(&["-c", "true"]);
+            o.tty = true;
+            o.interactive = true;
+        });
+        add("seccomp", &|_, i| i.seccomp_supported = true);
+        add("no-new-privileges off", &|o, _| {
+            o.security_opt = s(&["no-new-privileges=false"])
+        });
+        add("pid/ipc/uts host", &|o, _| {
+            o.pid = Some("host".into());
+            o.ipc = Some("host".into());
+            o.uts = Some("host".into());
+        });
+        add("time offset", &|o, _| o.time_offset = Some("3600".into()));
+        add("rootless", &|o, i| {
+            i.rootless = true;
+            i.uid = 1000;
+            i.gid = 1000;
+            o.network = Some("host".into());
+            i.host_network = true;
+        });
+        add("userns", &|o, _| o.userns = Some("auto".into()));
+        // The planner checks that the root exists.
+        let root = tempfile::tempdir().unwrap();
+        for (what, o, mut i) in kinds {
+            i.rootfs = root.path().to_path_buf();
+            let v = match build(&o, &i) {
+                Ok(v) => v,
+                // A combination the engine refuses up front is fine too,
+                // but it must say so, not build a broken spec.
+                Err(e) => panic!("{what}: the engine refused it: {e}"),
+            };
+            let spec: oci_spec::runtime::Spec = serde_json::from_value(v.clone())
+                .unwrap_or_else(|e| panic!("{what}: not an OCI spec: {e}\n{v:#}"));
+            hako_runtime::plan::Plan::from_spec(&spec, std::path::Path::new("/bundle"))
+                .unwrap_or_else(|e| panic!("{what}: the runtime would refuse it: {e}\n{v:#}"));
         }
     }
 
