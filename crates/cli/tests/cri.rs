@@ -16,7 +16,6 @@
 mod common;
 
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -131,14 +130,7 @@ disabled_plugins = [
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        // SAFETY: prctl in the child before exec is async-signal-safe; the
-        // daemon dies with the test process if the test is killed.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
+        set_pdeathsig(&mut cmd);
         let daemon = cmd
             .spawn()
             .expect("start containerd (scripts/clients-setup.sh installs it)");

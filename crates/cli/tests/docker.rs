@@ -12,7 +12,6 @@ mod common;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -85,14 +84,7 @@ impl Dockerd {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        // SAFETY: prctl in the child before exec is async-signal-safe; the
-        // daemon dies with the test process if the test is killed.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
+        set_pdeathsig(&mut cmd);
         let child = cmd.spawn().expect("start dockerd");
         let d = Dockerd {
             dir,

@@ -122,3 +122,19 @@ pub fn remove_cgroups_named(name: &str) {
         let _ = fs::remove_dir(cg);
     }
 }
+
+/// The daemon a test starts gets SIGTERM if the test process dies without
+/// running its guards, instead of living on.
+pub fn set_pdeathsig(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only calls prctl,
+    // which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
