@@ -77,7 +77,12 @@ pub fn ago(stamp: &str) -> String {
 /// secrets), through the runtime's one atomic write (fsynced file, rename,
 /// fsynced directory).
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
-    Ok(hako_runtime::state::atomic_write(path, data, 0o600)?)
+    Ok(hako_runtime::state::atomic_write(
+        path,
+        data,
+        0o600,
+        hako_runtime::state::Durability::Durable,
+    )?)
 }
 
 /// "KILL", "SIGKILL", "kill" or "9" (the runtime's parser).

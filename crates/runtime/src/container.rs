@@ -340,7 +340,12 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     p.dir.save(&st)?;
     if let Some(pf) = &opts.pid_file {
         let pf = absolute(pf)?;
-        state::atomic_write(&pf, st.pid.to_string().as_bytes(), 0o644)?;
+        state::atomic_write(
+            &pf,
+            st.pid.to_string().as_bytes(),
+            0o644,
+            state::Durability::Atomic,
+        )?;
     }
     cleanup.armed = false;
     let (_, pidfd) = cleanup.child.take().expect("the guard holds the init");

@@ -208,7 +208,12 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
         }
     }
     if let Some(pf) = &opts.pid_file {
-        state::atomic_write(pf, pid.to_string().as_bytes(), 0o644)?;
+        state::atomic_write(
+            pf,
+            pid.to_string().as_bytes(),
+            0o644,
+            state::Durability::Atomic,
+        )?;
     }
     let _ = dir;
     if opts.detach {

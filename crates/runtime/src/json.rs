@@ -7,6 +7,12 @@ use serde_json::error::Category;
 
 /// Decodes `data`; the error is one line starting with the JSON path.
 pub fn from_slice<T: DeserializeOwned>(data: &[u8]) -> Result<T, String> {
+    // The plain decoder first: tracking the path costs on every start, and
+    // only a failure needs it (decoding is deterministic, so the second
+    // pass fails the same way and says where).
+    if let Ok(v) = serde_json::from_slice(data) {
+        return Ok(v);
+    }
     let de = &mut serde_json::Deserializer::from_slice(data);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
