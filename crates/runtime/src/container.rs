@@ -705,17 +705,26 @@ fn release_fifo(dir: &StateDir, st: &State) -> Result<()> {
     }
     let r = sys::openat(None, &fifo, libc::O_RDONLY | libc::O_NONBLOCK, 0)
         .ctx(|| format!("open {}", fifo.display()))?;
+    // The init writes one byte, runs the startContainer hooks, and its write
+    // end closes when it executes the process (close-on-exec): wait for the
+    // byte, then for that close (or the init's end), so that `start` returns
+    // and poststart hooks run only after the exec, as runc does.
+    let mut released = false;
     loop {
         let rev =
             sys::poll_many(&[r.as_fd(), pidfd.as_fd()], -1).ctx(|| "wait for the init".into())?;
-        if rev[0] & libc::POLLIN != 0 {
+        if rev[0] & (libc::POLLIN | libc::POLLHUP) != 0 {
             let mut b = [0u8; 1];
-            let n = sys::read_fd(r.as_fd(), &mut b).ctx(|| "read exec fifo".into())?;
-            if n == 1 {
-                break;
+            match sys::read_fd(r.as_fd(), &mut b).ctx(|| "read exec fifo".into())? {
+                1 => released = true,
+                0 if released => break,
+                _ => {}
             }
         }
         if rev[1] != 0 {
+            if released {
+                break;
+            }
             return Err(Error::Init(format!(
                 "container {} init exited before it could start",
                 st.id

@@ -104,6 +104,7 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
         proc_handle: None,
         rootfs: None,
         pty_peer: None,
+        start_fifo: None,
         handover: crate::process::Handover {
             process: a.process,
             userns: false,
@@ -131,6 +132,10 @@ struct Init<'a, 'b> {
     proc_handle: Option<OwnedFd>,
     rootfs: Option<mounts::Rootfs>,
     pty_peer: Option<OwnedFd>,
+    /// The exec fifo's write end, held (close-on-exec) until the process is
+    /// executed: `start` waits for it to close, so poststart hooks run after
+    /// the startContainer hooks and the exec, as the spec orders them.
+    start_fifo: Option<OwnedFd>,
     handover: crate::process::Handover<'a>,
 }
 
@@ -283,7 +288,7 @@ impl crate::steps::Executor for Init<'_, '_> {
                 let w = sys::open_in_proc(self.proc()?, &link, libc::O_WRONLY, true)
                     .ctx(|| "open the exec fifo".into())?;
                 sys::write_all_fd(w.as_fd(), b"0").ctx(|| "write the exec fifo".into())?;
-                drop(w);
+                self.start_fifo = Some(w);
                 self.proc_handle = None;
             }
             Step::StartContainerHooks => {
