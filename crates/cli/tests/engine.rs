@@ -37,11 +37,15 @@ fn repo_root() -> PathBuf {
 fn busybox_rootfs() -> &'static Path {
     static T: OnceLock<PathBuf> = OnceLock::new();
     T.get_or_init(|| {
-        // Leftovers of earlier runs (their process is gone) go first.
+        // Leftovers of earlier runs (their process is gone) go first: the
+        // rootfs and the built fixtures of each test binary's run.
         if let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(pid) = name.strip_prefix("hako-engine-bb-") {
+                let pid = name
+                    .strip_prefix("hako-engine-bb-")
+                    .or_else(|| name.strip_prefix("hako-engine-fixtures-"));
+                if let Some(pid) = pid {
                     if !Path::new(&format!("/proc/{pid}")).exists() {
                         let _ = std::fs::remove_dir_all(e.path());
                     }
@@ -1247,11 +1251,28 @@ fn simulate_reboot(e: &Engine, bridge: &str) {
         let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         assert_eq!(rc, 0, "umount {p}");
     }
+    // A reboot empties cgroupfs: remove the containers' cgroups in every
+    // hierarchy (v1 controllers, the hybrid unified tree, or cgroup2 alone),
+    // once their killed processes are gone.
+    let mut groups = Vec::new();
     if let Ok(rd) = std::fs::read_dir(e.data().join("containers")) {
         for d in rd.flatten() {
-            let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup/hako").join(d.file_name()));
+            groups.push(Path::new("/sys/fs/cgroup/hako").join(d.file_name()));
+            for h in std::fs::read_dir("/sys/fs/cgroup")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                groups.push(h.path().join("hako").join(d.file_name()));
+            }
         }
     }
+    poll(10, "the killed containers' cgroups to be removable", || {
+        for g in &groups {
+            let _ = std::fs::remove_dir(g);
+        }
+        groups.iter().all(|g| !g.exists()).then_some(())
+    });
     let st = Command::new("ip")
         .args(["link", "del", bridge])
         .status()
