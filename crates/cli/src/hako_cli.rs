@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use hako_engine::RunOptions;
 
 /// hako: a daemonless container engine.
 #[derive(Parser, Debug)]
@@ -192,90 +193,16 @@ pub enum Cmd {
     },
 }
 
+/// `run`/`create`: the engine's [`RunOptions`] (their one definition)
+/// plus a long-only --help, since -h is --hostname as in Docker.
 #[derive(Args, Debug, Clone)]
 #[command(disable_help_flag = true)]
 pub struct RunArgs {
-    /// Print help (-h is --hostname, as in Docker).
+    /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
-    /// Run in the background and print the container id.
-    #[arg(short, long)]
-    pub detach: bool,
-    /// Keep stdin open.
-    #[arg(short, long)]
-    pub interactive: bool,
-    /// Allocate a pseudo-terminal.
-    #[arg(short, long)]
-    pub tty: bool,
-    /// Remove the container when it exits.
-    #[arg(long)]
-    pub rm: bool,
-    #[arg(long)]
-    pub name: Option<String>,
-    #[arg(short = 'h', long)]
-    pub hostname: Option<String>,
-    /// KEY=VALUE (or KEY to take it from the environment).
-    #[arg(short, long = "env")]
-    pub env: Vec<String>,
-    #[arg(long = "env-file")]
-    pub env_file: Vec<PathBuf>,
-    #[arg(short, long)]
-    pub workdir: Option<String>,
-    /// USER[:GROUP] or UID[:GID].
-    #[arg(short, long)]
-    pub user: Option<String>,
-    /// HOST:CONTAINER[:ro] or NAME:CONTAINER[:ro].
-    #[arg(short, long = "volume")]
-    pub volume: Vec<String>,
-    /// PATH[:OPTIONS].
-    #[arg(long)]
-    pub tmpfs: Vec<String>,
-    #[arg(long)]
-    pub read_only: bool,
-    /// [IP:]HOSTPORT:CONTAINERPORT[/PROTO].
-    #[arg(short, long = "publish")]
-    pub publish: Vec<String>,
-    /// bridge, none, host, container:NAME or network names.
-    #[arg(long, alias = "net")]
-    pub network: Option<String>,
-    /// Memory limit (e.g. 512m).
-    #[arg(short, long)]
-    pub memory: Option<String>,
-    #[arg(long)]
-    pub cpus: Option<f64>,
-    #[arg(long)]
-    pub pids_limit: Option<i64>,
-    #[arg(long)]
-    pub cap_add: Vec<String>,
-    #[arg(long)]
-    pub cap_drop: Vec<String>,
-    #[arg(long)]
-    pub privileged: bool,
-    /// seccomp=unconfined or seccomp=FILE.
-    #[arg(long)]
-    pub security_opt: Vec<String>,
-    /// Run hako's init as PID 1 (reaps zombies, forwards signals).
-    #[arg(long)]
-    pub init: bool,
-    /// host, auto, or HOSTID[:SIZE].
-    #[arg(long)]
-    pub userns: Option<String>,
-    /// host or container:NAME.
-    #[arg(long)]
-    pub pid: Option<String>,
-    #[arg(long)]
-    pub ipc: Option<String>,
-    #[arg(long)]
-    pub uts: Option<String>,
-    /// Seconds (both clocks) or monotonic=S,boottime=S: a new time namespace.
-    #[arg(long)]
-    pub time_offset: Option<String>,
-    /// Override the image's entrypoint.
-    #[arg(long)]
-    pub entrypoint: Option<String>,
-    pub image: String,
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub cmd: Vec<String>,
+    #[command(flatten)]
+    pub opts: RunOptions,
 }
 
 #[derive(Args, Debug)]

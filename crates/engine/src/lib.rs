@@ -7,7 +7,10 @@
 //! - [`spec`]: image config + `run` flags → OCI config.json (pure);
 //! - [`monitor`]: the per-container monitor (the same binary re-executed):
 //!   holds the pipes or pty, writes JSON-lines logs, reaps, records the exit;
-//! - [`ops`]: the lifecycle verbs (run, start, stop, rm, ps, inspect, …);
+//! - [`ops`]: the verbs, one module each (run, start, stop, rm, ps, inspect, …);
+//! - [`status`]: a container's state from its record, the runtime and /proc;
+//! - [`network`]: attaching, connecting and disconnecting networks;
+//! - [`teardown`]: what a container's end and its removal undo;
 //! - [`initproc`]: the built-in `--init` (PID 1 that reaps and forwards);
 //! - [`ns`]: namespace tools (`ns ls/keep/enter/rm`) and joining a container;
 //! - [`util`]: flock, ids, time stamps, small syscalls.
@@ -15,10 +18,13 @@
 pub mod dirs;
 pub mod initproc;
 pub mod monitor;
+pub mod network;
 pub mod ns;
 pub mod ops;
 pub mod record;
 pub mod spec;
+pub mod status;
+pub mod teardown;
 pub mod util;
 
 use std::path::PathBuf;

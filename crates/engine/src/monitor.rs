@@ -46,7 +46,7 @@ use hako_runtime::container::{self, CreateOpts};
 use hako_runtime::os;
 
 use crate::dirs::Dirs;
-use crate::record::{self, NetAddr, Phase};
+use crate::record::{self, Phase};
 use crate::util::{self, now_rfc3339_nanos};
 
 use crate::{Error, Result};
@@ -183,7 +183,7 @@ pub fn encode_line(out: &mut Vec<u8>, stream: usize, line: &[u8], now: std::time
     out.extend_from_slice(b"\"}\n");
 }
 
-use hako_runtime::console::RawMode;
+use hako_runtime::os::RawMode;
 
 /// Our fds 0/1/2 pointed elsewhere for `create`, restored on drop.
 struct StdioSwap {
@@ -264,7 +264,7 @@ pub fn run(dirs: &Dirs, id: &str, attached: bool, ready: Option<OwnedFd>) -> Res
             });
             let rec = record::load(dirs, id).ok();
             if rec.is_some_and(|r| r.opts.rm) {
-                let _ = crate::ops::remove_all(dirs, id);
+                let _ = crate::teardown::remove_all(dirs, id);
             }
             Err(e)
         }
@@ -303,7 +303,7 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
     // A stale runtime state from a crashed monitor would block create.
     if container::state_json(&root, id).is_ok() {
         let _ = container::delete(&root, id, true);
-        hako_runtime::cgroup::remove_empty_group("hako");
+        hako_runtime::container::remove_empty_group("hako");
     }
 
     if crate::dirs::rootless() {
@@ -375,7 +375,7 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
         let _ = os::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
         let _ = os::waitpid(pid, 0);
         let _ = container::delete(&root, id, true);
-        hako_runtime::cgroup::remove_empty_group("hako");
+        hako_runtime::container::remove_empty_group("hako");
         let _ = dirs.net_manager().release(id);
         e
     };
@@ -400,7 +400,7 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
         (s, _) => s,
     };
 
-    let networks = match crate::ops::attach_network(dirs, &rec, pid) {
+    let networks = match crate::network::attach(dirs, &rec, pid) {
         Ok(n) => n,
         Err(e) => return Err(fail(e)),
     };
@@ -639,9 +639,9 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
     log.flush();
     drop(_raw);
     let code = status.map_or(255, os::exit_code);
-    finish(dirs, id, Some(code));
+    crate::teardown::finish(dirs, id, Some(code));
     if rm {
-        let _ = crate::ops::remove_all(dirs, id);
+        let _ = crate::teardown::remove_all(dirs, id);
     }
     let _ = os::set_sigmask(&os::empty_sigmask());
     code
@@ -740,8 +740,7 @@ pub fn detached(dirs: &Dirs, id: &str, ready: OwnedFd) -> Result<i32> {
 /// Foreground `run` / `start -a`: the monitor is `hako __monitor
 /// --attached ID`, a child sharing our terminal; we are its keeper.
 pub fn foreground(dirs: &Dirs, id: &str) -> Result<i32> {
-    let exe =
-        hako_runtime::protect::self_exe().map_err(|e| Error::Other(format!("find hako: {e}")))?;
+    let exe = hako_runtime::self_exe().map_err(|e| Error::Other(format!("find hako: {e}")))?;
     os::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0)
         .map_err(crate::sys_err("become a child subreaper"))?;
     let child = std::process::Command::new(exe)
@@ -819,9 +818,9 @@ pub fn keep(dirs: &Dirs, id: &str, monitor: i32, forward: bool) -> i32 {
                     };
                     if r.pid == p && r.phase == Phase::Running {
                         let code = os::exit_code(st);
-                        finish(dirs, id, Some(code));
+                        crate::teardown::finish(dirs, id, Some(code));
                         if r.opts.rm {
-                            let _ = crate::ops::remove_all(dirs, id);
+                            let _ = crate::teardown::remove_all(dirs, id);
                         }
                         if !monitor_alive {
                             return code;
@@ -851,38 +850,11 @@ pub fn keep(dirs: &Dirs, id: &str, monitor: i32, forward: bool) -> i32 {
         if monitor_alive {
             let _ = os::kill(monitor, sig);
         } else if let Ok(r) = record::load(dirs, id) {
-            if crate::ops::init_alive(&r) {
+            if crate::status::init_alive(&r) {
                 let _ = os::kill(r.pid, sig);
             }
         }
     }
-}
-
-/// After the init is gone: runtime state, network, record.
-pub fn finish(dirs: &Dirs, id: &str, code: Option<i32>) {
-    let _ = container::delete(&dirs.runtime_root(), id, true);
-    hako_runtime::cgroup::remove_empty_group("hako");
-    let _ = dirs.net_manager().release(id);
-    let _ = record::update(dirs, id, |r| {
-        r.phase = Phase::Exited;
-        r.exit_code = code.or(r.exit_code);
-        r.finished_at = Some(now_rfc3339_nanos());
-        r.monitor_pid = 0;
-    });
-    let _ = std::fs::remove_dir_all(dirs.run_container(id));
-}
-
-/// Used by `ops` to describe leases.
-pub fn net_addrs(leases: &[hako_net::Lease]) -> Vec<NetAddr> {
-    leases
-        .iter()
-        .map(|l| NetAddr {
-            network: l.network.clone(),
-            ifname: l.ifname.clone(),
-            ip: l.ipv4.to_string(),
-            mac: l.mac.clone(),
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -7,13 +7,38 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use hako_runtime::os;
-use hako_runtime::plan::NsKind;
+use hako_runtime::NsKind;
 use serde_json::{json, Value};
 
 use crate::dirs::Dirs;
-use crate::ops::{self, NS_TYPES};
 use crate::record;
+use crate::status;
 use crate::{io_err, Error, Result};
+
+/// Namespace names as /proc/PID/ns shows them, in the runtime's one table.
+pub const NS_TYPES: [&str; 8] = {
+    let k = hako_runtime::NsKind::BY_NAME;
+    [
+        k[0].proc_name(),
+        k[1].proc_name(),
+        k[2].proc_name(),
+        k[3].proc_name(),
+        k[4].proc_name(),
+        k[5].proc_name(),
+        k[6].proc_name(),
+        k[7].proc_name(),
+    ]
+};
+
+pub fn ns_ids(pid: impl std::fmt::Display) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    for t in NS_TYPES {
+        if let Ok(l) = std::fs::read_link(format!("/proc/{pid}/ns/{t}")) {
+            m.insert(t.into(), json!(l.to_string_lossy()));
+        }
+    }
+    m
+}
 
 fn ns_flag(t: &str) -> Option<i32> {
     NsKind::from_name(t).map(NsKind::flag)
@@ -28,7 +53,7 @@ fn proc_name(t: &str) -> &str {
 
 /// A running container's init pid.
 fn live_pid(dirs: &Dirs, name: &str) -> Result<(String, i32)> {
-    let (_, r) = ops::live(dirs, name)?;
+    let (_, r) = status::live(dirs, name)?;
     Ok((r.name, r.pid))
 }
 
@@ -37,11 +62,11 @@ fn live_pid(dirs: &Dirs, name: &str) -> Result<(String, i32)> {
 pub fn ls(dirs: &Dirs, name: Option<&str>) -> Result<Vec<Value>> {
     let mut live = Vec::new();
     for r in record::all(dirs) {
-        if ops::status(dirs, &r).is_live() {
-            live.push((r.name.clone(), ops::ns_ids(r.pid)));
+        if status::status(dirs, &r).is_live() {
+            live.push((r.name.clone(), ns_ids(r.pid)));
         }
     }
-    let host = ops::ns_ids("self");
+    let host = ns_ids("self");
     let wanted: Option<String> = match name {
         Some(n) => Some(live_pid(dirs, n)?.0),
         None => None,
@@ -220,9 +245,9 @@ pub struct ExecRequest<'a> {
 }
 
 pub fn exec(dirs: &Dirs, name: &str, req: ExecRequest<'_>) -> Result<i32> {
-    let (id, r) = ops::live(dirs, name)?;
+    let (id, r) = status::live(dirs, name)?;
     let root = dirs.runtime_root();
-    let mut p = hako_runtime::exec::default_process(&root, &id)?;
+    let mut p = hako_runtime::container::default_process(&root, &id)?;
     // Behind --init the argv starts with the init helper: the exec runs
     // the command itself.
     p.set_args(Some(req.cmd));
@@ -248,7 +273,7 @@ pub fn exec(dirs: &Dirs, name: &str, req: ExecRequest<'_>) -> Result<i32> {
         p.set_user(user);
     }
     p.set_terminal(Some(req.tty));
-    let opts = hako_runtime::exec::ExecOpts {
+    let opts = hako_runtime::container::ExecOpts {
         root,
         id,
         process: p,
@@ -257,5 +282,5 @@ pub fn exec(dirs: &Dirs, name: &str, req: ExecRequest<'_>) -> Result<i32> {
         console_socket: None,
         preserve_fds: 0,
     };
-    Ok(hako_runtime::exec::exec(&opts)?)
+    Ok(hako_runtime::container::exec(&opts)?)
 }

@@ -24,45 +24,113 @@ pub const RECORD: &str = "record.json";
 pub const NAME: &str = "name";
 pub const LOG: &str = "container.log";
 
-/// The flags of `run`/`create`, kept so `start`/`restart` can run again.
+/// The flags of `run`/`create`, kept in the record so `start`/`restart`
+/// can run the container again. This is the one definition: the `hako`
+/// CLI flattens it into its `run`/`create` commands (with the `cli`
+/// feature, which derives the clap parser and its help from these docs).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(default)]
 pub struct RunOptions {
-    pub image: String,
-    pub cmd: Vec<String>,
-    pub entrypoint: Option<String>,
-    pub name: Option<String>,
-    pub hostname: Option<String>,
-    pub env: Vec<String>,
-    pub env_files: Vec<PathBuf>,
-    pub workdir: Option<String>,
-    pub user: Option<String>,
-    pub volumes: Vec<String>,
-    pub tmpfs: Vec<String>,
-    pub read_only: bool,
-    pub publish: Vec<String>,
-    pub network: Option<String>,
-    pub memory: Option<String>,
-    pub cpus: Option<f64>,
-    pub pids_limit: Option<i64>,
-    pub cap_add: Vec<String>,
-    pub cap_drop: Vec<String>,
-    pub privileged: bool,
-    pub security_opt: Vec<String>,
-    pub init: bool,
-    pub userns: Option<String>,
-    pub pid: Option<String>,
-    pub ipc: Option<String>,
-    pub uts: Option<String>,
-    pub time_offset: Option<String>,
+    /// Run in the background and print the container id.
+    #[cfg_attr(feature = "cli", arg(short, long))]
     pub detach: bool,
+    /// Keep stdin open.
+    #[cfg_attr(feature = "cli", arg(short, long))]
     pub interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[cfg_attr(feature = "cli", arg(short, long))]
     pub tty: bool,
+    /// Remove the container when it exits.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub rm: bool,
+    /// The container's name (default: a generated one).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub name: Option<String>,
+    /// The container's hostname (-h, as in Docker).
+    #[cfg_attr(feature = "cli", arg(short = 'h', long))]
+    pub hostname: Option<String>,
+    /// KEY=VALUE (or KEY to take it from the environment).
+    #[cfg_attr(feature = "cli", arg(short, long = "env"))]
+    pub env: Vec<String>,
+    /// A file of KEY=VALUE lines.
+    #[cfg_attr(feature = "cli", arg(long = "env-file"))]
+    pub env_files: Vec<PathBuf>,
+    /// The working directory inside the container.
+    #[cfg_attr(feature = "cli", arg(short, long))]
+    pub workdir: Option<String>,
+    /// USER[:GROUP] or UID[:GID].
+    #[cfg_attr(feature = "cli", arg(short, long))]
+    pub user: Option<String>,
+    /// HOST:CONTAINER[:ro] or NAME:CONTAINER[:ro].
+    #[cfg_attr(feature = "cli", arg(short, long = "volume"))]
+    pub volumes: Vec<String>,
+    /// PATH[:OPTIONS].
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub tmpfs: Vec<String>,
+    /// Mount the root filesystem read-only.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub read_only: bool,
+    /// [IP:]HOSTPORT:CONTAINERPORT[/PROTO].
+    #[cfg_attr(feature = "cli", arg(short, long = "publish"))]
+    pub publish: Vec<String>,
+    /// bridge, none, host, container:NAME or network names.
+    #[cfg_attr(feature = "cli", arg(long, alias = "net"))]
+    pub network: Option<String>,
+    /// Memory limit (e.g. 512m).
+    #[cfg_attr(feature = "cli", arg(short, long))]
+    pub memory: Option<String>,
+    /// Number of CPUs (e.g. 1.5).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub cpus: Option<f64>,
+    /// Most processes the container may have.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub pids_limit: Option<i64>,
+    /// Add a capability (e.g. NET_ADMIN, or ALL).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub cap_add: Vec<String>,
+    /// Drop a capability (e.g. CHOWN, or ALL).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub cap_drop: Vec<String>,
+    /// Every capability, the host's devices, no seccomp or masked paths.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub privileged: bool,
+    /// seccomp=unconfined, seccomp=FILE or no-new-privileges[=true|false].
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub security_opt: Vec<String>,
+    /// Run hako's init as PID 1 (reaps zombies, forwards signals).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub init: bool,
+    /// host, auto, or HOSTID[:SIZE].
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub userns: Option<String>,
+    /// host or container:NAME.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub pid: Option<String>,
+    /// host or container:NAME.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub ipc: Option<String>,
+    /// host (the container then has the host's hostname).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub uts: Option<String>,
+    /// Seconds (both clocks) or monotonic=S,boottime=S: a new time namespace.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub time_offset: Option<String>,
+    /// Override the image's entrypoint.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub entrypoint: Option<String>,
+    /// The image (name[:tag], or an id).
+    pub image: String,
+    /// The command and its arguments (default: the image's).
+    #[cfg_attr(
+        feature = "cli",
+        arg(trailing_var_arg = true, allow_hyphen_values = true)
+    )]
+    pub cmd: Vec<String>,
 }
 
 /// What the engine knows happened; the live status is derived (see
-/// [`crate::ops::status`]) from this plus the runtime and the processes.
+/// [`crate::status::status`]) from this plus the runtime and the processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
@@ -133,6 +201,41 @@ pub struct NetAddr {
 }
 
 impl Record {
+    /// The record of a container just created: nothing has run yet.
+    pub fn new(
+        id: String,
+        name: String,
+        image: String,
+        image_id: String,
+        opts: RunOptions,
+    ) -> Record {
+        Record {
+            id,
+            name,
+            image,
+            image_id,
+            created: crate::util::now_rfc3339_nanos(),
+            opts,
+            phase: Phase::Created,
+            pid: 0,
+            pid_start: 0,
+            monitor_pid: 0,
+            monitor_start: 0,
+            keeper_pid: 0,
+            keeper_start: 0,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            error: None,
+            rootfs: PathBuf::new(),
+            hostname: String::new(),
+            networks: vec![],
+            restart_count: 0,
+            command: String::new(),
+            stop_signal: None,
+        }
+    }
+
     pub fn short_id(&self) -> &str {
         &self.id[..12.min(self.id.len())]
     }
@@ -354,36 +457,23 @@ pub fn exists(dir: &Path) -> bool {
     dir.join(RECORD).exists()
 }
 
+/// Is an image used by a container (for `rmi`)?
+pub fn image_in_use(dirs: &Dirs, image_id: &str) -> bool {
+    all(dirs).iter().any(|r| r.image_id == image_id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn rec(id: &str, name: &str) -> Record {
-        Record {
-            id: id.into(),
-            name: name.into(),
-            image: "busybox".into(),
-            image_id: String::new(),
-            created: crate::util::now_rfc3339_nanos(),
-            opts: RunOptions::default(),
-            phase: Phase::Created,
-            pid: 0,
-            pid_start: 0,
-            monitor_pid: 0,
-            monitor_start: 0,
-            keeper_pid: 0,
-            keeper_start: 0,
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-            error: None,
-            rootfs: PathBuf::new(),
-            hostname: String::new(),
-            networks: vec![],
-            restart_count: 0,
-            command: String::new(),
-            stop_signal: None,
-        }
+        Record::new(
+            id.into(),
+            name.into(),
+            "busybox".into(),
+            String::new(),
+            RunOptions::default(),
+        )
     }
 
     #[test]

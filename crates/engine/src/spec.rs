@@ -65,7 +65,7 @@ pub const INIT_DIR: &str = "/.hako";
 impl InitHelper {
     /// Find our own loader and libc directory in /proc/self/maps.
     pub fn discover() -> Result<InitHelper> {
-        let exe = hako_runtime::protect::self_exe()
+        let exe = hako_runtime::self_exe()
             .map_err(|e| Error::Other(format!("find the hako binary: {e}")))?;
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
         let mut loader = None;
@@ -341,7 +341,7 @@ pub const MAX_ID_FILE: u64 = 4 << 20;
 /// resolve in the image, never on the host), only if it is a regular file
 /// and at most MAX_ID_FILE bytes. A missing file reads as empty, as before.
 fn read_image_file(rootfs: &Path, name: &str) -> Result<String> {
-    match hako_runtime::paths::read_file_in_root(rootfs, Path::new(name), MAX_ID_FILE) {
+    match hako_runtime::os::read_file_in_root(rootfs, Path::new(name), MAX_ID_FILE) {
         Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
         Err(e) => Err(Error::Usage(format!("image file {name}: {e}"))),
@@ -653,7 +653,7 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Value> {
         "root": {"path": inp.rootfs, "readonly": o.read_only},
         // The store mounts rootfs nosuid,nodev on the host, where other
         // users must not run its setuid files; inside, they work as usual.
-        "annotations": {hako_runtime::mounts::ROOTFS_SUID_ANNOTATION: "true"},
+        "annotations": {hako_runtime::ROOTFS_SUID_ANNOTATION: "true"},
         "mounts": mounts,
         "linux": linux,
     });
@@ -767,7 +767,7 @@ mod tests {
             };
             let spec: oci_spec::runtime::Spec = serde_json::from_value(v.clone())
                 .unwrap_or_else(|e| panic!("{what}: not an OCI spec: {e}\n{v:#}"));
-            hako_runtime::plan::Plan::from_spec(&spec, std::path::Path::new("/bundle"))
+            hako_runtime::Plan::from_spec(&spec, std::path::Path::new("/bundle"))
                 .unwrap_or_else(|e| panic!("{what}: the runtime would refuse it: {e}\n{v:#}"));
         }
     }

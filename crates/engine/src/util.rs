@@ -46,7 +46,7 @@ pub fn random_id() -> Result<String> {
 
 /// RFC 3339 with nanoseconds, UTC (as Docker's log lines).
 pub fn now_rfc3339_nanos() -> String {
-    hako_runtime::state::now_rfc3339()
+    hako_runtime::now_rfc3339()
 }
 
 /// Seconds since the epoch of an RFC 3339 stamp.
@@ -77,22 +77,22 @@ pub fn ago(stamp: &str) -> String {
 /// secrets), through the runtime's one atomic write (fsynced file, rename,
 /// fsynced directory).
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
-    Ok(hako_runtime::state::atomic_write(
+    Ok(hako_runtime::os::atomic_write(
         path,
         data,
         0o600,
-        hako_runtime::state::Durability::Durable,
+        hako_runtime::os::Durability::Durable,
     )?)
 }
 
 /// "KILL", "SIGKILL", "kill" or "9" (the runtime's parser).
 pub fn parse_signal(s: &str) -> Result<i32> {
-    hako_runtime::signal::parse(s).map_err(Error::Usage)
+    hako_runtime::parse_signal(s).map_err(Error::Usage)
 }
 
 /// "512m", "1g", "1048576" → bytes (hako_cgroups' one size parser).
 pub fn parse_bytes(s: &str) -> Result<i64> {
-    hako_runtime::cgroup::parse_size(s).map_err(Error::Usage)
+    hako_runtime::parse_size(s).map_err(Error::Usage)
 }
 
 /// Is a process alive and the same one (by its start time)?
@@ -100,14 +100,14 @@ pub fn pid_alive(pid: i32, start_time: u64) -> bool {
     if pid <= 0 {
         return false;
     }
-    match hako_runtime::state::proc_stat(pid) {
+    match hako_runtime::os::proc_stat(pid) {
         Some(st) => st.state != 'Z' && (start_time == 0 || st.start_time == start_time),
         None => false,
     }
 }
 
 pub fn proc_start_time(pid: i32) -> u64 {
-    hako_runtime::state::proc_stat(pid).map_or(0, |s| s.start_time)
+    hako_runtime::os::proc_stat(pid).map_or(0, |s| s.start_time)
 }
 
 /// A pipe with both ends close-on-exec: (read, write).

@@ -1,4 +1,6 @@
-//! Lifecycle verbs: create, start, run, kill, delete, state, list.
+//! The runtime's facade: the lifecycle verbs (create, start, run, state,
+//! kill, delete, exec, pause, resume, update, stats/events, ps, list), as
+//! runc's command line and the engine use them.
 //!
 //! The state rules live in one place ([`require`]): start needs `created`,
 //! kill needs a live container, delete needs `stopped` unless forced.
@@ -11,9 +13,13 @@ use crate::hooks;
 use crate::init::{self, InitArgs};
 use crate::log;
 use crate::plan::{self, NsKind, Plan, ProcessPlan};
-use crate::state::{self, State, StateDir, Status};
+use crate::state::{self, StateDir};
 use crate::sync::{Channel, Msg};
 use crate::sys;
+
+pub use crate::cgroup::{freeze_process, process_frozen, remove_empty_group};
+pub use crate::exec::{default_process, exec, ExecOpts};
+pub use crate::state::{State, Status};
 
 /// Options of `create` (and `run`), as runc names them.
 #[derive(Debug, Clone, Default)]

@@ -4,29 +4,40 @@
 //! root); [`container`] holds the lifecycle verbs; [`init`] is the ordered
 //! executor that runs in the container's first process.
 
-pub mod caps;
-pub mod cgroup;
-pub mod console;
+// The public API: the lifecycle facade, the shared syscall layer, and the
+// few types and helpers below. Every other module is private.
 pub mod container;
-pub mod defaults;
-pub mod dmz;
-pub mod error;
-pub mod exec;
-pub mod hooks;
-pub mod init;
-pub mod json;
-pub mod log;
-pub mod mounts;
 pub mod os;
-pub mod paths;
-pub mod plan;
+
+mod caps;
+mod cgroup;
+mod console;
+mod defaults;
+mod dmz;
+mod error;
+mod exec;
+mod hooks;
+mod init;
+mod json;
+pub mod log;
+mod mounts;
+mod paths;
+mod plan;
 mod process;
-pub mod protect;
-pub mod seccomp;
-pub mod signal;
-pub mod state;
+mod protect;
+mod seccomp;
+mod signal;
+mod state;
 mod steps;
-pub mod sync;
+mod sync;
 mod sys;
 
-pub use error::{Error, Result};
+pub use cgroup::parse_size;
+pub use defaults::{example_spec, features, seccomp_enabled};
+pub use error::{chain_message, Error, Result};
+pub use json::from_slice as json_from_slice;
+pub use mounts::ROOTFS_SUID_ANNOTATION;
+pub use plan::{NsKind, Plan};
+pub use protect::{reexec_protected, self_exe};
+pub use signal::parse as parse_signal;
+pub use state::now_rfc3339;

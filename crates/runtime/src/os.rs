@@ -10,3 +10,7 @@ pub use crate::sys::{
     prctl, read_fd, read_signal, recv_fd, set_sigmask, set_winsize, setns, signalfd_all, umount2,
     unshare, wait_any_nohang, waitpid, write_all_fd,
 };
+
+pub use crate::console::RawMode;
+pub use crate::paths::{ensure_file_in_root, mkdir_all_in_root, read_file_in_root};
+pub use crate::state::{atomic_write, proc_stat, Durability, ProcStat};

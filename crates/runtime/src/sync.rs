@@ -84,10 +84,6 @@ impl Channel {
         Channel { fd }
     }
 
-    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-
     pub fn send(&self, m: &Msg) -> io::Result<()> {
         let (tag, val, text): (u32, i32, &[u8]) = match m {
             Msg::Go(p) => (T_GO, *p, &[]),

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use hako_runtime::container::{self, CreateOpts};
-use hako_runtime::{defaults, log, state};
+use hako_runtime::log;
 use runc_cli::{Cli, Cmd, CreateArgs, ExecArgs, ListFormat, LogFormat, UpdateArgs};
 
 fn create_opts(cli: &Cli, a: &CreateArgs) -> CreateOpts {
@@ -27,7 +27,7 @@ fn create_opts(cli: &Cli, a: &CreateArgs) -> CreateOpts {
 
 /// "512m", "1g", "1024" → bytes; "-1" stays -1 (hako_cgroups' one parser).
 fn parse_size(field: &str, s: &str) -> Result<i64> {
-    hako_runtime::cgroup::parse_size(s).map_err(|e| anyhow::anyhow!("--{field}: {e}"))
+    hako_runtime::parse_size(s).map_err(|e| anyhow::anyhow!("--{field}: {e}"))
 }
 
 /// runc's update: `--resources` JSON (or stdin) merged with the flags.
@@ -99,13 +99,13 @@ fn update_resources(u: &UpdateArgs) -> Result<oci_spec::runtime::LinuxResources>
 fn exec_process(cli: &Cli, a: &ExecArgs) -> Result<oci_spec::runtime::Process> {
     if let Some(p) = &a.process {
         let text = std::fs::read(p).with_context(|| format!("--process: read {}", p.display()))?;
-        return hako_runtime::json::from_slice(&text)
+        return hako_runtime::json_from_slice(&text)
             .map_err(|e| anyhow::anyhow!("--process {}: {e}", p.display()));
     }
     if a.command.is_empty() {
         bail!("exec: give a command or --process");
     }
-    let mut p = hako_runtime::exec::default_process(&cli.root, &a.id)?;
+    let mut p = hako_runtime::container::default_process(&cli.root, &a.id)?;
     p.set_args(Some(a.command.clone()));
     p.set_terminal(Some(a.tty));
     if let Some(cwd) = &a.cwd {
@@ -224,7 +224,7 @@ fn run(cli: Cli) -> Result<i32> {
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         Cmd::Kill { all, id, signal } => {
-            let sig = hako_runtime::signal::parse(signal.as_deref().unwrap_or("SIGTERM"))
+            let sig = hako_runtime::parse_signal(signal.as_deref().unwrap_or("SIGTERM"))
                 .map_err(anyhow::Error::msg)?;
             container::kill(root, id, sig, *all)?;
         }
@@ -249,7 +249,7 @@ fn run(cli: Cli) -> Result<i32> {
                     .map(|(s, st)| {
                         [
                             s.id.clone(),
-                            if *st == state::Status::Stopped {
+                            if *st == container::Status::Stopped {
                                 0
                             } else {
                                 s.pid
@@ -292,21 +292,23 @@ fn run(cli: Cli) -> Result<i32> {
             }
             // SAFETY: getuid/getgid cannot fail.
             let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-            let v = defaults::example_spec(*rootless, uid, gid);
+            let v = hako_runtime::example_spec(*rootless, uid, gid);
             std::fs::write(&path, serde_json::to_string_pretty(&v)? + "\n")
                 .with_context(|| format!("write {}", path.display()))?;
         }
         Cmd::Exec(a) => {
             let process = exec_process(&cli, a)?;
-            return Ok(hako_runtime::exec::exec(&hako_runtime::exec::ExecOpts {
-                root: cli.root.clone(),
-                id: a.id.clone(),
-                process,
-                detach: a.detach,
-                pid_file: a.pid_file.clone(),
-                console_socket: a.console_socket.clone(),
-                preserve_fds: a.preserve_fds,
-            })?);
+            return Ok(hako_runtime::container::exec(
+                &hako_runtime::container::ExecOpts {
+                    root: cli.root.clone(),
+                    id: a.id.clone(),
+                    process,
+                    detach: a.detach,
+                    pid_file: a.pid_file.clone(),
+                    console_socket: a.console_socket.clone(),
+                    preserve_fds: a.preserve_fds,
+                },
+            )?);
         }
         Cmd::Ps {
             format,
@@ -368,7 +370,7 @@ fn run(cli: Cli) -> Result<i32> {
             let mut next = std::time::Instant::now();
             loop {
                 let (_, _, status) = container::load(root, id)?;
-                if status == state::Status::Stopped {
+                if status == container::Status::Stopped {
                     break;
                 }
                 if let Ok(n) = container::oom_kills(root, id) {
@@ -393,7 +395,10 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Pause { id } => container::pause(root, id)?,
         Cmd::Resume { id } => container::resume(root, id)?,
         Cmd::Features => {
-            println!("{}", serde_json::to_string_pretty(&defaults::features())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&hako_runtime::features())?
+            );
         }
     }
     Ok(0)
@@ -442,7 +447,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            let msg = hako_runtime::error::chain_message(e.as_ref());
+            let msg = hako_runtime::chain_message(e.as_ref());
             log::error_to_file(&msg);
             eprintln!("hako-runc: {msg}");
             ExitCode::from(1)

@@ -1,0 +1,226 @@
+//! What the `hako` CLI prints: tables padded like Docker's, JSON lines for
+//! `--format json`, pretty JSON for `inspect`. The engine returns data; only
+//! this module decides how it looks.
+
+use anyhow::Result;
+use hako_engine::{hako_image, hako_net};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// Print a table with columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<width$}   ", width = w[i]));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+/// One JSON object per line (`--format json`).
+pub fn json_lines<T: Serialize>(rows: &[T]) -> Result<()> {
+    for r in rows {
+        println!("{}", serde_json::to_string(r)?);
+    }
+    Ok(())
+}
+
+/// A JSON array, indented (`inspect`).
+pub fn pretty<T: Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn text(v: &Value, k: &str) -> String {
+    v[k].as_str().unwrap_or("").to_string()
+}
+
+/// `ps`: the engine's rows as a table, ids only (`-q`), or JSON lines.
+pub fn ps(rows: &[Value], quiet: bool, format: Option<&str>) {
+    if format == Some("json") {
+        let _ = json_lines(rows);
+        return;
+    }
+    if quiet {
+        for r in rows {
+            println!("{}", text(r, "ID"));
+        }
+        return;
+    }
+    let t: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut cmd = text(r, "Command");
+            if cmd.chars().count() > 20 {
+                cmd = cmd.chars().take(19).collect();
+                cmd.push('…');
+            }
+            vec![
+                text(r, "ID"),
+                text(r, "Image"),
+                format!("\"{cmd}\""),
+                text(r, "RunningFor"),
+                text(r, "Status"),
+                text(r, "Ports"),
+                text(r, "Names"),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "CREATED",
+            "STATUS",
+            "PORTS",
+            "NAMES",
+        ],
+        &t,
+    );
+}
+
+/// `top`: (PID, UID, STAT, CMD) rows.
+pub fn top(rows: &[[String; 4]]) {
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.to_vec()).collect();
+    table(&["PID", "UID", "STAT", "CMD"], &rows);
+}
+
+/// `stats`: memory use against the limit and the process count.
+pub fn stats(rows: &[Value], format: Option<&str>) {
+    if format == Some("json") {
+        let _ = json_lines(rows);
+        return;
+    }
+    let mib = |v: Option<u64>| {
+        // The kernel's "no limit" is a huge number: shown as "-".
+        v.filter(|l| *l < 1 << 60)
+            .map_or("-".into(), |m| format!("{:.1}MiB", m as f64 / 1048576.0))
+    };
+    let t: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let st = &r["Stats"];
+            vec![
+                text(r, "ID"),
+                text(r, "Name"),
+                format!(
+                    "{} / {}",
+                    mib(st["memory"]["usage"]["usage"].as_u64()),
+                    mib(st["memory"]["usage"]["limit"].as_u64())
+                ),
+                r["PIDs"].to_string(),
+            ]
+        })
+        .collect();
+    table(&["CONTAINER ID", "NAME", "MEM USAGE / LIMIT", "PIDS"], &t);
+}
+
+/// `ns ls`: each namespace with the host and containers that share it.
+pub fn namespaces(rows: &[Value], format: Option<&str>) {
+    if format == Some("json") {
+        let _ = json_lines(rows);
+        return;
+    }
+    let t: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut with = Vec::new();
+            if r["Host"] == json!(true) {
+                with.push("host".to_string());
+            }
+            if let Some(a) = r["SharedWith"].as_array() {
+                with.extend(a.iter().filter_map(|s| s.as_str().map(str::to_string)));
+            }
+            vec![
+                text(r, "Container"),
+                text(r, "Type"),
+                text(r, "Id"),
+                if with.is_empty() {
+                    "-".into()
+                } else {
+                    with.join(",")
+                },
+            ]
+        })
+        .collect();
+    table(&["CONTAINER", "TYPE", "NAMESPACE", "SHARED WITH"], &t);
+}
+
+/// An image id as Docker shows it: 12 hex digits without `sha256:`.
+pub fn short_image(id: &str) -> String {
+    let h = id.strip_prefix("sha256:").unwrap_or(id);
+    h[..12.min(h.len())].to_string()
+}
+
+/// `images`: one row per tag (`<none>` for an untagged image).
+pub fn images(list: &[hako_image::ImageSummary], quiet: bool, format: Option<&str>) -> Result<()> {
+    if format == Some("json") {
+        return json_lines(list);
+    }
+    if quiet {
+        for i in list {
+            println!("{}", short_image(&i.id));
+        }
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for i in list {
+        let tags = if i.repo_tags.is_empty() {
+            vec!["<none>:<none>".to_string()]
+        } else {
+            i.repo_tags.clone()
+        };
+        for t in tags {
+            let (repo, tag) = t
+                .rsplit_once(':')
+                .filter(|(_, t)| !t.contains('/'))
+                .unwrap_or((&t, "<none>"));
+            rows.push(vec![
+                repo.to_string(),
+                tag.to_string(),
+                short_image(&i.id),
+                i.created.clone().unwrap_or_default(),
+                format!("{:.1}MB", i.size as f64 / 1e6),
+            ]);
+        }
+    }
+    table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
+    Ok(())
+}
+
+/// `network ls`.
+pub fn networks(list: &[hako_net::Network], format: Option<&str>) -> Result<()> {
+    if format == Some("json") {
+        return json_lines(list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|n| {
+            let v = serde_json::to_value(n).unwrap_or_default();
+            vec![
+                n.name.clone(),
+                n.bridge.clone(),
+                text(&v, "subnet"),
+                text(&v, "gateway"),
+            ]
+        })
+        .collect();
+    table(&["NAME", "BRIDGE", "SUBNET", "GATEWAY"], &rows);
+    Ok(())
+}

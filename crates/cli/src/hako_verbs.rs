@@ -1,0 +1,317 @@
+//! The `hako` verbs that need more than one call into the engine: each
+//! takes the parsed arguments, calls the engine, prints through
+//! [`crate::output`], and returns the exit code.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use hako_engine::{hako_image, hako_net, monitor, ns, ops, util, Dirs, RunOptions};
+
+use crate::hako_cli::{ExecArgs, ImageCmd, NetCmd, NsCmd};
+use crate::output;
+
+/// `__monitor [--attached] ID`: the monitor role of this binary.
+pub fn monitor(dirs: &Dirs, id: &str, attached: bool) -> Result<i32> {
+    if attached {
+        monitor::set_keeper(hako_runtime::os::getppid());
+        return Ok(monitor::run(dirs, id, true, None)?);
+    }
+    // fd 1 is the spawner's ready pipe; afterwards we talk to no one.
+    use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+    let ready = util::dup_high(1)?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    hako_runtime::os::dup2(null.as_raw_fd(), 1)?;
+    // SAFETY: `ready` is a fresh descriptor we own; re-wrap it.
+    let ready = unsafe { OwnedFd::from_raw_fd(ready.into_raw_fd()) };
+    Ok(monitor::detached(dirs, id, ready)?)
+}
+
+/// `run`: the container's exit code, or its id when detached.
+pub fn run(dirs: &Dirs, opts: &RunOptions) -> Result<i32> {
+    let (id, code) = ops::run(dirs, opts)?;
+    if opts.detach {
+        println!("{id}");
+    }
+    Ok(code)
+}
+
+/// `start -a CONTAINER`.
+pub fn start_attached(dirs: &Dirs, containers: &[String]) -> Result<i32> {
+    let [c] = containers else {
+        bail!("start -a takes one container");
+    };
+    Ok(ops::start_attached(dirs, c)?)
+}
+
+/// `exec`.
+pub fn exec(dirs: &Dirs, a: ExecArgs) -> Result<i32> {
+    Ok(ns::exec(
+        dirs,
+        &a.container,
+        ns::ExecRequest {
+            cmd: a.cmd,
+            env: &a.env,
+            workdir: a.workdir,
+            user: a.user.as_deref(),
+            tty: a.tty,
+            detach: a.detach,
+        },
+    )?)
+}
+
+/// `logs`.
+pub fn logs(
+    dirs: &Dirs,
+    container: &str,
+    follow: bool,
+    tail: Option<&str>,
+    timestamps: bool,
+) -> Result<i32> {
+    let tail = match tail {
+        None | Some("all") => None,
+        Some(n) => Some(n.parse::<usize>().context("--tail")?),
+    };
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    ops::logs(
+        dirs, container, follow, tail, timestamps, &mut out, &mut err,
+    )?;
+    Ok(0)
+}
+
+/// `inspect`: every container found is printed; exit 1 if one was not.
+pub fn inspect(dirs: &Dirs, containers: &[String]) -> Result<i32> {
+    let mut out = Vec::new();
+    let mut code = 0;
+    for c in containers {
+        match ops::inspect(dirs, c) {
+            Ok(v) => out.push(v),
+            Err(e) => {
+                eprintln!("hako: {e}");
+                code = 1;
+            }
+        }
+    }
+    output::pretty(&out)?;
+    Ok(code)
+}
+
+/// `stats` of the named containers, or of every running one.
+pub fn stats(dirs: &Dirs, containers: Vec<String>, format: Option<&str>) -> Result<i32> {
+    let names: Vec<String> = if containers.is_empty() {
+        ops::ps(dirs, false)
+            .iter()
+            .filter_map(|r| r["ID"].as_str().map(str::to_string))
+            .collect()
+    } else {
+        containers
+    };
+    let rows = names
+        .iter()
+        .map(|n| ops::stats(dirs, n))
+        .collect::<hako_engine::Result<Vec<_>>>()?;
+    output::stats(&rows, format);
+    Ok(0)
+}
+
+/// `wait`: each container's exit code, one per line.
+pub fn wait(dirs: &Dirs, containers: &[String]) -> Result<i32> {
+    for c in containers {
+        println!("{}", ops::wait(dirs, c)?);
+    }
+    Ok(0)
+}
+
+/// `ns ls|keep|enter|rm`.
+pub fn ns(dirs: &Dirs, c: NsCmd) -> Result<i32> {
+    match c {
+        NsCmd::Ls { container, format } => {
+            output::namespaces(&ns::ls(dirs, container.as_deref())?, format.as_deref())
+        }
+        NsCmd::Keep {
+            container,
+            r#type,
+            path,
+        } => ns::keep(dirs, &container, &r#type, &path)?,
+        NsCmd::Enter { target, cmd } => {
+            let t = ns::targets(dirs, &target)?;
+            let exec = ns::Exec {
+                cmd,
+                ..Default::default()
+            };
+            return Ok(ns::enter(t, &exec)?);
+        }
+        NsCmd::Rm { path } => ns::rm(&path)?,
+    }
+    Ok(0)
+}
+
+/// `pull`: the image id.
+pub fn pull(dirs: &Dirs, image: &str, insecure: bool) -> Result<i32> {
+    let opts = hako_image::PullOptions {
+        insecure,
+        ..Default::default()
+    };
+    println!("{}", dirs.image_store()?.pull(image, &opts)?);
+    Ok(0)
+}
+
+/// `images` and `image ls`.
+pub fn images(dirs: &Dirs, quiet: bool, format: Option<&str>) -> Result<i32> {
+    output::images(&dirs.image_store()?.list()?, quiet, format)?;
+    Ok(0)
+}
+
+/// `image ls|inspect|rm|prune`.
+pub fn image(dirs: &Dirs, c: ImageCmd) -> Result<i32> {
+    match c {
+        ImageCmd::Ls { quiet, format } => return images(dirs, quiet, format.as_deref()),
+        ImageCmd::Inspect { images } => {
+            let store = dirs.image_store()?;
+            let out = images
+                .iter()
+                .map(|i| store.inspect(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            output::pretty(&out)?;
+        }
+        ImageCmd::Rm { force, images } => return rmi(dirs, &images, force),
+        ImageCmd::Prune => {
+            let r = dirs.image_store()?.gc()?;
+            println!(
+                "removed {} blobs, {} layers, {} bytes",
+                r.blobs_removed, r.layers_removed, r.bytes_freed
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// `rmi` and `image rm`: untags, and deletes images no tag or container uses.
+pub fn rmi(dirs: &Dirs, images: &[String], force: bool) -> Result<i32> {
+    let store = dirs.image_store()?;
+    let mut failed = false;
+    let in_use =
+        |id: &hako_image::ImageId| hako_engine::record::image_in_use(dirs, &id.to_string());
+    for i in images {
+        match store.remove(i, force, &in_use) {
+            Ok(rep) => {
+                for u in rep.untagged {
+                    println!("Untagged: {u}");
+                }
+                if let Some(d) = rep.deleted {
+                    println!("Deleted: {d}");
+                }
+            }
+            Err(e) => {
+                eprintln!("hako: {i}: {e}");
+                failed = true;
+            }
+        }
+    }
+    let _ = store.gc();
+    if failed {
+        bail!("some images were not removed");
+    }
+    Ok(0)
+}
+
+/// `load -i FILE`.
+pub fn load(dirs: &Dirs, input: &Path) -> Result<i32> {
+    for l in dirs.image_store()?.load(input)? {
+        if l.names.is_empty() {
+            println!("Loaded image ID: {}", l.id);
+        }
+        for n in l.names {
+            println!("Loaded image: {n}");
+        }
+    }
+    Ok(0)
+}
+
+/// `login`: the password from the flag or one line of stdin.
+pub fn login(
+    registry: &str,
+    username: String,
+    password: Option<String>,
+    password_stdin: bool,
+) -> Result<i32> {
+    let password = match (password, password_stdin) {
+        (Some(p), _) => p,
+        (None, true) => {
+            let mut s = String::new();
+            std::io::stdin().read_line(&mut s)?;
+            s.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) => bail!("give --password or --password-stdin"),
+    };
+    hako_image::login(
+        &hako_image::auth::default_auth_file(),
+        registry,
+        &hako_image::Credentials { username, password },
+    )?;
+    println!("Login Succeeded");
+    Ok(0)
+}
+
+/// `logout`.
+pub fn logout(registry: &str) -> Result<i32> {
+    if hako_image::logout(&hako_image::auth::default_auth_file(), registry)? {
+        println!("Removing login credentials for {registry}");
+    } else {
+        println!("Not logged in to {registry}");
+    }
+    Ok(0)
+}
+
+/// `network create|ls|inspect|rm|connect|disconnect`.
+pub fn network(dirs: &Dirs, c: NetCmd) -> Result<i32> {
+    let mgr = dirs.net_manager();
+    match c {
+        NetCmd::Create {
+            subnet,
+            gateway,
+            bridge,
+            internal,
+            name,
+        } => {
+            let mut spec = hako_net::NetworkSpec::new(&name);
+            spec.subnet = subnet.map(|s| s.parse()).transpose().context("--subnet")?;
+            spec.gateway = gateway
+                .map(|s| s.parse())
+                .transpose()
+                .context("--gateway")?;
+            spec.bridge = bridge;
+            spec.internal = internal;
+            println!("{}", mgr.create(&spec)?.name);
+        }
+        NetCmd::Ls { format } => output::networks(&mgr.list()?, format.as_deref())?,
+        NetCmd::Inspect { networks } => {
+            let mut out = Vec::new();
+            for n in &networks {
+                let info = mgr.inspect(n)?;
+                let mut v = serde_json::to_value(&info.network)?;
+                v["containers"] = serde_json::to_value(&info.leases)?;
+                out.push(v);
+            }
+            output::pretty(&out)?;
+        }
+        NetCmd::Rm { networks } => {
+            // Leases left by a reboot or a crash must not keep it in use.
+            hako_engine::network::free_stale_leases(dirs);
+            for n in &networks {
+                mgr.remove(n)?;
+                println!("{n}");
+            }
+        }
+        NetCmd::Connect { network, container } => {
+            hako_engine::network::connect(dirs, &network, &container)?
+        }
+        NetCmd::Disconnect { network, container } => {
+            hako_engine::network::disconnect(dirs, &network, &container)?
+        }
+    }
+    Ok(0)
+}

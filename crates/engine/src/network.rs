@@ -1,0 +1,145 @@
+//! A container's networks: attach at start, connect/disconnect while it
+//! runs, stale leases freed, peers' name files refreshed.
+
+use crate::dirs::{self, Dirs};
+use crate::record::{self, NetAddr, Record};
+use crate::status::{init_alive, keeper_alive, live, monitor_alive};
+use crate::{Error, Result};
+
+/// Attach the created container's netns (called by the monitor).
+pub fn attach(dirs: &Dirs, rec: &Record, pid: i32) -> Result<Vec<NetAddr>> {
+    let mode_s = rec.opts.network.as_deref().unwrap_or("bridge");
+    if dirs::rootless() {
+        return Ok(vec![]);
+    }
+    let mode: hako_net::NetworkMode = mode_s.parse()?;
+    let mgr = dirs.net_manager();
+    // Leases of a container being started are from an earlier start whose
+    // end was never recorded (a crash, a reboot): free them, and every
+    // other lease whose container is gone, so addresses are reusable.
+    let _ = mgr.release(&rec.id);
+    free_stale_leases(dirs);
+    let netns = hako_net::Netns::from_pid(pid as u32);
+    let ports: Vec<hako_net::PortMapping> = rec
+        .opts
+        .publish
+        .iter()
+        .map(|p| {
+            p.parse::<hako_net::PortMapping>()
+                .map_err(|e| Error::Usage(format!("-p {p}: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    match &mode {
+        hako_net::NetworkMode::Bridge(nets) => {
+            let nets = if nets.is_empty() {
+                vec![mgr.ensure_default()?.name]
+            } else {
+                nets.clone()
+            };
+            for (i, n) in nets.iter().enumerate() {
+                let p: &[hako_net::PortMapping] = if i == 0 { &ports } else { &[] };
+                let at = hako_net::Attach {
+                    container_id: &rec.id,
+                    container_name: &rec.name,
+                    netns: &netns,
+                    ports: p,
+                };
+                mgr.connect(n, &at)?;
+            }
+            mgr.write_name_files(&rec.id, &rec.hostname, &dirs.container(&rec.id))?;
+            refresh_peers(dirs, &rec.id);
+        }
+        hako_net::NetworkMode::None => hako_net::Manager::setup_loopback(&netns)?,
+        _ => {}
+    }
+    Ok(net_addrs(&mgr.leases_of(&rec.id)?))
+}
+
+/// Release every lease whose container no longer exists, or whose
+/// container's processes (init, monitor, keeper) are all gone: after a
+/// reboot or a crash nobody recorded its end. A corrupt record keeps its
+/// leases (its container may be running). A container being started has
+/// a live monitor in its record before it attaches, so it is never taken
+/// for stale.
+pub fn free_stale_leases(dirs: &Dirs) {
+    let mgr = dirs.net_manager();
+    let Ok(nets) = mgr.list() else { return };
+    let (good, bad) = record::scan(dirs);
+    for n in nets {
+        let Ok(info) = mgr.inspect(&n.name) else {
+            continue;
+        };
+        for l in info.leases {
+            let id = &l.container_id;
+            let stale = match good.iter().find(|r| &r.id == id) {
+                Some(r) => !init_alive(r) && !monitor_alive(r) && !keeper_alive(r),
+                None => !bad.iter().any(|c| &c.id == id),
+            };
+            if stale {
+                let _ = mgr.release(id);
+            }
+        }
+    }
+}
+
+/// Rewrite the /etc/hosts of containers sharing a network with `id`.
+fn refresh_peers(dirs: &Dirs, id: &str) {
+    let mgr = dirs.net_manager();
+    let Ok(mine) = mgr.leases_of(id) else { return };
+    for l in mine {
+        let Ok(info) = mgr.inspect(&l.network) else {
+            continue;
+        };
+        for p in info.leases {
+            if p.container_id == id {
+                continue;
+            }
+            if let Ok(r) = record::load(dirs, &p.container_id) {
+                let _ = mgr.write_name_files(&r.id, &r.hostname, &dirs.container(&r.id));
+            }
+        }
+    }
+}
+
+/// `network connect NET CONTAINER`: a new NIC in the running container.
+pub fn connect(dirs: &Dirs, network: &str, name: &str) -> Result<()> {
+    let (id, r) = live(dirs, name)?;
+    let mgr = dirs.net_manager();
+    let netns = hako_net::Netns::from_pid(r.pid as u32);
+    mgr.connect(
+        network,
+        &hako_net::Attach {
+            container_id: &r.id,
+            container_name: &r.name,
+            netns: &netns,
+            ports: &[],
+        },
+    )?;
+    mgr.write_name_files(&r.id, &r.hostname, &dirs.container(&r.id))?;
+    refresh_peers(dirs, &r.id);
+    let addrs = net_addrs(&mgr.leases_of(&r.id)?);
+    record::update(dirs, &id, |r| r.networks = addrs)?;
+    Ok(())
+}
+
+pub fn disconnect(dirs: &Dirs, network: &str, name: &str) -> Result<()> {
+    let id = record::resolve(dirs, name)?;
+    let mgr = dirs.net_manager();
+    mgr.disconnect(network, &id)?;
+    let addrs = net_addrs(&mgr.leases_of(&id)?);
+    record::update(dirs, &id, |r| r.networks = addrs)?;
+    Ok(())
+}
+
+/// The record's view of a container's leases.
+pub fn net_addrs(leases: &[hako_net::Lease]) -> Vec<NetAddr> {
+    leases
+        .iter()
+        .map(|l| NetAddr {
+            network: l.network.clone(),
+            ifname: l.ifname.clone(),
+            ip: l.ipv4.to_string(),
+            mac: l.mac.clone(),
+        })
+        .collect()
+}

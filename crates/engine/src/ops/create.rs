@@ -1,0 +1,262 @@
+//! `create`: record, rootfs, name files, config.json.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::dirs::{self, Dirs};
+use crate::record::{self, Record, RunOptions};
+use crate::spec::{self, InitHelper, Inputs};
+use crate::status::init_alive;
+use crate::teardown::remove_all;
+use crate::util;
+use crate::{io_err, Error, Result};
+
+/// Whether the runtime can apply `linux.seccomp` (its features say so).
+fn seccomp_supported() -> bool {
+    if std::env::var("HAKO_SECCOMP").is_ok_and(|v| v == "0") {
+        return false;
+    }
+    hako_runtime::seccomp_enabled()
+}
+
+fn ns_join_path(dirs: &Dirs, flag: &Option<String>, kind: &str) -> Result<Option<PathBuf>> {
+    let Some(other) = flag.as_deref().and_then(|f| f.strip_prefix("container:")) else {
+        return Ok(None);
+    };
+    let oid = record::resolve(dirs, other)?;
+    let o = record::load(dirs, &oid)?;
+    if !init_alive(&o) {
+        return Err(Error::State {
+            id: o.name,
+            msg: format!("is not running: cannot join its {kind} namespace"),
+        });
+    }
+    Ok(Some(PathBuf::from(format!("/proc/{}/ns/{kind}", o.pid))))
+}
+
+fn image_config(store: &hako_image::Store, image: &str) -> Result<(String, Value)> {
+    match store.inspect(image) {
+        Ok(i) => Ok((i.id, i.config)),
+        Err(hako_image::StoreError::NoSuchImage(_)) => {
+            eprintln!("Unable to find image '{image}' locally; pulling");
+            store.pull(image, &hako_image::PullOptions::default())?;
+            let i = store.inspect(image)?;
+            Ok((i.id, i.config))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `create`: record, rootfs, name files, config.json. Returns the id.
+pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
+    if let Some(n) = &opts.name {
+        record::check_name(n)?;
+    }
+    let store = dirs.image_store()?;
+    let (image_id, ic) = image_config(&store, &opts.image)?;
+    let id = util::random_id()?;
+    let name;
+    {
+        let _l = record::lock(dirs)?;
+        name = match &opts.name {
+            Some(n) => {
+                if let Some(id) = record::name_owner(dirs, n)? {
+                    return Err(Error::NameInUse {
+                        name: n.clone(),
+                        id,
+                    });
+                }
+                n.clone()
+            }
+            None => record::generate_name(dirs, &id),
+        };
+        let dir = dirs.container(&id);
+        dirs::mkdir_p(&dir)?;
+        let rec = Record::new(
+            id.clone(),
+            name.clone(),
+            opts.image.clone(),
+            image_id,
+            opts.clone(),
+        );
+        record::save(dirs, &rec)?;
+    }
+    match prepare(dirs, &store, &id, opts, ic) {
+        Ok(()) => Ok(id),
+        Err(e) => {
+            let _ = remove_all(dirs, &id);
+            Err(e)
+        }
+    }
+}
+
+fn prepare(
+    dirs: &Dirs,
+    store: &hako_image::Store,
+    id: &str,
+    opts: &RunOptions,
+    ic: Value,
+) -> Result<()> {
+    let dir = dirs.container(id);
+    let rootfs = {
+        let m = store.prepare_rootfs(&opts.image, id)?;
+        m.path().to_path_buf()
+    };
+    // A container root in a user namespace never needs to search the
+    // (owner-only) directories above its rootfs and volumes: the runtime
+    // hands them over as mounts (the runtime's mount handoff).
+    let rootless = dirs::rootless();
+    let mut joins = Vec::new();
+    for (flag, kind, spec_kind) in [
+        (&opts.pid, "pid", "pid"),
+        (&opts.ipc, "ipc", "ipc"),
+        (&opts.uts, "uts", "uts"),
+        (&opts.network, "net", "network"),
+    ] {
+        if let Some(p) = ns_join_path(dirs, flag, kind)? {
+            joins.push((spec_kind.to_string(), p));
+        }
+    }
+    let net_name = opts.network.as_deref().unwrap_or("bridge");
+    // The one parser of --network (hako_net::NetworkMode): bad values are
+    // refused here, before anything exists.
+    let net_mode: hako_net::NetworkMode = net_name.parse()?;
+    use hako_net::NetworkMode as Nm;
+    if !opts.publish.is_empty() && !matches!(net_mode, Nm::Bridge(_)) {
+        // Docker's warning: there is no container address to forward to.
+        eprintln!("hako: warning: published ports are discarded with --network {net_name}");
+    }
+    let host_network = net_mode == Nm::Host || (rootless && !matches!(net_mode, Nm::Container(_)));
+    let hostname = match (&opts.hostname, &net_mode) {
+        (Some(h), _) => h.clone(),
+        (None, Nm::Host) => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| id[..12].to_string()),
+        _ => id[..12].to_string(),
+    };
+    // Name files exist before create (they are bind mounts in the spec);
+    // hako-net rewrites them in place once the addresses are known.
+    let resolv = hako_net::names::host_resolv_conf().unwrap_or_default();
+    hako_net::names::write_files(
+        &dir,
+        &hostname,
+        &hako_net::names::resolv_conf(&resolv, &[]),
+        &hako_net::names::hosts(&[], &[]),
+    )
+    .map_err(|e| Error::Other(e.to_string()))?;
+    let mut volume_dirs = Vec::new();
+    for v in &opts.volumes {
+        let (src, _, _, named) = spec::parse_volume(v)?;
+        if named && !src.is_empty() {
+            let d = dirs.volumes().join(&src).join("_data");
+            dirs::mkdir_p(&d)?;
+            volume_dirs.push((src, d));
+        } else if src.is_empty() {
+            // An anonymous volume: a directory of its own.
+            return Err(Error::Usage(format!(
+                "anonymous volume {v:?}: give it a name (NAME:{v})"
+            )));
+        } else if !Path::new(&src).exists() {
+            dirs::mkdir_p(Path::new(&src))?;
+        }
+    }
+    // Mount points for volumes and tmpfs, made now as host root: a
+    // container root in a user namespace may not create them in the image.
+    // A bind of a host file needs a file to mount on, anything else a
+    // directory.
+    let dests = opts
+        .volumes
+        .iter()
+        .filter_map(|v| spec::parse_volume(v).ok())
+        .map(|(src, dst, _, named)| (dst, !named && Path::new(&src).is_file()))
+        .chain(
+            opts.tmpfs
+                .iter()
+                .map(|t| (t.split(':').next().unwrap_or("").to_string(), false)),
+        );
+    for (d, is_file) in dests {
+        mount_point_in_rootfs(&rootfs, &d, is_file)?;
+    }
+    let mut env_file_lines = Vec::new();
+    for f in &opts.env_files {
+        let s = std::fs::read_to_string(f).map_err(io_err("read env file", f))?;
+        for l in s.lines() {
+            let l = l.trim();
+            if !l.is_empty() && !l.starts_with('#') {
+                env_file_lines.push(l.to_string());
+            }
+        }
+    }
+    let user_str = opts.user.clone().or_else(|| {
+        ic["User"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    });
+    let user = match user_str {
+        Some(u) => Some(match spec::numeric_user(&u) {
+            Some((uid, Some(gid))) => (uid, gid),
+            _ => spec::lookup_user(&rootfs, &u)?,
+        }),
+        None => None,
+    };
+    // SAFETY: getuid/getgid have no failure mode.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let inputs = Inputs {
+        id: id.to_string(),
+        rootfs: rootfs.clone(),
+        ctr_dir: dir.clone(),
+        hostname: hostname.clone(),
+        image_config: ic,
+        joins,
+        host_network,
+        init: if opts.init {
+            Some(InitHelper::discover()?)
+        } else {
+            None
+        },
+        seccomp_supported: seccomp_supported(),
+        rootless,
+        uid,
+        gid,
+        volume_dirs,
+        env_file_lines,
+        user,
+    };
+    let s = spec::build(opts, &inputs)?;
+    util::atomic_write(
+        &dir.join("config.json"),
+        serde_json::to_string_pretty(&s).expect("json").as_bytes(),
+    )?;
+    let command = spec::argv(opts, &inputs.image_config).join(" ");
+    let stop_signal = inputs.image_config["StopSignal"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    record::update(dirs, id, |r| {
+        r.rootfs = rootfs;
+        r.hostname = hostname;
+        r.command = command;
+        r.stop_signal = stop_signal;
+    })?;
+    Ok(())
+}
+
+/// Make the mount point `dest` inside the rootfs: `mkdir -p`, or an empty
+/// file for a file bind. Every lookup resolves inside the rootfs (openat2
+/// RESOLVE_IN_ROOT), so an image's symlink such as `/data -> /etc` leads to
+/// the image's /etc, never to the host's.
+fn mount_point_in_rootfs(rootfs: &Path, dest: &str, is_file: bool) -> Result<()> {
+    use hako_runtime::os as paths;
+    use std::os::fd::AsFd;
+    let root = hako_runtime::os::openat(None, rootfs, libc::O_PATH | libc::O_DIRECTORY, 0)
+        .map_err(io_err("open rootfs", rootfs))?;
+    let d = Path::new(dest);
+    let r = if is_file {
+        paths::ensure_file_in_root(root.as_fd(), d)
+    } else {
+        paths::mkdir_all_in_root(root.as_fd(), d, 0o755)
+    };
+    r.map(drop).map_err(io_err("create mount point", d))
+}

@@ -1,0 +1,99 @@
+//! `inspect`.
+
+use serde_json::{json, Value};
+
+use super::UNKNOWN_EXIT;
+use crate::dirs::Dirs;
+use crate::ns::ns_ids;
+use crate::record;
+use crate::status::{monitor_alive, status, Status};
+use crate::Result;
+
+/// `inspect`.
+pub fn inspect(dirs: &Dirs, name: &str) -> Result<Value> {
+    let id = record::resolve(dirs, name)?;
+    let r = record::load(dirs, &id)?;
+    let s = status(dirs, &r);
+    let spec: Value = std::fs::read(dirs.container(&id).join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    let live = s.is_live();
+    let exit_code = match s {
+        Status::Exited(c) => c,
+        _ => r.exit_code.or(Some(0)),
+    };
+    let pid = if live { r.pid } else { 0 };
+    let mut nets = serde_json::Map::new();
+    for n in &r.networks {
+        nets.insert(
+            n.network.clone(),
+            json!({"IPAddress": n.ip, "MacAddress": n.mac, "Interface": n.ifname}),
+        );
+    }
+    let res = &spec["linux"]["resources"];
+    Ok(json!({
+        "Id": r.id,
+        "Name": r.name,
+        "Created": r.created,
+        "Path": spec["process"]["args"][0],
+        "Args": spec["process"]["args"].as_array().map(|a| a[1..].to_vec()).unwrap_or_default(),
+        "Image": r.image_id,
+        "ImageName": r.image,
+        "State": {
+            "Status": s.word(),
+            "Running": s == Status::Running,
+            "Paused": s == Status::Paused,
+            "Pid": pid,
+            // Unknown is -1 (never a false 0) with the reason in Error.
+            "ExitCode": exit_code.unwrap_or(-1),
+            "Error": match (exit_code, &r.error) {
+                (_, Some(e)) => e.clone(),
+                (None, None) if matches!(s, Status::Exited(_)) => UNKNOWN_EXIT.to_string(),
+                _ => String::new(),
+            },
+            "StartedAt": r.started_at,
+            "FinishedAt": r.finished_at,
+            "MonitorPid": if monitor_alive(&r) { r.monitor_pid } else { 0 },
+        },
+        "HostPid": pid,
+        "Namespaces": if live { Value::Object(ns_ids(pid)) } else { json!({}) },
+        "HostNamespaces": Value::Object(ns_ids("self")),
+        "RestartCount": r.restart_count,
+        "LogPath": record::log_path(dirs, &id),
+        "Rootfs": r.rootfs,
+        "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|m| m["type"] == "bind" || m["type"] == "tmpfs").map(|m| json!({
+            "Type": m["type"], "Source": m["source"], "Destination": m["destination"],
+            "RW": !m["options"].as_array().is_some_and(|o| o.iter().any(|x| x == "ro")),
+        })).collect::<Vec<_>>()).unwrap_or_default(),
+        "HostConfig": {
+            "Memory": res["memory"]["limit"].as_i64().unwrap_or(0),
+            "NanoCpus": res["cpu"]["quota"].as_i64().map_or(0, |q| q * 10_000),
+            "PidsLimit": res["pids"]["limit"].as_i64().unwrap_or(0),
+            "Privileged": r.opts.privileged,
+            "ReadonlyRootfs": r.opts.read_only,
+            "AutoRemove": r.opts.rm,
+            "NetworkMode": r.opts.network.clone().unwrap_or_else(|| "bridge".into()),
+            "CapAdd": r.opts.cap_add,
+            "CapDrop": r.opts.cap_drop,
+            "SecurityOpt": r.opts.security_opt,
+            "Init": r.opts.init,
+        },
+        "Config": {
+            "Hostname": r.hostname,
+            "Env": spec["process"]["env"],
+            "Cmd": r.opts.cmd,
+            "WorkingDir": spec["process"]["cwd"],
+            "User": r.opts.user.clone().unwrap_or_default(),
+            "Tty": r.opts.tty,
+            "OpenStdin": r.opts.interactive,
+        },
+        "Capabilities": spec["process"]["capabilities"]["bounding"],
+        "Seccomp": if spec["linux"]["seccomp"].is_null() { "unconfined" } else { "default" },
+        "NetworkSettings": {
+            "IPAddress": r.networks.first().map(|n| n.ip.clone()).unwrap_or_default(),
+            "Networks": nets,
+            "Ports": r.opts.publish,
+        },
+    }))
+}

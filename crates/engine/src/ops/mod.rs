@@ -1,0 +1,26 @@
+//! The verbs, one module each. Each is a short function over [`crate::record`],
+//! [`crate::status`], the runtime library, the image store and the network
+//! manager; what a container's end undoes lives in [`crate::teardown`], and
+//! the monitor (below the verbs) never calls back into them.
+
+mod create;
+mod inspect;
+mod logs;
+mod pause;
+mod ps;
+mod rm;
+mod start;
+mod stop;
+mod top;
+mod wait;
+
+pub use create::create;
+pub use inspect::inspect;
+pub use logs::logs;
+pub use pause::pause;
+pub use ps::ps;
+pub use rm::rm;
+pub use start::{run, spawn_monitor, start, start_attached};
+pub use stop::{kill, restart, stop};
+pub use top::{pids, stats, top};
+pub use wait::{wait, UNKNOWN_EXIT};

@@ -1,0 +1,60 @@
+//! `rm [-f]`.
+
+use std::time::{Duration, Instant};
+
+use hako_runtime::container;
+
+use super::stop::{signal, wait_exit};
+use crate::dirs::Dirs;
+use crate::record;
+use crate::status::{set_frozen, status, Status};
+use crate::teardown::remove_all;
+use crate::util;
+use crate::{Error, Result};
+
+/// `rm [-f]`.
+pub fn rm(dirs: &Dirs, name: &str, force: bool) -> Result<String> {
+    let id = record::resolve(dirs, name)?;
+    if let Ok(r) = record::load(dirs, &id) {
+        let st = status(dirs, &r);
+        if st.is_live() {
+            if !force {
+                return Err(Error::State {
+                    id: r.name,
+                    msg: "is running: stop it first or use rm -f".into(),
+                });
+            }
+            if st == Status::Paused {
+                let _ = container::resume(&dirs.runtime_root(), &id);
+                let _ = set_frozen(&r, false);
+            }
+            let _ = signal(dirs, &r, libc::SIGKILL, true);
+        }
+        wait_exit(dirs, &id, Duration::from_secs(15));
+    } else if !force && record::exists(&dirs.container(&id)) {
+        return Err(Error::State {
+            id,
+            msg: "has a corrupt record: remove it with rm -f".into(),
+        });
+    } else {
+        kill_unrecorded(dirs, &id);
+    }
+    remove_all(dirs, &id)?;
+    Ok(id)
+}
+
+/// A container without a readable record may still run: its init is found
+/// through the runtime's state, killed, and waited for (its monitor then
+/// finds no record to update and exits).
+fn kill_unrecorded(dirs: &Dirs, id: &str) {
+    let root = dirs.runtime_root();
+    let Ok(st) = container::state_json(&root, id) else {
+        return;
+    };
+    let pid = st["pid"].as_i64().unwrap_or(0) as i32;
+    let _ = container::kill(&root, id, libc::SIGKILL, true);
+    let t0 = Instant::now();
+    while util::pid_alive(pid, 0) && t0.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,130 @@
+//! `run`, `start` and `start -a`: a monitor starts the created container.
+
+use std::io::Read;
+use std::time::Duration;
+
+use super::stop::wait_exit;
+use super::{create, rm};
+use crate::dirs::Dirs;
+use crate::record::{self, Phase, Record, RunOptions};
+use crate::status::{monitor_alive, status, Status};
+use crate::{io_err, Error, Result};
+
+/// Re-create what a reboot took from a stopped container before it is
+/// started again: its rootfs mount (the runtime state, the run root and
+/// the network are re-made by the monitor's create and attach).
+fn recover_for_start(dirs: &Dirs, r: &Record) -> Result<()> {
+    if r.rootfs.as_os_str().is_empty() {
+        return Ok(());
+    }
+    dirs.image_store()?.remount_rootfs(&r.id)?;
+    Ok(())
+}
+
+/// Start a detached monitor for `id` and wait until it started the container.
+pub fn spawn_monitor(dirs: &Dirs, id: &str) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = hako_runtime::self_exe().map_err(|e| Error::Other(format!("find hako: {e}")))?;
+    let log = dirs.container(id).join("monitor.log");
+    let errf = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&log)
+            .map_err(io_err("create", &log))?
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("__monitor")
+        .arg(id)
+        .env("HAKO_DATA_DIR", &dirs.data)
+        .env("HAKO_RUN_DIR", &dirs.run)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(errf)
+        .current_dir("/");
+    // SAFETY: setsid is async-signal-safe; the closure touches no memory
+    // shared with the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Other(format!("start the monitor: {e}")))?;
+    let mut msg = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut msg);
+    }
+    if msg.trim() == "ok" {
+        return Ok(());
+    }
+    let _ = child.wait();
+    let extra = std::fs::read_to_string(&log).unwrap_or_default();
+    Err(Error::Other(format!(
+        "container {}: {}{}",
+        &id[..12],
+        msg.trim(),
+        if extra.trim().is_empty() || extra.contains(msg.trim()) {
+            String::new()
+        } else {
+            format!(" ({})", extra.trim())
+        }
+    )))
+}
+
+/// `run`: create, then monitor in the foreground or spawn a detached one.
+pub fn run(dirs: &Dirs, opts: &RunOptions) -> Result<(String, i32)> {
+    let id = create(dirs, opts)?;
+    if opts.detach {
+        // A run that could not start (a taken port, a network error) leaves
+        // no container behind: the user asked for a running one.
+        if let Err(e) = spawn_monitor(dirs, &id) {
+            let _ = rm(dirs, &id, true);
+            return Err(e);
+        }
+        return Ok((id, 0));
+    }
+    let code = crate::monitor::foreground(dirs, &id)?;
+    if record::load(dirs, &id).is_ok_and(|r| r.started_at.is_none() && r.error.is_some()) {
+        let _ = rm(dirs, &id, true);
+    }
+    Ok((id, code))
+}
+
+/// `start -a`: run the monitor here, attached; the container's exit code.
+pub fn start_attached(dirs: &Dirs, name: &str) -> Result<i32> {
+    let id = record::resolve(dirs, name)?;
+    let r = record::load(dirs, &id)?;
+    if status(dirs, &r).is_live() {
+        return Err(Error::State {
+            id: r.name,
+            msg: "is already running (attach is not supported)".into(),
+        });
+    }
+    if r.phase == Phase::Running && monitor_alive(&r) {
+        wait_exit(dirs, &id, Duration::from_secs(10));
+    }
+    recover_for_start(dirs, &r)?;
+    crate::monitor::foreground(dirs, &id)
+}
+
+/// `start` (detached).
+pub fn start(dirs: &Dirs, name: &str) -> Result<String> {
+    let id = record::resolve(dirs, name)?;
+    let r = record::load(dirs, &id)?;
+    match status(dirs, &r) {
+        Status::Running | Status::Paused => return Ok(id),
+        _ => {}
+    }
+    if r.phase == Phase::Running && monitor_alive(&r) {
+        wait_exit(dirs, &id, Duration::from_secs(10));
+    }
+    recover_for_start(dirs, &r)?;
+    spawn_monitor(dirs, &id)?;
+    Ok(id)
+}

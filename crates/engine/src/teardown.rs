@@ -1,0 +1,45 @@
+//! Undoing a container: what goes when its init has exited (runtime state,
+//! cgroup, leases, run dir) and, on removal, everything else.
+
+use hako_runtime::container;
+
+use crate::dirs::Dirs;
+use crate::record::{self, Phase};
+use crate::util::now_rfc3339_nanos;
+use crate::{io_err, Result};
+
+/// What the init's exit leaves to undo, whoever saw it exit: runtime
+/// state, the cgroup parent if empty, leases, the run dir. Idempotent.
+fn release(dirs: &Dirs, id: &str) {
+    let _ = container::delete(&dirs.runtime_root(), id, true);
+    hako_runtime::container::remove_empty_group("hako");
+    let _ = dirs.net_manager().release(id);
+    let _ = std::fs::remove_dir_all(dirs.run_container(id));
+}
+
+/// After the init is gone: [`release`], then the exit in the record.
+pub fn finish(dirs: &Dirs, id: &str, code: Option<i32>) {
+    release(dirs, id);
+    let _ = record::update(dirs, id, |r| {
+        r.phase = Phase::Exited;
+        r.exit_code = code.or(r.exit_code);
+        r.finished_at = Some(now_rfc3339_nanos());
+        r.monitor_pid = 0;
+    });
+}
+
+/// Everything of a container goes: [`release`], rootfs, its directory.
+/// Idempotent; used by `rm`, `--rm` and failed creates.
+pub fn remove_all(dirs: &Dirs, id: &str) -> Result<()> {
+    release(dirs, id);
+    if let Ok(store) = dirs.image_store() {
+        store.remove_rootfs(id)?;
+    }
+    let _l = record::lock(dirs)?;
+    match std::fs::remove_dir_all(dirs.container(id)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(io_err("remove", dirs.container(id))(e))
+        }
+        _ => Ok(()),
+    }
+}
