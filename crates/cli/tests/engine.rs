@@ -605,7 +605,12 @@ fn detached_logs_exec_stop_rm() {
     let ps = e.out(&["ps"]);
     assert!(ps.contains("ticker") && ps.contains("Up"), "{ps}");
 
-    // SIGTERM reached it: its trap logs got-term (checked below).
+    // It ran long enough to log three ticks (the steps above take about
+    // as long as two), then SIGTERM reached it: its trap logs got-term
+    // (checked below).
+    poll(10, "three ticks in the log", || {
+        e.out(&["logs", "ticker"]).contains("tick 2").then_some(())
+    });
     e.ok(&["stop", "-t", "5", "ticker"]);
     let logs = wait_output(follower, Duration::from_secs(10), &["logs", "-f"]);
     let out = stdout(&logs);
