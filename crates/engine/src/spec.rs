@@ -1,9 +1,17 @@
-//! Image config + `run` flags → an OCI config.json. Pure: every input is a
-//! parameter, so the mapping is unit-tested without root.
+//! Image config + `run` flags → the container's OCI spec, typed
+//! (`oci_spec::runtime::Spec`, written as config.json). Pure: every input is
+//! a parameter, so the mapping is unit-tested without root, and a test
+//! plans every kind of spec through the runtime's planner.
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use oci_spec::runtime::{
+    Capabilities, Capability, Linux, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup,
+    LinuxIdMappingBuilder, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids,
+    LinuxResources, LinuxTimeOffset, Mount, PosixRlimitBuilder, PosixRlimitType, Process, Root,
+    Spec, User,
+};
+use serde_json::Value;
 
 use crate::record::RunOptions;
 use crate::{Error, Result};
@@ -108,21 +116,22 @@ impl InitHelper {
         ]
     }
 
-    fn mounts(&self) -> Vec<Value> {
-        let ro = json!(["bind", "ro", "nosuid", "nodev"]);
-        let mut v = vec![
-            json!({"destination": format!("{INIT_DIR}/init"), "type": "bind",
-            "source": self.exe, "options": ro}),
-        ];
+    fn mounts(&self) -> Vec<Mount> {
+        let ro = ["bind", "ro", "nosuid", "nodev"];
+        let mut v = vec![mount(&format!("{INIT_DIR}/init"), "bind", &self.exe, &ro)];
         if !self.loader.as_os_str().is_empty() {
-            v.push(
-                json!({"destination": format!("{INIT_DIR}/ld.so"), "type": "bind",
-                "source": self.loader, "options": ro}),
-            );
-            v.push(
-                json!({"destination": format!("{INIT_DIR}/lib"), "type": "bind",
-                "source": self.libdir, "options": ["rbind", "ro", "nosuid", "nodev"]}),
-            );
+            v.push(mount(
+                &format!("{INIT_DIR}/ld.so"),
+                "bind",
+                &self.loader,
+                &ro,
+            ));
+            v.push(mount(
+                &format!("{INIT_DIR}/lib"),
+                "bind",
+                &self.libdir,
+                &["rbind", "ro", "nosuid", "nodev"],
+            ));
         }
         v
     }
@@ -399,8 +408,31 @@ fn own_nofile() -> (u64, u64) {
     (r.rlim_max.min(1_048_576), r.rlim_max.min(1_048_576))
 }
 
-/// Build config.json.
-pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Value> {
+/// A mount of the spec: `options` as the runtime takes them.
+fn mount(dst: &str, typ: &str, src: impl Into<PathBuf>, options: &[&str]) -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(dst.into())
+        .set_typ(Some(typ.into()))
+        .set_source(Some(src.into()))
+        .set_options(Some(options.iter().map(|o| o.to_string()).collect()));
+    m
+}
+
+fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> LinuxNamespace {
+    let mut n = LinuxNamespace::default();
+    n.set_typ(typ).set_path(path);
+    n
+}
+
+/// A capability name as the spec has it ("CAP_CHOWN"): unknown names are
+/// refused here, naming the flag, rather than by the runtime's parser.
+fn capability(name: &str) -> Result<Capability> {
+    serde_json::from_value(Value::String(name.into()))
+        .map_err(|_| Error::Usage(format!("--cap-add/--cap-drop: unknown capability {name:?}")))
+}
+
+/// Build config.json, as oci_spec's typed Spec.
+pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
     let ic = &inp.image_config;
     let caps = capabilities(o);
     let mut env: Vec<String> = vec![
@@ -455,14 +487,52 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Value> {
     let (uid, gid) = inp.user.unwrap_or((0, 0));
     let nofile = own_nofile();
 
+    let sys_mode = if o.privileged { "rw" } else { "ro" };
     let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if o.privileged { "rw" } else { "ro" }]}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", if o.privileged { "rw" } else { "ro" }]}),
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", sys_mode],
+        ),
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", sys_mode],
+        ),
     ];
     // A user namespace (rootless, or --userns) cannot mount sysfs without
     // its own netns, nor give devpts a gid it may not map.
@@ -471,17 +541,23 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Value> {
             .as_deref()
             .is_some_and(|u| u != "host" && !u.is_empty());
     if userns {
+        mounts.retain(|m| {
+            let d = m.destination();
+            d != Path::new("/sys/fs/cgroup") && d != Path::new("/dev/mqueue")
+        });
         for m in &mut mounts {
-            if m["destination"] == "/sys" {
-                *m = json!({"destination": "/sys", "type": "none", "source": "/sys",
-                    "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
+            if m.destination() == Path::new("/sys") {
+                *m = mount(
+                    "/sys",
+                    "none",
+                    "/sys",
+                    &["rbind", "nosuid", "noexec", "nodev", "ro"],
+                );
             }
-            if let Some(opts) = m["options"].as_array_mut() {
-                opts.retain(|x| !x.as_str().is_some_and(|x| x.starts_with("gid=")));
+            if let Some(opts) = m.options_mut() {
+                opts.retain(|x| !x.starts_with("gid="));
             }
         }
-        mounts
-            .retain(|m| m["destination"] != "/sys/fs/cgroup" && m["destination"] != "/dev/mqueue");
     }
     // Name files: our own, or the host's for --network host.
     let name_files: [(&str, PathBuf); 3] = if inp.host_network {
@@ -499,21 +575,19 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Value> {
     };
     for (dst, src) in name_files {
         if src.exists() {
-            mounts.push(json!({"destination": dst, "type": "bind", "source": src,
-                "options": ["rbind", "rprivate", "ro", "nosuid", "nodev", "noexec"]}));
+            mounts.push(mount(
+                dst,
+                "bind",
+                src,
+                &["rbind", "rprivate", "ro", "nosuid", "nodev", "noexec"],
+            ));
         }
     }
     for t in &o.tmpfs {
         let (dst, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
-        let mut options = vec!["nosuid".to_string(), "nodev".into(), "noexec".into()];
-        options.extend(
-            opts.split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string),
-        );
-        mounts.push(
-            json!({"destination": dst, "type": "tmpfs", "source": "tmpfs", "options": options}),
-        );
+        let mut options = vec!["nosuid", "nodev", "noexec"];
+        options.extend(opts.split(',').filter(|s| !s.is_empty()));
+        mounts.push(mount(dst, "tmpfs", "tmpfs", &options));
     }
     for v in &o.volumes {
         let (src, dst, ro, named) = parse_volume(v)?;
@@ -530,22 +604,28 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Value> {
         if ro {
             options.push("ro");
         }
-        mounts.push(
-            json!({"destination": dst, "type": "bind", "source": source, "options": options}),
-        );
+        mounts.push(mount(&dst, "bind", source, &options));
     }
     if let Some(h) = &inp.init {
         mounts.extend(h.mounts());
     }
 
-    let mut namespaces: Vec<Value> = Vec::new();
+    let mut namespaces = Vec::new();
     let join = |t: &str| {
         inp.joins
             .iter()
             .find(|(k, _)| k == t)
             .map(|(_, p)| p.clone())
     };
-    for t in ["pid", "network", "ipc", "uts", "mount", "cgroup"] {
+    use LinuxNamespaceType as Ns;
+    for (t, typ) in [
+        ("pid", Ns::Pid),
+        ("network", Ns::Network),
+        ("ipc", Ns::Ipc),
+        ("uts", Ns::Uts),
+        ("mount", Ns::Mount),
+        ("cgroup", Ns::Cgroup),
+    ] {
         let flag = match t {
             "pid" => ns_mode(&o.pid),
             "ipc" => ns_mode(&o.ipc),
@@ -555,16 +635,21 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Value> {
         if flag == Some("host") || (t == "network" && inp.host_network && join(t).is_none()) {
             continue;
         }
-        match join(t) {
-            Some(p) => namespaces.push(json!({"type": t, "path": p})),
-            None => namespaces.push(json!({"type": t})),
-        }
+        namespaces.push(namespace(typ, join(t)));
     }
-    let mut linux = json!({
-        "namespaces": [],
-        "maskedPaths": if o.privileged { json!([]) } else { json!(MASKED_PATHS) },
-        "readonlyPaths": if o.privileged { json!([]) } else { json!(READONLY_PATHS) },
-    });
+    let mut linux = Linux::default();
+    let paths = |p: &[&str]| -> Option<Vec<String>> {
+        Some(if o.privileged {
+            vec![]
+        } else {
+            p.iter().map(|s| s.to_string()).collect()
+        })
+    };
+    linux
+        .set_masked_paths(paths(&MASKED_PATHS))
+        .set_readonly_paths(paths(&READONLY_PATHS))
+        .set_resources(None)
+        .set_cgroups_path(None);
     // A user namespace: rootless (0 → the caller), or --userns.
     // Rootless: the monitor already runs in a user namespace mapping 0 to
     // the caller (see monitor::enter_rootless_userns); the container shares it.
@@ -588,49 +673,83 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Value> {
         }
     };
     if let Some((hu, hg, size)) = userns_map {
-        namespaces.push(json!({"type": "user"}));
-        linux["uidMappings"] = json!([{"containerID": 0, "hostID": hu, "size": size}]);
-        linux["gidMappings"] = json!([{"containerID": 0, "hostID": hg, "size": size}]);
+        namespaces.push(namespace(Ns::User, None));
+        let map = |host: u32| {
+            LinuxIdMappingBuilder::default()
+                .container_id(0u32)
+                .host_id(host)
+                .size(size)
+                .build()
+                .map(|m| vec![m])
+                .map_err(|e| Error::Other(format!("--userns: {e}")))
+        };
+        linux
+            .set_uid_mappings(Some(map(hu)?))
+            .set_gid_mappings(Some(map(hg)?));
     }
     if let Some(t) = &o.time_offset {
         let (m, b) = parse_time_offset(t)?;
-        namespaces.push(json!({"type": "time"}));
-        linux["timeOffsets"] = json!({"monotonic": {"secs": m, "nanosecs": 0}, "boottime": {"secs": b, "nanosecs": 0}});
+        namespaces.push(namespace(Ns::Time, None));
+        let off = |secs: i64| {
+            let mut t = LinuxTimeOffset::default();
+            t.set_secs(Some(secs)).set_nanosecs(Some(0));
+            t
+        };
+        linux.set_time_offsets(Some(
+            [
+                ("monotonic".to_string(), off(m)),
+                ("boottime".to_string(), off(b)),
+            ]
+            .into(),
+        ));
     }
-    linux["namespaces"] = Value::Array(namespaces);
+    linux.set_namespaces(Some(namespaces));
 
     if !inp.rootless {
-        let mut res = json!({"devices": [{"allow": false, "access": "rwm"}]});
-        if o.privileged {
-            res = json!({"devices": [{"allow": true, "access": "rwm"}]});
-        }
+        let mut devices = LinuxDeviceCgroup::default();
+        devices
+            .set_allow(o.privileged)
+            .set_access(Some("rwm".into()));
+        let mut res = LinuxResources::default();
+        res.set_devices(Some(vec![devices]));
         if let Some(m) = &o.memory {
-            res["memory"] = json!({"limit": crate::util::parse_bytes(m)?});
+            let mut mem = LinuxMemory::default();
+            mem.set_limit(Some(crate::util::parse_bytes(m)?));
+            res.set_memory(Some(mem));
         }
         if let Some(c) = o.cpus {
             if c <= 0.0 {
                 return Err(Error::Usage("--cpus must be positive".into()));
             }
-            res["cpu"] = json!({"quota": (c * 100_000.0) as i64, "period": 100_000u64});
+            let mut cpu = LinuxCpu::default();
+            cpu.set_quota(Some((c * 100_000.0) as i64))
+                .set_period(Some(100_000));
+            res.set_cpu(Some(cpu));
         }
         if let Some(p) = o.pids_limit {
-            res["pids"] = json!({"limit": p});
+            let mut pids = LinuxPids::default();
+            pids.set_limit(p);
+            res.set_pids(Some(pids));
         }
-        linux["resources"] = res;
-        linux["cgroupsPath"] = json!(format!("/hako/{}", inp.id));
+        linux
+            .set_resources(Some(res))
+            .set_cgroups_path(Some(format!("/hako/{}", inp.id).into()));
     }
     if inp.seccomp_supported {
         match seccomp_choice(o)? {
             Seccomp::Unconfined => {}
             Seccomp::Default => {
-                let prof = hako_seccomp::default_profile(&caps);
-                linux["seccomp"] = serde_json::to_value(prof)
+                // hako_seccomp's profile is the OCI linux.seccomp object.
+                let prof = serde_json::to_value(hako_seccomp::default_profile(&caps))
+                    .and_then(serde_json::from_value)
                     .map_err(|e| Error::Other(format!("seccomp profile: {e}")))?;
+                linux.set_seccomp(Some(prof));
             }
             Seccomp::File(p) => {
                 let b = std::fs::read(&p).map_err(crate::io_err("read seccomp profile", &p))?;
-                linux["seccomp"] = serde_json::from_slice(&b)
+                let prof = hako_runtime::json_from_slice(&b)
                     .map_err(|e| Error::Usage(format!("seccomp profile {}: {e}", p.display())))?;
+                linux.set_seccomp(Some(prof));
             }
         }
     } else {
@@ -638,29 +757,59 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Value> {
         seccomp_choice(o)?;
     }
 
-    let mut spec = json!({
-        "ociVersion": "1.2.0",
-        "process": {
-            "terminal": o.tty,
-            "user": {"uid": uid, "gid": gid},
-            "args": args,
-            "env": env,
-            "cwd": cwd,
-            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile.1, "soft": nofile.0}],
-            "noNewPrivileges": !o.privileged,
-        },
-        "root": {"path": inp.rootfs, "readonly": o.read_only},
+    let cap_set = caps
+        .iter()
+        .map(|c| capability(c))
+        .collect::<Result<Capabilities>>()?;
+    let mut capabilities = LinuxCapabilities::default();
+    capabilities
+        .set_bounding(Some(cap_set.clone()))
+        .set_effective(Some(cap_set.clone()))
+        .set_permitted(Some(cap_set))
+        .set_inheritable(None)
+        .set_ambient(None);
+    let mut user = User::default();
+    user.set_uid(uid).set_gid(gid);
+    let rlimit = PosixRlimitBuilder::default()
+        .typ(PosixRlimitType::RlimitNofile)
+        .hard(nofile.1)
+        .soft(nofile.0)
+        .build()
+        .map_err(|e| Error::Other(format!("rlimit: {e}")))?;
+    let mut process = Process::default();
+    process
+        .set_terminal(Some(o.tty))
+        .set_user(user)
+        .set_args(Some(args))
+        .set_env(Some(env))
+        .set_cwd(cwd.into())
+        .set_capabilities(Some(capabilities))
+        .set_rlimits(Some(vec![rlimit]))
+        .set_no_new_privileges(Some(!o.privileged));
+    let mut root = Root::default();
+    root.set_path(inp.rootfs.clone())
+        .set_readonly(Some(o.read_only));
+
+    let mut spec = Spec::default();
+    spec.set_version("1.2.0".into())
+        .set_process(Some(process))
+        .set_root(Some(root))
+        .set_hostname(None)
+        .set_mounts(Some(mounts))
         // The store mounts rootfs nosuid,nodev on the host, where other
         // users must not run its setuid files; inside, they work as usual.
-        "annotations": {hako_runtime::ROOTFS_SUID_ANNOTATION: "true"},
-        "mounts": mounts,
-        "linux": linux,
-    });
+        .set_annotations(Some(
+            [(
+                hako_runtime::ROOTFS_SUID_ANNOTATION.to_string(),
+                "true".to_string(),
+            )]
+            .into(),
+        ))
+        .set_linux(Some(linux));
     // A hostname needs a UTS namespace of the container's own: with
     // --uts host the container sees the host's (as Docker does).
     if ns_mode(&o.uts) != Some("host") {
-        spec["hostname"] = json!(inp.hostname);
+        spec.set_hostname(Some(inp.hostname.clone()));
     } else if o.hostname.is_some() {
         return Err(Error::Usage(
             "conflicting options: --hostname and --uts host".into(),
@@ -672,6 +821,12 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// The spec as JSON, as config.json will have it.
+    fn built(o: &RunOptions, i: &Inputs) -> Value {
+        serde_json::to_value(build(o, i).unwrap()).unwrap()
+    }
 
     fn inputs() -> Inputs {
         Inputs {
@@ -682,6 +837,16 @@ mod tests {
             image_config: json!({"Env": ["A=1", "PATH=/x"], "Cmd": ["echo", "hi"], "WorkingDir": "/w"}),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_unknown_capability_names_the_flag() {
+        let o = RunOptions {
+            cap_add: vec!["BOGUS".into()],
+            ..Default::default()
+        };
+        let e = build(&o, &inputs()).unwrap_err().to_string();
+        assert_eq!(e, "--cap-add/--cap-drop: unknown capability \"CAP_BOGUS\"");
     }
 
     /// Every kind of run the engine knows builds a config.json that the
@@ -759,14 +924,13 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         for (what, o, mut i) in kinds {
             i.rootfs = root.path().to_path_buf();
-            let v = match build(&o, &i) {
+            let spec = match build(&o, &i) {
                 Ok(v) => v,
                 // A combination the engine refuses up front is fine too,
                 // but it must say so, not build a broken spec.
                 Err(e) => panic!("{what}: the engine refused it: {e}"),
             };
-            let spec: oci_spec::runtime::Spec = serde_json::from_value(v.clone())
-                .unwrap_or_else(|e| panic!("{what}: not an OCI spec: {e}\n{v:#}"));
+            let v = serde_json::to_value(&spec).unwrap();
             hako_runtime::Plan::from_spec(&spec, std::path::Path::new("/bundle"))
                 .unwrap_or_else(|e| panic!("{what}: the runtime would refuse it: {e}\n{v:#}"));
         }
@@ -797,7 +961,7 @@ mod tests {
     #[test]
     fn image_defaults_and_flags() {
         let mut o = RunOptions::default();
-        let s = build(&o, &inputs()).unwrap();
+        let s = built(&o, &inputs());
         assert_eq!(s["process"]["args"], json!(["echo", "hi"]));
         assert_eq!(s["process"]["cwd"], "/w");
         let env = strs(&s["process"]["env"]);
@@ -808,7 +972,7 @@ mod tests {
         o.pids_limit = Some(20);
         o.read_only = true;
         o.pid = Some("host".into());
-        let s = build(&o, &inputs()).unwrap();
+        let s = built(&o, &inputs());
         assert_eq!(s["process"]["args"], json!(["sh"]));
         assert!(strs(&s["process"]["env"]).contains(&"A=2".to_string()));
         assert!(!strs(&s["process"]["env"]).contains(&"A=1".to_string()));
@@ -832,7 +996,7 @@ mod tests {
         let c = capabilities(&o);
         assert!(c.contains(&"CAP_SYS_ADMIN".into()) && !c.contains(&"CAP_KILL".into()));
         o.privileged = true;
-        let s = build(&o, &inputs()).unwrap();
+        let s = built(&o, &inputs());
         assert_eq!(s["linux"]["maskedPaths"], json!([]));
         assert!(capabilities(&o).len() > 30);
     }
@@ -852,7 +1016,7 @@ mod tests {
             userns: Some("auto".into()),
             ..Default::default()
         };
-        let s = build(&o, &inputs()).unwrap();
+        let s = built(&o, &inputs());
         assert_eq!(s["linux"]["timeOffsets"]["boottime"]["secs"], 100);
         assert_eq!(s["linux"]["uidMappings"][0]["hostID"], 100_000);
     }
@@ -865,7 +1029,7 @@ mod tests {
             loader: "/lib64/ld-linux-x86-64.so.2".into(),
             libdir: "/lib/x86_64-linux-gnu".into(),
         });
-        let s = build(&RunOptions::default(), &i).unwrap();
+        let s = built(&RunOptions::default(), &i);
         let a = strs(&s["process"]["args"]);
         assert_eq!(a[0], "/.hako/ld.so");
         assert_eq!(&a[a.len() - 3..], ["--", "echo", "hi"]);

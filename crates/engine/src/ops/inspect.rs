@@ -32,6 +32,12 @@ pub fn inspect(dirs: &Dirs, name: &str) -> Result<Value> {
         );
     }
     let res = &spec["linux"]["resources"];
+    // Sorted: the spec keeps them as a set, in no order.
+    let mut caps: Vec<&str> = spec["process"]["capabilities"]["bounding"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    caps.sort_unstable();
     Ok(json!({
         "Id": r.id,
         "Name": r.name,
@@ -88,7 +94,7 @@ pub fn inspect(dirs: &Dirs, name: &str) -> Result<Value> {
             "Tty": r.opts.tty,
             "OpenStdin": r.opts.interactive,
         },
-        "Capabilities": spec["process"]["capabilities"]["bounding"],
+        "Capabilities": caps,
         "Seccomp": if spec["linux"]["seccomp"].is_null() { "unconfined" } else { "default" },
         "NetworkSettings": {
             "IPAddress": r.networks.first().map(|n| n.ip.clone()).unwrap_or_default(),
