@@ -49,7 +49,7 @@ user:x:1000:1000:user:/home/user:/bin/sh
 P
 cat > "$rootfs/etc/group" <<'G'
 root:x:0:
-tty:x:5:
+tty:x:5:user
 nogroup:x:65534:
 user:x:1000:
 G

@@ -65,11 +65,15 @@ fn busybox_rootfs() -> &'static Path {
     })
 }
 
-/// One test's engine: its own roots; everything removed on drop.
+/// One test's engine: its own roots, settings file, default network
+/// (bridge and subnet) and nft table; everything removed on drop. So test
+/// runs (and a real hako) on one host do not share addresses.
 struct Engine {
     dir: tempfile::TempDir,
     nft: String,
     networks: Vec<String>,
+    /// The default network's subnet in this engine's settings file.
+    subnet_prefix: String,
 }
 
 impl Engine {
@@ -78,10 +82,26 @@ impl Engine {
             .prefix(&format!("hako-e-{tag}-"))
             .tempdir()
             .unwrap();
+        static ENGINES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = ENGINES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 64;
+        let pid = std::process::id();
+        let subnet_prefix = format!("10.{}.{n}.", 100 + pid % 50);
+        std::fs::write(
+            dir.path().join("hako.toml"),
+            format!(
+                "[network]\ndefault_bridge = \"hkt{}x{n}\"\ndefault_subnet = \"{subnet_prefix}0/24\"\n\
+                 subnet_pool = \"10.{}.{}.0/22\"\n",
+                pid % 100_000,
+                150 + pid % 50,
+                n * 4
+            ),
+        )
+        .unwrap();
         let e = Engine {
             dir,
-            nft: format!("hakot{}", std::process::id() % 100_000),
+            nft: format!("hakot{}", pid % 100_000),
             networks: Vec::new(),
+            subnet_prefix,
         };
         let o = e.ok(&["import", busybox_rootfs().to_str().unwrap(), "busybox"]);
         assert!(String::from_utf8_lossy(&o.stdout).starts_with("sha256:"));
@@ -103,6 +123,7 @@ impl Engine {
             .env("HAKO_DATA_DIR", self.data())
             .env("HAKO_RUN_DIR", self.dir.path().join("run"))
             .env("HAKO_NFT_TABLE", &self.nft)
+            .env("HAKO_CONFIG", self.dir.path().join("hako.toml"))
             .stdin(Stdio::null());
         c
     }
@@ -2270,4 +2291,130 @@ fn error_cause_printed_once() {
     assert_eq!(o.status.code(), Some(125), "{o:?}");
     assert!(err.contains(missing.to_str().unwrap()), "{err}");
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
+/// The default network is what the settings file says (issue 14: the
+/// default subnet is configurable), and a bad settings file is one line
+/// naming the key, exit 125, with nothing made.
+#[test]
+#[ignore = "needs root"]
+fn default_network_comes_from_the_settings_file() {
+    need_root!();
+    let e = Engine::new("conf");
+    let o = e.ok(&[
+        "run", "--rm", "busybox", "ip", "-4", "-o", "addr", "show", "eth0",
+    ]);
+    assert!(
+        stdout(&o).contains(&format!("inet {}", e.subnet_prefix)),
+        "{}",
+        stdout(&o)
+    );
+    let net: Value = serde_json::from_str(&e.out(&["network", "inspect", "hako"])).unwrap();
+    let settings = std::fs::read_to_string(e.dir.path().join("hako.toml")).unwrap();
+    assert!(
+        settings.contains(&format!("\"{}\"", net[0]["bridge"].as_str().unwrap())),
+        "{net} vs {settings}"
+    );
+
+    std::fs::write(
+        e.dir.path().join("hako.toml"),
+        "[network]\ndefault_subnet = \"10.1.0.0/16\"\nbridge = \"x\"\n",
+    )
+    .unwrap();
+    let o = e.run(&["run", "--rm", "busybox", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("hako.toml: line 3: unknown field `bridge`"),
+        "{err}"
+    );
+    std::fs::write(e.dir.path().join("hako.toml"), settings).unwrap();
+    assert_eq!(e.out(&["ps", "-a", "-q"]), "");
+}
+
+/// Run flags behave as Docker's (issue 14, item 4), each as a user sees it.
+#[test]
+#[ignore = "needs root"]
+fn run_flags_behave_as_docker() {
+    need_root!();
+    let e = Engine::new("flags");
+    let run = |args: &[&str]| {
+        let mut a = vec!["run", "--rm", "--network", "none"];
+        a.extend_from_slice(args);
+        e.run(&a)
+    };
+    let ok = |args: &[&str]| {
+        let o = run(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        stdout(&o)
+    };
+    // Refused with one line naming what is wrong, exit 125, nothing left.
+    let refused = |args: &[&str], what: &str| {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(125), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(what), "{args:?}: {err}");
+    };
+
+    // A volume on /etc: the name files are mounted inside it.
+    assert_eq!(
+        ok(&["-v", "etcvol:/etc", "busybox", "cat", "/etc/hostname"]).len(),
+        13
+    );
+    // no_new_privs: on by default (hako), off when asked.
+    let nnp = |extra: &[&str]| {
+        let mut a = extra.to_vec();
+        a.extend_from_slice(&["busybox", "grep", "NoNewPrivs", "/proc/self/status"]);
+        ok(&a).split_whitespace().last().unwrap().to_string()
+    };
+    assert_eq!(nnp(&[]), "1");
+    assert_eq!(nnp(&["--security-opt", "no-new-privileges=false"]), "0");
+    // --privileged has the host's devices; a plain container does not.
+    assert!(Path::new("/dev/kmsg").exists());
+    ok(&["--privileged", "busybox", "test", "-c", "/dev/kmsg"]);
+    assert_eq!(
+        run(&["busybox", "test", "-e", "/dev/kmsg"]).status.code(),
+        Some(1)
+    );
+    // HOME, users and groups as Docker resolves them.
+    assert_eq!(ok(&["busybox", "sh", "-c", "echo $HOME"]), "/root\n");
+    assert_eq!(
+        ok(&["-u", "user", "busybox", "sh", "-c", "echo $HOME"]),
+        "/home/user\n"
+    );
+    assert_eq!(ok(&["-u", "4242", "busybox", "id", "-u"]), "4242\n");
+    assert_eq!(ok(&["-u", "4242", "busybox", "id", "-g"]), "0\n");
+    let groups = ok(&["-u", "user", "busybox", "id", "-G"]);
+    assert_eq!(
+        groups.split_whitespace().collect::<Vec<_>>(),
+        ["1000", "5"],
+        "{groups}"
+    );
+
+    refused(
+        &["-v", "/tmp:/x:bogus", "busybox", "true"],
+        "unknown option \"bogus\"",
+    );
+    refused(
+        &["--security-opt", "bogus=1", "busybox", "true"],
+        "--security-opt \"bogus=1\"",
+    );
+    refused(
+        &["--cap-add", "BOGUS", "busybox", "true"],
+        "unknown capability \"CAP_BOGUS\"",
+    );
+    refused(
+        &["--memory", "1k", "busybox", "true"],
+        "minimum memory limit is 6MB",
+    );
+    // The imported image has no CMD: Docker refuses to guess `sh`.
+    refused(&["busybox"], "no command specified");
+    assert_eq!(e.out(&["ps", "-a", "-q"]), "");
+    assert!(!e.data().join("volumes/bogus").exists());
 }

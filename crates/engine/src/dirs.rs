@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 pub struct Dirs {
     pub data: PathBuf,
     pub run: PathBuf,
+    /// The settings file's values (see [`crate::config`]).
+    pub config: crate::config::Config,
 }
 
 /// Not root of the initial user namespace: an unprivileged user, or the
@@ -23,7 +25,9 @@ pub fn rootless() -> bool {
 }
 
 impl Dirs {
-    pub fn from_env() -> Dirs {
+    /// The directories from the environment, and the settings file: a bad
+    /// one is an error here, before any command does anything.
+    pub fn from_env() -> crate::Result<Dirs> {
         let data = std::env::var_os("HAKO_DATA_DIR")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
@@ -32,11 +36,12 @@ impl Dirs {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(default_run_dir);
-        let d = Dirs { data, run };
+        let config = crate::config::load(&crate::config::path())?;
+        let d = Dirs { data, run, config };
         if d.data.exists() {
             d.repair_permissions();
         }
-        d
+        Ok(d)
     }
 
     pub fn containers(&self) -> PathBuf {
@@ -129,6 +134,7 @@ impl Dirs {
         {
             cfg.nft_table = t;
         }
+        self.config.apply(&mut cfg);
         hako_net::Manager::new(cfg)
     }
 

@@ -1,5 +1,6 @@
 //! hako's daemonless engine.
 //!
+//! - [`config`]: the settings file (`/etc/hako/hako.toml`);
 //! - [`dirs`]: where state lives (root: /var/lib/hako + /run/hako; rootless:
 //!   XDG dirs), overridable for tests;
 //! - [`record`]: the engine's per-container record, names, id prefixes and
@@ -15,6 +16,7 @@
 //! - [`ns`]: namespace tools (`ns ls/keep/enter/rm`) and joining a container;
 //! - [`util`]: flock, ids, time stamps, small syscalls.
 
+pub mod config;
 pub mod dirs;
 pub mod initproc;
 pub mod monitor;

@@ -262,14 +262,11 @@ pub fn exec(dirs: &Dirs, name: &str, req: ExecRequest<'_>) -> Result<i32> {
         p.set_cwd(w.into());
     }
     if let Some(u) = req.user {
-        let (uid, gid) = match crate::spec::numeric_user(u) {
-            Some((uid, Some(gid))) => (uid, gid),
-            _ => crate::spec::lookup_user(&r.rootfs, u)?,
-        };
+        let who = crate::spec::user_in_rootfs(&r.rootfs, u)?;
         let mut user = p.user().clone();
-        user.set_uid(uid);
-        user.set_gid(gid);
-        user.set_additional_gids(None);
+        user.set_uid(who.uid);
+        user.set_gid(who.gid);
+        user.set_additional_gids(Some(who.additional_gids).filter(|g| !g.is_empty()));
         p.set_user(user);
     }
     p.set_terminal(Some(req.tty));

@@ -59,7 +59,7 @@ pub struct RunOptions {
     /// The working directory inside the container.
     #[cfg_attr(feature = "cli", arg(short, long))]
     pub workdir: Option<String>,
-    /// USER[:GROUP] or UID[:GID].
+    /// USER[:GROUP] or UID[:GID]; a UID not in the image's passwd gets GID 0.
     #[cfg_attr(feature = "cli", arg(short, long))]
     pub user: Option<String>,
     /// HOST:CONTAINER[:ro] or NAME:CONTAINER[:ro].
@@ -95,7 +95,9 @@ pub struct RunOptions {
     /// Every capability, the host's devices, no seccomp or masked paths.
     #[cfg_attr(feature = "cli", arg(long))]
     pub privileged: bool,
-    /// seccomp=unconfined, seccomp=FILE or no-new-privileges[=true|false].
+    /// seccomp=unconfined|FILE, no-new-privileges[=true|false],
+    /// label=disable, apparmor=unconfined. Unlike Docker, no-new-privileges
+    /// is on by default (off with =false or --privileged).
     #[cfg_attr(feature = "cli", arg(long))]
     pub security_opt: Vec<String>,
     /// Run hako's init as PID 1 (reaps zombies, forwards signals).
@@ -480,6 +482,7 @@ mod tests {
     fn names_ids_and_prefixes_resolve() {
         let t = tempfile::tempdir().unwrap();
         let dirs = Dirs {
+            config: Default::default(),
             data: t.path().join("data"),
             run: t.path().join("run"),
         };
@@ -508,6 +511,7 @@ mod tests {
     fn corrupt_records_keep_their_names() {
         let t = tempfile::tempdir().unwrap();
         let dirs = Dirs {
+            config: Default::default(),
             data: t.path().join("data"),
             run: t.path().join("run"),
         };

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capabilities, Capability, Linux, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup,
+    Capabilities, Capability, Linux, LinuxCapabilities, LinuxCpu, LinuxDevice, LinuxDeviceCgroup,
     LinuxIdMappingBuilder, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids,
     LinuxResources, LinuxTimeOffset, Mount, PosixRlimitBuilder, PosixRlimitType, Process, Root,
     Spec, User,
@@ -15,6 +15,9 @@ use serde_json::Value;
 
 use crate::record::RunOptions;
 use crate::{Error, Result};
+
+/// The smallest `--memory` (Docker's).
+pub const MIN_MEMORY: i64 = 6 << 20;
 
 /// Docker's default capability set.
 pub const DEFAULT_CAPS: [&str; 14] = [
@@ -160,10 +163,13 @@ pub struct Inputs {
     pub gid: u32,
     /// Named volumes resolved to host dirs: (name, dir).
     pub volume_dirs: Vec<(String, PathBuf)>,
+    /// The host's devices, given to a `--privileged` container.
+    pub devices: Vec<LinuxDevice>,
     /// Contents of the env files.
     pub env_file_lines: Vec<String>,
-    /// `-u NAME`: resolved by the caller in the rootfs' /etc/passwd.
-    pub user: Option<(u32, u32)>,
+    /// `-u` (or the image's User, or root) resolved in the image's
+    /// /etc/passwd and /etc/group.
+    pub user: Option<RunAs>,
 }
 
 fn strs(v: &Value) -> Vec<String> {
@@ -230,19 +236,47 @@ pub enum Seccomp {
     File(PathBuf),
 }
 
-pub fn seccomp_choice(o: &RunOptions) -> Result<Seccomp> {
-    let mut s = if o.privileged {
-        Seccomp::Unconfined
-    } else {
-        Seccomp::Default
+/// What `--security-opt` (and `--privileged`) ask for.
+pub struct SecurityOpts {
+    pub seccomp: Seccomp,
+    /// hako sets no_new_privs unless asked not to (or --privileged); Docker
+    /// leaves it off unless asked (`--help` says so).
+    pub no_new_privileges: bool,
+}
+
+/// Parse `--security-opt` as Docker does (`KEY=VALUE` or `KEY:VALUE`):
+/// `seccomp=unconfined|FILE`, `no-new-privileges[=true|false]`, and the
+/// LSM options that are true without an LSM (`label=disable`,
+/// `apparmor=unconfined`). Anything else is refused, naming it.
+pub fn security_opts(o: &RunOptions) -> Result<SecurityOpts> {
+    let mut s = SecurityOpts {
+        seccomp: if o.privileged {
+            Seccomp::Unconfined
+        } else {
+            Seccomp::Default
+        },
+        no_new_privileges: !o.privileged,
     };
     for opt in &o.security_opt {
         let (k, v) = opt.split_once(['=', ':']).unwrap_or((opt.as_str(), ""));
-        match k {
-            "seccomp" if v == "unconfined" => s = Seccomp::Unconfined,
-            "seccomp" => s = Seccomp::File(PathBuf::from(v)),
-            "no-new-privileges" | "label" | "apparmor" => {}
-            _ => return Err(Error::Usage(format!("unknown --security-opt {opt:?}"))),
+        match (k, v) {
+            ("seccomp", "unconfined") => s.seccomp = Seccomp::Unconfined,
+            ("seccomp", "") => {}
+            ("seccomp", f) => s.seccomp = Seccomp::File(PathBuf::from(f)),
+            ("no-new-privileges", "" | "true") => s.no_new_privileges = true,
+            ("no-new-privileges", "false") => s.no_new_privileges = false,
+            ("label", "disable") | ("apparmor", "unconfined") => {}
+            ("label" | "apparmor", _) => {
+                return Err(Error::Usage(format!(
+                    "--security-opt {opt:?}: hako applies no SELinux or AppArmor profile \
+                     (only label=disable and apparmor=unconfined)"
+                )))
+            }
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--security-opt {opt:?}: unknown option (seccomp=, no-new-privileges, label=disable, apparmor=unconfined)"
+                )))
+            }
         }
     }
     Ok(s)
@@ -262,7 +296,21 @@ pub fn parse_volume(v: &str) -> Result<(String, String, bool, bool)> {
             "invalid volume {v:?}: the container path must be absolute"
         )));
     }
-    let ro = opts.split(',').any(|o| o == "ro");
+    let mut ro = false;
+    for opt in opts.split(',').filter(|o| !o.is_empty()) {
+        match opt {
+            "ro" => ro = true,
+            "rw" => ro = false,
+            // SELinux relabelling and propagation: nothing to relabel here,
+            // and hako's binds are private (as Docker's default).
+            "z" | "Z" | "rprivate" | "private" => {}
+            _ => {
+                return Err(Error::Usage(format!(
+                    "invalid volume {v:?}: unknown option {opt:?} (ro, rw, z, Z)"
+                )))
+            }
+        }
+    }
     let named = !src.starts_with('/');
     // A volume name becomes a directory under the volumes dir: only
     // Docker's local-driver names, so "..", "a/b" and friends cannot
@@ -311,7 +359,8 @@ pub fn parse_time_offset(s: &str) -> Result<(i64, i64)> {
     Ok((m, b))
 }
 
-/// The user process's argv: entrypoint + cmd as Docker combines them.
+/// The user process's argv: entrypoint + cmd as Docker combines them
+/// (empty when the image and the flags give none: an error for `run`).
 pub fn argv(o: &RunOptions, image_config: &Value) -> Vec<String> {
     let ep = match &o.entrypoint {
         Some(e) if e.is_empty() => vec![],
@@ -325,22 +374,7 @@ pub fn argv(o: &RunOptions, image_config: &Value) -> Vec<String> {
     } else {
         strs(&image_config["Cmd"])
     };
-    let mut a: Vec<String> = ep.into_iter().chain(cmd).collect();
-    if a.is_empty() {
-        a = vec!["sh".into()];
-    }
-    a
-}
-
-/// Parse `-u uid[:gid]` when numeric.
-pub fn numeric_user(u: &str) -> Option<(u32, Option<u32>)> {
-    let (a, b) = u.split_once(':').map_or((u, None), |(a, b)| (a, Some(b)));
-    let uid = a.parse().ok()?;
-    let gid = match b {
-        Some(g) => Some(g.parse().ok()?),
-        None => None,
-    };
-    Some((uid, gid))
+    ep.into_iter().chain(cmd).collect()
 }
 
 /// The most the engine reads of an image's /etc/passwd or /etc/group.
@@ -357,42 +391,95 @@ fn read_image_file(rootfs: &Path, name: &str) -> Result<String> {
     }
 }
 
-/// Look a user (and optional group) up in the rootfs' /etc/passwd and /etc/group.
-pub fn lookup_user(rootfs: &Path, u: &str) -> Result<(u32, u32)> {
-    let (user, group) = u.split_once(':').map_or((u, None), |(a, b)| (a, Some(b)));
-    let passwd = read_image_file(rootfs, "/etc/passwd")?;
-    let mut uid_gid = None;
-    for l in passwd.lines() {
-        let f: Vec<&str> = l.split(':').collect();
-        if f.len() >= 4 && (f[0] == user || f[2] == user) {
-            uid_gid = Some((f[2].parse().unwrap_or(0), f[3].parse().unwrap_or(0)));
-            break;
-        }
+/// Who the container's process runs as, resolved as Docker resolves
+/// `-u` / the image's `User`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    /// The groups of /etc/group that list the user (other than `gid`).
+    pub additional_gids: Vec<u32>,
+    /// The user's home from /etc/passwd, else `/`: the default `HOME`.
+    pub home: String,
+}
+
+impl RunAs {
+    pub const ROOT: &str = "0";
+}
+
+/// Resolve `USER[:GROUP]` (names or numbers) against the image's
+/// passwd and group files' contents, as Docker does: a name must exist; a
+/// number need not (its group is then 0, not the number); the group
+/// defaults to the user's primary one; the groups that list the user by
+/// name are added.
+pub fn resolve_user(passwd: &str, group: &str, spec: &str) -> Result<RunAs> {
+    let (user, grp) = spec
+        .split_once(':')
+        .map_or((spec, None), |(a, b)| (a, Some(b)));
+    if user.is_empty() {
+        return Err(Error::Usage(format!("invalid user {spec:?}")));
     }
-    let (uid, mut gid) = match (uid_gid, user.parse::<u32>()) {
-        (Some(x), _) => x,
-        (None, Ok(n)) => (n, n),
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 6 && (f[0] == user || (user.parse::<u32>().is_ok() && f[2] == user)));
+    let (name, uid, mut gid, home) = match (&entry, user.parse::<u32>()) {
+        (Some(f), _) => (
+            Some(f[0]),
+            f[2].parse().unwrap_or(0),
+            f[3].parse().unwrap_or(0),
+            f[5].to_string(),
+        ),
+        (None, Ok(n)) => (None, n, 0, String::new()),
         (None, Err(_)) => {
             return Err(Error::Usage(format!(
                 "unable to find user {user}: no matching entries in passwd file"
             )))
         }
     };
-    if let Some(g) = group {
+    let groups: Vec<Vec<&str>> = group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 3)
+        .collect();
+    if let Some(g) = grp {
         gid = match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => {
-                let groups = read_image_file(rootfs, "/etc/group")?;
-                groups
-                    .lines()
-                    .map(|l| l.split(':').collect::<Vec<_>>())
-                    .find(|f| f.len() >= 3 && f[0] == g)
-                    .and_then(|f| f[2].parse().ok())
-                    .ok_or_else(|| Error::Usage(format!("unable to find group {g}")))?
-            }
+            Err(_) => groups
+                .iter()
+                .find(|f| f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "unable to find group {g}: no matching entries in group file"
+                    ))
+                })?,
         };
     }
-    Ok((uid, gid))
+    let mut additional_gids = Vec::new();
+    if let Some(name) = name {
+        for f in &groups {
+            let listed = f.get(3).is_some_and(|m| m.split(',').any(|m| m == name));
+            if let (true, Ok(id)) = (listed, f[2].parse::<u32>()) {
+                if id != gid && !additional_gids.contains(&id) {
+                    additional_gids.push(id);
+                }
+            }
+        }
+    }
+    Ok(RunAs {
+        uid,
+        gid,
+        additional_gids,
+        home: if home.is_empty() { "/".into() } else { home },
+    })
+}
+
+/// [`resolve_user`] against the files of an image's root (read inside it).
+pub fn user_in_rootfs(rootfs: &Path, spec: &str) -> Result<RunAs> {
+    let passwd = read_image_file(rootfs, "/etc/passwd")?;
+    let group = read_image_file(rootfs, "/etc/group")?;
+    resolve_user(&passwd, &group, spec)
 }
 
 /// The caller's RLIMIT_NOFILE (the container cannot be given more).
@@ -464,6 +551,12 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
     }
 
     let mut args = argv(o, ic);
+    if args.is_empty() {
+        return Err(Error::Usage(
+            "no command specified: the image has no CMD or ENTRYPOINT; give one after the image"
+                .into(),
+        ));
+    }
     if let Some(h) = &inp.init {
         let mut a = h.argv();
         a.append(&mut args);
@@ -484,7 +577,14 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
             "the working directory {cwd:?} is not absolute"
         )));
     }
-    let (uid, gid) = inp.user.unwrap_or((0, 0));
+    let run_as = match &inp.user {
+        Some(u) => u.clone(),
+        None => resolve_user("", "", RunAs::ROOT)?,
+    };
+    // Docker's default HOME: the user's home, unless the image or -e set it.
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", run_as.home));
+    }
     let nofile = own_nofile();
 
     let sys_mode = if o.privileged { "rw" } else { "ro" };
@@ -559,6 +659,7 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
             }
         }
     }
+    let system_mounts = mounts.len();
     // Name files: our own, or the host's for --network host.
     let name_files: [(&str, PathBuf); 3] = if inp.host_network {
         [
@@ -609,6 +710,9 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
     if let Some(h) = &inp.init {
         mounts.extend(h.mounts());
     }
+    // Parents before children, as Docker orders them: a volume on /etc is
+    // mounted before the name files inside it, not over them.
+    mounts[system_mounts..].sort_by_key(|m| m.destination().components().count());
 
     let mut namespaces = Vec::new();
     let join = |t: &str| {
@@ -704,6 +808,9 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
         ));
     }
     linux.set_namespaces(Some(namespaces));
+    if !inp.devices.is_empty() {
+        linux.set_devices(Some(inp.devices.clone()));
+    }
 
     if !inp.rootless {
         let mut devices = LinuxDeviceCgroup::default();
@@ -713,8 +820,16 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
         let mut res = LinuxResources::default();
         res.set_devices(Some(vec![devices]));
         if let Some(m) = &o.memory {
+            let limit = crate::util::parse_bytes(m)?;
+            // Docker's floor: below it the container cannot even start
+            // (the runtime's init is killed before it reports).
+            if limit < MIN_MEMORY {
+                return Err(Error::Usage(format!(
+                    "--memory {m}: the minimum memory limit is 6MB"
+                )));
+            }
             let mut mem = LinuxMemory::default();
-            mem.set_limit(Some(crate::util::parse_bytes(m)?));
+            mem.set_limit(Some(limit));
             res.set_memory(Some(mem));
         }
         if let Some(c) = o.cpus {
@@ -735,8 +850,9 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
             .set_resources(Some(res))
             .set_cgroups_path(Some(format!("/hako/{}", inp.id).into()));
     }
+    let security = security_opts(o)?;
     if inp.seccomp_supported {
-        match seccomp_choice(o)? {
+        match &security.seccomp {
             Seccomp::Unconfined => {}
             Seccomp::Default => {
                 // hako_seccomp's profile is the OCI linux.seccomp object.
@@ -746,15 +862,12 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
                 linux.set_seccomp(Some(prof));
             }
             Seccomp::File(p) => {
-                let b = std::fs::read(&p).map_err(crate::io_err("read seccomp profile", &p))?;
+                let b = std::fs::read(p).map_err(crate::io_err("read seccomp profile", p))?;
                 let prof = hako_runtime::json_from_slice(&b)
                     .map_err(|e| Error::Usage(format!("seccomp profile {}: {e}", p.display())))?;
                 linux.set_seccomp(Some(prof));
             }
         }
-    } else {
-        // Validate the flag even when the runtime cannot apply it yet.
-        seccomp_choice(o)?;
     }
 
     let cap_set = caps
@@ -769,7 +882,9 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
         .set_inheritable(None)
         .set_ambient(None);
     let mut user = User::default();
-    user.set_uid(uid).set_gid(gid);
+    user.set_uid(run_as.uid)
+        .set_gid(run_as.gid)
+        .set_additional_gids(Some(run_as.additional_gids).filter(|g| !g.is_empty()));
     let rlimit = PosixRlimitBuilder::default()
         .typ(PosixRlimitType::RlimitNofile)
         .hard(nofile.1)
@@ -785,7 +900,7 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
         .set_cwd(cwd.into())
         .set_capabilities(Some(capabilities))
         .set_rlimits(Some(vec![rlimit]))
-        .set_no_new_privileges(Some(!o.privileged));
+        .set_no_new_privileges(Some(security.no_new_privileges));
     let mut root = Root::default();
     root.set_path(inp.rootfs.clone())
         .set_readonly(Some(o.read_only));
@@ -839,6 +954,150 @@ mod tests {
         }
     }
 
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nweb:x:33:33:www:/var/www:/bin/sh\nnohome:x:7:7:x::/bin/sh\n";
+    const GROUP: &str =
+        "root:x:0:\nweb:x:33:\nadm:x:4:web,other\nstaff:x:50:web\nnobody:x:65534:\n";
+
+    #[test]
+    fn users_resolve_as_docker_resolves_them() {
+        let r = |u: &str| resolve_user(PASSWD, GROUP, u);
+        // A number without a passwd entry: group 0 (Docker), not the number.
+        let u = r("4242").unwrap();
+        assert_eq!((u.uid, u.gid, u.home.as_str()), (4242, 0, "/"));
+        assert!(u.additional_gids.is_empty());
+        // A name: its primary group, home, and the groups listing it.
+        let u = r("web").unwrap();
+        assert_eq!((u.uid, u.gid, u.home.as_str()), (33, 33, "/var/www"));
+        assert_eq!(u.additional_gids, [4, 50]);
+        // A number with a passwd entry is that user.
+        assert_eq!(r("33").unwrap(), u);
+        assert_eq!(r("web:staff").unwrap().gid, 50);
+        assert_eq!(r("web:staff").unwrap().additional_gids, [4]);
+        assert_eq!(r("4242:77").unwrap().gid, 77);
+        assert_eq!(r("0").unwrap().home, "/root");
+        assert_eq!(r("nohome").unwrap().home, "/");
+        let e = r("ghost").unwrap_err().to_string();
+        assert!(e.contains("unable to find user ghost"), "{e}");
+        let e = r("web:ghosts").unwrap_err().to_string();
+        assert!(e.contains("unable to find group ghosts"), "{e}");
+        assert!(r("").is_err());
+    }
+
+    #[test]
+    fn home_is_the_users_unless_set() {
+        let mut i = inputs();
+        i.user = Some(resolve_user(PASSWD, GROUP, "web").unwrap());
+        let s = built(&RunOptions::default(), &i);
+        let env = strs(&s["process"]["env"]);
+        assert!(env.contains(&"HOME=/var/www".to_string()), "{env:?}");
+        assert_eq!(s["process"]["user"]["additionalGids"], json!([4, 50]));
+        let o = RunOptions {
+            env: vec!["HOME=/x".into()],
+            ..Default::default()
+        };
+        let env = strs(&built(&o, &i)["process"]["env"]);
+        assert_eq!(env.iter().filter(|e| e.starts_with("HOME=")).count(), 1);
+        assert!(env.contains(&"HOME=/x".to_string()));
+    }
+
+    #[test]
+    fn security_opts_are_honoured_or_refused() {
+        let with = |opts: &[&str]| RunOptions {
+            security_opt: opts.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let nnp = |o: &RunOptions| built(o, &inputs())["process"]["noNewPrivileges"].clone();
+        assert_eq!(nnp(&with(&[])), json!(true));
+        assert_eq!(nnp(&with(&["no-new-privileges=false"])), json!(false));
+        assert_eq!(nnp(&with(&["no-new-privileges:true"])), json!(true));
+        assert_eq!(
+            nnp(&with(&["label=disable", "apparmor=unconfined"])),
+            json!(true)
+        );
+        for bad in [
+            "bogus",
+            "label=type:spc_t",
+            "apparmor=docker-default",
+            "no-new-privileges=maybe",
+        ] {
+            let e = build(&with(&[bad]), &inputs()).unwrap_err().to_string();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn volume_options_are_checked() {
+        assert!(parse_volume("/a:/b:ro,z").unwrap().2);
+        assert!(!parse_volume("vol:/b:rw").unwrap().2);
+        let e = parse_volume("/a:/b:bogus").unwrap_err().to_string();
+        assert!(e.contains("unknown option \"bogus\""), "{e}");
+    }
+
+    #[test]
+    fn tiny_memory_limits_and_missing_commands_are_refused() {
+        let o = RunOptions {
+            memory: Some("1k".into()),
+            ..Default::default()
+        };
+        let e = build(&o, &inputs()).unwrap_err().to_string();
+        assert!(e.contains("minimum memory limit is 6MB"), "{e}");
+        let o = RunOptions {
+            memory: Some("6m".into()),
+            ..Default::default()
+        };
+        assert!(build(&o, &inputs()).is_ok());
+        let mut i = inputs();
+        i.image_config = json!({});
+        let e = build(&RunOptions::default(), &i).unwrap_err().to_string();
+        assert!(e.contains("no command specified"), "{e}");
+    }
+
+    #[test]
+    fn a_volume_on_a_parent_is_mounted_before_what_is_inside() {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["hosts", "resolv.conf", "hostname"] {
+            std::fs::write(d.path().join(f), "").unwrap();
+        }
+        let mut i = inputs();
+        i.ctr_dir = d.path().to_path_buf();
+        i.volume_dirs = vec![("vol".into(), "/v/vol/_data".into())];
+        let o = RunOptions {
+            volumes: vec!["vol:/etc".into()],
+            tmpfs: vec!["/etc/x/y".into()],
+            ..Default::default()
+        };
+        let s = built(&o, &i);
+        let dests: Vec<&str> = s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        let at = |d: &str| dests.iter().position(|x| *x == d).unwrap();
+        assert!(at("/etc") < at("/etc/resolv.conf"), "{dests:?}");
+        assert!(at("/etc/hosts") < at("/etc/x/y"), "{dests:?}");
+        assert!(at("/sys/fs/cgroup") < at("/etc"), "{dests:?}");
+    }
+
+    #[test]
+    fn privileged_gets_the_devices_it_is_given() {
+        let mut i = inputs();
+        i.devices = vec![oci_spec::runtime::LinuxDeviceBuilder::default()
+            .path("/dev/loop0")
+            .typ(oci_spec::runtime::LinuxDeviceType::B)
+            .major(7)
+            .minor(0)
+            .build()
+            .unwrap()];
+        let o = RunOptions {
+            privileged: true,
+            ..Default::default()
+        };
+        let s = built(&o, &i);
+        assert_eq!(s["linux"]["devices"][0]["path"], "/dev/loop0");
+        assert_eq!(s["linux"]["resources"]["devices"][0]["allow"], true);
+    }
+
     #[test]
     fn an_unknown_capability_names_the_flag() {
         let o = RunOptions {
@@ -877,7 +1136,7 @@ mod tests {
         add("privileged", &|o, _| o.privileged = true);
         add("user", &|o, i| {
             o.user = Some("1000:1000".into());
-            i.user = Some((1000, 1000));
+            i.user = Some(resolve_user("", "", "1000:1000").unwrap());
         });
         add("read-only", &|o, _| o.read_only = true);
         add("caps", &|o, _| {

@@ -19,6 +19,10 @@ use hako_cli::{Cli, Cmd, NsCmd};
 use hako_engine::{ops, record, util, Dirs};
 
 fn real_main(cli: Cli) -> Result<i32> {
+    // The in-container init (`--init`) has no engine state to look at.
+    if let Cmd::Init { cmd } = &cli.cmd {
+        return Ok(hako_engine::initproc::main(cmd));
+    }
     // Verbs that start a process inside a container run from a read-only
     // copy of this binary (CVE-2019-5736, see hako_runtime::reexec_protected); before
     // anything else, since the re-exec starts the verb over.
@@ -40,9 +44,9 @@ fn real_main(cli: Cli) -> Result<i32> {
     if let Some(d) = &cli.run_root {
         std::env::set_var("HAKO_RUN_DIR", d);
     }
-    let dirs = &Dirs::from_env();
+    let dirs = &Dirs::from_env()?;
     let code = match cli.cmd {
-        Cmd::Init { cmd } => hako_engine::initproc::main(&cmd),
+        Cmd::Init { .. } => unreachable!("handled above"),
         Cmd::Monitor { attached, id } => verbs::monitor(dirs, &id, attached)?,
         Cmd::Run(a) => verbs::run(dirs, &a.opts)?,
         Cmd::Create(a) => {

@@ -194,13 +194,10 @@ fn prepare(
             .filter(|s| !s.is_empty())
             .map(str::to_string)
     });
-    let user = match user_str {
-        Some(u) => Some(match spec::numeric_user(&u) {
-            Some((uid, Some(gid))) => (uid, gid),
-            _ => spec::lookup_user(&rootfs, &u)?,
-        }),
-        None => None,
-    };
+    let user = Some(spec::user_in_rootfs(
+        &rootfs,
+        user_str.as_deref().unwrap_or(spec::RunAs::ROOT),
+    )?);
     // SAFETY: getuid/getgid have no failure mode.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let inputs = Inputs {
@@ -223,6 +220,11 @@ fn prepare(
         volume_dirs,
         env_file_lines,
         user,
+        devices: if opts.privileged && !rootless {
+            host_devices(Path::new("/dev"))
+        } else {
+            Vec::new()
+        },
     };
     let s = spec::build(opts, &inputs)?;
     util::atomic_write(
@@ -259,4 +261,58 @@ fn mount_point_in_rootfs(rootfs: &Path, dest: &str, is_file: bool) -> Result<()>
         paths::mkdir_all_in_root(root.as_fd(), d, 0o755)
     };
     r.map(drop).map_err(io_err("create mount point", d))
+}
+
+/// The host's device nodes under `dir` (for `--privileged`), as Docker
+/// lists them: character and block devices, not those of the per-container
+/// filesystems (pts, shm, mqueue) nor the console.
+fn host_devices(dir: &Path) -> Vec<oci_spec::runtime::LinuxDevice> {
+    use oci_spec::runtime::{LinuxDeviceBuilder, LinuxDeviceType};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(md) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let ft = md.file_type();
+        if ft.is_dir() {
+            let name = e.file_name();
+            if !matches!(
+                name.to_str(),
+                Some("pts" | "shm" | "fd" | "mqueue" | ".lxc" | ".lxd-mounts" | ".udev")
+            ) {
+                out.extend(host_devices(&path));
+            }
+            continue;
+        }
+        let typ = if ft.is_char_device() {
+            LinuxDeviceType::C
+        } else if ft.is_block_device() {
+            LinuxDeviceType::B
+        } else {
+            continue;
+        };
+        if path == Path::new("/dev/console") {
+            continue;
+        }
+        let rdev = md.rdev();
+        let d = LinuxDeviceBuilder::default()
+            .path(path)
+            .typ(typ)
+            .major(libc::major(rdev) as i64)
+            .minor(libc::minor(rdev) as i64)
+            .file_mode(md.mode() & 0o7777)
+            .uid(md.uid())
+            .gid(md.gid())
+            .build();
+        if let Ok(d) = d {
+            out.push(d);
+        }
+    }
+    out.sort_by(|a, b| a.path().cmp(b.path()));
+    out
 }
