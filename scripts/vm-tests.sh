@@ -4,7 +4,8 @@
 # the hosts most users run (the development machine is hybrid, without
 # systemd). scripts/test.sh runs this after the host tests; it can also run
 # alone: `bash scripts/vm-tests.sh [PACKAGE/TEST...]` (default: the cgroup
-# crate's root tests and hako-runc's cgroup operations, runc_ops).
+# crate's root tests, hako-runc's cgroup operations (runc_ops) and its
+# systemd cgroup driver (systemd)).
 #
 # The test binaries are built here and copied into the VM at the same
 # absolute paths, with the scripts and fixtures they use, and run there
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 # Test files as PACKAGE/TEST (cargo's -p and --test).
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(hako-cgroups/root_kernel hako-cli/runc_ops)
+[ ${#tests[@]} -gt 0 ] || tests=(hako-cgroups/root_kernel hako-cli/runc_ops hako-cli/systemd)
 
 exes=()
 for t in "${tests[@]}"; do
@@ -46,6 +47,14 @@ mkdir -p "$payload/hako-vm"
     echo "cd '$repo'"
     echo 'echo "hako-vm: kernel $(uname -r), /sys/fs/cgroup is $(stat -fc %T /sys/fs/cgroup), PID 1 is $(cat /proc/1/comm), $(systemctl --version | head -1)"'
     echo 'rc=0'
+    # systemd's D-Bus API (the systemd driver's tests use it) is there once
+    # PID 1 joined the system bus: wait for it, with a deadline (counted in
+    # tries: the VM's clock may jump while it boots).
+    echo 'for try in $(seq 120); do'
+    echo '    busctl --timeout=5 --system call org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.DBus.Peer Ping >/dev/null 2>&1 && break'
+    echo '    [ "$try" = 120 ] && { echo "hako-vm: systemd is not on the bus"; rc=1; }'
+    echo '    sleep 1'
+    echo 'done'
     for e in "${exes[@]}"; do
         echo "echo 'hako-vm: running $(basename "$e")'"
         # Tests named v1_* need cgroup v1 hierarchies, which this host has

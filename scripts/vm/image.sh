@@ -53,7 +53,11 @@ echo "vm: building the image in $out (several minutes, once)" >&2
 # Hooks run on the host with the root filesystem in "$1". /tmp is kept as
 # it is at boot (tmp.mount masked, and a tmpfiles rule that creates it
 # instead of emptying it): the test payload may live under /tmp (a CI clone
-# in /tmp/x).
+# in /tmp/x). dbus.service runs as Type=simple: in this VM (TCG, the root
+# in an initramfs) dbus-daemon's readiness notification never reached
+# systemd, so dbus stayed "activating", PID 1 never joined the bus, and
+# systemd's D-Bus API (the systemd cgroup driver's) timed out; the daemon
+# itself serves from the start.
 mmdebstrap --variant=minbase --format=tar \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
@@ -63,6 +67,7 @@ mmdebstrap --variant=minbase --format=tar \
         apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer man-db.timer \
         systemd-timesyncd.service containerd.service docker.service podman.socket tmp.mount' \
     --customize-hook='echo "d /tmp 1777 root root -" > "$1/etc/tmpfiles.d/tmp.conf"' \
+    --customize-hook='mkdir -p "$1/etc/systemd/system/dbus.service.d" && printf "[Service]\nType=simple\n" > "$1/etc/systemd/system/dbus.service.d/hako-vm.conf"' \
     --customize-hook='chroot "$1" useradd -m -s /bin/bash hakouser' \
     --customize-hook='mkdir -p "$1/var/lib/systemd/linger" && touch "$1/var/lib/systemd/linger/hakouser"' \
     --customize-hook='echo hako-vm > "$1/etc/hostname"' \

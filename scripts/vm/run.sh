@@ -31,11 +31,12 @@ timeout "${HAKO_VM_TIMEOUT:-1500}" qemu-system-x86_64 \
     -nographic -no-reboot -nic none -device virtio-rng-pci \
     -kernel "$img/vmlinuz" -initrd "$work/initrd" \
     -append "console=ttyS0 rdinit=/hako-init systemd.unified_cgroup_hierarchy=1 panic=-1 random.trust_cpu=on loglevel=4 systemd.show_status=false" \
-    </dev/null 2>&1 | tee "$log" | tr -d '\r'
+    </dev/null 2>&1 | tee "$log" | stdbuf -oL tr -d '\r'
 set -e
 code=$(grep -a -o 'HAKO-VM-EXIT=[0-9]*' "$log" | tail -1 | cut -d= -f2)
 if [ -z "$code" ]; then
-    echo "vm: no exit marker from the VM (boot failure or timeout)" >&2
+    echo "vm: no exit marker from the VM (boot failure or timeout); the console's end:" >&2
+    tail -n 40 "$log" | tr -d '\r' >&2
     exit 1
 fi
 exit "$code"

@@ -66,6 +66,13 @@ pub enum Error {
     #[error("linux.resources.{field}: {reason}")]
     InvalidResource { field: String, reason: String },
 
+    #[error("annotations.{key}: {reason}")]
+    InvalidAnnotation { key: String, reason: String },
+
+    /// The systemd driver could not do what it needed over D-Bus.
+    #[error("systemd: {what}: {reason}")]
+    Systemd { what: String, reason: String },
+
     #[error("cgroupsPath {}: {reason}", path.display())]
     InvalidPath { path: PathBuf, reason: String },
 

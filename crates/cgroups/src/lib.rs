@@ -1,7 +1,7 @@
 //! hako's cgroup library: creates a container's cgroups, applies
 //! `linux.resources` from the OCI spec, freezes, signals, reports stats and
-//! removes them, on cgroup v1, cgroup v2 and hybrid hosts (cgroupfs driver;
-//! there is no systemd driver).
+//! removes them, on cgroup v1, cgroup v2 and hybrid hosts (the cgroupfs
+//! driver), and as systemd units on cgroup2 hosts (the [`systemd`] driver).
 //!
 //! The runtime's order of calls:
 //!
@@ -30,6 +30,7 @@ mod normalize;
 pub mod plan;
 mod size;
 pub mod stats;
+pub mod systemd;
 mod v1;
 mod v2;
 
@@ -84,6 +85,11 @@ pub trait Manager: Send + Sync + std::fmt::Debug {
     /// Creates the cgroup in every hierarchy (v1 controllers and/or the
     /// unified one), enabling v2 controllers on the way, and moves `pid` in.
     fn apply(&self, pid: i32) -> Result<()>;
+    /// Moves `pid` into the existing cgroup (a process `exec`ed into a
+    /// running container); creates nothing.
+    fn enter(&self, pid: i32) -> Result<()> {
+        self.apply(pid)
+    }
     /// What `set` would write, without touching anything.
     fn plan(&self, resources: &LinuxResources) -> Result<Plan>;
     /// Validates everything, then writes all values. Call after `apply`.
@@ -157,7 +163,27 @@ pub fn manager_for_host(
     )?)))
 }
 
-/// Rebuilds the manager of an existing container from its saved config.
+/// The systemd driver's manager for a new container (see [`systemd::new`]).
+pub fn systemd_manager(
+    cgroups_path: &str,
+    container_id: &str,
+    user: bool,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Result<Box<dyn Manager>> {
+    Ok(Box::new(systemd::new(
+        &Host::detect()?,
+        cgroups_path,
+        container_id,
+        user,
+        annotations,
+    )?))
+}
+
+/// Rebuilds the manager of an existing container from its saved config
+/// (cgroupfs or systemd, as it was made).
 pub fn for_existing(config: CgroupConfig) -> Box<dyn Manager> {
-    Box::new(FsManager::new(config))
+    match config.systemd.clone() {
+        Some(unit) => Box::new(systemd::existing(config, unit)),
+        None => Box::new(FsManager::new(config)),
+    }
 }

@@ -31,6 +31,9 @@ pub struct CgroupConfig {
     /// The container's directory on the cgroup2 hierarchy (v2 or hybrid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unified: Option<UnifiedDir>,
+    /// The systemd unit the cgroup is (systemd driver), or None (cgroupfs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd: Option<crate::systemd::SystemdUnit>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +104,7 @@ impl CgroupConfig {
             cgroups_path: path,
             v1,
             unified,
+            systemd: None,
         })
     }
 }
@@ -133,7 +137,7 @@ fn check_path(p: &Path) -> Result<()> {
     }
     let s = p.to_string_lossy();
     if !p.is_absolute() && !s.contains('/') && s.matches(':').count() == 2 {
-        return err("systemd cgroup paths (slice:prefix:name) need the systemd driver, which hako does not implement");
+        return err("a systemd cgroup path (slice:prefix:name) needs the systemd driver (hako-runc --systemd-cgroup)");
     }
     if strip_root(p).as_os_str().is_empty() {
         return err("the container cannot use the root cgroup");

@@ -433,6 +433,7 @@ fn v2_ebpf_device_filter_freeze_kill() {
             root: root.clone(),
             controllers,
         }),
+        systemd: None,
     };
     let cg = Cg::wrap(for_existing(cfg), lock);
     let mut kid = Kid::spawn(

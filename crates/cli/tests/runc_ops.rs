@@ -248,18 +248,8 @@ fn memory_stats_grow_and_oom_is_reported() {
     let mut ev = std::process::Command::new(bin());
     ev.arg("--root")
         .arg(b.state_root())
-        .args(["events", "--interval", "1s", "mem1"])
-        .stdout(std::process::Stdio::piped());
-    let mut ev = ev.spawn().unwrap();
-    // Lines of the event stream, as they come.
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let evout = ev.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(evout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+        .args(["events", "--interval", "1s", "mem1"]);
+    let (mut ev, rx, reader) = line_stream(ev);
     let o = b.runc(&[
         "exec",
         "mem1",
@@ -574,4 +564,39 @@ fn kill_of_a_stopped_container_follows_runc() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
     ok(&b.runc(&["delete", "leftover"]));
+}
+
+/// The systemd driver without a reachable systemd (none here, or a bus
+/// that cannot be reached): one line naming it, and nothing created.
+#[test]
+#[ignore = "needs root"]
+fn systemd_driver_without_systemd_is_one_line_and_nothing_made() {
+    need_root!();
+    let mut b = Bundle::new();
+    b.config["linux"]["cgroupsPath"] = "system.slice:hako:nosd".into();
+    b.args(&["true"]);
+    b.write();
+    let o = run_with_timeout(
+        {
+            let mut c = std::process::Command::new(bin());
+            c.env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+                .arg("--root")
+                .arg(b.state_root())
+                .args(["--systemd-cgroup", "run", "-b"])
+                .arg(b.path())
+                .arg("nosd");
+            c
+        },
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("systemd is not running here")
+            || err.contains("systemd: connect to the system bus"),
+        "{err}"
+    );
+    assert!(!b.state_root().join("nosd").exists());
+    assert!(!Path::new("/sys/fs/cgroup/system.slice/hako-nosd.scope").exists());
 }

@@ -83,7 +83,20 @@ fn can_manage() -> bool {
 
 /// The container's cgroup manager, or None when cgroups are skipped
 /// (rootless without delegation). Nothing is created yet.
-pub fn manager(plan: &Plan, id: &str) -> Result<Option<Box<dyn Manager>>> {
+pub fn manager(plan: &Plan, id: &str, systemd: bool) -> Result<Option<Box<dyn Manager>>> {
+    if systemd {
+        // Rootless: the user's systemd, which delegates a subtree to us.
+        let path = plan.cgroups_path.as_deref().unwrap_or(Path::new(""));
+        return hako_cgroups::systemd_manager(
+            &path.to_string_lossy(),
+            id,
+            !can_manage(),
+            &plan.annotations,
+        )
+        .map(Some)
+        // Its errors name the field (cgroupsPath, annotations) or systemd.
+        .map_err(|e| cg_err("", e));
+    }
     if !can_manage() {
         crate::log::warn("cgroups skipped: running without root and no delegated cgroup");
         return Ok(None);
@@ -100,6 +113,10 @@ pub fn manager(plan: &Plan, id: &str) -> Result<Option<Box<dyn Manager>>> {
 /// exist yet), deepest first: removed again, when empty, with the container.
 pub fn missing_parents(m: &dyn Manager) -> Vec<std::path::PathBuf> {
     let cfg = m.config();
+    if cfg.systemd.is_some() {
+        // Slices are systemd's: it makes and removes them.
+        return Vec::new();
+    }
     let mut dirs: Vec<&Path> = cfg.v1.values().map(|p| p.as_path()).collect();
     if let Some(u) = &cfg.unified {
         dirs.push(&u.dir);

@@ -32,6 +32,9 @@ pub struct CreateOpts {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
+    /// The systemd cgroup driver (`--systemd-cgroup`): the cgroup is a
+    /// transient systemd unit; else cgroupfs.
+    pub systemd_cgroup: bool,
 }
 
 /// A container just created by this process.
@@ -292,6 +295,11 @@ struct Prepared {
     handoff: Option<crate::mounts::Handoff>,
     dmz: OwnedFd,
     seccomp_listener: Option<OwnedFd>,
+    /// The systemd driver's manager, resolved (nothing created) before the
+    /// clone, so a bad cgroupsPath or annotation or an unreachable systemd
+    /// fails with nothing made. The cgroupfs manager is resolved after the
+    /// clone, while the new process starts (serialising it cost 0.3 ms).
+    cgroup: Option<Box<dyn hako_cgroups::Manager>>,
 }
 
 /// The init, cloned and waiting for `Go` (step 3).
@@ -308,6 +316,7 @@ struct Cloned {
 fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     let mut p = prepare(opts, foreground)?;
     let joins = std::mem::take(&mut p.joins);
+    let cgroup = p.cgroup.take();
     p.dir.create()?;
     let mut cleanup = Cleanup {
         dir: &p.dir,
@@ -329,7 +338,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     drop(p.handoff.take());
     let mut st = initial_state(opts, &p, pid);
     p.dir.save(&st)?;
-    join_cgroup(&p, &opts.id, &mut st, &mut cleanup)?;
+    join_cgroup(&p, cgroup, &opts.id, &mut st, &mut cleanup)?;
     set_oom_score_adj(&p.process, pid)?;
     release_init(&p, &chan, &mut st, &mut cleanup)?;
     run_parent_hooks(&p.plan, &st, &chan)?;
@@ -406,6 +415,11 @@ fn prepare(opts: &CreateOpts, foreground: bool) -> Result<Prepared> {
     if dir.exists() || dir.dir.exists() {
         return Err(Error::Exists(opts.id.clone()));
     }
+    let cgroup = if opts.systemd_cgroup {
+        crate::cgroup::manager(&plan, &opts.id, true)?
+    } else {
+        None
+    };
     Ok(Prepared {
         bundle,
         dir,
@@ -416,6 +430,7 @@ fn prepare(opts: &CreateOpts, foreground: bool) -> Result<Prepared> {
         handoff,
         dmz,
         seccomp_listener,
+        cgroup,
     })
 }
 
@@ -569,8 +584,17 @@ fn initial_state(opts: &CreateOpts, p: &Prepared, pid: i32) -> State {
 /// then write the resources. The guard holds the cgroup before resources
 /// are written: if that fails, the init is killed first and the cgroup can
 /// then be removed at once.
-fn join_cgroup(p: &Prepared, id: &str, st: &mut State, cleanup: &mut Cleanup<'_>) -> Result<()> {
-    cleanup.cgroup = crate::cgroup::manager(&p.plan, id)?;
+fn join_cgroup(
+    p: &Prepared,
+    cgroup: Option<Box<dyn hako_cgroups::Manager>>,
+    id: &str,
+    st: &mut State,
+    cleanup: &mut Cleanup<'_>,
+) -> Result<()> {
+    cleanup.cgroup = match cgroup {
+        Some(m) => Some(m),
+        None => crate::cgroup::manager(&p.plan, id, false)?,
+    };
     if let Some(m) = &cleanup.cgroup {
         st.cgroup = crate::cgroup::to_state(m.as_ref());
         st.cgroup_parents = crate::cgroup::missing_parents(m.as_ref());

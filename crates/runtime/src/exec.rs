@@ -176,7 +176,7 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
         e
     };
     if let Some(m) = crate::cgroup::from_state(&st) {
-        m.apply(pid)
+        m.enter(pid)
             .map_err(|e| fail(Error::Other(format!("join the container's cgroup: {e}"))))?;
     }
     chan.send(&Msg::Go(pid))

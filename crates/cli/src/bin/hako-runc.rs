@@ -22,6 +22,7 @@ fn create_opts(cli: &Cli, a: &CreateArgs) -> CreateOpts {
         no_pivot: a.no_pivot,
         no_new_keyring: a.no_new_keyring,
         preserve_fds: a.preserve_fds,
+        systemd_cgroup: cli.systemd_cgroup,
     }
 }
 
@@ -210,7 +211,8 @@ fn owner_name(uid: u32) -> String {
 }
 
 fn run(cli: Cli) -> Result<i32> {
-    if cli.systemd_cgroup && !std::path::Path::new("/run/systemd/system").exists() {
+    let creates = matches!(&cli.cmd, Cmd::Create(_) | Cmd::Run { .. });
+    if creates && cli.systemd_cgroup && !std::path::Path::new("/run/systemd/system").exists() {
         bail!("--systemd-cgroup: the systemd cgroup driver needs systemd as init, and systemd is not running here");
     }
     let root = &cli.root;

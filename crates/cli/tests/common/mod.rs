@@ -278,3 +278,24 @@ pub fn attacker_verdict(log: &Path, deadline: Duration) -> String {
     }
 }
 pub mod host;
+
+/// The lines a long-running command (`hako-runc events`) prints, as they
+/// come: its child, a receiver of its lines, and the reader thread.
+pub fn line_stream(
+    mut cmd: Command,
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx, reader)
+}

@@ -1,0 +1,226 @@
+//! The systemd cgroup driver: the container's cgroup is a transient unit
+//! (`prefix-name.scope` under a slice) that systemd creates with
+//! `Delegate=yes`, so systemd knows it and leaves its inside to us. The
+//! resources systemd manages are set as unit properties, and then, like
+//! every other resource, written to the unit's cgroup files by the
+//! cgroupfs code ([`FsManager`]), which also freezes, signals and reports.
+//! cgroup2-only hosts (where systemd runs today).
+
+mod bus;
+pub mod props;
+pub mod unit;
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::LinuxResources;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::layout::{Host, Layout};
+use crate::manager::{CgroupConfig, FsManager, UnifiedDir};
+use crate::plan::Plan;
+use crate::stats::Stats;
+use crate::{fs, FreezerState, Manager};
+use props::{Property, Value};
+use unit::UnitPath;
+
+/// What the saved state needs to find the unit again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemdUnit {
+    pub unit: String,
+    pub slice: String,
+    /// The user's systemd (rootless), not the system's.
+    #[serde(default)]
+    pub user: bool,
+}
+
+#[derive(Debug)]
+pub struct SystemdManager {
+    fs: FsManager,
+    unit: SystemdUnit,
+    /// Extra unit properties (`org.systemd.property.*` annotations) for
+    /// `StartTransientUnit`.
+    extra: Vec<Property>,
+}
+
+impl std::fmt::Debug for bus::Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bus")
+    }
+}
+
+/// The systemd manager of a new container: `cgroups_path` is
+/// `slice:prefix:name` (empty: `system.slice:hako:<id>`, or `user.slice`
+/// for `user`); `annotations` may add `org.systemd.property.*`. Checks
+/// everything and asks systemd where the unit will live; creates nothing.
+pub fn new(
+    host: &Host,
+    cgroups_path: &str,
+    id: &str,
+    user: bool,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Result<SystemdManager> {
+    let default_slice = if user { "user.slice" } else { "system.slice" };
+    let up = UnitPath::parse(cgroups_path, id, default_slice)?;
+    let extra = props::from_annotations(annotations)?;
+    let Layout::V2 { root } = &host.layout else {
+        return Err(Error::Systemd {
+            what: "the cgroup layout".into(),
+            reason: "the systemd driver needs a cgroup2-only host (this one mounts cgroup v1 controllers); use the cgroupfs driver".into(),
+        });
+    };
+    let bus = bus::Bus::connect(user)?;
+    let base = bus.manager_cgroup()?;
+    let rel = format!("{base}{}", up.cgroup());
+    let dir = root.join(rel.trim_start_matches('/'));
+    let controllers = fs::read_opt(&root.join("cgroup.controllers"))?
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let unit = SystemdUnit {
+        unit: up.unit.clone(),
+        slice: up.slice.clone(),
+        user,
+    };
+    let cfg = CgroupConfig {
+        cgroups_path: PathBuf::from(cgroups_path),
+        v1: Default::default(),
+        unified: Some(UnifiedDir {
+            root: root.clone(),
+            dir,
+            controllers,
+        }),
+        systemd: Some(unit.clone()),
+    };
+    Ok(SystemdManager {
+        fs: FsManager::new(cfg),
+        unit,
+        extra,
+    })
+}
+
+/// The manager of an existing container, from its saved config.
+pub fn existing(cfg: CgroupConfig, unit: SystemdUnit) -> SystemdManager {
+    SystemdManager {
+        fs: FsManager::new(cfg),
+        unit,
+        extra: Vec::new(),
+    }
+}
+
+impl SystemdManager {
+    fn bus(&self) -> Result<bus::Bus> {
+        bus::Bus::connect(self.unit.user)
+    }
+
+    fn dir(&self) -> &Path {
+        &self.fs.config().unified.as_ref().expect("set in new").dir
+    }
+}
+
+impl Manager for SystemdManager {
+    fn config(&self) -> &CgroupConfig {
+        self.fs.config()
+    }
+
+    fn apply(&self, pid: i32) -> Result<()> {
+        let u = &self.unit;
+        let mut ps: Vec<Property> = vec![
+            (
+                "Description".into(),
+                Value::Str(format!("hako container {}", u.unit)),
+            ),
+            ("Slice".into(), Value::Str(u.slice.clone())),
+            ("Delegate".into(), Value::Bool(true)),
+            ("DefaultDependencies".into(), Value::Bool(false)),
+            ("MemoryAccounting".into(), Value::Bool(true)),
+            ("CPUAccounting".into(), Value::Bool(true)),
+            ("IOAccounting".into(), Value::Bool(true)),
+            ("TasksAccounting".into(), Value::Bool(true)),
+        ];
+        let is_slice = u.unit.ends_with(".slice");
+        if !is_slice {
+            ps.push(("PIDs".into(), Value::U32s(vec![pid as u32])));
+            // An OOM kill of one process is the container's business (as
+            // in Docker), not a reason for systemd to stop the whole unit.
+            ps.push(("OOMPolicy".into(), Value::Str("continue".into())));
+        }
+        ps.extend(self.extra.iter().cloned());
+        let bus = self.bus()?;
+        bus.start_unit(&u.unit, &ps)?;
+        // A slice takes no processes from systemd: join it ourselves (as
+        // runc); a scope already holds the process.
+        let procs = self.dir().join("cgroup.procs");
+        if is_slice {
+            fs::write_file(&procs, &pid.to_string())?;
+        } else if !fs::read_opt(&procs)?
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.trim() == pid.to_string())
+        {
+            return Err(Error::Systemd {
+                what: format!("start unit {}", u.unit),
+                reason: format!(
+                    "process {pid} is not in {} after the unit started",
+                    self.dir().display()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The unit exists: join its cgroup directly (as runc does for exec),
+    /// no second unit.
+    fn enter(&self, pid: i32) -> Result<()> {
+        fs::write_file(&self.dir().join("cgroup.procs"), &pid.to_string())
+    }
+
+    fn plan(&self, resources: &LinuxResources) -> Result<Plan> {
+        props::from_resources(resources)?;
+        self.fs.plan(resources)
+    }
+
+    fn set(&self, resources: &LinuxResources) -> Result<()> {
+        // Validate both views before either is changed.
+        let ps = props::from_resources(resources)?;
+        self.fs.plan(resources)?;
+        self.bus()?.set_properties(&self.unit.unit, &ps)?;
+        self.fs.set(resources)
+    }
+
+    fn freeze(&self) -> Result<()> {
+        self.fs.freeze()
+    }
+    fn thaw(&self) -> Result<()> {
+        self.fs.thaw()
+    }
+    fn state(&self) -> Result<FreezerState> {
+        self.fs.state()
+    }
+    fn pids(&self) -> Result<Vec<i32>> {
+        self.fs.pids()
+    }
+    fn stats(&self) -> Result<Stats> {
+        self.fs.stats()
+    }
+    fn oom_kill_count(&self) -> Result<u64> {
+        self.fs.oom_kill_count()
+    }
+    fn oom_notifier(&self) -> Result<std::os::fd::OwnedFd> {
+        self.fs.oom_notifier()
+    }
+    fn kill_all(&self, signal: i32) -> Result<()> {
+        self.fs.kill_all(signal)
+    }
+
+    /// Stop the unit (systemd removes its cgroup), reset it if it failed so
+    /// the name is free again, and remove whatever directory is left.
+    fn destroy(&self) -> Result<()> {
+        let bus = self.bus()?;
+        let stopped = bus.stop_unit(&self.unit.unit);
+        bus.reset_failed(&self.unit.unit);
+        stopped?;
+        self.fs.destroy()
+    }
+}
