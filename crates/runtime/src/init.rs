@@ -64,17 +64,20 @@ pub fn main(a: InitArgs<'_>) -> ! {
         Ok(()) => 0,
         Err(e) => {
             // Before Ready the parent reads the channel and reports the
-            // error; after it, nobody may be reading (`create` returned,
-            // `run` waits for the process): say it on stderr, which is the
+            // error; a channel it closed means it gave up (its own step
+            // failed) and reports that itself: one line, none from here.
+            // After Ready nobody may be reading (`create` returned, `run`
+            // waits for the process): say it on stderr, which is the
             // container's and so the caller's.
-            let ready = READY_SENT.load(std::sync::atomic::Ordering::Relaxed);
-            if ready || a.chan.send(&Msg::Failed(e.to_string())).is_err() {
+            if READY_SENT.load(std::sync::atomic::Ordering::Relaxed) {
                 let _ = sys::write_all_fd(
                     // SAFETY: fd 2 is open for the life of the process or the
                     // write simply fails.
                     unsafe { BorrowedFd::borrow_raw(2) },
                     format!("hako-runc: {e}\n").as_bytes(),
                 );
+            } else {
+                let _ = a.chan.send(&Msg::Failed(e.to_string()));
             }
             1
         }
