@@ -592,7 +592,7 @@ fn join_cgroup(
     cleanup: &mut Cleanup<'_>,
 ) -> Result<()> {
     cleanup.cgroup = match cgroup {
-        Some(m) => Some(m),
+        Some(systemd) => Some(systemd),
         None => crate::cgroup::manager(&p.plan, id, false)?,
     };
     if let Some(m) = &cleanup.cgroup {

@@ -1,8 +1,9 @@
 //! hako's OCI runtime library.
 //!
-//! config.json becomes a [`plan::Plan`] (pure data, unit-tested without
-//! root); [`container`] holds the lifecycle verbs; [`init`] is the ordered
-//! executor that runs in the container's first process.
+//! config.json becomes a [`Plan`] (pure data, unit-tested without root);
+//! [`container`] is the public facade of the lifecycle verbs; the private
+//! `init` and `steps` run the named steps in the container's first
+//! process (README.md lists them).
 
 // The public API: the lifecycle facade, the shared syscall layer, and the
 // few types and helpers below. Every other module is private.

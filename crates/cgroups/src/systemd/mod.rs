@@ -43,12 +43,6 @@ pub struct SystemdManager {
     extra: Vec<Property>,
 }
 
-impl std::fmt::Debug for bus::Bus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Bus")
-    }
-}
-
 /// The systemd manager of a new container: `cgroups_path` is
 /// `slice:prefix:name` (empty: `system.slice:hako:<id>`, or `user.slice`
 /// for `user`); `annotations` may add `org.systemd.property.*`. Checks
