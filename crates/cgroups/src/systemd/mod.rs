@@ -9,6 +9,7 @@
 mod bus;
 pub mod props;
 pub mod unit;
+mod wire;
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,9 @@ pub struct SystemdManager {
     /// Extra unit properties (`org.systemd.property.*` annotations) for
     /// `StartTransientUnit`.
     extra: Vec<Property>,
+    /// The connection to systemd, opened once per process (the create
+    /// path asks where the unit will live, then starts it).
+    bus: std::sync::Mutex<Option<bus::Bus>>,
 }
 
 /// The systemd manager of a new container: `cgroups_path` is
@@ -63,7 +67,7 @@ pub fn new(
             reason: "the systemd driver needs a cgroup2-only host (this one mounts cgroup v1 controllers); use the cgroupfs driver".into(),
         });
     };
-    let bus = bus::Bus::connect(user)?;
+    let mut bus = bus::Bus::connect(user)?;
     let base = bus.manager_cgroup()?;
     let rel = format!("{base}{}", up.cgroup());
     let dir = root.join(rel.trim_start_matches('/'));
@@ -91,6 +95,7 @@ pub fn new(
         fs: FsManager::new(cfg),
         unit,
         extra,
+        bus: std::sync::Mutex::new(Some(bus)),
     })
 }
 
@@ -100,12 +105,24 @@ pub fn existing(cfg: CgroupConfig, unit: SystemdUnit) -> SystemdManager {
         fs: FsManager::new(cfg),
         unit,
         extra: Vec::new(),
+        bus: Default::default(),
     }
 }
 
 impl SystemdManager {
-    fn bus(&self) -> Result<bus::Bus> {
-        bus::Bus::connect(self.unit.user)
+    /// Run `f` on the connection to systemd, opening it if needed; a
+    /// failure closes it, so the next call starts afresh.
+    fn with_bus<T>(&self, f: impl FnOnce(&mut bus::Bus) -> Result<T>) -> Result<T> {
+        let mut slot = self.bus.lock().unwrap_or_else(|p| p.into_inner());
+        let bus = match slot.as_mut() {
+            Some(b) => b,
+            None => slot.insert(bus::Bus::connect(self.unit.user)?),
+        };
+        let r = f(bus);
+        if r.is_err() {
+            *slot = None;
+        }
+        r
     }
 
     fn dir(&self) -> &Path {
@@ -141,8 +158,7 @@ impl Manager for SystemdManager {
             ps.push(("OOMPolicy".into(), Value::Str("continue".into())));
         }
         ps.extend(self.extra.iter().cloned());
-        let bus = self.bus()?;
-        bus.start_unit(&u.unit, &ps)?;
+        self.with_bus(|b| b.start_unit(&u.unit, &ps))?;
         // A slice takes no processes from systemd: join it ourselves (as
         // runc); a scope already holds the process.
         let procs = self.dir().join("cgroup.procs");
@@ -179,7 +195,7 @@ impl Manager for SystemdManager {
         // Validate both views before either is changed.
         let ps = props::from_resources(resources)?;
         self.fs.plan(resources)?;
-        self.bus()?.set_properties(&self.unit.unit, &ps)?;
+        self.with_bus(|b| b.set_properties(&self.unit.unit, &ps))?;
         self.fs.set(resources)
     }
 
@@ -211,10 +227,11 @@ impl Manager for SystemdManager {
     /// Stop the unit (systemd removes its cgroup), reset it if it failed so
     /// the name is free again, and remove whatever directory is left.
     fn destroy(&self) -> Result<()> {
-        let bus = self.bus()?;
-        let stopped = bus.stop_unit(&self.unit.unit);
-        bus.reset_failed(&self.unit.unit);
-        stopped?;
+        self.with_bus(|b| {
+            let stopped = b.stop_unit(&self.unit.unit);
+            b.reset_failed(&self.unit.unit);
+            stopped
+        })?;
         self.fs.destroy()
     }
 }
