@@ -20,6 +20,14 @@ trap 'rm -rf "$work"' EXIT
 # The kernel unpacks the archives one after the other: the root
 # filesystem, then the payload over it.
 cp "$img/base.cpio" "$work/initrd"
+# The kernel gives directories that exist already the mode and owner the
+# appended archive has for them: the payload's must be the image's (its
+# root came from mktemp -d, 0700, which locked every user but root out of
+# /, and a CI clone under /tmp would make /tmp 0755).
+chmod 0755 "$payload"
+for d in tmp var/tmp; do
+    if [ -d "$payload/$d" ]; then chmod 1777 "$payload/$d"; fi
+done
 (cd "$payload" && find . | cpio -o -H newc --quiet) >> "$work/initrd"
 
 # TCG: KVM hangs in the firmware on the development machine. No NIC: the

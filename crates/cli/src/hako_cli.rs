@@ -20,6 +20,12 @@ pub struct Cli {
     /// Per-boot state directory (default /run/hako, or $XDG_RUNTIME_DIR/hako).
     #[arg(long, global = true)]
     pub run_root: Option<PathBuf>,
+    /// Who makes new containers' cgroups: systemd (a transient scope) or
+    /// cgroupfs. Default, as podman: systemd where systemd is PID 1 on a
+    /// cgroup2-only host (and, rootless, with a user session), else
+    /// cgroupfs; the settings file's [engine] cgroup_manager changes it.
+    #[arg(long, global = true, value_name = "MANAGER")]
+    pub cgroup_manager: Option<hako_engine::config::CgroupManager>,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -113,6 +119,21 @@ pub enum Cmd {
         no_stream: bool,
         #[arg(long)]
         format: Option<String>,
+    },
+    /// Change containers' limits (the running cgroup and the stored
+    /// configuration), as `docker update`.
+    Update {
+        /// Memory limit (e.g. 512m, 1g; at least 6MB).
+        #[arg(short = 'm', long)]
+        memory: Option<String>,
+        /// Number of CPUs (e.g. 1.5).
+        #[arg(long)]
+        cpus: Option<f64>,
+        /// Maximum number of processes (-1: unlimited).
+        #[arg(long, allow_hyphen_values = true)]
+        pids_limit: Option<i64>,
+        #[arg(required = true)]
+        containers: Vec<String>,
     },
     /// Freeze all processes of containers.
     Pause {

@@ -2418,3 +2418,110 @@ fn run_flags_behave_as_docker() {
     assert_eq!(e.out(&["ps", "-a", "-q"]), "");
     assert!(!e.data().join("volumes/bogus").exists());
 }
+
+/// A cgroup limit file of process `pid`'s cgroup: `v2` on a cgroup2-only
+/// host, else `v1` in the controller's v1 hierarchy.
+fn cgroup_limit(pid: i64, controller: &str, v2: &str, v1: &str) -> String {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let file = cg
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            if unified && ctrls.is_empty() {
+                Some(format!("/sys/fs/cgroup{path}/{v2}"))
+            } else if !unified && ctrls.split(',').any(|c| c == controller) {
+                Some(format!("/sys/fs/cgroup/{controller}{path}/{v1}"))
+            } else {
+                None
+            }
+        })
+        .unwrap_or_else(|| panic!("no {controller} cgroup in {cg}"));
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn update_changes_limits_and_the_cgroup_manager_is_chosen_as_podman_does() {
+    need_root!();
+    let e = Engine::new("upd");
+    let mem = |pid| cgroup_limit(pid, "memory", "memory.max", "memory.limit_in_bytes");
+    let pids = |pid| cgroup_limit(pid, "pids", "pids.max", "pids.max");
+    // This host has no systemd: asked for, the systemd manager is one
+    // line naming why, and nothing is made.
+    let o = e.run(&[
+        "--cgroup-manager",
+        "systemd",
+        "run",
+        "--name",
+        "sd",
+        "--network",
+        "none",
+        "busybox",
+        "true",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("--cgroup-manager systemd") && err.contains("not running"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(e.ps_names().is_empty());
+    let o = e.run(&["--cgroup-manager", "bogus", "ps"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("bogus"),
+        "{}",
+        stderr(&o)
+    );
+    // The default here is cgroupfs.
+    #[rustfmt::skip]
+    e.ok(&[
+        "run", "-d", "--name", "u1", "--network", "none", "--memory", "64m", "busybox",
+        "sleep", "1000",
+    ]);
+    let i = e.inspect("u1");
+    assert_eq!(i["HostConfig"]["CgroupManager"], "cgroupfs");
+    let pid = i["State"]["Pid"].as_i64().unwrap();
+    assert_eq!(mem(pid), (64u64 << 20).to_string());
+    // A running container: the cgroup at once, and inspect.
+    let o = e.ok(&["update", "--memory", "32m", "--pids-limit", "30", "u1"]);
+    assert_eq!(stdout(&o), "u1\n");
+    assert_eq!(mem(pid), (32u64 << 20).to_string());
+    assert_eq!(pids(pid), "30");
+    let i = e.inspect("u1");
+    assert_eq!(i["HostConfig"]["Memory"], 32 << 20);
+    assert_eq!(i["HostConfig"]["PidsLimit"], 30);
+    // Bad input changes nothing.
+    let o = e.run(&["update", "--memory", "1k", "u1"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("minimum memory limit"),
+        "{}",
+        stderr(&o)
+    );
+    let o = e.run(&["update", "u1"]);
+    assert!(
+        stderr(&o).contains("you must provide one or more flags"),
+        "{}",
+        stderr(&o)
+    );
+    let o = e.run(&["update", "--memory", "48m", "nosuch"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("nosuch"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(mem(pid), (32u64 << 20).to_string());
+    // A stopped container: kept for its next start.
+    e.ok(&["stop", "-t", "1", "u1"]);
+    e.ok(&["update", "--memory", "48m", "u1"]);
+    e.ok(&["start", "u1"]);
+    let pid = e.inspect("u1")["State"]["Pid"].as_i64().unwrap();
+    assert_eq!(mem(pid), (48u64 << 20).to_string());
+    assert_eq!(pids(pid), "30");
+    e.ok(&["rm", "-f", "u1"]);
+}

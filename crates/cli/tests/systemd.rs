@@ -262,3 +262,237 @@ fn bad_input_is_one_line_and_leaves_nothing() {
         assert!(unit_gone("hako-sd6.scope"), "{path}: unit left");
     }
 }
+
+/// The engine (`hako`) with its own roots and settings under `dir`, as
+/// root or, rootless, as `user` (with that user's session bus).
+fn engine(dir: &Path, user: Option<(&str, u32)>, args: &[&str]) -> std::process::Output {
+    let hako = env!("CARGO_BIN_EXE_hako");
+    let vars = [
+        format!("HAKO_DATA_DIR={}", dir.join("data").display()),
+        format!("HAKO_RUN_DIR={}", dir.join("run").display()),
+        format!("HAKO_CONFIG={}", dir.join("hako.toml").display()),
+        "HAKO_NFT_TABLE=hakovm".to_string(),
+    ];
+    let mut c = match user {
+        None => {
+            let mut c = Command::new(hako);
+            c.envs(vars.iter().map(|v| v.split_once('=').unwrap()));
+            c
+        }
+        Some((name, uid)) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", name, "--", "env"])
+                .arg(format!("XDG_RUNTIME_DIR=/run/user/{uid}"))
+                .args(&vars)
+                .arg(hako);
+            c
+        }
+    };
+    c.args(args);
+    run_with_timeout(c, std::time::Duration::from_secs(60))
+}
+
+/// A directory for one engine, owned by `uid`, with the busybox image.
+fn engine_dir(user: Option<(&str, u32)>) -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("hako-vm-e-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(d.path().join("hako.toml"), "").unwrap();
+    if let Some((_, uid)) = user {
+        std::os::unix::fs::chown(d.path(), Some(uid), Some(uid)).unwrap();
+        std::os::unix::fs::chown(d.path().join("hako.toml"), Some(uid), Some(uid)).unwrap();
+    }
+    let rootfs = template().join("rootfs");
+    ok(&engine(
+        d.path(),
+        user,
+        &["import", rootfs.to_str().unwrap(), "busybox"],
+    ));
+    d
+}
+
+fn engine_json(dir: &Path, user: Option<(&str, u32)>, name: &str) -> serde_json::Value {
+    let o = ok(&engine(dir, user, &["inspect", name]));
+    serde_json::from_str::<serde_json::Value>(&o).unwrap()[0].clone()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn the_engine_puts_containers_in_systemd_scopes_by_default() {
+    need_root!();
+    systemd_host();
+    let d = engine_dir(None);
+    let e = |args: &[&str]| engine(d.path(), None, args);
+    #[rustfmt::skip]
+    ok(&e(&["run", "-d", "--name", "s1", "--network", "none", "--memory", "64m", "busybox", "sleep", "600"]));
+    let i = engine_json(d.path(), None, "s1");
+    assert_eq!(i["HostConfig"]["CgroupManager"], "systemd");
+    let id = i["Id"].as_str().unwrap().to_string();
+    let pid = i["State"]["Pid"].as_i64().unwrap();
+    let unit = format!("hako-{id}.scope");
+    let dir = scope_dir("machine.slice", &unit);
+    assert_eq!(
+        read(format!("/proc/{pid}/cgroup").into()),
+        format!("0::/machine.slice/{unit}")
+    );
+    assert_eq!(read(dir.join("memory.max")), "67108864");
+    assert_eq!(show(&unit, "MemoryMax"), "67108864");
+    // update: the unit and the files.
+    ok(&e(&[
+        "update",
+        "--memory",
+        "32m",
+        "--pids-limit",
+        "40",
+        "s1",
+    ]));
+    assert_eq!(read(dir.join("memory.max")), "33554432");
+    assert_eq!(show(&unit, "MemoryMax"), "33554432");
+    assert_eq!(read(dir.join("pids.max")), "40");
+    // pause, stats, stop, rm: no unit and no cgroup left.
+    ok(&e(&["pause", "s1"]));
+    assert_eq!(read(dir.join("cgroup.freeze")), "1");
+    assert_eq!(
+        engine_json(d.path(), None, "s1")["State"]["Status"],
+        "paused"
+    );
+    ok(&e(&["unpause", "s1"]));
+    assert_eq!(read(dir.join("cgroup.freeze")), "0");
+    let s = ok(&e(&["stats", "--no-stream", "s1"]));
+    assert!(s.contains("/ 32.0MiB"), "{s}");
+    ok(&e(&["rm", "-f", "s1"]));
+    assert!(unit_gone(&unit), "{}", show(&unit, "LoadState"));
+    assert!(!dir.exists());
+    // --cgroup-manager cgroupfs: the runtime's own /hako/<id>.
+    #[rustfmt::skip]
+    ok(&e(&["--cgroup-manager", "cgroupfs", "run", "-d", "--name", "f1", "--network", "none", "busybox", "sleep", "600"]));
+    let i = engine_json(d.path(), None, "f1");
+    assert_eq!(i["HostConfig"]["CgroupManager"], "cgroupfs");
+    let id = i["Id"].as_str().unwrap();
+    let pid = i["State"]["Pid"].as_i64().unwrap();
+    assert_eq!(
+        read(format!("/proc/{pid}/cgroup").into()),
+        format!("0::/hako/{id}")
+    );
+    ok(&e(&["rm", "-f", "f1"]));
+    assert!(!Path::new(&format!("/sys/fs/cgroup/hako/{id}")).exists());
+}
+
+/// What the journal says about `uid`'s session (for a failure message).
+fn session_diag(uid: u32) -> String {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ls -la /run/user/{uid}; systemctl --no-pager status user@{uid}.service; \
+             journalctl --no-pager -n 40 -u user@{uid}.service -u user-runtime-dir@{uid}.service; \
+             journalctl --no-pager -n 30 _UID={uid}"
+        ))
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The VM's user with a systemd user session (its manager started here,
+/// as logind does at login or for a lingering user).
+fn session_user() -> (&'static str, u32) {
+    let o = Command::new("id")
+        .args(["-u", "hakouser"])
+        .output()
+        .unwrap();
+    let uid: u32 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    let st = Command::new("systemctl")
+        .arg("start")
+        .arg(format!("user@{uid}.service"))
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "systemctl start user@{uid}.service:\n{}",
+        session_diag(uid)
+    );
+    let bus = format!("/run/user/{uid}/bus");
+    let t0 = std::time::Instant::now();
+    while !Path::new(&bus).exists() {
+        if t0.elapsed() > std::time::Duration::from_secs(60) {
+            panic!(
+                "no {bus} 60 s after user@{uid}.service started:\n{}",
+                session_diag(uid)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    ("hakouser", uid)
+}
+
+#[test]
+#[ignore = "needs root"]
+fn rootless_containers_get_limits_through_the_users_systemd() {
+    need_root!();
+    systemd_host();
+    let user = Some(session_user());
+    let uid = user.unwrap().1;
+    // hako-runc itself, as the user, with --systemd-cgroup: the user's
+    // manager makes the scope and delegates it. The bundle is the one
+    // `hako-runc spec --rootless` writes for the user.
+    let bdir = tempfile::Builder::new()
+        .prefix("hako-vm-rl-")
+        .tempdir()
+        .unwrap();
+    std::os::unix::fs::chown(bdir.path(), Some(uid), Some(uid)).unwrap();
+    let state = bdir.path().join("state");
+    let runc = |args: &[&str]| {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "hakouser", "--", "env"])
+            .arg(format!("XDG_RUNTIME_DIR=/run/user/{uid}"))
+            .arg(bin())
+            .arg("--root")
+            .arg(&state)
+            .arg("--systemd-cgroup")
+            .args(args);
+        run_with_timeout(c, std::time::Duration::from_secs(60))
+    };
+    let bp = bdir.path().to_string_lossy().into_owned();
+    ok(&runc(&["spec", "--rootless", "-b", &bp]));
+    let cfg = bdir.path().join("config.json");
+    let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    c["root"]["path"] = template()
+        .join("rootfs")
+        .to_string_lossy()
+        .into_owned()
+        .into();
+    c["process"]["terminal"] = false.into();
+    c["process"]["args"] = json!(["sleep", "600"]);
+    c["linux"]["resources"] = json!({"memory": {"limit": 64 << 20}});
+    std::fs::write(&cfg, serde_json::to_vec(&c).unwrap()).unwrap();
+    ok(&runc(&["run", "-d", "-b", &bp, "r1"]));
+    let st: serde_json::Value = serde_json::from_str(&ok(&runc(&["state", "r1"]))).unwrap();
+    let pid = st["pid"].as_i64().unwrap();
+    let manager = format!("user.slice/user-{uid}.slice/user@{uid}.service");
+    let cg = read(format!("/proc/{pid}/cgroup").into());
+    assert_eq!(cg, format!("0::/{manager}/user.slice/hako-r1.scope"));
+    let dir = scope_dir(&format!("{manager}/user.slice"), "hako-r1.scope");
+    assert_eq!(read(dir.join("memory.max")), "67108864");
+    ok(&runc(&["delete", "-f", "r1"]));
+    assert!(!dir.exists());
+
+    // The engine, rootless: the same, by default.
+    let d = engine_dir(user);
+    #[rustfmt::skip]
+    ok(&engine(d.path(), user, &["run", "-d", "--name", "r2", "--network", "none", "--memory", "64m", "busybox", "sleep", "600"]));
+    let i = engine_json(d.path(), user, "r2");
+    assert_eq!(i["HostConfig"]["CgroupManager"], "systemd");
+    let id = i["Id"].as_str().unwrap().to_string();
+    let pid = i["State"]["Pid"].as_i64().unwrap();
+    let unit = format!("hako-{id}.scope");
+    let cg = read(format!("/proc/{pid}/cgroup").into());
+    assert_eq!(cg, format!("0::/{manager}/user.slice/{unit}"));
+    let dir = scope_dir(&format!("{manager}/user.slice"), &unit);
+    assert_eq!(read(dir.join("memory.max")), "67108864");
+    ok(&engine(d.path(), user, &["rm", "-f", "r2"]));
+    assert!(!dir.exists());
+}

@@ -8,6 +8,9 @@
 //! default_subnet = "10.77.0.0/16"   # the default network `hako`
 //! default_bridge = "hako0"
 //! subnet_pool = "10.78.0.0/16"      # /24s for `network create` without --subnet
+//!
+//! [engine]
+//! cgroup_manager = "systemd"        # or "cgroupfs"; default: as podman
 //! ```
 //!
 //! The default network is made on first use with these values and then
@@ -25,6 +28,110 @@ use crate::{Error, Result};
 pub struct Config {
     #[serde(default)]
     pub network: NetworkSettings,
+    #[serde(default)]
+    pub engine: EngineSettings,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSettings {
+    /// Who makes containers' cgroups (`--cgroup-manager` overrides it).
+    pub cgroup_manager: Option<CgroupManager>,
+}
+
+/// Who makes a container's cgroup: systemd (a transient scope, through
+/// the runtime's systemd driver) or the runtime itself in cgroupfs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupManager {
+    /// Also what records from before the choice existed used.
+    #[default]
+    Cgroupfs,
+    Systemd,
+}
+
+impl std::str::FromStr for CgroupManager {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "systemd" => Ok(CgroupManager::Systemd),
+            "cgroupfs" => Ok(CgroupManager::Cgroupfs),
+            _ => Err(format!(
+                "{s:?} is not a cgroup manager (systemd or cgroupfs)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for CgroupManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CgroupManager::Systemd => "systemd",
+            CgroupManager::Cgroupfs => "cgroupfs",
+        })
+    }
+}
+
+/// What the host offers a systemd cgroup manager.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemdHost {
+    /// systemd is PID 1 (`/run/systemd/system` exists, as sd_booted()).
+    pub booted: bool,
+    /// cgroup2 only (`/sys/fs/cgroup` is the unified hierarchy).
+    pub unified: bool,
+    /// Rootless: the user's bus (`$XDG_RUNTIME_DIR/bus`) is there.
+    pub user_bus: bool,
+}
+
+impl SystemdHost {
+    pub fn detect() -> SystemdHost {
+        let user_bus = std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some_and(|a| !a.is_empty())
+            || std::env::var_os("XDG_RUNTIME_DIR")
+                .is_some_and(|d| Path::new(&d).join("bus").exists());
+        SystemdHost {
+            booted: Path::new("/run/systemd/system").is_dir(),
+            unified: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+            user_bus,
+        }
+    }
+
+    /// Why the systemd manager cannot work here, if it cannot.
+    fn missing(&self, rootless: bool) -> Option<&'static str> {
+        if !self.booted {
+            Some("systemd is not running this host (no /run/systemd/system)")
+        } else if !self.unified {
+            Some("hako's systemd driver needs a cgroup2-only host, and this one mounts cgroup v1 controllers")
+        } else if rootless && !self.user_bus {
+            Some("there is no systemd user session bus ($XDG_RUNTIME_DIR/bus): log in through systemd-logind, or `loginctl enable-linger`")
+        } else {
+            None
+        }
+    }
+}
+
+/// The cgroup manager of a new container: `flag` (`--cgroup-manager`),
+/// else the settings file, else as podman: systemd where it can work
+/// (systemd as PID 1, cgroup2 only, and for a rootless user a user
+/// session), cgroupfs elsewhere. A systemd that was asked for and cannot
+/// work is an error naming why.
+pub fn cgroup_manager(
+    flag: Option<CgroupManager>,
+    settings: &Config,
+    host: &SystemdHost,
+    rootless: bool,
+) -> Result<CgroupManager> {
+    let (chosen, from) = match (flag, settings.engine.cgroup_manager) {
+        (Some(m), _) => (m, "--cgroup-manager systemd"),
+        (None, Some(m)) => (m, "cgroup_manager = \"systemd\" (settings file)"),
+        (None, None) if host.missing(rootless).is_none() => return Ok(CgroupManager::Systemd),
+        (None, None) => return Ok(CgroupManager::Cgroupfs),
+    };
+    if chosen == CgroupManager::Systemd {
+        if let Some(why) = host.missing(rootless) {
+            return Err(Error::Usage(format!("{from}: {why}; use cgroupfs")));
+        }
+    }
+    Ok(chosen)
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -126,6 +233,71 @@ mod tests {
         );
         let e = parse("[netwrk]\n").unwrap_err();
         assert!(e.contains("netwrk"), "{e}");
+    }
+
+    #[test]
+    fn the_cgroup_manager_is_chosen_as_podman_does() {
+        use CgroupManager::*;
+        let sd = SystemdHost {
+            booted: true,
+            unified: true,
+            user_bus: true,
+        };
+        let hybrid = SystemdHost {
+            unified: false,
+            ..sd
+        };
+        let none = SystemdHost {
+            booted: false,
+            ..sd
+        };
+        let no_session = SystemdHost {
+            user_bus: false,
+            ..sd
+        };
+        let c = Config::default();
+        // Default: systemd where it works, else cgroupfs.
+        assert_eq!(cgroup_manager(None, &c, &sd, false).unwrap(), Systemd);
+        assert_eq!(cgroup_manager(None, &c, &sd, true).unwrap(), Systemd);
+        assert_eq!(cgroup_manager(None, &c, &hybrid, false).unwrap(), Cgroupfs);
+        assert_eq!(cgroup_manager(None, &c, &none, false).unwrap(), Cgroupfs);
+        assert_eq!(
+            cgroup_manager(None, &c, &no_session, true).unwrap(),
+            Cgroupfs
+        );
+        assert_eq!(
+            cgroup_manager(None, &c, &no_session, false).unwrap(),
+            Systemd
+        );
+        // The settings file, and the flag over it.
+        let file = parse("[engine]\ncgroup_manager = \"cgroupfs\"\n").unwrap();
+        assert_eq!(cgroup_manager(None, &file, &sd, false).unwrap(), Cgroupfs);
+        assert_eq!(
+            cgroup_manager(Some(Systemd), &file, &sd, false).unwrap(),
+            Systemd
+        );
+        // Asked for where it cannot work: one line saying why.
+        let e = cgroup_manager(Some(Systemd), &c, &none, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--cgroup-manager systemd") && e.contains("not running"),
+            "{e}"
+        );
+        let e = cgroup_manager(Some(Systemd), &c, &hybrid, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cgroup2-only"), "{e}");
+        let sdfile = parse("[engine]\ncgroup_manager = \"systemd\"\n").unwrap();
+        let e = cgroup_manager(None, &sdfile, &no_session, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("settings file") && e.contains("user session"),
+            "{e}"
+        );
+        let e = parse("[engine]\ncgroup_manager = \"sd\"\n").unwrap_err();
+        assert!(e.starts_with("line 2: ") && e.contains("sd"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub struct Dirs {
     pub run: PathBuf,
     /// The settings file's values (see [`crate::config`]).
     pub config: crate::config::Config,
+    /// `--cgroup-manager` (the CLI passes it as HAKO_CGROUP_MANAGER).
+    pub cgroup_manager_flag: Option<crate::config::CgroupManager>,
 }
 
 /// Not root of the initial user namespace: an unprivileged user, or the
@@ -37,7 +39,19 @@ impl Dirs {
             .map(PathBuf::from)
             .unwrap_or_else(default_run_dir);
         let config = crate::config::load(&crate::config::path())?;
-        let d = Dirs { data, run, config };
+        let cgroup_manager_flag = match std::env::var("HAKO_CGROUP_MANAGER") {
+            Ok(v) if !v.is_empty() => Some(
+                v.parse()
+                    .map_err(|e| crate::Error::Usage(format!("--cgroup-manager: {e}")))?,
+            ),
+            _ => None,
+        };
+        let d = Dirs {
+            data,
+            run,
+            config,
+            cgroup_manager_flag,
+        };
         if d.data.exists() {
             d.repair_permissions();
         }

@@ -357,6 +357,7 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
         bundle: record::bundle(dirs, id),
         root: root.clone(),
         console_socket,
+        systemd_cgroup: rec.cgroup_manager == crate::config::CgroupManager::Systemd,
         ..Default::default()
     };
     let created = {

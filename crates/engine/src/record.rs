@@ -192,6 +192,9 @@ pub struct Record {
     /// The image's StopSignal (`stop` sends it; default SIGTERM).
     #[serde(default)]
     pub stop_signal: Option<String>,
+    /// Who makes the container's cgroup (chosen at create).
+    #[serde(default)]
+    pub cgroup_manager: crate::config::CgroupManager,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -235,6 +238,7 @@ impl Record {
             restart_count: 0,
             command: String::new(),
             stop_signal: None,
+            cgroup_manager: Default::default(),
         }
     }
 
@@ -483,6 +487,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let dirs = Dirs {
             config: Default::default(),
+            cgroup_manager_flag: None,
             data: t.path().join("data"),
             run: t.path().join("run"),
         };
@@ -512,6 +517,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let dirs = Dirs {
             config: Default::default(),
+            cgroup_manager_flag: None,
             data: t.path().join("data"),
             run: t.path().join("run"),
         };

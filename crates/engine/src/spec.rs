@@ -158,6 +158,9 @@ pub struct Inputs {
     /// Put the default seccomp profile in (the runtime supports it).
     pub seccomp_supported: bool,
     pub rootless: bool,
+    /// Who makes the cgroup: the systemd driver (a scope; rootless through
+    /// the user's systemd) or the runtime in cgroupfs (root only).
+    pub cgroup_manager: crate::config::CgroupManager,
     /// host uid/gid for a rootless mapping (0 → these).
     pub uid: u32,
     pub gid: u32,
@@ -189,6 +192,44 @@ fn cap_name(c: &str) -> String {
     } else {
         format!("CAP_{up}")
     }
+}
+
+/// `--memory`, `--cpus` and `--pids-limit` as OCI resources (`run`,
+/// `create` and `update`), checked as Docker checks them.
+pub fn limits(
+    memory: Option<&str>,
+    cpus: Option<f64>,
+    pids: Option<i64>,
+) -> Result<LinuxResources> {
+    let mut res = LinuxResources::default();
+    if let Some(m) = memory {
+        let limit = crate::util::parse_bytes(m)?;
+        // Docker's floor: below it the container cannot even start
+        // (the runtime's init is killed before it reports).
+        if limit < MIN_MEMORY {
+            return Err(Error::Usage(format!(
+                "--memory {m}: the minimum memory limit is 6MB"
+            )));
+        }
+        let mut mem = LinuxMemory::default();
+        mem.set_limit(Some(limit));
+        res.set_memory(Some(mem));
+    }
+    if let Some(c) = cpus {
+        if c.is_nan() || c <= 0.0 {
+            return Err(Error::Usage("--cpus must be positive".into()));
+        }
+        let mut cpu = LinuxCpu::default();
+        cpu.set_quota(Some((c * 100_000.0) as i64))
+            .set_period(Some(100_000));
+        res.set_cpu(Some(cpu));
+    }
+    if let Some(p) = pids {
+        let mut pids = LinuxPids::default();
+        pids.set_limit(p);
+        res.set_pids(Some(pids));
+    }
+    Ok(res)
 }
 
 /// Every capability we can give (our bounding set), for --privileged and
@@ -812,43 +853,29 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
         linux.set_devices(Some(inp.devices.clone()));
     }
 
-    if !inp.rootless {
-        let mut devices = LinuxDeviceCgroup::default();
-        devices
-            .set_allow(o.privileged)
-            .set_access(Some("rwm".into()));
-        let mut res = LinuxResources::default();
-        res.set_devices(Some(vec![devices]));
-        if let Some(m) = &o.memory {
-            let limit = crate::util::parse_bytes(m)?;
-            // Docker's floor: below it the container cannot even start
-            // (the runtime's init is killed before it reports).
-            if limit < MIN_MEMORY {
-                return Err(Error::Usage(format!(
-                    "--memory {m}: the minimum memory limit is 6MB"
-                )));
-            }
-            let mut mem = LinuxMemory::default();
-            mem.set_limit(Some(limit));
-            res.set_memory(Some(mem));
+    let systemd = inp.cgroup_manager == crate::config::CgroupManager::Systemd;
+    // Checked even where they cannot apply (rootless without systemd).
+    let mut res = limits(o.memory.as_deref(), o.cpus, o.pids_limit)?;
+    // Rootless, only systemd's delegation gives a cgroup to set limits in.
+    if !inp.rootless || systemd {
+        // Device rules need root (a BPF program on cgroup2).
+        if !inp.rootless {
+            let mut devices = LinuxDeviceCgroup::default();
+            devices
+                .set_allow(o.privileged)
+                .set_access(Some("rwm".into()));
+            res.set_devices(Some(vec![devices]));
         }
-        if let Some(c) = o.cpus {
-            if c <= 0.0 {
-                return Err(Error::Usage("--cpus must be positive".into()));
-            }
-            let mut cpu = LinuxCpu::default();
-            cpu.set_quota(Some((c * 100_000.0) as i64))
-                .set_period(Some(100_000));
-            res.set_cpu(Some(cpu));
-        }
-        if let Some(p) = o.pids_limit {
-            let mut pids = LinuxPids::default();
-            pids.set_limit(p);
-            res.set_pids(Some(pids));
-        }
+        // systemd: `hako-<id>.scope` in machine.slice (as podman's
+        // libpod-<id>.scope), or in the user manager's user.slice.
+        let path = match (systemd, inp.rootless) {
+            (true, false) => format!("machine.slice:hako:{}", inp.id),
+            (true, true) => format!("user.slice:hako:{}", inp.id),
+            (false, _) => format!("/hako/{}", inp.id),
+        };
         linux
             .set_resources(Some(res))
-            .set_cgroups_path(Some(format!("/hako/{}", inp.id).into()));
+            .set_cgroups_path(Some(path.into()));
     }
     let security = security_opts(o)?;
     if inp.seccomp_supported {
@@ -1050,6 +1077,41 @@ mod tests {
         i.image_config = json!({});
         let e = build(&RunOptions::default(), &i).unwrap_err().to_string();
         assert!(e.contains("no command specified"), "{e}");
+    }
+
+    #[test]
+    fn the_cgroup_follows_the_manager_and_rootless_limits_need_systemd() {
+        use crate::config::CgroupManager::*;
+        let o = RunOptions {
+            memory: Some("64m".into()),
+            pids_limit: Some(20),
+            ..Default::default()
+        };
+        let case = |m, rootless| {
+            let mut i = inputs();
+            i.cgroup_manager = m;
+            i.rootless = rootless;
+            built(&o, &i)["linux"].clone()
+        };
+        let l = case(Cgroupfs, false);
+        assert_eq!(l["cgroupsPath"], "/hako/abc");
+        assert_eq!(l["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(l["resources"]["devices"][0]["allow"], false);
+        let l = case(Systemd, false);
+        assert_eq!(l["cgroupsPath"], "machine.slice:hako:abc");
+        assert_eq!(l["resources"]["pids"]["limit"], 20);
+        assert_eq!(l["resources"]["devices"][0]["allow"], false);
+        // Rootless: limits through the user's systemd, no device rules.
+        let l = case(Systemd, true);
+        assert_eq!(l["cgroupsPath"], "user.slice:hako:abc");
+        assert_eq!(l["resources"]["memory"]["limit"], 64 << 20);
+        assert!(l["resources"]["devices"].is_null(), "{l}");
+        // Rootless without systemd: no cgroup at all.
+        let l = case(Cgroupfs, true);
+        assert!(
+            l["cgroupsPath"].is_null() && l["resources"].is_null(),
+            "{l}"
+        );
     }
 
     #[test]

@@ -44,6 +44,9 @@ fn real_main(cli: Cli) -> Result<i32> {
     if let Some(d) = &cli.run_root {
         std::env::set_var("HAKO_RUN_DIR", d);
     }
+    if let Some(m) = cli.cgroup_manager {
+        std::env::set_var("HAKO_CGROUP_MANAGER", m.to_string());
+    }
     let dirs = &Dirs::from_env()?;
     let code = match cli.cmd {
         Cmd::Init { .. } => unreachable!("handled above"),
@@ -76,6 +79,19 @@ fn real_main(cli: Cli) -> Result<i32> {
         Cmd::Rm {
             force, containers, ..
         } => each(&containers, |c| ops::rm(dirs, c, force).map(drop))?,
+        Cmd::Update {
+            memory,
+            cpus,
+            pids_limit,
+            containers,
+        } => {
+            let l = ops::Limits {
+                memory,
+                cpus,
+                pids_limit,
+            };
+            each(&containers, |c| ops::update(dirs, c, &l).map(drop))?
+        }
         Cmd::Pause { containers } => each(&containers, |c| ops::pause(dirs, c, true).map(drop))?,
         Cmd::Unpause { containers } => each(&containers, |c| ops::pause(dirs, c, false).map(drop))?,
         Cmd::Exec(a) => verbs::exec(dirs, a)?,

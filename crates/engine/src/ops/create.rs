@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::config::CgroupManager;
 use crate::dirs::{self, Dirs};
 use crate::record::{self, Record, RunOptions};
 use crate::spec::{self, InitHelper, Inputs};
@@ -53,6 +54,23 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
     if let Some(n) = &opts.name {
         record::check_name(n)?;
     }
+    let rootless = dirs::rootless();
+    let cgroup_manager = crate::config::cgroup_manager(
+        dirs.cgroup_manager_flag,
+        &dirs.config,
+        &crate::config::SystemdHost::detect(),
+        rootless,
+    )?;
+    if rootless
+        && cgroup_manager == CgroupManager::Cgroupfs
+        && (opts.memory.is_some() || opts.cpus.is_some() || opts.pids_limit.is_some())
+    {
+        eprintln!(
+            "hako: warning: --memory, --cpus and --pids-limit are not applied: a rootless \
+             container gets limits only through systemd's delegation (--cgroup-manager \
+             systemd, on a cgroup2 host with a user session)"
+        );
+    }
     let store = dirs.image_store()?;
     let (image_id, ic) = image_config(&store, &opts.image)?;
     let id = util::random_id()?;
@@ -73,16 +91,17 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
         };
         let dir = dirs.container(&id);
         dirs::mkdir_p(&dir)?;
-        let rec = Record::new(
+        let mut rec = Record::new(
             id.clone(),
             name.clone(),
             opts.image.clone(),
             image_id,
             opts.clone(),
         );
+        rec.cgroup_manager = cgroup_manager;
         record::save(dirs, &rec)?;
     }
-    match prepare(dirs, &store, &id, opts, ic) {
+    match prepare(dirs, &store, &id, opts, ic, cgroup_manager) {
         Ok(()) => Ok(id),
         Err(e) => {
             let _ = remove_all(dirs, &id);
@@ -97,6 +116,7 @@ fn prepare(
     id: &str,
     opts: &RunOptions,
     ic: Value,
+    cgroup_manager: CgroupManager,
 ) -> Result<()> {
     let dir = dirs.container(id);
     let rootfs = {
@@ -215,6 +235,7 @@ fn prepare(
         },
         seccomp_supported: seccomp_supported(),
         rootless,
+        cgroup_manager,
         uid,
         gid,
         volume_dirs,

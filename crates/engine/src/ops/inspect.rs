@@ -84,6 +84,7 @@ pub fn inspect(dirs: &Dirs, name: &str) -> Result<Value> {
             "CapDrop": r.opts.cap_drop,
             "SecurityOpt": r.opts.security_opt,
             "Init": r.opts.init,
+            "CgroupManager": r.cgroup_manager.to_string(),
         },
         "Config": {
             "Hostname": r.hostname,

@@ -12,6 +12,7 @@ mod rm;
 mod start;
 mod stop;
 mod top;
+mod update;
 mod wait;
 
 pub use create::create;
@@ -23,4 +24,5 @@ pub use rm::rm;
 pub use start::{run, spawn_monitor, start, start_attached};
 pub use stop::{kill, restart, stop};
 pub use top::{pids, stats, top};
+pub use update::{update, Limits};
 pub use wait::{wait, UNKNOWN_EXIT};

@@ -1,0 +1,76 @@
+//! `update`: change a container's limits, as `docker update` does: a live
+//! container's cgroup at once (through the runtime, which checks the whole
+//! change before writing any of it), and for every container the stored
+//! configuration, so `inspect` and the next start see the new values.
+
+use hako_runtime::container;
+use oci_spec::runtime::Spec;
+
+use crate::config::CgroupManager;
+use crate::dirs::{self, Dirs};
+use crate::record;
+use crate::spec;
+use crate::status::status;
+use crate::{io_err, util, Error, Result};
+
+/// The limits `update` may change (unset: unchanged).
+#[derive(Debug, Default, Clone)]
+pub struct Limits {
+    pub memory: Option<String>,
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<i64>,
+}
+
+pub fn update(dirs: &Dirs, name: &str, l: &Limits) -> Result<String> {
+    if l.memory.is_none() && l.cpus.is_none() && l.pids_limit.is_none() {
+        return Err(Error::Usage(
+            "you must provide one or more flags when using this command".into(),
+        ));
+    }
+    let res = spec::limits(l.memory.as_deref(), l.cpus, l.pids_limit)?;
+    let id = record::resolve(dirs, name)?;
+    let r = record::load(dirs, &id)?;
+    if dirs::rootless() && r.cgroup_manager == CgroupManager::Cgroupfs {
+        return Err(Error::State {
+            id: r.name,
+            msg: "has no cgroup to limit: a rootless container gets one only through \
+                  systemd's delegation (--cgroup-manager systemd)"
+                .into(),
+        });
+    }
+    if status(dirs, &r).is_live() {
+        container::update(&dirs.runtime_root(), &id, &res)?;
+    }
+    // The stored configuration: for inspect and the next start.
+    let cfg = record::bundle(dirs, &id).join("config.json");
+    let text = std::fs::read(&cfg).map_err(io_err("read", &cfg))?;
+    let mut s: Spec = hako_runtime::json_from_slice(&text)
+        .map_err(|e| Error::Other(format!("{}: {e}", cfg.display())))?;
+    if let Some(linux) = s.linux_mut() {
+        let mut all = linux.resources().clone().unwrap_or_default();
+        if let Some(m) = res.memory() {
+            all.set_memory(Some(*m));
+        }
+        if let Some(c) = res.cpu() {
+            all.set_cpu(Some(c.clone()));
+        }
+        if let Some(p) = res.pids() {
+            all.set_pids(Some(*p));
+        }
+        linux.set_resources(Some(all));
+    }
+    let json = serde_json::to_string_pretty(&s).expect("a spec serializes");
+    util::atomic_write(&cfg, json.as_bytes())?;
+    record::update(dirs, &id, |r| {
+        if l.memory.is_some() {
+            r.opts.memory = l.memory.clone();
+        }
+        if l.cpus.is_some() {
+            r.opts.cpus = l.cpus;
+        }
+        if l.pids_limit.is_some() {
+            r.opts.pids_limit = l.pids_limit;
+        }
+    })?;
+    Ok(id)
+}
