@@ -496,3 +496,235 @@ fn rootless_containers_get_limits_through_the_users_systemd() {
     ok(&engine(d.path(), user, &["rm", "-f", "r2"]));
     assert!(!dir.exists());
 }
+
+/// A private copy of the busybox rootfs for a client's `--rootfs` (the
+/// clients write mount points into it).
+fn rootfs_copy(dir: &Path) -> PathBuf {
+    let r = dir.join("rootfs");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(template().join("rootfs"))
+        .arg(&r)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    r
+}
+
+fn code(o: &std::process::Output) -> Option<i32> {
+    o.status.code()
+}
+
+/// The scope a process is in (`0::/…/<unit>.scope`): (its directory, unit).
+fn scope_of(pid: i64) -> (PathBuf, String) {
+    let cg = read(format!("/proc/{pid}/cgroup").into());
+    let rel = cg.strip_prefix("0::").unwrap_or(&cg).to_string();
+    let unit = rel.rsplit('/').next().unwrap().to_string();
+    assert!(unit.ends_with(".scope"), "{cg}");
+    (
+        Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/')),
+        unit,
+    )
+}
+
+#[test]
+#[ignore = "needs root"]
+fn podman_drives_hako_runc_with_systemd_cgroups() {
+    need_root!();
+    systemd_host();
+    let d = tempfile::Builder::new()
+        .prefix("hako-vm-pod-")
+        .tempdir()
+        .unwrap();
+    let rootfs = rootfs_copy(d.path());
+    let r = rootfs.to_str().unwrap();
+    std::fs::write(
+        d.path().join("containers.conf"),
+        "[containers]\nnetns = \"none\"\n[engine]\ncgroup_manager = \"systemd\"\nevents_logger = \"file\"\n",
+    )
+    .unwrap();
+    let podman = |args: &[&str]| {
+        let p = d.path();
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", p.join("containers.conf"))
+            .arg("--root")
+            .arg(p.join("root"))
+            .arg("--runroot")
+            .arg(p.join("runroot"))
+            .arg("--tmpdir")
+            .arg(p.join("tmp"))
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "systemd"])
+            .args(["--runtime", bin()])
+            .args(args);
+        run_with_timeout(c, std::time::Duration::from_secs(90))
+    };
+    // run --rm: output and exit code.
+    let o = podman(&["run", "--rm", "--rootfs", r, "sh", "-c", "echo hi; exit 3"]);
+    assert_eq!(
+        (code(&o), stdout(&o).trim()),
+        (Some(3), "hi"),
+        "{}",
+        stderr(&o)
+    );
+    // -d with a memory limit: a scope systemd knows, with the limit.
+    let id = ok(&podman(&[
+        "run", "-d", "--name", "p1", "--memory", "64m", "--rootfs", r, "sleep", "600",
+    ]));
+    let id = id.trim();
+    let pid: i64 = ok(&podman(&["inspect", "--format", "{{.State.Pid}}", "p1"]))
+        .trim()
+        .parse()
+        .unwrap();
+    let (dir, unit) = scope_of(pid);
+    assert_eq!(unit, format!("libpod-{id}.scope"));
+    assert_eq!(read(dir.join("memory.max")), "67108864");
+    assert_eq!(show(&unit, "MemoryMax"), "67108864");
+    // exec: output and exit code.
+    let o = podman(&["exec", "p1", "sh", "-c", "echo x; exit 4"]);
+    assert_eq!(
+        (code(&o), stdout(&o).trim()),
+        (Some(4), "x"),
+        "{}",
+        stderr(&o)
+    );
+    // pause / unpause through the scope's freezer.
+    ok(&podman(&["pause", "p1"]));
+    assert_eq!(read(dir.join("cgroup.freeze")), "1");
+    ok(&podman(&["unpause", "p1"]));
+    assert_eq!(read(dir.join("cgroup.freeze")), "0");
+    // stop, rm: no unit, no cgroup.
+    ok(&podman(&["stop", "-t", "2", "p1"]));
+    ok(&podman(&["rm", "p1"]));
+    assert!(unit_gone(&unit), "{}", show(&unit, "LoadState"));
+    assert!(!dir.exists());
+}
+
+/// A private containerd (no CRI), killed when dropped.
+struct Containerd {
+    dir: tempfile::TempDir,
+    daemon: std::process::Child,
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        let dir = tempfile::Builder::new()
+            .prefix("hako-vm-ctrd-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let d = dir.path().display();
+        let config = format!(
+            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{d}/ctrd.sock\"\n[ttrpc]\n  address = \"{d}/ctrd.sock.ttrpc\"\n\
+             [metrics]\n  address = \"\"\n"
+        );
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
+        let daemon = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let c = Containerd { dir, daemon };
+        wait_for(|| c.ctr(&["version"]).status.success(), "containerd");
+        c
+    }
+
+    fn ctr(&self, args: &[&str]) -> std::process::Output {
+        let mut c = Command::new("ctr");
+        c.arg("--address")
+            .arg(self.dir.path().join("ctrd.sock"))
+            .args(args);
+        run_with_timeout(c, std::time::Duration::from_secs(90))
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn containerd_drives_hako_runc_with_systemd_cgroups() {
+    need_root!();
+    systemd_host();
+    let c = Containerd::start();
+    let rootfs = rootfs_copy(c.dir.path());
+    let r = rootfs.to_str().unwrap();
+    // ctr wants the systemd cgroupsPath spelled out (kubelet's form).
+    let run = |extra: &[&str], id: &str, args: &[&str]| {
+        let cg = format!("system.slice:ctr:{id}");
+        let mut a = vec!["run", "--runc-binary", bin(), "--runc-systemd-cgroup"];
+        a.extend_from_slice(&["--cgroup", &cg, "--rootfs"]);
+        a.extend_from_slice(extra);
+        a.push(r);
+        a.push(id);
+        a.extend_from_slice(args);
+        c.ctr(&a)
+    };
+    // run --rm: output and exit code.
+    let o = run(&["--rm"], "c0", &["sh", "-c", "echo hi; exit 3"]);
+    assert_eq!(
+        (code(&o), stdout(&o).trim()),
+        (Some(3), "hi"),
+        "{}",
+        stderr(&o)
+    );
+    // -d with a memory limit: a scope systemd knows, with the limit.
+    ok(&run(
+        &["-d", "--memory-limit", "67108864"],
+        "c1",
+        &["sleep", "600"],
+    ));
+    let ls = ok(&c.ctr(&["task", "ls"]));
+    let pid: i64 = ls
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&"c1")).then(|| f[1].parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no task c1 in {ls}"));
+    let (dir, unit) = scope_of(pid);
+    assert_eq!(dir, scope_dir("system.slice", "ctr-c1.scope"));
+    assert_eq!(read(dir.join("memory.max")), "67108864");
+    assert_eq!(show(&unit, "MemoryMax"), "67108864");
+    // exec: output and exit code.
+    let o = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "c1",
+        "sh",
+        "-c",
+        "echo x; exit 4",
+    ]);
+    assert_eq!(
+        (code(&o), stdout(&o).trim()),
+        (Some(4), "x"),
+        "{}",
+        stderr(&o)
+    );
+    // pause / resume.
+    ok(&c.ctr(&["task", "pause", "c1"]));
+    assert_eq!(read(dir.join("cgroup.freeze")), "1");
+    ok(&c.ctr(&["task", "resume", "c1"]));
+    assert_eq!(read(dir.join("cgroup.freeze")), "0");
+    // Stop (a container's PID 1 without a handler ignores SIGTERM, so
+    // KILL) and remove: no unit, no cgroup.
+    ok(&c.ctr(&["task", "kill", "-s", "SIGKILL", "c1"]));
+    wait_for(
+        || !Path::new(&format!("/proc/{pid}")).exists(),
+        "c1 to stop",
+    );
+    ok(&c.ctr(&["task", "delete", "c1"]));
+    ok(&c.ctr(&["container", "delete", "c1"]));
+    assert!(unit_gone(&unit), "{}", show(&unit, "LoadState"));
+    assert!(!dir.exists());
+}
