@@ -3,9 +3,11 @@
 # tests inside a Debian 12 VM with systemd 252 as PID 1 and cgroup2 only,
 # the hosts most users run (the development machine is hybrid, without
 # systemd). scripts/test.sh runs this after the host tests; it can also run
-# alone: `bash scripts/vm-tests.sh [PACKAGE/TEST...]` (default: the cgroup
-# crate's root tests, hako-runc's cgroup operations (runc_ops) and its
-# systemd cgroup driver (systemd)).
+# alone: `bash scripts/vm-tests.sh [PACKAGE/TEST[:systemd]...]` (default:
+# the cgroup crate's root tests, hako-runc's cgroup operations (runc_ops)
+# with the cgroupfs driver and again with the systemd driver (`:systemd`
+# sets HAKO_TEST_CGROUP_DRIVER=systemd), and the systemd driver's own tests
+# with the engine and the clients (systemd)).
 #
 # The test binaries are built here and copied into the VM at the same
 # absolute paths, with the scripts and fixtures they use, and run there
@@ -16,10 +18,11 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 # Test files as PACKAGE/TEST (cargo's -p and --test).
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(hako-cgroups/root_kernel hako-cli/runc_ops hako-cli/systemd)
+[ ${#tests[@]} -gt 0 ] || tests=(hako-cgroups/root_kernel hako-cli/runc_ops hako-cli/runc_ops:systemd hako-cli/systemd)
 
 exes=()
-for t in "${tests[@]}"; do
+for entry in "${tests[@]}"; do
+    t=${entry%%:*}
     mapfile -t -O "${#exes[@]}" exes < <(cargo test -p "${t%%/*}" --test "${t#*/}" --no-run --message-format=json 2>/dev/null |
         python3 -c '
 import json, sys
@@ -55,12 +58,15 @@ mkdir -p "$payload/hako-vm"
     echo '    [ "$try" = 120 ] && { echo "hako-vm: systemd is not on the bus"; rc=1; }'
     echo '    sleep 1'
     echo 'done'
-    for e in "${exes[@]}"; do
-        echo "echo 'hako-vm: running $(basename "$e")'"
+    for i in "${!exes[@]}"; do
+        e=${exes[$i]}
+        env=
+        case "${tests[$i]}" in *:systemd) env="HAKO_TEST_CGROUP_DRIVER=systemd " ;; esac
+        echo "echo 'hako-vm: running ${env}$(basename "$e")'"
         # Tests named v1_* need cgroup v1 hierarchies, which this host has
         # none of: they run on the hybrid development host; here they are
         # filtered out (and counted as such), never reported as passed.
-        echo "'$e' --include-ignored --test-threads=2 --color never --skip v1_ || rc=1"
+        echo "${env}'$e' --include-ignored --test-threads=2 --color never --skip v1_ || rc=1"
     done
     echo 'echo "HAKO-VM-EXIT=$rc"'
     echo 'sync'

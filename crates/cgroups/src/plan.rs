@@ -104,6 +104,13 @@ impl Plan {
     /// such as memsw >= limit hold on the way back) and the error names the
     /// field. A half-applied `update` is worse than a refused one.
     pub fn execute(&self) -> Result<()> {
+        self.execute_and(|| Ok(()))
+    }
+
+    /// `execute`, then `then` (e.g. telling systemd the same values); if
+    /// `then` fails, what was written is put back and its error returned,
+    /// so the two change together or not at all.
+    pub fn execute_and(&self, then: impl FnOnce() -> Result<()>) -> Result<()> {
         let mut undo: Vec<(&Path, String)> = Vec::new();
         for op in &self.ops {
             let (field, done) = match op {
@@ -130,7 +137,9 @@ impl Plan {
                 });
             }
         }
-        Ok(())
+        then().inspect_err(|_| {
+            undo.iter().rev().all(|(p, old)| restore(p, old));
+        })
     }
 }
 
@@ -161,4 +170,37 @@ fn missing_hint(controller: &str, path: &Path, dir: &Path) -> String {
         }
     }
     format!("the {controller} controller on this kernel does not provide this file")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `then` refuses is undone in the files too: the systemd driver
+    /// writes files first and tells systemd after.
+    #[test]
+    fn a_refused_follow_up_puts_the_written_values_back() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("memory.max"), "67108864\n").unwrap();
+        std::fs::write(d.path().join("pids.max"), "max\n").unwrap();
+        let mut plan = Plan::default();
+        plan.write("memory", "memory.limit", d.path(), "memory.max", 33554432);
+        plan.write("pids", "pids.limit", d.path(), "pids.max", 30);
+        plan.validate().unwrap();
+        let read = |f: &str| std::fs::read_to_string(d.path().join(f)).unwrap();
+        let e = plan
+            .execute_and(|| {
+                assert_eq!(read("memory.max"), "33554432");
+                Err(Error::Systemd {
+                    what: "set properties".into(),
+                    reason: "refused".into(),
+                })
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("refused"), "{e}");
+        assert_eq!(read("memory.max").trim(), "67108864");
+        assert_eq!(read("pids.max").trim(), "max");
+        plan.execute_and(|| Ok(())).unwrap();
+        assert_eq!(read("pids.max"), "30");
+    }
 }

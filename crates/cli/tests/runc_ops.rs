@@ -18,14 +18,10 @@ fn unified_only() -> bool {
     Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
 
-/// The container's memory cgroup directory: /sys/fs/cgroup/memory/<id> on
-/// v1, /sys/fs/cgroup/<id> on a cgroup2-only host.
+/// The container's memory cgroup directory (see `default_cgroup`), in the
+/// v1 memory hierarchy or the cgroup2 tree.
 fn memory_dir(id: &str) -> Option<std::path::PathBuf> {
-    let p = if unified_only() {
-        Path::new("/sys/fs/cgroup").join(id)
-    } else {
-        Path::new("/sys/fs/cgroup/memory").join(id)
-    };
+    let p = default_cgroup(if unified_only() { "" } else { "memory" }, id);
     p.exists().then_some(p)
 }
 
@@ -189,14 +185,14 @@ fn pause_and_resume_freeze_the_container() {
     ok(&b.runc(&["pause", "pause1"]));
     assert_eq!(b.state("pause1")["status"], "paused");
     let (freezer, frozen) = if unified_only() {
-        (Path::new("/sys/fs/cgroup/pause1/cgroup.freeze"), "1")
+        (default_cgroup("", "pause1").join("cgroup.freeze"), "1")
     } else {
         (
-            Path::new("/sys/fs/cgroup/freezer/pause1/freezer.state"),
+            default_cgroup("freezer", "pause1").join("freezer.state"),
             "FROZEN",
         )
     };
-    assert_eq!(std::fs::read_to_string(freezer).unwrap().trim(), frozen);
+    assert_eq!(std::fs::read_to_string(&freezer).unwrap().trim(), frozen);
     let o = b.runc(&["pause", "pause1"]);
     assert!(!o.status.success(), "pausing twice is an error");
     let read_n = || ok(&b.runc(&["exec", "pause1", "cat", "/dev/shm/n"]));

@@ -191,12 +191,16 @@ impl Manager for SystemdManager {
         self.fs.plan(resources)
     }
 
+    /// Both views change or neither: both are checked first, then the
+    /// files are written (the kernel may still refuse a value, and the
+    /// plan puts back what it wrote), and only then is systemd told (whose
+    /// own writes would not be undone); if systemd refuses, the files are
+    /// put back.
     fn set(&self, resources: &LinuxResources) -> Result<()> {
-        // Validate both views before either is changed.
         let ps = props::from_resources(resources)?;
-        self.fs.plan(resources)?;
-        self.with_bus(|b| b.set_properties(&self.unit.unit, &ps))?;
-        self.fs.set(resources)
+        let plan = self.fs.plan(resources)?;
+        plan.validate()?;
+        plan.execute_and(|| self.with_bus(|b| b.set_properties(&self.unit.unit, &ps)))
     }
 
     fn freeze(&self) -> Result<()> {

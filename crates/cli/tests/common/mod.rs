@@ -24,6 +24,24 @@ macro_rules! need_root {
     };
 }
 
+/// This run tests the systemd cgroup driver: `HAKO_TEST_CGROUP_DRIVER=systemd`
+/// (the VM stage runs the cgroup tests once per driver).
+pub fn systemd_driver() -> bool {
+    std::env::var("HAKO_TEST_CGROUP_DRIVER").is_ok_and(|v| v == "systemd")
+}
+
+/// Where container `id`'s cgroup is in `hierarchy` ("" on cgroup2) when
+/// its config.json has no cgroupsPath: the systemd driver's
+/// `system.slice/hako-<id>.scope`, else `/<id>` (as runc).
+pub fn default_cgroup(hierarchy: &str, id: &str) -> PathBuf {
+    let root = Path::new("/sys/fs/cgroup").join(hierarchy);
+    if systemd_driver() {
+        root.join(format!("system.slice/hako-{id}.scope"))
+    } else {
+        root.join(id)
+    }
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_hako-runc")
 }
@@ -112,11 +130,16 @@ impl Bundle {
         self.root.path()
     }
 
-    /// `hako-runc --root R <args…>`, with a timeout.
+    /// `hako-runc --root R <args…>`, with a timeout (and
+    /// `--systemd-cgroup` when the run is for the systemd driver).
     pub fn runc(&self, args: &[&str]) -> Output {
         self.write();
         let mut cmd = Command::new(bin());
-        cmd.arg("--root").arg(self.root.path()).args(args);
+        cmd.arg("--root").arg(self.root.path());
+        if systemd_driver() {
+            cmd.arg("--systemd-cgroup");
+        }
+        cmd.args(args);
         run_with_timeout(cmd, Duration::from_secs(30))
     }
 
