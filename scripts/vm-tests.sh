@@ -6,8 +6,9 @@
 # alone: `bash scripts/vm-tests.sh [PACKAGE/TEST[:systemd]...]` (default:
 # the cgroup crate's root tests, hako-runc's cgroup operations (runc_ops)
 # with the cgroupfs driver and again with the systemd driver (`:systemd`
-# sets HAKO_TEST_CGROUP_DRIVER=systemd), and the systemd driver's own tests
-# with the engine and the clients (systemd)).
+# sets HAKO_TEST_CGROUP_DRIVER=systemd), the systemd driver's own tests
+# with the engine and the clients (systemd), and the engine's integration
+# tests (engine), which there use the systemd cgroup manager by default).
 #
 # The test binaries are built here and copied into the VM at the same
 # absolute paths, with the scripts and fixtures they use, and run there
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 # Test files as PACKAGE/TEST (cargo's -p and --test).
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(hako-cgroups/root_kernel hako-cli/runc_ops hako-cli/runc_ops:systemd hako-cli/systemd)
+[ ${#tests[@]} -gt 0 ] || tests=(hako-cgroups/root_kernel hako-cli/runc_ops hako-cli/runc_ops:systemd hako-cli/systemd hako-cli/engine)
 
 exes=()
 for entry in "${tests[@]}"; do
@@ -42,6 +43,15 @@ put "$repo/crates/cli/tests/fixtures"
 put "$repo/target/debug/hako"
 put "$repo/target/debug/hako-runc"
 for e in "${exes[@]}"; do put "$e"; done
+# The engine tests' static fixture programs, built here where the tests
+# look for them first (CARGO_TARGET_TMPDIR/fixtures): the VM has no
+# compiler.
+mkdir -p "$repo/target/tmp/fixtures"
+for c in "$repo"/crates/cli/tests/fixtures/*.c; do
+    out="$repo/target/tmp/fixtures/$(basename "$c" .c)"
+    [ "$out" -nt "$c" ] || gcc -static -O2 -o "$out" "$c"
+done
+put "$repo/target/tmp/fixtures"
 
 mkdir -p "$payload/hako-vm"
 {

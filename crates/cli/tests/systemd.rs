@@ -728,3 +728,81 @@ fn containerd_drives_hako_runc_with_systemd_cgroups() {
     assert!(unit_gone(&unit), "{}", show(&unit, "LoadState"));
     assert!(!dir.exists());
 }
+
+/// `create` SIGKILLed at moments across its whole run, then `delete -f`
+/// (what containerd's shim does after a crash): no unit, no cgroup, no
+/// state, no process left, whatever the moment was.
+#[test]
+#[ignore = "needs root"]
+fn create_killed_at_any_moment_leaves_nothing_after_delete() {
+    need_root!();
+    systemd_host();
+    let mut b = Bundle::new();
+    b.args(&["sleep", "600"]);
+    b.write();
+    let p = b.path().to_string_lossy().into_owned();
+    // The same id each time: a leftover of one round fails the next.
+    let id = "sdkill";
+    let unit = "hako-sdkill.scope";
+    for delay_ms in [
+        0u64, 1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500, 800,
+    ] {
+        let mark = format!("HAKO_TEST_MARK=sdkill-{delay_ms}");
+        let mut child = Command::new(bin())
+            .env("HAKO_TEST_MARK", &mark[15..])
+            .arg("--root")
+            .arg(b.state_root())
+            .args(["--systemd-cgroup", "create", "-b", &p, id])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        // delete -f: fine whether or not create got as far as its state.
+        let o = sd(&b, &["delete", "--force", id]);
+        assert!(
+            o.status.success() || stderr(&o).contains("does not exist"),
+            "after {delay_ms} ms: {}",
+            stderr(&o)
+        );
+        // A scope whose processes all died is stopped by systemd itself.
+        let t0 = std::time::Instant::now();
+        while !unit_gone(unit) || scope_dir("system.slice", unit).exists() {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(20),
+                "after {delay_ms} ms: {unit} is {} (members: {:?})",
+                show(unit, "ActiveState"),
+                std::fs::read_to_string(scope_dir("system.slice", unit).join("cgroup.procs"))
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(
+            !b.state_root().join(id).exists(),
+            "after {delay_ms} ms: state left"
+        );
+        // No process of that create (the runtime's environment marks its
+        // init until it execs the container's process) is left.
+        let t0 = std::time::Instant::now();
+        loop {
+            let left: Vec<String> = std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter(|e| {
+                    std::fs::read(e.path().join("environ"))
+                        .is_ok_and(|env| env.split(|c| *c == 0).any(|v| v == mark.as_bytes()))
+                })
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(20),
+                "after {delay_ms} ms: processes left: {left:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
