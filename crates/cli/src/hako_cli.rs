@@ -85,7 +85,7 @@ pub enum Cmd {
         /// Kill a running container first.
         #[arg(short, long)]
         force: bool,
-        /// Ignored (volumes are named and kept).
+        /// Remove the container's anonymous volumes too (named ones stay).
         #[arg(short = 'v', long)]
         volumes: bool,
         #[arg(required = true)]
@@ -197,6 +197,9 @@ pub enum Cmd {
     },
     /// Forget registry credentials.
     Logout { registry: String },
+    /// Volume commands.
+    #[command(subcommand)]
+    Volume(VolCmd),
     /// Network commands.
     #[command(subcommand)]
     Network(NetCmd),
@@ -293,6 +296,49 @@ pub enum ImageCmd {
     },
     /// Delete unused blobs and layers.
     Prune,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VolCmd {
+    /// Create a volume (a name is made up if none is given); an existing
+    /// one is left as it is, as in Docker.
+    Create {
+        /// KEY=VALUE metadata.
+        #[arg(short, long)]
+        label: Vec<String>,
+        name: Option<String>,
+    },
+    /// List volumes.
+    Ls {
+        /// Names only.
+        #[arg(short, long)]
+        quiet: bool,
+        /// `json`: one JSON object per line.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Details of volumes as JSON.
+    Inspect {
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
+    /// Remove volumes no container uses.
+    Rm {
+        /// A missing volume is no error.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
+    /// Remove the anonymous volumes no container uses (with -a, every
+    /// unused volume), as Docker 23+.
+    Prune {
+        #[arg(short, long)]
+        all: bool,
+        /// Do not ask (hako never asks; accepted for Docker's scripts).
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -205,6 +205,30 @@ pub fn images(list: &[hako_image::ImageSummary], quiet: bool, format: Option<&st
 }
 
 /// `network ls`.
+pub fn volumes(
+    dirs: &hako_engine::Dirs,
+    list: &[hako_engine::volume::Volume],
+    quiet: bool,
+    format: Option<&str>,
+) -> Result<()> {
+    if quiet {
+        for v in list {
+            println!("{}", v.name);
+        }
+        return Ok(());
+    }
+    if format == Some("json") {
+        let objs: Vec<serde_json::Value> = list.iter().map(|v| v.inspect(dirs)).collect();
+        return json_lines(&objs);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|v| vec!["local".to_string(), v.name.clone()])
+        .collect();
+    table(&["DRIVER", "VOLUME NAME"], &rows);
+    Ok(())
+}
+
 pub fn networks(list: &[hako_net::Network], format: Option<&str>) -> Result<()> {
     if format == Some("json") {
         return json_lines(list);

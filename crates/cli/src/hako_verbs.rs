@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use hako_engine::{hako_image, hako_net, monitor, ns, ops, util, Dirs, RunOptions};
 
-use crate::hako_cli::{ExecArgs, ImageCmd, NetCmd, NsCmd};
+use crate::hako_cli::{ExecArgs, ImageCmd, NetCmd, NsCmd, VolCmd};
 use crate::output;
 
 /// `__monitor [--attached] ID`: the monitor role of this binary.
@@ -314,4 +314,65 @@ pub fn network(dirs: &Dirs, c: NetCmd) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+pub fn volume(dirs: &Dirs, c: VolCmd) -> Result<i32> {
+    use hako_engine::volume;
+    match c {
+        VolCmd::Create { label, name } => {
+            let mut labels = std::collections::BTreeMap::new();
+            for l in label {
+                let (k, v) = l.split_once('=').unwrap_or((&l, ""));
+                labels.insert(k.to_string(), v.to_string());
+            }
+            let name = match name {
+                Some(n) => n,
+                None => util::random_id()?,
+            };
+            println!("{}", volume::ensure(dirs, &name, &labels, false)?.0.name);
+        }
+        VolCmd::Ls { quiet, format } => {
+            output::volumes(dirs, &volume::list(dirs), quiet, format.as_deref())?
+        }
+        VolCmd::Inspect { volumes } => {
+            let mut out = Vec::new();
+            for n in &volumes {
+                out.push(volume::get(dirs, n)?.inspect(dirs));
+            }
+            output::pretty(&out)?;
+        }
+        VolCmd::Rm { force, volumes } => {
+            return Ok(each_named(&volumes, |n| {
+                volume::remove(dirs, n, force).map_err(|e| e.to_string())
+            }))
+        }
+        VolCmd::Prune { all, .. } => {
+            let gone = volume::prune(dirs, all)?;
+            if !gone.is_empty() {
+                println!("Deleted Volumes:");
+                for n in &gone {
+                    println!("{n}");
+                }
+                println!();
+            }
+            println!("Total volumes deleted: {}", gone.len());
+        }
+    }
+    Ok(0)
+}
+
+/// Apply `f` to each name, printing the name on success (as Docker does)
+/// and one line per failure; the exit code: 0, or 125 if any failed.
+pub fn each_named(names: &[String], mut f: impl FnMut(&str) -> Result<(), String>) -> i32 {
+    let mut code = 0;
+    for n in names {
+        match f(n) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("hako: {e}");
+                code = 125;
+            }
+        }
+    }
+    code
 }

@@ -2543,3 +2543,190 @@ fn update_changes_limits_and_the_cgroup_manager_is_chosen_as_podman_does() {
     assert_eq!(pids(pid), "30");
     e.ok(&["rm", "-f", "u1"]);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn volumes_live_apart_from_containers() {
+    need_root!();
+    let e = Engine::new("vol");
+    let vols = || -> Vec<String> {
+        e.out(&["volume", "ls", "-q"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    // One line on stderr naming the problem, and exit 125.
+    let refused = |args: &[&str], says: &str| {
+        let o = e.run(args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    };
+    let bg = |name: &str, args: &[&str]| {
+        let mut a = vec!["run", "-d", "--name", name, "--network", "none"];
+        a.extend_from_slice(args);
+        e.ok(&a);
+    };
+    let run_out = |args: &[&str]| -> String {
+        let mut a = vec!["run", "--rm", "--network", "none"];
+        a.extend_from_slice(args);
+        stdout(&e.ok(&a))
+    };
+    // An image with content where volumes will go.
+    e.hostile_image("seeded", |d| {
+        std::fs::create_dir(d.join("data")).unwrap();
+        std::fs::write(d.join("data/seed"), "from-image\n").unwrap();
+        std::os::unix::fs::chown(d.join("data/seed"), Some(33), Some(33)).unwrap();
+    });
+
+    // create (idempotent), ls, inspect.
+    assert_eq!(
+        stdout(&e.ok(&["volume", "create", "--label", "a=b", "v1"])),
+        "v1\n"
+    );
+    assert_eq!(stdout(&e.ok(&["volume", "create", "v1"])), "v1\n");
+    assert!(vols().contains(&"v1".to_string()));
+    let i: Value = serde_json::from_str(&e.out(&["volume", "inspect", "v1"])).unwrap();
+    assert_eq!(i[0]["Name"], "v1");
+    assert_eq!(i[0]["Driver"], "local");
+    assert_eq!(i[0]["Labels"]["a"], "b");
+    let mp = PathBuf::from(i[0]["Mountpoint"].as_str().unwrap());
+    assert_eq!(mp, e.data().join("volumes/v1/_data"));
+    assert!(mp.is_dir());
+    // Bad names and unknown volumes: one line, exit 125, nothing made.
+    refused(&["volume", "create", "../x"], "not a volume name");
+    assert!(!e.data().join("x").exists() && !e.data().join("volumes/../x").exists());
+    refused(&["volume", "inspect", "nosuch"], "no such volume: nosuch");
+
+    // Copy-up: a new volume gets the image's content, owners included;
+    // what a container writes stays; a non-empty volume is not refilled.
+    let s = run_out(&[
+        "-v",
+        "seedvol:/data",
+        "seeded",
+        "sh",
+        "-c",
+        "cat /data/seed; stat -c %u /data/seed; echo mine > /data/mine",
+    ]);
+    assert_eq!(s, "from-image\n33\n");
+    let s = run_out(&[
+        "-v",
+        "seedvol:/data",
+        "seeded",
+        "sh",
+        "-c",
+        "rm /data/seed; ls /data",
+    ]);
+    assert_eq!(s, "mine\n");
+    let s = run_out(&["-v", "seedvol:/data", "seeded", "ls", "/data"]);
+    assert_eq!(s, "mine\n");
+    // volume-nocopy: empty.
+    let s = run_out(&[
+        "--mount",
+        "type=volume,source=nc,target=/data,volume-nocopy",
+        "seeded",
+        "ls",
+        "-A",
+        "/data",
+    ]);
+    assert_eq!(s, "");
+
+    // Anonymous volumes: kept by rm, gone with rm -v, --rm and prune.
+    let before = vols();
+    bg("a1", &["-v", "/data", "seeded", "sleep", "100"]);
+    let anon: Vec<String> = vols().into_iter().filter(|v| !before.contains(v)).collect();
+    assert_eq!(anon.len(), 1, "{anon:?}");
+    let i: Value = serde_json::from_str(&e.out(&["volume", "inspect", &anon[0]])).unwrap();
+    assert_eq!(i[0]["Anonymous"], true);
+    assert_eq!(
+        run_out(&[
+            "-v",
+            &format!("{}:/d", anon[0]),
+            "busybox",
+            "cat",
+            "/d/seed"
+        ]),
+        "from-image\n"
+    );
+    e.ok(&["rm", "-f", "a1"]);
+    assert!(vols().contains(&anon[0]), "rm without -v keeps it");
+    let o = e.out(&["volume", "prune", "-f"]);
+    assert!(
+        o.contains(&anon[0]) && o.contains("Total volumes deleted: 1"),
+        "{o}"
+    );
+    assert_eq!(vols(), before, "prune leaves named volumes");
+    bg("a2", &["-v", "/data", "seeded", "sleep", "100"]);
+    assert_eq!(vols().len(), before.len() + 1);
+    e.ok(&["rm", "-f", "-v", "a2"]);
+    assert_eq!(vols(), before);
+    run_out(&["-v", "/data", "seeded", "true"]);
+    assert_eq!(vols(), before, "--rm takes its anonymous volumes");
+
+    // A volume in use stays; --volumes-from shares it, ro when asked.
+    bg("u1", &["-v", "v1:/s", "busybox", "sleep", "100"]);
+    refused(&["volume", "rm", "v1"], "in use by container u1");
+    run_out(&[
+        "--volumes-from",
+        "u1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo shared > /s/f",
+    ]);
+    assert_eq!(stdout(&e.ok(&["exec", "u1", "cat", "/s/f"])), "shared\n");
+    let s = run_out(&[
+        "--volumes-from",
+        "u1:ro",
+        "busybox",
+        "sh",
+        "-c",
+        "touch /s/g 2>/dev/null || echo read-only",
+    ]);
+    assert_eq!(s, "read-only\n");
+    e.ok(&["rm", "-f", "u1"]);
+    assert_eq!(stdout(&e.ok(&["volume", "rm", "v1"])), "v1\n");
+    assert!(!e.data().join("volumes/v1").exists());
+    e.ok(&["volume", "rm", "-f", "v1"]);
+
+    // --mount bind and tmpfs.
+    let host = e.dir.path().join("hostdir");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("h"), "host-file\n").unwrap();
+    let bind = format!("type=bind,source={},target=/h,readonly", host.display());
+    let s = run_out(&[
+        "--mount",
+        &bind,
+        "--mount",
+        "type=tmpfs,target=/t,tmpfs-size=1m",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /h/h; touch /h/x 2>/dev/null || echo ro; grep ' /t ' /proc/mounts | cut -d' ' -f3",
+    ]);
+    assert_eq!(s, "host-file\nro\ntmpfs\n");
+
+    // Bad mounts: one line, 125, no container left.
+    let names = e.ps_names();
+    for (args, says) in [
+        (
+            vec!["-v", "a:/x", "-v", "b:/x"],
+            "duplicate mount point: /x",
+        ),
+        (
+            vec!["--mount", "type=bind,source=/nonexistent-hako,target=/x"],
+            "does not exist",
+        ),
+        (vec!["--volumes-from", "nosuch"], "nosuch"),
+    ] {
+        let mut a = vec!["run", "--network", "none"];
+        a.extend_from_slice(&args);
+        a.extend_from_slice(&["busybox", "true"]);
+        let o = e.run(&a);
+        assert_eq!(o.status.code(), Some(125), "{args:?}");
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+    }
+    assert_eq!(e.ps_names(), names);
+}

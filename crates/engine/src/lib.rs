@@ -28,6 +28,7 @@ pub mod spec;
 pub mod status;
 pub mod teardown;
 pub mod util;
+pub mod volume;
 
 use std::path::PathBuf;
 
@@ -51,6 +52,8 @@ pub enum Error {
     },
     #[error("no such container: {0}")]
     NoSuchContainer(String),
+    #[error("no such volume: {0}")]
+    NoSuchVolume(String),
     #[error("container name or id prefix {name:?} is ambiguous: {ids}")]
     Ambiguous { name: String, ids: String },
     #[error("the container name {name:?} is already in use by container {id}")]

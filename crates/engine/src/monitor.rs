@@ -264,7 +264,7 @@ pub fn run(dirs: &Dirs, id: &str, attached: bool, ready: Option<OwnedFd>) -> Res
             });
             let rec = record::load(dirs, id).ok();
             if rec.is_some_and(|r| r.opts.rm) {
-                let _ = crate::teardown::remove_all(dirs, id);
+                let _ = crate::teardown::remove_all_and_volumes(dirs, id);
             }
             Err(e)
         }
@@ -642,7 +642,7 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
     let code = status.map_or(255, os::exit_code);
     crate::teardown::finish(dirs, id, Some(code));
     if rm {
-        let _ = crate::teardown::remove_all(dirs, id);
+        let _ = crate::teardown::remove_all_and_volumes(dirs, id);
     }
     let _ = os::set_sigmask(&os::empty_sigmask());
     code
@@ -821,7 +821,7 @@ pub fn keep(dirs: &Dirs, id: &str, monitor: i32, forward: bool) -> i32 {
                         let code = os::exit_code(st);
                         crate::teardown::finish(dirs, id, Some(code));
                         if r.opts.rm {
-                            let _ = crate::teardown::remove_all(dirs, id);
+                            let _ = crate::teardown::remove_all_and_volumes(dirs, id);
                         }
                         if !monitor_alive {
                             return code;

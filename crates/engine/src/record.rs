@@ -68,6 +68,13 @@ pub struct RunOptions {
     /// PATH[:OPTIONS].
     #[cfg_attr(feature = "cli", arg(long))]
     pub tmpfs: Vec<String>,
+    /// type=bind|volume|tmpfs,source=…,target=…[,readonly][,volume-nocopy]
+    /// [,tmpfs-size=…][,tmpfs-mode=…] (Docker's --mount).
+    #[cfg_attr(feature = "cli", arg(long = "mount"))]
+    pub mount: Vec<String>,
+    /// CONTAINER[:ro|:rw]: that container's volumes, at the same paths.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub volumes_from: Vec<String>,
     /// Mount the root filesystem read-only.
     #[cfg_attr(feature = "cli", arg(long))]
     pub read_only: bool,

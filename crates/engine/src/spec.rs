@@ -323,6 +323,102 @@ pub fn security_opts(o: &RunOptions) -> Result<SecurityOpts> {
     Ok(s)
 }
 
+/// One `--mount`, as the `-v` or `--tmpfs` entry it amounts to.
+#[derive(Debug, PartialEq)]
+pub enum MountArg {
+    /// A bind or volume: its `-v` entry (no source: anonymous), its
+    /// destination, and whether the volume must stay without the image's
+    /// content (`volume-nocopy`).
+    Volume {
+        entry: String,
+        dest: String,
+        nocopy: bool,
+    },
+    /// A `--tmpfs` entry.
+    Tmpfs(String),
+}
+
+/// Docker's `--mount type=bind|volume|tmpfs,source=…,target=…,…`.
+pub fn parse_mount(m: &str) -> Result<MountArg> {
+    let bad = |why: String| Error::Usage(format!("--mount {m:?}: {why}"));
+    let (mut kind, mut src, mut dst) = ("volume", None::<&str>, None::<&str>);
+    let (mut ro, mut nocopy) = (false, false);
+    let mut tmpfs_opts = Vec::new();
+    let flag = |k: &str, v: Option<&str>| match v {
+        None | Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(v) => Err(bad(format!("{k}={v}: true or false"))),
+    };
+    for field in m.split(',').filter(|f| !f.is_empty()) {
+        let (k, v) = match field.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (field, None),
+        };
+        match (k, v) {
+            ("type", Some(t @ ("bind" | "volume" | "tmpfs"))) => kind = t,
+            ("type", _) => return Err(bad("type must be bind, volume or tmpfs".into())),
+            ("source" | "src", Some(s)) => src = Some(s),
+            ("target" | "destination" | "dst", Some(d)) => dst = Some(d),
+            ("readonly" | "ro", v) => ro = flag(k, v)?,
+            ("volume-nocopy", v) => nocopy = flag(k, v)?,
+            ("bind-propagation", Some("private" | "rprivate")) => {}
+            ("bind-propagation", _) => {
+                return Err(bad(
+                    "hako's binds are private: bind-propagation=private or rprivate".into(),
+                ))
+            }
+            ("tmpfs-size", Some(s)) => tmpfs_opts.push(format!("size={s}")),
+            ("tmpfs-mode", Some(s)) => tmpfs_opts.push(format!("mode={s}")),
+            _ => return Err(bad(format!("unknown or incomplete field {field:?}"))),
+        }
+    }
+    let dst = dst.ok_or_else(|| bad("target= is required".into()))?;
+    if !dst.starts_with('/') {
+        return Err(bad("the target must be an absolute path".into()));
+    }
+    match kind {
+        "tmpfs" => {
+            if src.is_some() {
+                return Err(bad("a tmpfs has no source".into()));
+            }
+            if ro {
+                tmpfs_opts.push("ro".into());
+            }
+            Ok(MountArg::Tmpfs(if tmpfs_opts.is_empty() {
+                dst.to_string()
+            } else {
+                format!("{dst}:{}", tmpfs_opts.join(","))
+            }))
+        }
+        _ => {
+            let src = src.unwrap_or("");
+            if kind == "bind" {
+                if !src.starts_with('/') {
+                    return Err(bad("a bind needs an absolute source= path".into()));
+                }
+                // Unlike -v, --mount never creates the host path (Docker).
+                if !Path::new(src).exists() {
+                    return Err(bad(format!("bind source path does not exist: {src}")));
+                }
+            } else if src.starts_with('/') {
+                return Err(bad(
+                    "a volume's source is a volume name; use type=bind for a path".into(),
+                ));
+            }
+            // No source (an anonymous volume) is ":dst", which -v's parser
+            // reads as such.
+            let entry = format!("{src}:{dst}{}", if ro { ":ro" } else { "" });
+            // The entry is checked as -v would check it (volume names).
+            parse_volume(&entry).map_err(|e| bad(e.to_string()))?;
+            Ok(MountArg::Volume {
+                entry,
+                dest: dst.to_string(),
+                nocopy,
+            })
+        }
+    }
+}
+
 /// `host:ctr[:ro]` or `name:ctr[:ro]` → (source, dest, ro, named).
 pub fn parse_volume(v: &str) -> Result<(String, String, bool, bool)> {
     let parts: Vec<&str> = v.split(':').collect();
@@ -356,21 +452,13 @@ pub fn parse_volume(v: &str) -> Result<(String, String, bool, bool)> {
     // A volume name becomes a directory under the volumes dir: only
     // Docker's local-driver names, so "..", "a/b" and friends cannot
     // reach outside it.
-    if named && !src.is_empty() && !is_volume_name(src) {
+    if named && !src.is_empty() && !crate::volume::is_name(src) {
         return Err(Error::Usage(format!(
             "invalid volume {v:?}: {src:?} is not a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*); \
              a host directory must be an absolute path"
         )));
     }
     Ok((src.to_string(), dst.to_string(), ro, named))
-}
-
-/// Docker's rule for local volume names.
-fn is_volume_name(s: &str) -> bool {
-    s.len() <= 255
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 fn ns_mode(flag: &Option<String>) -> Option<&str> {
@@ -1049,6 +1137,58 @@ mod tests {
         ] {
             let e = build(&with(&[bad]), &inputs()).unwrap_err().to_string();
             assert!(e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn mounts_parse_as_docker_reads_them() {
+        let v = |entry: &str, dest: &str, nocopy| MountArg::Volume {
+            entry: entry.into(),
+            dest: dest.into(),
+            nocopy,
+        };
+        assert_eq!(
+            parse_mount("type=volume,source=data,target=/d").unwrap(),
+            v("data:/d", "/d", false)
+        );
+        assert_eq!(
+            parse_mount("type=bind,src=/tmp,dst=/h,readonly").unwrap(),
+            v("/tmp:/h:ro", "/h", false)
+        );
+        // No type is a volume; no source an anonymous one.
+        assert_eq!(
+            parse_mount("target=/d,ro=true,volume-nocopy").unwrap(),
+            v(":/d:ro", "/d", true)
+        );
+        assert_eq!(
+            parse_volume(":/d:ro").unwrap(),
+            (String::new(), "/d".into(), true, true)
+        );
+        assert_eq!(
+            parse_mount("type=tmpfs,target=/t,tmpfs-size=64m,tmpfs-mode=1770").unwrap(),
+            MountArg::Tmpfs("/t:size=64m,mode=1770".into())
+        );
+        for (bad, says) in [
+            (
+                "type=bind,source=/nonexistent-hako,target=/x",
+                "does not exist",
+            ),
+            ("type=bind,source=rel,target=/x", "absolute source"),
+            ("type=volume,source=../x,target=/x", "not a volume name"),
+            ("type=volume,source=/abs,target=/x", "type=bind"),
+            ("type=nfs,target=/x", "bind, volume or tmpfs"),
+            ("type=volume,source=v", "target= is required"),
+            ("type=volume,target=x", "absolute"),
+            ("type=tmpfs,source=a,target=/t", "no source"),
+            (
+                "type=bind,source=/tmp,target=/x,bind-propagation=shared",
+                "private",
+            ),
+            ("type=volume,target=/x,readonly=maybe", "true or false"),
+            ("type=volume,target=/x,colour=blue", "colour=blue"),
+        ] {
+            let e = parse_mount(bad).unwrap_err().to_string();
+            assert!(e.starts_with("--mount ") && e.contains(says), "{bad}: {e}");
         }
     }
 

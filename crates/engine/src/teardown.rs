@@ -28,6 +28,17 @@ pub fn finish(dirs: &Dirs, id: &str, code: Option<i32>) {
     });
 }
 
+/// [`remove_all`], then the container's anonymous volumes (`rm -v`, `--rm`,
+/// a failed create), each unless another container uses it.
+pub fn remove_all_and_volumes(dirs: &Dirs, id: &str) -> Result<()> {
+    let volumes = record::load(dirs, id)
+        .map(|r| r.opts.volumes)
+        .unwrap_or_default();
+    remove_all(dirs, id)?;
+    crate::volume::remove_anonymous(dirs, &volumes);
+    Ok(())
+}
+
 /// Everything of a container goes: [`release`], rootfs, its directory.
 /// Idempotent; used by `rm`, `--rm` and failed creates.
 pub fn remove_all(dirs: &Dirs, id: &str) -> Result<()> {

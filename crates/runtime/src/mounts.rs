@@ -433,9 +433,12 @@ fn check_fstype(fd: BorrowedFd<'_>, magic: i64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Copy a directory tree (owners, modes, symlinks, device nodes) for
-/// `tmpcopyup`. Both paths are /proc/self/fd links held by the caller.
-fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+/// Copy a directory tree (owners, modes, symlinks, device nodes) into the
+/// existing directory `dst`, which takes `src`'s mode and owner: for
+/// `tmpcopyup`, and the engine's volume copy-up. Symlinks are copied, never
+/// followed; callers pass /proc/self/fd links of directories they opened
+/// safely.
+pub fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let top = std::fs::metadata(src)?;
     std::fs::set_permissions(dst, std::fs::Permissions::from_mode(top.mode() & 0o7777))?;

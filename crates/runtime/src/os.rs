@@ -12,5 +12,8 @@ pub use crate::sys::{
 };
 
 pub use crate::console::RawMode;
-pub use crate::paths::{ensure_file_in_root, mkdir_all_in_root, read_file_in_root};
+pub use crate::mounts::copy_tree;
+pub use crate::paths::{
+    ensure_file_in_root, mkdir_all_in_root, open_in_root_flags, read_file_in_root,
+};
 pub use crate::state::{atomic_write, proc_stat, Durability, ProcStat};

@@ -13,7 +13,7 @@ mod verbs;
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Parser;
 use hako_cli::{Cli, Cmd, NsCmd};
 use hako_engine::{ops, record, util, Dirs};
@@ -77,8 +77,10 @@ fn real_main(cli: Cli) -> Result<i32> {
             each(&containers, |c| ops::kill(dirs, c, sig).map(drop))?
         }
         Cmd::Rm {
-            force, containers, ..
-        } => each(&containers, |c| ops::rm(dirs, c, force).map(drop))?,
+            force,
+            containers,
+            volumes,
+        } => each(&containers, |c| ops::rm(dirs, c, force, volumes).map(drop))?,
         Cmd::Update {
             memory,
             cpus,
@@ -128,28 +130,17 @@ fn real_main(cli: Cli) -> Result<i32> {
         } => verbs::login(&registry, username, password, password_stdin)?,
         Cmd::Logout { registry } => verbs::logout(&registry)?,
         Cmd::Network(c) => verbs::network(dirs, c)?,
+        Cmd::Volume(c) => verbs::volume(dirs, c)?,
     };
     let _ = std::io::stdout().flush();
     Ok(code)
 }
 
 /// Apply `f` to each named container, printing the name on success (as
-/// Docker does) and the error on failure; one failure fails the command.
+/// Docker does) and the error on failure (one line each); one failure
+/// fails the command with 125.
 fn each(names: &[String], mut f: impl FnMut(&str) -> hako_engine::Result<()>) -> Result<i32> {
-    let mut failed = false;
-    for n in names {
-        match f(n) {
-            Ok(()) => println!("{n}"),
-            Err(e) => {
-                eprintln!("hako: {n}: {e}");
-                failed = true;
-            }
-        }
-    }
-    if failed {
-        bail!("some operations failed");
-    }
-    Ok(0)
+    Ok(verbs::each_named(names, |n| f(n).map_err(|e| format!("{n}: {e}"))))
 }
 
 fn main() -> ExitCode {
@@ -164,6 +155,7 @@ fn main() -> ExitCode {
             | Cmd::Image(_)
             | Cmd::Logs { .. }
             | Cmd::Network(_)
+            | Cmd::Volume(_)
             | Cmd::Ns(NsCmd::Ls { .. })
     ) {
         // For verbs that only print, a closed stdout (`| head`) ends the

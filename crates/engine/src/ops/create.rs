@@ -9,8 +9,9 @@ use crate::dirs::{self, Dirs};
 use crate::record::{self, Record, RunOptions};
 use crate::spec::{self, InitHelper, Inputs};
 use crate::status::init_alive;
-use crate::teardown::remove_all;
+use crate::teardown::remove_all_and_volumes;
 use crate::util;
+use crate::volume;
 use crate::{io_err, Error, Result};
 
 /// Whether the runtime can apply `linux.seccomp` (its features say so).
@@ -49,11 +50,92 @@ fn image_config(store: &hako_image::Store, image: &str) -> Result<(String, Value
     }
 }
 
+/// What `expand_mounts` learned that the record's `-v` form cannot say.
+#[derive(Debug, Default, PartialEq)]
+struct Fresh {
+    /// Names given to anonymous volumes (`-v /data`).
+    anonymous: Vec<String>,
+    /// Destinations whose volume must not get the image's content.
+    nocopy: Vec<String>,
+}
+
+/// `--mount` and `--volumes-from` as `-v`/`--tmpfs` entries, and anonymous
+/// volumes named, so the record holds one form; duplicate destinations
+/// refused. Nothing is made here.
+fn expand_mounts(dirs: &Dirs, opts: &RunOptions) -> Result<(RunOptions, Fresh)> {
+    let mut o = opts.clone();
+    let mut fresh = Fresh::default();
+    o.mount.clear();
+    o.volumes_from.clear();
+    for m in &opts.mount {
+        match spec::parse_mount(m)? {
+            spec::MountArg::Volume {
+                entry,
+                nocopy,
+                dest,
+            } => {
+                if nocopy {
+                    fresh.nocopy.push(dest);
+                }
+                o.volumes.push(entry);
+            }
+            spec::MountArg::Tmpfs(t) => o.tmpfs.push(t),
+        }
+    }
+    for from in &opts.volumes_from {
+        let (name, mode) = match from.rsplit_once(':') {
+            Some((n, m @ ("ro" | "rw"))) => (n, Some(m)),
+            Some(_) => {
+                return Err(Error::Usage(format!(
+                    "--volumes-from {from:?}: the mode must be ro or rw"
+                )))
+            }
+            None => (from.as_str(), None),
+        };
+        let other = record::load(dirs, &record::resolve(dirs, name)?)?;
+        for v in &other.opts.volumes {
+            let (src, dst, ro, named) = spec::parse_volume(v)?;
+            let ro = mode.map_or(ro, |m| m == "ro");
+            if named || Path::new(&src).is_absolute() {
+                o.volumes
+                    .push(format!("{src}:{dst}{}", if ro { ":ro" } else { "" }));
+            }
+        }
+    }
+    for v in o.volumes.iter_mut() {
+        let (src, dst, ro, _) = spec::parse_volume(v)?;
+        if src.is_empty() {
+            let name = util::random_id()?;
+            *v = format!("{name}:{dst}{}", if ro { ":ro" } else { "" });
+            fresh.anonymous.push(name);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let dests = o
+        .volumes
+        .iter()
+        .filter_map(|v| spec::parse_volume(v).ok().map(|p| p.1))
+        .chain(
+            o.tmpfs
+                .iter()
+                .map(|t| t.split(':').next().unwrap_or("").to_string()),
+        );
+    for d in dests {
+        let d = d.trim_end_matches('/').to_string();
+        if !seen.insert(d.clone()) {
+            return Err(Error::Usage(format!("duplicate mount point: {d}")));
+        }
+    }
+    Ok((o, fresh))
+}
+
 /// `create`: record, rootfs, name files, config.json. Returns the id.
 pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
     if let Some(n) = &opts.name {
         record::check_name(n)?;
     }
+    let (expanded, fresh) = expand_mounts(dirs, opts)?;
+    let opts = &expanded;
     let rootless = dirs::rootless();
     let cgroup_manager = crate::config::cgroup_manager(
         dirs.cgroup_manager_flag,
@@ -101,10 +183,10 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
         rec.cgroup_manager = cgroup_manager;
         record::save(dirs, &rec)?;
     }
-    match prepare(dirs, &store, &id, opts, ic, cgroup_manager) {
+    match prepare(dirs, &store, &id, opts, ic, cgroup_manager, &fresh) {
         Ok(()) => Ok(id),
         Err(e) => {
-            let _ = remove_all(dirs, &id);
+            let _ = remove_all_and_volumes(dirs, &id);
             Err(e)
         }
     }
@@ -117,6 +199,7 @@ fn prepare(
     opts: &RunOptions,
     ic: Value,
     cgroup_manager: CgroupManager,
+    fresh: &Fresh,
 ) -> Result<()> {
     let dir = dirs.container(id);
     let rootfs = {
@@ -167,10 +250,15 @@ fn prepare(
     .map_err(|e| Error::Other(e.to_string()))?;
     let mut volume_dirs = Vec::new();
     for v in &opts.volumes {
-        let (src, _, _, named) = spec::parse_volume(v)?;
+        let (src, dst, _, named) = spec::parse_volume(v)?;
         if named && !src.is_empty() {
-            let d = dirs.volumes().join(&src).join("_data");
-            dirs::mkdir_p(&d)?;
+            let anonymous = fresh.anonymous.contains(&src);
+            let (vol, _) = volume::ensure(dirs, &src, &Default::default(), anonymous)?;
+            let d = vol.data(dirs);
+            // Docker's copy-up: an empty volume gets the image's content.
+            if !fresh.nocopy.contains(&dst) {
+                volume::copy_up(&rootfs, &dst, &d)?;
+            }
             volume_dirs.push((src, d));
         } else if src.is_empty() {
             // An anonymous volume: a directory of its own.

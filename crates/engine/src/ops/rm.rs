@@ -8,12 +8,12 @@ use super::stop::{signal, wait_exit};
 use crate::dirs::Dirs;
 use crate::record;
 use crate::status::{set_frozen, status, Status};
-use crate::teardown::remove_all;
+use crate::teardown::{remove_all, remove_all_and_volumes};
 use crate::util;
 use crate::{Error, Result};
 
-/// `rm [-f]`.
-pub fn rm(dirs: &Dirs, name: &str, force: bool) -> Result<String> {
+/// `rm [-f] [-v]`: with `volumes`, its anonymous volumes go too.
+pub fn rm(dirs: &Dirs, name: &str, force: bool, volumes: bool) -> Result<String> {
     let id = record::resolve(dirs, name)?;
     if let Ok(r) = record::load(dirs, &id) {
         let st = status(dirs, &r);
@@ -39,7 +39,11 @@ pub fn rm(dirs: &Dirs, name: &str, force: bool) -> Result<String> {
     } else {
         kill_unrecorded(dirs, &id);
     }
-    remove_all(dirs, &id)?;
+    if volumes {
+        remove_all_and_volumes(dirs, &id)?;
+    } else {
+        remove_all(dirs, &id)?;
+    }
     Ok(id)
 }
 

@@ -84,14 +84,14 @@ pub fn run(dirs: &Dirs, opts: &RunOptions) -> Result<(String, i32)> {
         // A run that could not start (a taken port, a network error) leaves
         // no container behind: the user asked for a running one.
         if let Err(e) = spawn_monitor(dirs, &id) {
-            let _ = rm(dirs, &id, true);
+            let _ = rm(dirs, &id, true, true);
             return Err(e);
         }
         return Ok((id, 0));
     }
     let code = crate::monitor::foreground(dirs, &id)?;
     if record::load(dirs, &id).is_ok_and(|r| r.started_at.is_none() && r.error.is_some()) {
-        let _ = rm(dirs, &id, true);
+        let _ = rm(dirs, &id, true, true);
     }
     Ok((id, code))
 }
