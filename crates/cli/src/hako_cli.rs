@@ -123,15 +123,8 @@ pub enum Cmd {
     /// Change containers' limits (the running cgroup and the stored
     /// configuration), as `docker update`.
     Update {
-        /// Memory limit (e.g. 512m, 1g; at least 6MB).
-        #[arg(short = 'm', long)]
-        memory: Option<String>,
-        /// Number of CPUs (e.g. 1.5).
-        #[arg(long)]
-        cpus: Option<f64>,
-        /// Maximum number of processes (-1: unlimited).
-        #[arg(long, allow_hyphen_values = true)]
-        pids_limit: Option<i64>,
+        #[command(flatten)]
+        limits: hako_engine::Limits,
         #[arg(required = true)]
         containers: Vec<String>,
     },

@@ -2542,6 +2542,40 @@ fn update_changes_limits_and_the_cgroup_manager_is_chosen_as_podman_does() {
     assert_eq!(mem(pid), (48u64 << 20).to_string());
     assert_eq!(pids(pid), "30");
     e.ok(&["rm", "-f", "u1"]);
+
+    // The other cgroup flags, in the kernel's files (v1 here, v2 in the VM:
+    // shares become a weight, the reservation memory.low, as runc does).
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    #[rustfmt::skip]
+    e.ok(&[
+        "run", "-d", "--name", "u2", "--network", "none", "--memory", "64m",
+        "--memory-reservation", "32m", "--cpu-shares", "512", "--cpuset-cpus", "0",
+        "busybox", "sleep", "1000",
+    ]);
+    let pid = e.inspect("u2")["State"]["Pid"].as_i64().unwrap();
+    let shares = |pid| cgroup_limit(pid, "cpu", "cpu.weight", "cpu.shares");
+    assert_eq!(shares(pid), if unified { "20" } else { "512" });
+    assert_eq!(
+        cgroup_limit(pid, "cpuset", "cpuset.cpus", "cpuset.cpus"),
+        "0"
+    );
+    assert_eq!(
+        cgroup_limit(pid, "memory", "memory.low", "memory.soft_limit_in_bytes"),
+        (32u64 << 20).to_string()
+    );
+    e.ok(&["update", "--cpu-shares", "1024", "u2"]);
+    assert_eq!(shares(pid), if unified { "39" } else { "1024" });
+    // What update did not name stays.
+    assert_eq!(
+        cgroup_limit(pid, "memory", "memory.low", "memory.soft_limit_in_bytes"),
+        (32u64 << 20).to_string()
+    );
+    let o = e.run(&["update", "--cpuset-cpus", "0-x", "u2"]);
+    assert!(stderr(&o).contains("--cpuset-cpus"), "{}", stderr(&o));
+    let o = e.run(&["run", "--memory-swap", "1g", "busybox", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("set --memory too"), "{}", stderr(&o));
+    e.ok(&["rm", "-f", "u2"]);
 }
 
 #[test]
@@ -2727,6 +2761,81 @@ fn volumes_live_apart_from_containers() {
         assert_eq!(o.status.code(), Some(125), "{args:?}");
         assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
         assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+    }
+    assert_eq!(e.ps_names(), names);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn process_and_namespace_flags_reach_the_container() {
+    need_root!();
+    let e = Engine::new("tune");
+    // ulimits, OOM score, groups, /dev/shm size, a sysctl of its own netns.
+    #[rustfmt::skip]
+    let o = e.ok(&[
+        "run", "--rm", "--network", "none", "--ulimit", "nofile=100:200", "--ulimit", "nproc=77",
+        "--oom-score-adj", "500", "--group-add", "tty", "--group-add", "1234", "--shm-size", "8m",
+        "--sysctl", "net.ipv4.ip_forward=1", "busybox", "sh", "-c",
+        "ulimit -n; ulimit -Hn; ulimit -u; cat /proc/self/oom_score_adj; id -G; \
+         df -k /dev/shm | tail -1 | awk '{print $2}'; cat /proc/sys/net/ipv4/ip_forward",
+    ]);
+    assert_eq!(stdout(&o), "100\n200\n77\n500\n0 5 1234\n8192\n1\n");
+    // Labels (flags over files) and the stop settings, in inspect.
+    let lf = e.dir.path().join("labels");
+    std::fs::write(&lf, "team=core\ntier=file\n").unwrap();
+    let cid = e.dir.path().join("cid");
+    #[rustfmt::skip]
+    e.ok(&[
+        "run", "-d", "--name", "t1", "--network", "none", "--label", "tier=flag",
+        "--label-file", lf.to_str().unwrap(), "--stop-signal", "SIGUSR1", "--stop-timeout", "30",
+        "--cidfile", cid.to_str().unwrap(), "busybox", "sh", "-c",
+        "trap 'exit 7' USR1; while :; do sleep 0.1; done",
+    ]);
+    let i = e.inspect("t1");
+    assert_eq!(i["Config"]["Labels"]["team"], "core");
+    assert_eq!(i["Config"]["Labels"]["tier"], "flag");
+    assert_eq!(i["Config"]["StopSignal"], "SIGUSR1");
+    assert_eq!(i["Config"]["StopTimeout"], 30);
+    assert_eq!(
+        std::fs::read_to_string(&cid).unwrap(),
+        i["Id"].as_str().unwrap()
+    );
+    // stop sends the container's signal: the trap's exit code, not 137.
+    e.ok(&["stop", "t1"]);
+    assert_eq!(e.inspect("t1")["State"]["ExitCode"], 7);
+    e.ok(&["rm", "t1"]);
+    // Bad input: one line, 125, nothing left.
+    let names = e.ps_names();
+    for (args, says) in [
+        (vec!["--cidfile", cid.to_str().unwrap()], "the file exists"),
+        (vec!["--sysctl", "vm.swappiness=1"], "not namespaced"),
+        (
+            vec!["--sysctl", "net.ipv4.ip_forward=1"],
+            "host's network namespace",
+        ),
+        (vec!["--ulimit", "nofile=10:5"], "soft limit"),
+        (vec!["--oom-score-adj", "2000"], "-1000 to 1000"),
+        (
+            vec!["--group-add", "nogroupnamed"],
+            "unable to find group nogroupnamed",
+        ),
+        (vec!["--stop-signal", "SIGNOPE"], "--stop-signal"),
+        (vec!["--shm-size", "0"], "--shm-size"),
+    ] {
+        // The sysctl case runs on the host's network, the others on none.
+        let net = if args.contains(&"net.ipv4.ip_forward=1") {
+            "host"
+        } else {
+            "none"
+        };
+        let mut a = vec!["run", "--network", net];
+        a.extend_from_slice(&args);
+        a.extend_from_slice(&["busybox", "true"]);
+        let o = e.run(&a);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
     assert_eq!(e.ps_names(), names);
 }

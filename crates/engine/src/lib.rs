@@ -19,6 +19,7 @@
 pub mod config;
 pub mod dirs;
 pub mod initproc;
+pub mod limits;
 pub mod monitor;
 pub mod network;
 pub mod ns;
@@ -27,6 +28,7 @@ pub mod record;
 pub mod spec;
 pub mod status;
 pub mod teardown;
+pub mod tuning;
 pub mod util;
 pub mod volume;
 
@@ -35,7 +37,7 @@ use std::path::PathBuf;
 pub use dirs::Dirs;
 pub use hako_image;
 pub use hako_net;
-pub use record::{Record, RunOptions};
+pub use record::{Limits, Record, RunOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

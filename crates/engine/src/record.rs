@@ -24,6 +24,69 @@ pub const RECORD: &str = "record.json";
 pub const NAME: &str = "name";
 pub const LOG: &str = "container.log";
 
+/// The resource flags of `run`, `create` and `update`, with Docker's names
+/// and units (unset: the kernel's default, or unchanged by `update`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+#[serde(default)]
+pub struct Limits {
+    /// Memory limit (e.g. 512m, 1g; at least 6MB).
+    #[cfg_attr(feature = "cli", arg(short, long))]
+    pub memory: Option<String>,
+    /// Memory plus swap (e.g. 1g; -1: unlimited swap); needs --memory.
+    #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
+    pub memory_swap: Option<String>,
+    /// Soft memory limit, below --memory.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub memory_reservation: Option<String>,
+    /// Number of CPUs (e.g. 1.5).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub cpus: Option<f64>,
+    /// Relative CPU weight (default 1024; 0: unset).
+    #[cfg_attr(feature = "cli", arg(short = 'c', long))]
+    pub cpu_shares: Option<u64>,
+    /// CPUs the container may run on (e.g. 0-2,4).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use (e.g. 0).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub cpuset_mems: Option<String>,
+    /// Block IO weight, 10 to 1000 (0: unset).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub blkio_weight: Option<u16>,
+    /// Most processes the container may have (-1: unlimited).
+    #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
+    pub pids_limit: Option<i64>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+
+    /// `other`'s set values over these (what `update` keeps).
+    pub fn overlay(&mut self, other: &Limits) {
+        macro_rules! take {
+            ($($f:ident),*) => {$(
+                if other.$f.is_some() {
+                    self.$f = other.$f.clone();
+                }
+            )*};
+        }
+        take!(
+            memory,
+            memory_swap,
+            memory_reservation,
+            cpus,
+            cpu_shares,
+            cpuset_cpus,
+            cpuset_mems,
+            blkio_weight,
+            pids_limit
+        );
+    }
+}
+
 /// The flags of `run`/`create`, kept in the record so `start`/`restart`
 /// can run the container again. This is the one definition: the `hako`
 /// CLI flattens it into its `run`/`create` commands (with the `cli`
@@ -84,15 +147,41 @@ pub struct RunOptions {
     /// bridge, none, host, container:NAME or network names.
     #[cfg_attr(feature = "cli", arg(long, alias = "net"))]
     pub network: Option<String>,
-    /// Memory limit (e.g. 512m).
+    /// NAME=SOFT[:HARD] resource limit (e.g. nofile=1024:2048; -1: unlimited).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub ulimit: Vec<String>,
+    /// KEY=VALUE parameter of the container's own namespaces (e.g.
+    /// net.ipv4.ip_forward=1).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub sysctl: Vec<String>,
+    /// Size of /dev/shm (default 64m).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub shm_size: Option<String>,
+    /// The OOM killer's preference for the container, -1000 to 1000.
+    #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
+    pub oom_score_adj: Option<i32>,
+    /// An additional group (a name in the image's /etc/group, or a number).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub group_add: Vec<String>,
+    /// The signal `stop` sends (default: the image's STOPSIGNAL, else SIGTERM).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub stop_signal: Option<String>,
+    /// Seconds `stop` waits before SIGKILL (default 10).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub stop_timeout: Option<u64>,
+    /// KEY=VALUE metadata (shown by inspect).
     #[cfg_attr(feature = "cli", arg(short, long))]
-    pub memory: Option<String>,
-    /// Number of CPUs (e.g. 1.5).
+    pub label: Vec<String>,
+    /// Files of KEY=VALUE label lines.
     #[cfg_attr(feature = "cli", arg(long))]
-    pub cpus: Option<f64>,
-    /// Most processes the container may have.
+    pub label_file: Vec<PathBuf>,
+    /// Write the container's id to this file, which must not exist yet.
     #[cfg_attr(feature = "cli", arg(long))]
-    pub pids_limit: Option<i64>,
+    pub cidfile: Option<PathBuf>,
+    /// The cgroup limits (kept flat in the record, as they always were).
+    #[serde(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
+    pub limits: Limits,
     /// Add a capability (e.g. NET_ADMIN, or ALL).
     #[cfg_attr(feature = "cli", arg(long))]
     pub cap_add: Vec<String>,
@@ -477,6 +566,22 @@ pub fn image_in_use(dirs: &Dirs, image_id: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn limits_stay_flat_in_the_record() {
+        let mut o = RunOptions::default();
+        o.limits.memory = Some("64m".into());
+        o.limits.cpu_shares = Some(512);
+        let v = serde_json::to_value(&o).unwrap();
+        assert_eq!(v["memory"], "64m");
+        assert_eq!(v["cpu_shares"], 512);
+        // A record written before the limits had their own struct.
+        let old: RunOptions =
+            serde_json::from_str(r#"{"image":"busybox","memory":"32m","pids_limit":5}"#).unwrap();
+        assert_eq!(old.limits.memory.as_deref(), Some("32m"));
+        assert_eq!(old.limits.pids_limit, Some(5));
+        assert_eq!(old.image, "busybox");
+    }
+
     use super::*;
 
     fn rec(id: &str, name: &str) -> Record {

@@ -6,18 +6,14 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capabilities, Capability, Linux, LinuxCapabilities, LinuxCpu, LinuxDevice, LinuxDeviceCgroup,
-    LinuxIdMappingBuilder, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids,
-    LinuxResources, LinuxTimeOffset, Mount, PosixRlimitBuilder, PosixRlimitType, Process, Root,
-    Spec, User,
+    Capabilities, Capability, Linux, LinuxCapabilities, LinuxDevice, LinuxDeviceCgroup,
+    LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType, LinuxTimeOffset, Mount, Process,
+    Root, Spec, User,
 };
 use serde_json::Value;
 
 use crate::record::RunOptions;
 use crate::{Error, Result};
-
-/// The smallest `--memory` (Docker's).
-pub const MIN_MEMORY: i64 = 6 << 20;
 
 /// Docker's default capability set.
 pub const DEFAULT_CAPS: [&str; 14] = [
@@ -192,44 +188,6 @@ fn cap_name(c: &str) -> String {
     } else {
         format!("CAP_{up}")
     }
-}
-
-/// `--memory`, `--cpus` and `--pids-limit` as OCI resources (`run`,
-/// `create` and `update`), checked as Docker checks them.
-pub fn limits(
-    memory: Option<&str>,
-    cpus: Option<f64>,
-    pids: Option<i64>,
-) -> Result<LinuxResources> {
-    let mut res = LinuxResources::default();
-    if let Some(m) = memory {
-        let limit = crate::util::parse_bytes(m)?;
-        // Docker's floor: below it the container cannot even start
-        // (the runtime's init is killed before it reports).
-        if limit < MIN_MEMORY {
-            return Err(Error::Usage(format!(
-                "--memory {m}: the minimum memory limit is 6MB"
-            )));
-        }
-        let mut mem = LinuxMemory::default();
-        mem.set_limit(Some(limit));
-        res.set_memory(Some(mem));
-    }
-    if let Some(c) = cpus {
-        if c.is_nan() || c <= 0.0 {
-            return Err(Error::Usage("--cpus must be positive".into()));
-        }
-        let mut cpu = LinuxCpu::default();
-        cpu.set_quota(Some((c * 100_000.0) as i64))
-            .set_period(Some(100_000));
-        res.set_cpu(Some(cpu));
-    }
-    if let Some(p) = pids {
-        let mut pids = LinuxPids::default();
-        pids.set_limit(p);
-        res.set_pids(Some(pids));
-    }
-    Ok(res)
 }
 
 /// Every capability we can give (our bounding set), for --privileged and
@@ -604,6 +562,14 @@ pub fn resolve_user(passwd: &str, group: &str, spec: &str) -> Result<RunAs> {
     })
 }
 
+/// `--group-add` against the image's /etc/group (read inside its root).
+pub fn groups_in_rootfs(rootfs: &Path, names: &[String]) -> Result<Vec<u32>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    crate::tuning::group_ids(&read_image_file(rootfs, "/etc/group")?, names)
+}
+
 /// [`resolve_user`] against the files of an image's root (read inside it).
 pub fn user_in_rootfs(rootfs: &Path, spec: &str) -> Result<RunAs> {
     let passwd = read_image_file(rootfs, "/etc/passwd")?;
@@ -649,6 +615,7 @@ fn capability(name: &str) -> Result<Capability> {
 
 /// Build config.json, as oci_spec's typed Spec.
 pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
+    let shm = crate::tuning::shm_size(o.shm_size.as_deref())?;
     let ic = &inp.image_config;
     let caps = capabilities(o);
     let mut env: Vec<String> = vec![
@@ -742,7 +709,7 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
             "/dev/shm",
             "tmpfs",
             "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            &["nosuid", "noexec", "nodev", "mode=1777", &shm],
         ),
         mount(
             "/dev/mqueue",
@@ -936,6 +903,15 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
             .into(),
         ));
     }
+    let own = crate::tuning::OwnNamespaces {
+        net: !inp.host_network && !inp.joins.iter().any(|(t, _)| t == "network"),
+        ipc: ns_mode(&o.ipc) != Some("host") && !inp.joins.iter().any(|(t, _)| t == "ipc"),
+        uts: ns_mode(&o.uts) != Some("host") && !inp.joins.iter().any(|(t, _)| t == "uts"),
+    };
+    let sysctl = crate::tuning::sysctls(&o.sysctl, own)?;
+    if !sysctl.is_empty() {
+        linux.set_sysctl(Some(sysctl));
+    }
     linux.set_namespaces(Some(namespaces));
     if !inp.devices.is_empty() {
         linux.set_devices(Some(inp.devices.clone()));
@@ -943,7 +919,7 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
 
     let systemd = inp.cgroup_manager == crate::config::CgroupManager::Systemd;
     // Checked even where they cannot apply (rootless without systemd).
-    let mut res = limits(o.memory.as_deref(), o.cpus, o.pids_limit)?;
+    let mut res = crate::limits::to_resources(&o.limits)?;
     // Rootless, only systemd's delegation gives a cgroup to set limits in.
     if !inp.rootless || systemd {
         // Device rules need root (a BPF program on cgroup2).
@@ -1000,12 +976,7 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
     user.set_uid(run_as.uid)
         .set_gid(run_as.gid)
         .set_additional_gids(Some(run_as.additional_gids).filter(|g| !g.is_empty()));
-    let rlimit = PosixRlimitBuilder::default()
-        .typ(PosixRlimitType::RlimitNofile)
-        .hard(nofile.1)
-        .soft(nofile.0)
-        .build()
-        .map_err(|e| Error::Other(format!("rlimit: {e}")))?;
+    let rlimits = crate::tuning::rlimits(&o.ulimit, nofile)?;
     let mut process = Process::default();
     process
         .set_terminal(Some(o.tty))
@@ -1014,7 +985,8 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
         .set_env(Some(env))
         .set_cwd(cwd.into())
         .set_capabilities(Some(capabilities))
-        .set_rlimits(Some(vec![rlimit]))
+        .set_rlimits(Some(rlimits))
+        .set_oom_score_adj(crate::tuning::oom_score_adj(o.oom_score_adj)?)
         .set_no_new_privileges(Some(security.no_new_privileges));
     let mut root = Root::default();
     root.set_path(inp.rootfs.clone())
@@ -1202,16 +1174,12 @@ mod tests {
 
     #[test]
     fn tiny_memory_limits_and_missing_commands_are_refused() {
-        let o = RunOptions {
-            memory: Some("1k".into()),
-            ..Default::default()
-        };
+        let mut o = RunOptions::default();
+        o.limits.memory = Some("1k".into());
         let e = build(&o, &inputs()).unwrap_err().to_string();
         assert!(e.contains("minimum memory limit is 6MB"), "{e}");
-        let o = RunOptions {
-            memory: Some("6m".into()),
-            ..Default::default()
-        };
+        let mut o = RunOptions::default();
+        o.limits.memory = Some("6m".into());
         assert!(build(&o, &inputs()).is_ok());
         let mut i = inputs();
         i.image_config = json!({});
@@ -1222,11 +1190,9 @@ mod tests {
     #[test]
     fn the_cgroup_follows_the_manager_and_rootless_limits_need_systemd() {
         use crate::config::CgroupManager::*;
-        let o = RunOptions {
-            memory: Some("64m".into()),
-            pids_limit: Some(20),
-            ..Default::default()
-        };
+        let mut o = RunOptions::default();
+        o.limits.memory = Some("64m".into());
+        o.limits.pids_limit = Some(20);
         let case = |m, rootless| {
             let mut i = inputs();
             i.cgroup_manager = m;
@@ -1351,9 +1317,9 @@ mod tests {
             i.volume_dirs = vec![("vol".into(), "/var/lib/hako/volumes/vol/_data".into())];
         });
         add("limits", &|o, _| {
-            o.memory = Some("64m".into());
-            o.cpus = Some(1.5);
-            o.pids_limit = Some(100);
+            o.limits.memory = Some("64m".into());
+            o.limits.cpus = Some(1.5);
+            o.limits.pids_limit = Some(100);
         });
         add("env, workdir, entrypoint, tty", &|o, _| {
             o.env = s(&["X=1"]);
@@ -1429,8 +1395,8 @@ mod tests {
         assert!(env.contains(&"PATH=/x".to_string()) && env.contains(&"A=1".to_string()));
         o.cmd = vec!["sh".into()];
         o.env = vec!["A=2".into()];
-        o.memory = Some("64m".into());
-        o.pids_limit = Some(20);
+        o.limits.memory = Some("64m".into());
+        o.limits.pids_limit = Some(20);
         o.read_only = true;
         o.pid = Some("host".into());
         let s = built(&o, &inputs());

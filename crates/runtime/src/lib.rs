@@ -38,7 +38,7 @@ pub use defaults::{example_spec, features, seccomp_enabled};
 pub use error::{chain_message, Error, Result};
 pub use json::from_slice as json_from_slice;
 pub use mounts::ROOTFS_SUID_ANNOTATION;
-pub use plan::{NsKind, Plan};
+pub use plan::{sysctl_namespace, NsKind, Plan};
 pub use protect::{reexec_protected, self_exe};
 pub use signal::parse as parse_signal;
 pub use state::now_rfc3339;

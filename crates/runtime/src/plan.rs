@@ -381,7 +381,10 @@ fn check_proc_mount(m: &MountPlan) -> Result<()> {
     Ok(())
 }
 
-fn check_sysctl(key: &str, ns: &Namespaces) -> Result<()> {
+/// The namespace a sysctl belongs to (its value is that namespace's), or
+/// None when it is the host's alone: the IPC ones (System V IPC and
+/// mqueue), `net.*`, and the UTS names.
+pub fn sysctl_namespace(key: &str) -> Option<NsKind> {
     const IPC: [&str; 8] = [
         "kernel.msgmax",
         "kernel.msgmnb",
@@ -392,17 +395,23 @@ fn check_sysctl(key: &str, ns: &Namespaces) -> Result<()> {
         "kernel.shmmni",
         "kernel.shm_rmid_forced",
     ];
+    if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
+        Some(NsKind::Ipc)
+    } else if key.starts_with("net.") {
+        Some(NsKind::Network)
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        Some(NsKind::Uts)
+    } else {
+        None
+    }
+}
+
+fn check_sysctl(key: &str, ns: &Namespaces) -> Result<()> {
     let field = format!("linux.sysctl[{key:?}]");
     if key.contains("..") || key.contains('/') && key.split('/').any(|s| s == "..") {
         return Err(spec_err(field, "invalid sysctl name"));
     }
-    let need = if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
-        NsKind::Ipc
-    } else if key.starts_with("net.") {
-        NsKind::Network
-    } else if key == "kernel.hostname" || key == "kernel.domainname" {
-        NsKind::Uts
-    } else {
+    let Some(need) = sysctl_namespace(key) else {
         return Err(spec_err(
             field,
             "not a namespaced sysctl: setting it would change the host",

@@ -81,18 +81,8 @@ fn real_main(cli: Cli) -> Result<i32> {
             containers,
             volumes,
         } => each(&containers, |c| ops::rm(dirs, c, force, volumes).map(drop))?,
-        Cmd::Update {
-            memory,
-            cpus,
-            pids_limit,
-            containers,
-        } => {
-            let l = ops::Limits {
-                memory,
-                cpus,
-                pids_limit,
-            };
-            each(&containers, |c| ops::update(dirs, c, &l).map(drop))?
+        Cmd::Update { limits, containers } => {
+            each(&containers, |c| ops::update(dirs, c, &limits).map(drop))?
         }
         Cmd::Pause { containers } => each(&containers, |c| ops::pause(dirs, c, true).map(drop))?,
         Cmd::Unpause { containers } => each(&containers, |c| ops::pause(dirs, c, false).map(drop))?,
@@ -140,7 +130,9 @@ fn real_main(cli: Cli) -> Result<i32> {
 /// Docker does) and the error on failure (one line each); one failure
 /// fails the command with 125.
 fn each(names: &[String], mut f: impl FnMut(&str) -> hako_engine::Result<()>) -> Result<i32> {
-    Ok(verbs::each_named(names, |n| f(n).map_err(|e| format!("{n}: {e}"))))
+    Ok(verbs::each_named(names, |n| {
+        f(n).map_err(|e| format!("{n}: {e}"))
+    }))
 }
 
 fn main() -> ExitCode {

@@ -67,6 +67,21 @@ fn expand_mounts(dirs: &Dirs, opts: &RunOptions) -> Result<(RunOptions, Fresh)> 
     let mut fresh = Fresh::default();
     o.mount.clear();
     o.volumes_from.clear();
+    // Label files are read now: the record keeps the labels themselves.
+    o.label = crate::tuning::labels(&opts.label, &opts.label_file)?
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    o.label_file.clear();
+    if let Some(s) = &opts.stop_signal {
+        util::parse_signal(s).map_err(|e| Error::Usage(format!("--stop-signal {s}: {e}")))?;
+    }
+    if let Some(f) = opts.cidfile.as_ref().filter(|f| f.exists()) {
+        return Err(Error::Usage(format!(
+            "--cidfile {}: the file exists; another container may be using it: remove it first",
+            f.display()
+        )));
+    }
     for m in &opts.mount {
         match spec::parse_mount(m)? {
             spec::MountArg::Volume {
@@ -143,10 +158,7 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
         &crate::config::SystemdHost::detect(),
         rootless,
     )?;
-    if rootless
-        && cgroup_manager == CgroupManager::Cgroupfs
-        && (opts.memory.is_some() || opts.cpus.is_some() || opts.pids_limit.is_some())
-    {
+    if rootless && cgroup_manager == CgroupManager::Cgroupfs && !opts.limits.is_empty() {
         eprintln!(
             "hako: warning: --memory, --cpus and --pids-limit are not applied: a rootless \
              container gets limits only through systemd's delegation (--cgroup-manager \
@@ -183,7 +195,18 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
         rec.cgroup_manager = cgroup_manager;
         record::save(dirs, &rec)?;
     }
-    match prepare(dirs, &store, &id, opts, ic, cgroup_manager, &fresh) {
+    let made = prepare(dirs, &store, &id, opts, ic, cgroup_manager, &fresh).and_then(|()| {
+        match &opts.cidfile {
+            Some(f) => std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(f)
+                .and_then(|mut file| std::io::Write::write_all(&mut file, id.as_bytes()))
+                .map_err(|e| Error::Usage(format!("--cidfile {}: {e}", f.display()))),
+            None => Ok(()),
+        }
+    });
+    match made {
         Ok(()) => Ok(id),
         Err(e) => {
             let _ = remove_all_and_volumes(dirs, &id);
@@ -302,10 +325,14 @@ fn prepare(
             .filter(|s| !s.is_empty())
             .map(str::to_string)
     });
-    let user = Some(spec::user_in_rootfs(
-        &rootfs,
-        user_str.as_deref().unwrap_or(spec::RunAs::ROOT),
-    )?);
+    let mut run_as =
+        spec::user_in_rootfs(&rootfs, user_str.as_deref().unwrap_or(spec::RunAs::ROOT))?;
+    for g in spec::groups_in_rootfs(&rootfs, &opts.group_add)? {
+        if g != run_as.gid && !run_as.additional_gids.contains(&g) {
+            run_as.additional_gids.push(g);
+        }
+    }
+    let user = Some(run_as);
     // SAFETY: getuid/getgid have no failure mode.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let inputs = Inputs {
@@ -341,10 +368,12 @@ fn prepare(
         serde_json::to_string_pretty(&s).expect("json").as_bytes(),
     )?;
     let command = spec::argv(opts, &inputs.image_config).join(" ");
-    let stop_signal = inputs.image_config["StopSignal"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .map(str::to_string);
+    let stop_signal = opts.stop_signal.clone().or_else(|| {
+        inputs.image_config["StopSignal"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    });
     record::update(dirs, id, |r| {
         r.rootfs = rootfs;
         r.hostname = hostname;

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use super::UNKNOWN_EXIT;
 use crate::dirs::Dirs;
 use crate::ns::ns_ids;
-use crate::record;
+use crate::record::{self, Record};
 use crate::status::{monitor_alive, status, Status};
 use crate::Result;
 
@@ -94,6 +94,9 @@ pub fn inspect(dirs: &Dirs, name: &str) -> Result<Value> {
             "User": r.opts.user.clone().unwrap_or_default(),
             "Tty": r.opts.tty,
             "OpenStdin": r.opts.interactive,
+            "Labels": labels(dirs, &r),
+            "StopSignal": r.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into()),
+            "StopTimeout": r.opts.stop_timeout.unwrap_or(10),
         },
         "Capabilities": caps,
         "Seccomp": if spec["linux"]["seccomp"].is_null() { "unconfined" } else { "default" },
@@ -103,4 +106,19 @@ pub fn inspect(dirs: &Dirs, name: &str) -> Result<Value> {
             "Ports": r.opts.publish,
         },
     }))
+}
+
+/// The image's labels, with the container's own (`--label`) over them.
+fn labels(dirs: &Dirs, r: &Record) -> serde_json::Map<String, Value> {
+    let mut m = dirs
+        .image_store()
+        .ok()
+        .and_then(|s| s.inspect(&r.image_id).or_else(|_| s.inspect(&r.image)).ok())
+        .and_then(|i| i.config["Labels"].as_object().cloned())
+        .unwrap_or_default();
+    for l in &r.opts.label {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        m.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    m
 }

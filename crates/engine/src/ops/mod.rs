@@ -24,5 +24,5 @@ pub use rm::rm;
 pub use start::{run, spawn_monitor, start, start_attached};
 pub use stop::{kill, restart, stop};
 pub use top::{pids, stats, top};
-pub use update::{update, Limits};
+pub use update::update;
 pub use wait::{wait, UNKNOWN_EXIT};

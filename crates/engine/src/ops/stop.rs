@@ -62,7 +62,7 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Option<u64>) -> Result<String> {
         let _ = container::resume(&dirs.runtime_root(), &id);
         let _ = set_frozen(&r, false);
     }
-    let t = timeout.unwrap_or(10);
+    let t = timeout.or(r.opts.stop_timeout).unwrap_or(10);
     let sig = r
         .stop_signal
         .as_deref()

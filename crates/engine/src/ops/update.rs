@@ -8,26 +8,19 @@ use oci_spec::runtime::Spec;
 
 use crate::config::CgroupManager;
 use crate::dirs::{self, Dirs};
+use crate::limits;
 use crate::record;
-use crate::spec;
+use crate::record::Limits;
 use crate::status::status;
 use crate::{io_err, util, Error, Result};
 
-/// The limits `update` may change (unset: unchanged).
-#[derive(Debug, Default, Clone)]
-pub struct Limits {
-    pub memory: Option<String>,
-    pub cpus: Option<f64>,
-    pub pids_limit: Option<i64>,
-}
-
 pub fn update(dirs: &Dirs, name: &str, l: &Limits) -> Result<String> {
-    if l.memory.is_none() && l.cpus.is_none() && l.pids_limit.is_none() {
+    if l.is_empty() {
         return Err(Error::Usage(
             "you must provide one or more flags when using this command".into(),
         ));
     }
-    let res = spec::limits(l.memory.as_deref(), l.cpus, l.pids_limit)?;
+    let res = limits::to_resources(l)?;
     let id = record::resolve(dirs, name)?;
     let r = record::load(dirs, &id)?;
     if dirs::rootless() && r.cgroup_manager == CgroupManager::Cgroupfs {
@@ -48,29 +41,11 @@ pub fn update(dirs: &Dirs, name: &str, l: &Limits) -> Result<String> {
         .map_err(|e| Error::Other(format!("{}: {e}", cfg.display())))?;
     if let Some(linux) = s.linux_mut() {
         let mut all = linux.resources().clone().unwrap_or_default();
-        if let Some(m) = res.memory() {
-            all.set_memory(Some(*m));
-        }
-        if let Some(c) = res.cpu() {
-            all.set_cpu(Some(c.clone()));
-        }
-        if let Some(p) = res.pids() {
-            all.set_pids(Some(*p));
-        }
+        limits::merge(&mut all, &res);
         linux.set_resources(Some(all));
     }
     let json = serde_json::to_string_pretty(&s).expect("a spec serializes");
     util::atomic_write(&cfg, json.as_bytes())?;
-    record::update(dirs, &id, |r| {
-        if l.memory.is_some() {
-            r.opts.memory = l.memory.clone();
-        }
-        if l.cpus.is_some() {
-            r.opts.cpus = l.cpus;
-        }
-        if l.pids_limit.is_some() {
-            r.opts.pids_limit = l.pids_limit;
-        }
-    })?;
+    record::update(dirs, &id, |r| r.opts.limits.overlay(l))?;
     Ok(id)
 }

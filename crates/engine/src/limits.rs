@@ -1,0 +1,348 @@
+//! The resource flags (`--memory`, `--cpus`, `--cpu-shares`, …, see
+//! [`Limits`]) as OCI `linux.resources`, checked as Docker checks them, for
+//! `run`/`create` and `update`; and how an update's values join the stored
+//! ones.
+
+use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
+
+use crate::record::Limits;
+use crate::{Error, Result};
+
+/// Docker's floor: below it the container cannot even start (the
+/// runtime's init is killed before it reports).
+const MIN_MEMORY: i64 = 6 * 1024 * 1024;
+
+fn usage(msg: String) -> Error {
+    Error::Usage(msg)
+}
+
+fn bytes(flag: &str, v: &str) -> Result<i64> {
+    crate::util::parse_bytes(v).map_err(|e| usage(format!("{flag} {v}: {e}")))
+}
+
+/// A cpuset list: `0-2,4`.
+fn cpuset(flag: &str, v: &str) -> Result<String> {
+    let ok = !v.is_empty()
+        && v.split(',').all(|r| {
+            let mut ends = r.splitn(2, '-').map(|n| n.parse::<u32>());
+            match (ends.next(), ends.next()) {
+                (Some(Ok(a)), Some(Ok(b))) => a <= b,
+                (Some(Ok(_)), None) => true,
+                _ => false,
+            }
+        });
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(usage(format!(
+            "{flag} {v:?}: a list of numbers and ranges, e.g. 0-2,4"
+        )))
+    }
+}
+
+/// `l` as OCI resources; what is unset stays unset.
+pub fn to_resources(l: &Limits) -> Result<LinuxResources> {
+    let mut res = LinuxResources::default();
+    let mut mem = LinuxMemory::default();
+    let mut any_mem = false;
+    let limit = l
+        .memory
+        .as_deref()
+        .map(|m| bytes("--memory", m))
+        .transpose()?;
+    if let (Some(limit), Some(m)) = (limit, &l.memory) {
+        if limit < MIN_MEMORY {
+            return Err(usage(format!(
+                "--memory {m}: the minimum memory limit is 6MB"
+            )));
+        }
+        mem.set_limit(Some(limit));
+        any_mem = true;
+    }
+    if let Some(s) = &l.memory_swap {
+        let swap = if s == "-1" {
+            -1
+        } else {
+            bytes("--memory-swap", s)?
+        };
+        match limit {
+            None => {
+                return Err(usage(
+                    "--memory-swap: set --memory too (the swap limit counts memory and swap)"
+                        .into(),
+                ))
+            }
+            Some(m) if swap != -1 && swap < m => {
+                return Err(usage(format!(
+                    "--memory-swap {s}: must be at least --memory (it counts memory and swap)"
+                )))
+            }
+            _ => {}
+        }
+        mem.set_swap(Some(swap));
+        any_mem = true;
+    }
+    if let Some(r) = &l.memory_reservation {
+        let r_bytes = bytes("--memory-reservation", r)?;
+        if limit.is_some_and(|m| r_bytes > m) {
+            return Err(usage(format!(
+                "--memory-reservation {r}: must be below --memory"
+            )));
+        }
+        mem.set_reservation(Some(r_bytes));
+        any_mem = true;
+    }
+    if any_mem {
+        res.set_memory(Some(mem));
+    }
+
+    let mut cpu = LinuxCpu::default();
+    let mut any_cpu = false;
+    if let Some(c) = l.cpus {
+        if c.is_nan() || c <= 0.0 {
+            return Err(usage("--cpus must be positive".into()));
+        }
+        cpu.set_quota(Some((c * 100_000.0) as i64))
+            .set_period(Some(100_000));
+        any_cpu = true;
+    }
+    // 0 is "unset", as in Docker (and runc).
+    if let Some(s) = l.cpu_shares.filter(|s| *s > 0) {
+        if s < 2 {
+            return Err(usage(format!("--cpu-shares {s}: the minimum is 2")));
+        }
+        cpu.set_shares(Some(s));
+        any_cpu = true;
+    }
+    if let Some(c) = &l.cpuset_cpus {
+        cpu.set_cpus(Some(cpuset("--cpuset-cpus", c)?));
+        any_cpu = true;
+    }
+    if let Some(m) = &l.cpuset_mems {
+        cpu.set_mems(Some(cpuset("--cpuset-mems", m)?));
+        any_cpu = true;
+    }
+    if any_cpu {
+        res.set_cpu(Some(cpu));
+    }
+    if let Some(w) = l.blkio_weight.filter(|w| *w > 0) {
+        if !(10..=1000).contains(&w) {
+            return Err(usage(format!(
+                "--blkio-weight {w}: the range is 10 to 1000"
+            )));
+        }
+        let mut b = LinuxBlockIo::default();
+        b.set_weight(Some(w));
+        res.set_block_io(Some(b));
+    }
+    if let Some(p) = l.pids_limit {
+        let mut pids = LinuxPids::default();
+        pids.set_limit(p);
+        res.set_pids(Some(pids));
+    }
+    Ok(res)
+}
+
+/// `new`'s set fields over `base`, field by field (an update of the
+/// memory limit keeps the stored reservation).
+pub fn merge(base: &mut LinuxResources, new: &LinuxResources) {
+    if let Some(n) = new.memory() {
+        let mut m = base.memory().unwrap_or_default();
+        if n.limit().is_some() {
+            m.set_limit(n.limit());
+        }
+        if n.swap().is_some() {
+            m.set_swap(n.swap());
+        }
+        if n.reservation().is_some() {
+            m.set_reservation(n.reservation());
+        }
+        base.set_memory(Some(m));
+    }
+    if let Some(n) = new.cpu() {
+        let mut c = base.cpu().clone().unwrap_or_default();
+        if n.quota().is_some() {
+            c.set_quota(n.quota()).set_period(n.period());
+        }
+        if n.shares().is_some() {
+            c.set_shares(n.shares());
+        }
+        if n.cpus().is_some() {
+            c.set_cpus(n.cpus().clone());
+        }
+        if n.mems().is_some() {
+            c.set_mems(n.mems().clone());
+        }
+        base.set_cpu(Some(c));
+    }
+    if new.block_io().is_some() {
+        base.set_block_io(new.block_io().clone());
+    }
+    if new.pids().is_some() {
+        base.set_pids(*new.pids());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l() -> Limits {
+        Limits::default()
+    }
+
+    #[test]
+    fn every_flag_becomes_its_resource() {
+        let res = to_resources(&Limits {
+            memory: Some("64m".into()),
+            memory_swap: Some("128m".into()),
+            memory_reservation: Some("32m".into()),
+            cpus: Some(1.5),
+            cpu_shares: Some(512),
+            cpuset_cpus: Some("0-1".into()),
+            cpuset_mems: Some("0".into()),
+            blkio_weight: Some(300),
+            pids_limit: Some(-1),
+        })
+        .unwrap();
+        let m = res.memory().unwrap();
+        assert_eq!(
+            (m.limit(), m.swap(), m.reservation()),
+            (Some(64 << 20), Some(128 << 20), Some(32 << 20))
+        );
+        let c = res.cpu().clone().unwrap();
+        assert_eq!(
+            (c.quota(), c.period(), c.shares()),
+            (Some(150_000), Some(100_000), Some(512))
+        );
+        assert_eq!(
+            (c.cpus().as_deref(), c.mems().as_deref()),
+            (Some("0-1"), Some("0"))
+        );
+        assert_eq!(res.block_io().clone().unwrap().weight(), Some(300));
+        assert_eq!(res.pids().unwrap().limit(), -1);
+        // Unset (and Docker's zeros) stay unset.
+        let res = to_resources(&Limits {
+            cpu_shares: Some(0),
+            blkio_weight: Some(0),
+            ..l()
+        })
+        .unwrap();
+        assert_eq!(res, LinuxResources::default());
+        let res = to_resources(&Limits {
+            memory: Some("1g".into()),
+            memory_swap: Some("-1".into()),
+            ..l()
+        })
+        .unwrap();
+        assert_eq!(res.memory().unwrap().swap(), Some(-1));
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        for (lim, says) in [
+            (
+                Limits {
+                    memory: Some("1k".into()),
+                    ..l()
+                },
+                "minimum memory limit is 6MB",
+            ),
+            (
+                Limits {
+                    memory: Some("lots".into()),
+                    ..l()
+                },
+                "--memory lots",
+            ),
+            (
+                Limits {
+                    memory_swap: Some("1g".into()),
+                    ..l()
+                },
+                "set --memory too",
+            ),
+            (
+                Limits {
+                    memory: Some("1g".into()),
+                    memory_swap: Some("512m".into()),
+                    ..l()
+                },
+                "at least --memory",
+            ),
+            (
+                Limits {
+                    memory: Some("64m".into()),
+                    memory_reservation: Some("1g".into()),
+                    ..l()
+                },
+                "below --memory",
+            ),
+            (
+                Limits {
+                    cpus: Some(0.0),
+                    ..l()
+                },
+                "--cpus must be positive",
+            ),
+            (
+                Limits {
+                    cpu_shares: Some(1),
+                    ..l()
+                },
+                "--cpu-shares 1",
+            ),
+            (
+                Limits {
+                    cpuset_cpus: Some("0-x".into()),
+                    ..l()
+                },
+                "--cpuset-cpus",
+            ),
+            (
+                Limits {
+                    cpuset_mems: Some("3-1".into()),
+                    ..l()
+                },
+                "--cpuset-mems",
+            ),
+            (
+                Limits {
+                    blkio_weight: Some(5),
+                    ..l()
+                },
+                "10 to 1000",
+            ),
+        ] {
+            let e = to_resources(&lim).unwrap_err().to_string();
+            assert!(e.contains(says), "{lim:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_update_keeps_what_it_does_not_set() {
+        let mut base = to_resources(&Limits {
+            memory: Some("64m".into()),
+            memory_reservation: Some("32m".into()),
+            cpu_shares: Some(512),
+            pids_limit: Some(10),
+            ..l()
+        })
+        .unwrap();
+        let new = to_resources(&Limits {
+            memory: Some("128m".into()),
+            cpus: Some(1.0),
+            ..l()
+        })
+        .unwrap();
+        merge(&mut base, &new);
+        let m = base.memory().unwrap();
+        assert_eq!(
+            (m.limit(), m.reservation()),
+            (Some(128 << 20), Some(32 << 20))
+        );
+        let c = base.cpu().clone().unwrap();
+        assert_eq!((c.quota(), c.shares()), (Some(100_000), Some(512)));
+        assert_eq!(base.pids().unwrap().limit(), 10);
+    }
+}
