@@ -120,6 +120,13 @@ pub enum Cmd {
         #[arg(long)]
         format: Option<String>,
     },
+    /// A container's published ports (`80/tcp -> 0.0.0.0:32768`), or the
+    /// host address of one (`port C 80`).
+    Port {
+        container: String,
+        /// PORT[/PROTO] inside the container.
+        private: Option<String>,
+    },
     /// Change containers' limits (the running cgroup and the stored
     /// configuration), as `docker update`.
     Update {
@@ -171,7 +178,14 @@ pub enum Cmd {
         images: Vec<String>,
     },
     /// Import a root filesystem (a directory, or a tarball as `docker export` writes).
-    Import { source: PathBuf, name: String },
+    Import {
+        /// A Dockerfile instruction for the image's config (CMD, ENTRYPOINT,
+        /// ENV, EXPOSE, LABEL, USER, WORKDIR, STOPSIGNAL, VOLUME).
+        #[arg(short, long)]
+        change: Vec<String>,
+        source: PathBuf,
+        name: String,
+    },
     /// Load a `docker save` archive or an OCI layout.
     Load {
         #[arg(short, long)]

@@ -248,3 +248,33 @@ pub fn networks(list: &[hako_net::Network], format: Option<&str>) -> Result<()> 
     table(&["NAME", "BRIDGE", "SUBNET", "GATEWAY"], &rows);
     Ok(())
 }
+
+/// `port`: Docker's lines, `80/tcp -> 0.0.0.0:32768`, or with `private`
+/// the host addresses of that port alone.
+pub fn ports(
+    container: &str,
+    list: &[hako_net::PortMapping],
+    private: Option<&str>,
+) -> Result<i32> {
+    let mut shown = 0;
+    for m in list {
+        let s = m.to_string();
+        let proto = s.rsplit('/').next().unwrap_or("tcp");
+        let ctr = format!("{}/{proto}", m.container_port);
+        let host = format!(
+            "{}:{}",
+            m.host_ip.map_or("0.0.0.0".to_string(), |ip| ip.to_string()),
+            m.host_port
+        );
+        match private {
+            None => println!("{ctr} -> {host}"),
+            Some(p) if p == ctr || format!("{p}/tcp") == ctr => println!("{host}"),
+            Some(_) => continue,
+        }
+        shown += 1;
+    }
+    if let (Some(p), 0) = (private, shown) {
+        anyhow::bail!("no public port {p:?} published for {container}");
+    }
+    Ok(0)
+}

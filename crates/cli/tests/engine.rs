@@ -2839,3 +2839,74 @@ fn process_and_namespace_flags_reach_the_container() {
     }
     assert_eq!(e.ps_names(), names);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn publish_all_and_free_host_ports_as_docker() {
+    need_root!();
+    let e = Engine::new("ports");
+    // An image that EXPOSEs two ports (import --change).
+    #[rustfmt::skip]
+    e.ok(&[
+        "import", "--change", "EXPOSE 8080", "--change", "EXPOSE 9090/udp",
+        "--change", r#"CMD ["sh"]"#, busybox_rootfs().to_str().unwrap(), "exposed",
+    ]);
+    #[rustfmt::skip]
+    e.ok(&[
+        "run", "-d", "--name", "p1", "-P", "-p", "127.0.0.1::7070", "exposed", "sh", "-c",
+        "while true; do echo hello-from-P | nc -l -p 8080; done",
+    ]);
+    // Every EXPOSEd port and the port without a host port got one.
+    let lines = e.out(&["port", "p1"]);
+    let mapped: Vec<(&str, &str)> = lines
+        .lines()
+        .map(|l| l.split_once(" -> ").unwrap())
+        .collect();
+    let ctr: Vec<&str> = mapped.iter().map(|m| m.0).collect();
+    assert_eq!(ctr, ["7070/tcp", "8080/tcp", "9090/udp"], "{lines}");
+    assert!(mapped[0].1.starts_with("127.0.0.1:"), "{lines}");
+    assert!(mapped[1].1.starts_with("0.0.0.0:"), "{lines}");
+    let host = e.out(&["port", "p1", "8080"]);
+    assert_eq!(host.trim(), mapped[1].1);
+    let hp = host.trim().rsplit(':').next().unwrap().to_string();
+    assert_ne!(hp, "8080");
+    // The container answers on it, from the host.
+    let mut got = String::new();
+    for _ in 0..25 {
+        let o = Command::new("busybox")
+            .args(["nc", "-w", "2", "127.0.0.1", &hp])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        got = stdout(&o);
+        if got.contains("hello-from-P") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(got.contains("hello-from-P"), "{got}");
+    // A port that is not published: one line, 125.
+    let o = e.run(&["port", "p1", "1234"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("no public port \"1234\""),
+        "{}",
+        stderr(&o)
+    );
+    // A bad change to import: one line, 125, no image.
+    let o = e.run(&[
+        "import",
+        "--change",
+        "RUN true",
+        busybox_rootfs().to_str().unwrap(),
+        "bad",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("--change \"RUN true\""),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!e.out(&["images"]).contains("bad"));
+    e.ok(&["rm", "-f", "p1"]);
+}

@@ -4,7 +4,7 @@
 use crate::dirs::{self, Dirs};
 use crate::record::{self, NetAddr, Record};
 use crate::status::{init_alive, keeper_alive, live, monitor_alive};
-use crate::{Error, Result};
+use crate::Result;
 
 /// Attach the created container's netns (called by the monitor).
 pub fn attach(dirs: &Dirs, rec: &Record, pid: i32) -> Result<Vec<NetAddr>> {
@@ -20,15 +20,7 @@ pub fn attach(dirs: &Dirs, rec: &Record, pid: i32) -> Result<Vec<NetAddr>> {
     let _ = mgr.release(&rec.id);
     free_stale_leases(dirs);
     let netns = hako_net::Netns::from_pid(pid as u32);
-    let ports: Vec<hako_net::PortMapping> = rec
-        .opts
-        .publish
-        .iter()
-        .map(|p| {
-            p.parse::<hako_net::PortMapping>()
-                .map_err(|e| Error::Usage(format!("-p {p}: {e}")))
-        })
-        .collect::<Result<_>>()?;
+    let ports = rec.ports()?;
     match &mode {
         hako_net::NetworkMode::Bridge(nets) => {
             let nets = if nets.is_empty() {

@@ -141,9 +141,12 @@ pub struct RunOptions {
     /// Mount the root filesystem read-only.
     #[cfg_attr(feature = "cli", arg(long))]
     pub read_only: bool,
-    /// [IP:]HOSTPORT:CONTAINERPORT[/PROTO].
+    /// [IP:][HOSTPORT:]CONTAINERPORT[/PROTO] (no host port: a free one).
     #[cfg_attr(feature = "cli", arg(short, long = "publish"))]
     pub publish: Vec<String>,
+    /// Publish every port the image EXPOSEs, each on a free host port.
+    #[cfg_attr(feature = "cli", arg(short = 'P', long))]
+    pub publish_all: bool,
     /// bridge, none, host, container:NAME or network names.
     #[cfg_attr(feature = "cli", arg(long, alias = "net"))]
     pub network: Option<String>,
@@ -302,6 +305,18 @@ pub struct NetAddr {
 }
 
 impl Record {
+    /// Its published ports (`-p`, made explicit at create).
+    pub fn ports(&self) -> crate::Result<Vec<hako_net::PortMapping>> {
+        self.opts
+            .publish
+            .iter()
+            .map(|p| {
+                p.parse::<hako_net::PortMapping>()
+                    .map_err(|e| crate::Error::Usage(format!("-p {p}: {e}")))
+            })
+            .collect()
+    }
+
     /// The record of a container just created: nothing has run yet.
     pub fn new(
         id: String,

@@ -31,6 +31,8 @@ pub enum ImportError {
         file: String,
         reason: String,
     },
+    #[error("--{0}")]
+    Change(String),
     #[error("{archive}: unpack: {source}")]
     Unpack {
         archive: PathBuf,
@@ -57,7 +59,22 @@ impl Store {
         path: impl AsRef<Path>,
         name: &str,
     ) -> Result<ImageId, ImportError> {
+        self.import_rootfs_with(path, name, &[])
+    }
+
+    /// [`import_rootfs`](Self::import_rootfs) with Dockerfile instructions
+    /// for the image's config (`import --change`, see [`crate::changes`]).
+    pub fn import_rootfs_with(
+        &self,
+        path: impl AsRef<Path>,
+        name: &str,
+        changes: &[String],
+    ) -> Result<ImageId, ImportError> {
         let path = path.as_ref();
+        let mut config = serde_json::Map::new();
+        for c in changes {
+            crate::changes::apply(&mut config, c).map_err(ImportError::Change)?;
+        }
         let reference: Reference = name.parse().map_err(StoreError::from)?;
         let _c = self.content_lock()?;
         let (tmp, file) = self.create_temp_file("import")?;
@@ -101,7 +118,7 @@ impl Store {
             annotations: None,
         };
         let created_by = format!("hako import {}", path.display());
-        let m = self.synthesize_image(layer, digest, &created_by)?;
+        let m = self.synthesize_image(layer, digest, &created_by, config)?;
         Ok(self.commit_image(&m, None, &[reference], None)?)
     }
 

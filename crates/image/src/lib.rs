@@ -17,6 +17,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod auth;
+pub mod changes;
 pub mod digest;
 pub mod import;
 pub mod manifest;

@@ -1052,6 +1052,7 @@ impl Store {
         layer: Descriptor,
         diff_id: Digest,
         created_by: &str,
+        config: serde_json::Map<String, serde_json::Value>,
     ) -> Result<Descriptor, StoreError> {
         let now = rfc3339(now_secs());
         let platform = manifest::Platform::current();
@@ -1059,7 +1060,7 @@ impl Store {
             "created": now,
             "architecture": platform.architecture,
             "os": "linux",
-            "config": {},
+            "config": config,
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
             "history": [{"created": now, "created_by": created_by}],
         });

@@ -81,6 +81,11 @@ fn real_main(cli: Cli) -> Result<i32> {
             containers,
             volumes,
         } => each(&containers, |c| ops::rm(dirs, c, force, volumes).map(drop))?,
+        Cmd::Port { container, private } => output::ports(
+            &container,
+            &ops::port(dirs, &container)?,
+            private.as_deref(),
+        )?,
         Cmd::Update { limits, containers } => {
             each(&containers, |c| ops::update(dirs, c, &limits).map(drop))?
         }
@@ -107,8 +112,13 @@ fn real_main(cli: Cli) -> Result<i32> {
         Cmd::Images { quiet, format } => verbs::images(dirs, quiet, format.as_deref())?,
         Cmd::Image(c) => verbs::image(dirs, c)?,
         Cmd::Rmi { force, images } => verbs::rmi(dirs, &images, force)?,
-        Cmd::Import { source, name } => {
-            println!("{}", dirs.image_store()?.import_rootfs(&source, &name)?);
+        Cmd::Import {
+            change,
+            source,
+            name,
+        } => {
+            let store = dirs.image_store()?;
+            println!("{}", store.import_rootfs_with(&source, &name, &change)?);
             0
         }
         Cmd::Load { input } => verbs::load(dirs, &input)?,
@@ -148,6 +158,7 @@ fn main() -> ExitCode {
             | Cmd::Logs { .. }
             | Cmd::Network(_)
             | Cmd::Volume(_)
+            | Cmd::Port { .. }
             | Cmd::Ns(NsCmd::Ls { .. })
     ) {
         // For verbs that only print, a closed stdout (`| head`) ends the

@@ -144,13 +144,82 @@ fn expand_mounts(dirs: &Dirs, opts: &RunOptions) -> Result<(RunOptions, Fresh)> 
     Ok((o, fresh))
 }
 
+/// `-p` entries without a host port (`-p 80`, `-p 127.0.0.1::80`) and, with
+/// `-P`, the ports the image EXPOSEs get a free host port now, so the
+/// record holds explicit mappings (what `port` and `inspect` show). The
+/// network layer reserves them when the container starts.
+fn publish_ports(o: &RunOptions, ic: &Value) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut random: Vec<(String, u16, String)> = Vec::new();
+    for p in &o.publish {
+        let (spec, proto) = p.rsplit_once('/').unwrap_or((p, "tcp"));
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (ip, cp) = match parts.as_slice() {
+            [cp] => ("", *cp),
+            [ip, "", cp] => (*ip, *cp),
+            _ => {
+                out.push(p.clone());
+                continue;
+            }
+        };
+        let cp = cp
+            .parse::<u16>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| Error::Usage(format!("-p {p}: {cp:?} is not a port")))?;
+        random.push((ip.to_string(), cp, proto.to_string()));
+    }
+    if o.publish_all {
+        for key in ic["ExposedPorts"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.keys())
+        {
+            let (cp, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+            let Ok(cp) = cp.parse::<u16>() else { continue };
+            let taken = out.iter().chain(o.publish.iter()).any(|p| {
+                p.parse::<hako_net::PortMapping>().is_ok_and(|m| {
+                    m.container_port == cp && m.to_string().ends_with(&format!("/{proto}"))
+                })
+            });
+            if !taken && !random.iter().any(|r| r.1 == cp && r.2 == proto) {
+                random.push((String::new(), cp, proto.to_string()));
+            }
+        }
+    }
+    for (ip, cp, proto) in random {
+        let hp = free_port(&ip, &proto)?;
+        out.push(if ip.is_empty() {
+            format!("{hp}:{cp}/{proto}")
+        } else {
+            format!("{ip}:{hp}:{cp}/{proto}")
+        });
+    }
+    Ok(out)
+}
+
+/// A host port nothing uses now (the kernel's pick for port 0).
+fn free_port(ip: &str, proto: &str) -> Result<u16> {
+    let addr = format!("{}:0", if ip.is_empty() { "0.0.0.0" } else { ip });
+    let port = match proto {
+        "udp" => std::net::UdpSocket::bind(&addr).and_then(|s| s.local_addr()),
+        "tcp" => std::net::TcpListener::bind(&addr).and_then(|s| s.local_addr()),
+        _ => {
+            return Err(Error::Usage(format!(
+                "-p: unknown protocol {proto:?} (tcp, udp)"
+            )))
+        }
+    };
+    port.map(|a| a.port())
+        .map_err(|e| Error::Usage(format!("-p: no free {proto} port on {addr}: {e}")))
+}
+
 /// `create`: record, rootfs, name files, config.json. Returns the id.
 pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
     if let Some(n) = &opts.name {
         record::check_name(n)?;
     }
-    let (expanded, fresh) = expand_mounts(dirs, opts)?;
-    let opts = &expanded;
+    let (mut expanded, fresh) = expand_mounts(dirs, opts)?;
     let rootless = dirs::rootless();
     let cgroup_manager = crate::config::cgroup_manager(
         dirs.cgroup_manager_flag,
@@ -167,6 +236,9 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
     }
     let store = dirs.image_store()?;
     let (image_id, ic) = image_config(&store, &opts.image)?;
+    expanded.publish = publish_ports(&expanded, &ic)?;
+    expanded.publish_all = false;
+    let opts = &expanded;
     let id = util::random_id()?;
     let name;
     {
