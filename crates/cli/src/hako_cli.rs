@@ -120,6 +120,17 @@ pub enum Cmd {
         #[arg(long)]
         format: Option<String>,
     },
+    /// Container commands.
+    #[command(subcommand)]
+    Container(ContainerCmd),
+    /// Versions of hako and of what it runs on.
+    Version {
+        /// `json`: one JSON object.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Rename a container (running or not).
+    Rename { container: String, new_name: String },
     /// A container's published ports (`80/tcp -> 0.0.0.0:32768`), or the
     /// host address of one (`port C 80`).
     Port {
@@ -253,6 +264,16 @@ pub struct ExecArgs {
     pub container: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub cmd: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContainerCmd {
+    /// Remove every container that is not running.
+    Prune {
+        /// Do not ask (hako never asks; accepted for Docker's scripts).
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -278,3 +278,57 @@ pub fn ports(
     }
     Ok(0)
 }
+
+/// What a prune removed, as Docker lists it.
+pub fn deleted(what: &str, gone: &[String]) {
+    if !gone.is_empty() {
+        println!("Deleted {what}:");
+        for n in gone {
+            println!("{n}");
+        }
+        println!();
+    }
+    println!("Total {} deleted: {}", what.to_lowercase(), gone.len());
+}
+
+/// `version`: hako's, the runtime it runs containers with (built in), and
+/// the host's kernel and cgroups.
+pub fn version(format: Option<&str>) -> Result<i32> {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cgroups = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "v2"
+    } else {
+        "v1 (hybrid with v2)"
+    };
+    let v = serde_json::json!({
+        "Version": env!("CARGO_PKG_VERSION"),
+        "Runtime": "hako-runtime (built in)",
+        "OciVersion": "1.2.0",
+        "Os": std::env::consts::OS,
+        "Arch": std::env::consts::ARCH,
+        "Kernel": kernel.trim(),
+        "Cgroups": cgroups,
+    });
+    match format {
+        Some("json") => println!("{v}"),
+        Some(f) => anyhow::bail!("--format {f:?}: only json"),
+        None => {
+            for (k, label) in [
+                ("Version", "Version"),
+                ("Runtime", "Runtime"),
+                ("OciVersion", "OCI spec"),
+                ("Os", "OS"),
+                ("Arch", "Arch"),
+                ("Kernel", "Kernel"),
+                ("Cgroups", "Cgroups"),
+            ] {
+                println!(
+                    "{:<10} {}",
+                    format!("{label}:"),
+                    v[k].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(0)
+}

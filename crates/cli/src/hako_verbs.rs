@@ -346,17 +346,7 @@ pub fn volume(dirs: &Dirs, c: VolCmd) -> Result<i32> {
                 volume::remove(dirs, n, force).map_err(|e| e.to_string())
             }))
         }
-        VolCmd::Prune { all, .. } => {
-            let gone = volume::prune(dirs, all)?;
-            if !gone.is_empty() {
-                println!("Deleted Volumes:");
-                for n in &gone {
-                    println!("{n}");
-                }
-                println!();
-            }
-            println!("Total volumes deleted: {}", gone.len());
-        }
+        VolCmd::Prune { all, .. } => output::deleted("Volumes", &volume::prune(dirs, all)?),
     }
     Ok(0)
 }

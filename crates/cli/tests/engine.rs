@@ -2910,3 +2910,94 @@ fn publish_all_and_free_host_ports_as_docker() {
     assert!(!e.out(&["images"]).contains("bad"));
     e.ok(&["rm", "-f", "p1"]);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn rename_prune_and_version() {
+    need_root!();
+    let e = Engine::new("ren");
+    let net = format!("hkren{}", std::process::id() % 100_000);
+    e.ok(&["network", "create", &net]);
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "old",
+        "--network",
+        &net,
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "peer",
+        "--network",
+        &net,
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    // Renamed while running: ps, inspect, exec by the new name; the old
+    // one is free; peers resolve the new name.
+    assert_eq!(stdout(&e.ok(&["rename", "old", "new"])), "");
+    assert!(e.ps_names().contains(&"new".to_string()));
+    assert!(!e.ps_names().contains(&"old".to_string()));
+    assert_eq!(
+        e.inspect("new")["Name"]
+            .as_str()
+            .map(|n| n.trim_start_matches('/')),
+        Some("new")
+    );
+    assert_eq!(stdout(&e.ok(&["exec", "new", "echo", "hi"])), "hi\n");
+    let hosts = stdout(&e.ok(&["exec", "peer", "cat", "/etc/hosts"]));
+    let has = |n: &str| hosts.split_whitespace().any(|w| w == n);
+    assert!(has("new") && !has("old"), "{hosts}");
+    // Bad renames: one line, 125, nothing changed.
+    for (args, says) in [
+        (vec!["rename", "new", "peer"], "already in use"),
+        (vec!["rename", "new", "bad/name"], "bad/name"),
+        (vec!["rename", "nosuch", "x"], "no such container"),
+    ] {
+        let o = e.run(&args);
+        assert_eq!(o.status.code(), Some(125), "{args:?}");
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
+    e.ok(&[
+        "run",
+        "--name",
+        "old",
+        "--network",
+        "none",
+        "busybox",
+        "true",
+    ]);
+    // container prune: the stopped ones go, the running ones stay.
+    e.ok(&[
+        "create",
+        "--name",
+        "fresh",
+        "--network",
+        "none",
+        "busybox",
+        "true",
+    ]);
+    let old_id = e.inspect("old")["Id"].as_str().unwrap().to_string();
+    let out = e.out(&["container", "prune", "-f"]);
+    assert!(
+        out.starts_with("Deleted Containers:\n") && out.contains(&old_id),
+        "{out}"
+    );
+    assert!(out.contains("Total containers deleted: 2"), "{out}");
+    let mut names = e.ps_names();
+    names.sort();
+    assert_eq!(names, ["new", "peer"]);
+    e.ok(&["rm", "-f", "new", "peer"]);
+    e.ok(&["network", "rm", &net]);
+    // version
+    let v: Value = serde_json::from_str(&e.out(&["version", "--format", "json"])).unwrap();
+    assert_eq!(v["Version"], env!("CARGO_PKG_VERSION"));
+    assert!(e.out(&["version"]).contains("Kernel:"));
+}

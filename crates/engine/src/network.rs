@@ -75,6 +75,13 @@ pub fn free_stale_leases(dirs: &Dirs) {
 }
 
 /// Rewrite the /etc/hosts of containers sharing a network with `id`.
+/// A renamed container: its leases and its peers' /etc/hosts follow.
+pub fn renamed(dirs: &Dirs, id: &str, name: &str) -> Result<()> {
+    dirs.net_manager().rename(id, name)?;
+    refresh_peers(dirs, id);
+    Ok(())
+}
+
 fn refresh_peers(dirs: &Dirs, id: &str) {
     let mgr = dirs.net_manager();
     let Ok(mine) = mgr.leases_of(id) else { return };

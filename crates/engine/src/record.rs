@@ -380,6 +380,32 @@ pub fn save(dirs: &Dirs, r: &Record) -> Result<()> {
     util::atomic_write(&p, &b)
 }
 
+/// `rename`: the record and its name file change together, under the
+/// lock, and only to a valid name no other container has.
+pub fn rename(dirs: &Dirs, name: &str, new: &str) -> Result<Record> {
+    check_name(new)?;
+    let id = resolve(dirs, name)?;
+    let _l = lock(dirs)?;
+    let mut r = load(dirs, &id)?;
+    if r.name == new {
+        return Ok(r);
+    }
+    if let Some(owner) = name_owner(dirs, new)? {
+        return Err(crate::Error::NameInUse {
+            name: new.to_string(),
+            id: owner,
+        });
+    }
+    r.name = new.to_string();
+    util::atomic_write(&dirs.container(&id).join(NAME), new.as_bytes())?;
+    let p = dirs.container(&id).join(RECORD);
+    util::atomic_write(
+        &p,
+        &serde_json::to_vec_pretty(&r).expect("record serialises"),
+    )?;
+    Ok(r)
+}
+
 /// Take the engine lock (creating the directories on first use).
 pub fn lock(dirs: &Dirs) -> Result<Lock> {
     dirs.ensure()?;

@@ -797,6 +797,20 @@ impl Manager {
         first.map_or(Ok(()), Err)
     }
 
+    /// A renamed container: its leases carry the new name (what peers'
+    /// /etc/hosts list and port conflicts name).
+    pub fn rename(&self, container_id: &str, name: &str) -> Result<(), NetError> {
+        let lk = self.store.lock(true)?;
+        for l in lk.leases_of(container_id)? {
+            let mut leases = lk.leases(&l.network)?;
+            for x in leases.iter_mut().filter(|x| x.container_id == container_id) {
+                x.container_name = name.to_string();
+            }
+            lk.save_leases(&l.network, &leases)?;
+        }
+        Ok(())
+    }
+
     /// The container's leases on all networks, eth0 first.
     pub fn leases_of(&self, container_id: &str) -> Result<Vec<Lease>, NetError> {
         let mut v = self.store.lock(false)?.leases_of(container_id)?;

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use hako_cli::{Cli, Cmd, NsCmd};
+use hako_cli::{Cli, Cmd, ContainerCmd, NsCmd};
 use hako_engine::{ops, record, util, Dirs};
 
 fn real_main(cli: Cli) -> Result<i32> {
@@ -81,6 +81,18 @@ fn real_main(cli: Cli) -> Result<i32> {
             containers,
             volumes,
         } => each(&containers, |c| ops::rm(dirs, c, force, volumes).map(drop))?,
+        Cmd::Container(ContainerCmd::Prune { .. }) => {
+            output::deleted("Containers", &ops::prune(dirs)?);
+            0
+        }
+        Cmd::Version { format } => output::version(format.as_deref())?,
+        Cmd::Rename {
+            container,
+            new_name,
+        } => {
+            ops::rename(dirs, &container, &new_name)?;
+            0
+        }
         Cmd::Port { container, private } => output::ports(
             &container,
             &ops::port(dirs, &container)?,
@@ -159,6 +171,7 @@ fn main() -> ExitCode {
             | Cmd::Network(_)
             | Cmd::Volume(_)
             | Cmd::Port { .. }
+            | Cmd::Version { .. }
             | Cmd::Ns(NsCmd::Ls { .. })
     ) {
         // For verbs that only print, a closed stdout (`| head`) ends the
