@@ -47,6 +47,14 @@ pub enum Cmd {
         /// `json` for one JSON object per line.
         #[arg(long)]
         format: Option<String>,
+        /// KEY=VALUE: id, name, label (KEY or KEY=VALUE), status (created,
+        /// running, paused, exited), ancestor (image), exited (code).
+        /// Values of one key are alternatives; different keys must all match.
+        #[arg(short, long)]
+        filter: Vec<String>,
+        /// Full ids and commands.
+        #[arg(long)]
+        no_trunc: bool,
     },
     /// Start stopped containers (detached, or attached with -a).
     Start {
@@ -95,13 +103,8 @@ pub enum Cmd {
     Exec(ExecArgs),
     /// Print a container's logs.
     Logs {
-        #[arg(short, long)]
-        follow: bool,
-        /// Only the last N lines ("all" for everything).
-        #[arg(short = 'n', long)]
-        tail: Option<String>,
-        #[arg(short, long)]
-        timestamps: bool,
+        #[command(flatten)]
+        args: LogsArgs,
         container: String,
     },
     /// Details of containers as JSON.
@@ -264,6 +267,25 @@ pub struct ExecArgs {
     pub container: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub cmd: Vec<String>,
+}
+
+/// `logs` flags.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines ("all" for everything).
+    #[arg(short = 'n', long)]
+    pub tail: Option<String>,
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// Lines logged since: an RFC 3339 time, seconds since the epoch, or
+    /// a duration ago (10m, 1h30m).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Lines logged before (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -51,14 +51,15 @@ fn text(v: &Value, k: &str) -> String {
 }
 
 /// `ps`: the engine's rows as a table, ids only (`-q`), or JSON lines.
-pub fn ps(rows: &[Value], quiet: bool, format: Option<&str>) {
+pub fn ps(rows: &[Value], quiet: bool, format: Option<&str>, no_trunc: bool) {
+    let id = |r: &Value| text(r, if no_trunc { "FullID" } else { "ID" });
     if format == Some("json") {
         let _ = json_lines(rows);
         return;
     }
     if quiet {
         for r in rows {
-            println!("{}", text(r, "ID"));
+            println!("{}", id(r));
         }
         return;
     }
@@ -66,12 +67,12 @@ pub fn ps(rows: &[Value], quiet: bool, format: Option<&str>) {
         .iter()
         .map(|r| {
             let mut cmd = text(r, "Command");
-            if cmd.chars().count() > 20 {
+            if !no_trunc && cmd.chars().count() > 20 {
                 cmd = cmd.chars().take(19).collect();
                 cmd.push('…');
             }
             vec![
-                text(r, "ID"),
+                id(r),
                 text(r, "Image"),
                 format!("\"{cmd}\""),
                 text(r, "RunningFor"),

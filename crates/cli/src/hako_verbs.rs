@@ -63,23 +63,33 @@ pub fn exec(dirs: &Dirs, a: ExecArgs) -> Result<i32> {
 }
 
 /// `logs`.
-pub fn logs(
-    dirs: &Dirs,
-    container: &str,
-    follow: bool,
-    tail: Option<&str>,
-    timestamps: bool,
-) -> Result<i32> {
-    let tail = match tail {
-        None | Some("all") => None,
-        Some(n) => Some(n.parse::<usize>().context("--tail")?),
+pub fn logs(dirs: &Dirs, container: &str, a: &crate::hako_cli::LogsArgs) -> Result<i32> {
+    let now = chrono_now_ns();
+    let bound = |flag: &str, v: &Option<String>| -> Result<Option<i64>> {
+        Ok(v.as_deref()
+            .map(|v| ops::time_bound(flag, v, now))
+            .transpose()?)
+    };
+    let opts = ops::LogOptions {
+        follow: a.follow,
+        tail: match a.tail.as_deref() {
+            None | Some("all") => None,
+            Some(n) => Some(n.parse::<usize>().context("--tail")?),
+        },
+        timestamps: a.timestamps,
+        since: bound("--since", &a.since)?,
+        until: bound("--until", &a.until)?,
     };
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
-    ops::logs(
-        dirs, container, follow, tail, timestamps, &mut out, &mut err,
-    )?;
+    ops::logs(dirs, container, &opts, &mut out, &mut err)?;
     Ok(0)
+}
+
+fn chrono_now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// `inspect`: every container found is printed; exit 1 if one was not.
@@ -102,7 +112,7 @@ pub fn inspect(dirs: &Dirs, containers: &[String]) -> Result<i32> {
 /// `stats` of the named containers, or of every running one.
 pub fn stats(dirs: &Dirs, containers: Vec<String>, format: Option<&str>) -> Result<i32> {
     let names: Vec<String> = if containers.is_empty() {
-        ops::ps(dirs, false)
+        ops::ps(dirs, false, &Default::default())
             .iter()
             .filter_map(|r| r["ID"].as_str().map(str::to_string))
             .collect()

@@ -3001,3 +3001,99 @@ fn rename_prune_and_version() {
     assert_eq!(v["Version"], env!("CARGO_PKG_VERSION"));
     assert!(e.out(&["version"]).contains("Kernel:"));
 }
+
+#[test]
+#[ignore = "needs root"]
+fn ps_filters_and_log_windows() {
+    need_root!();
+    let e = Engine::new("filt");
+    let none = ["--network", "none"];
+    let run = |args: &[&str]| {
+        let mut a = vec!["run"];
+        a.extend_from_slice(&none);
+        a.extend_from_slice(args);
+        e.ok(&a);
+    };
+    run(&[
+        "-d", "--name", "c1", "--label", "team=a", "busybox", "sleep", "100",
+    ]);
+    run(&[
+        "--name", "c2", "--label", "team=b", "busybox", "sh", "-c", "exit 0",
+    ]);
+    let o = e.run(&[
+        "run",
+        "--network",
+        "none",
+        "--name",
+        "c3",
+        "busybox",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    let names = |filters: &[&str]| -> Vec<String> {
+        let mut a = vec!["ps", "--format", "json"];
+        for f in filters {
+            a.extend_from_slice(&["--filter", f]);
+        }
+        let mut v: Vec<String> = e
+            .out(&a)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["Names"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&["label=team=a"]), ["c1"]);
+    assert_eq!(names(&["label=team"]), ["c1"], "running only without -a");
+    // A status filter shows stopped ones without -a; exited by code.
+    assert_eq!(names(&["status=exited"]), ["c2", "c3"]);
+    assert_eq!(names(&["exited=3"]), ["c3"]);
+    // One key: alternatives; different keys: all must match.
+    assert_eq!(names(&["name=c1", "name=c3", "status=exited"]), ["c3"]);
+    assert_eq!(names(&["ancestor=busybox", "status=running"]), ["c1"]);
+    let o = e.run(&["ps", "--filter", "colour=red"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("unknown filter \"colour\""),
+        "{}",
+        stderr(&o)
+    );
+    let full = e.out(&["ps", "-q", "--no-trunc"]);
+    assert_eq!(full.trim().len(), 64, "{full}");
+    assert_eq!(full.trim(), e.inspect("c1")["Id"].as_str().unwrap());
+
+    // logs --since/--until around one line's own timestamp.
+    run(&[
+        "--name",
+        "lg",
+        "busybox",
+        "sh",
+        "-c",
+        "echo first; sleep 0.2; echo second",
+    ]);
+    let t = e.out(&["logs", "-t", "lg"]);
+    let second = t
+        .lines()
+        .find(|l| l.ends_with(" second"))
+        .and_then(|l| l.split_once(' '))
+        .map(|(ts, _)| ts.to_string())
+        .unwrap_or_else(|| panic!("{t}"));
+    assert_eq!(e.out(&["logs", "--since", &second, "lg"]), "second\n");
+    assert_eq!(e.out(&["logs", "--until", &second, "lg"]), "first\n");
+    assert_eq!(e.out(&["logs", "--since", "1h", "lg"]), "first\nsecond\n");
+    assert_eq!(e.out(&["logs", "--until", "1h", "lg"]), "");
+    let o = e.run(&["logs", "--since", "yesterday", "lg"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("--since \"yesterday\""),
+        "{}",
+        stderr(&o)
+    );
+}

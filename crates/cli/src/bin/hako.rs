@@ -56,8 +56,15 @@ fn real_main(cli: Cli) -> Result<i32> {
             println!("{}", ops::create(dirs, &a.opts)?);
             0
         }
-        Cmd::Ps { all, quiet, format } => {
-            output::ps(&ops::ps(dirs, all), quiet, format.as_deref());
+        Cmd::Ps {
+            all,
+            quiet,
+            format,
+            filter,
+            no_trunc,
+        } => {
+            let rows = ops::ps(dirs, all, &ops::Filters::parse(&filter)?);
+            output::ps(&rows, quiet, format.as_deref(), no_trunc);
             0
         }
         Cmd::Start {
@@ -104,12 +111,7 @@ fn real_main(cli: Cli) -> Result<i32> {
         Cmd::Pause { containers } => each(&containers, |c| ops::pause(dirs, c, true).map(drop))?,
         Cmd::Unpause { containers } => each(&containers, |c| ops::pause(dirs, c, false).map(drop))?,
         Cmd::Exec(a) => verbs::exec(dirs, a)?,
-        Cmd::Logs {
-            follow,
-            tail,
-            timestamps,
-            container,
-        } => verbs::logs(dirs, &container, follow, tail.as_deref(), timestamps)?,
+        Cmd::Logs { args, container } => verbs::logs(dirs, &container, &args)?,
         Cmd::Inspect { containers } => verbs::inspect(dirs, &containers)?,
         Cmd::Top { container } => {
             output::top(&ops::top(dirs, &container)?);

@@ -11,16 +11,94 @@ use crate::status::{monitor_alive, status};
 use crate::util;
 use crate::{io_err, Error, Result};
 
+/// What `logs` shows.
+#[derive(Debug, Default, Clone)]
+pub struct LogOptions {
+    pub follow: bool,
+    /// The last N lines only.
+    pub tail: Option<usize>,
+    pub timestamps: bool,
+    /// Lines logged at or after this time (ns since the epoch) …
+    pub since: Option<i64>,
+    /// … and before this one.
+    pub until: Option<i64>,
+}
+
+/// `--since`/`--until` as Docker reads them: an RFC 3339 time, seconds
+/// since the epoch (`1733299200[.5]`), or a duration before `now_ns`
+/// (`90s`, `10m`, `1h30m`, `1.5h`); in ns since the epoch.
+pub fn time_bound(flag: &str, v: &str, now_ns: i64) -> Result<i64> {
+    let bad = || {
+        Error::Usage(format!(
+            "{flag} {v:?}: an RFC 3339 time, seconds since the epoch, or a duration such as 10m or 1h30m"
+        ))
+    };
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
+        return t.timestamp_nanos_opt().ok_or_else(bad);
+    }
+    if let Ok(secs) = v.parse::<f64>() {
+        return Ok((secs * 1e9) as i64);
+    }
+    // A Go-style duration: numbers with h, m, s, ms, us, ns units.
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut chars = v.chars().peekable();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        while let Some(&n) = chars.peek() {
+            if n.is_ascii_alphabetic() {
+                unit.push(n);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        let n: f64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        total += n * match unit.as_str() {
+            "h" => 3.6e12,
+            "m" => 6e10,
+            "s" => 1e9,
+            "ms" => 1e6,
+            "us" | "µs" => 1e3,
+            "ns" => 1.0,
+            _ => return Err(bad()),
+        };
+        any = true;
+    }
+    if !any || !num.is_empty() {
+        return Err(bad());
+    }
+    Ok(now_ns - total as i64)
+}
+
 /// `logs`: write the container's log to `out`/`err`.
 pub fn logs(
     dirs: &Dirs,
     name: &str,
-    follow: bool,
-    tail: Option<usize>,
-    timestamps: bool,
+    opts: &LogOptions,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<()> {
+    let LogOptions {
+        follow, timestamps, ..
+    } = *opts;
+    // A line's time, for --since/--until.
+    let in_window = |v: &Value| -> bool {
+        if opts.since.is_none() && opts.until.is_none() {
+            return true;
+        }
+        let t = v["time"]
+            .as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .and_then(|d| d.timestamp_nanos_opt());
+        t.is_some_and(|t| opts.since.is_none_or(|s| t >= s) && opts.until.is_none_or(|u| t < u))
+    };
     let id = record::resolve(dirs, name)?;
     let path = record::log_path(dirs, &id);
     let mut f = loop {
@@ -39,6 +117,9 @@ pub fn logs(
         let Ok(v) = serde_json::from_str::<Value>(line) else {
             return Ok(true);
         };
+        if !in_window(&v) {
+            return Ok(true);
+        }
         let text = v["log"].as_str().unwrap_or("");
         let w: &mut dyn Write = if v["stream"] == "stderr" { err } else { out };
         let r = (|| {
@@ -58,7 +139,7 @@ pub fn logs(
     f.read_to_string(&mut content)
         .map_err(io_err("read", &path))?;
     let mut lines: Vec<&str> = content.lines().collect();
-    if let Some(n) = tail {
+    if let Some(n) = opts.tail {
         let skip = lines.len().saturating_sub(n);
         lines.drain(..skip);
     }
@@ -105,6 +186,43 @@ pub fn logs(
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_and_until_read_as_docker_reads_them() {
+        let now = 1_000_000 * 1_000_000_000i64;
+        assert_eq!(
+            time_bound("--since", "10m", now).unwrap(),
+            now - 600_000_000_000
+        );
+        assert_eq!(
+            time_bound("--since", "1h30m", now).unwrap(),
+            now - 5_400_000_000_000
+        );
+        assert_eq!(
+            time_bound("--since", "1.5h", now).unwrap(),
+            now - 5_400_000_000_000
+        );
+        assert_eq!(
+            time_bound("--since", "1733299200", now).unwrap(),
+            1_733_299_200_000_000_000
+        );
+        assert_eq!(
+            time_bound("--until", "2024-12-04T08:00:00Z", now).unwrap(),
+            1_733_299_200_000_000_000
+        );
+        for bad in ["", "10", "x", "10q", "m", "10m5"] {
+            if bad == "10" {
+                continue; // seconds since the epoch
+            }
+            let e = time_bound("--since", bad, now).unwrap_err().to_string();
+            assert!(e.starts_with("--since"), "{bad}: {e}");
         }
     }
 }

@@ -20,11 +20,11 @@ mod wait;
 
 pub use create::create;
 pub use inspect::inspect;
-pub use logs::logs;
+pub use logs::{logs, time_bound, LogOptions};
 pub use pause::pause;
 pub use port::port;
 pub use prune::prune;
-pub use ps::ps;
+pub use ps::{ps, Filters};
 pub use rename::rename;
 pub use rm::rm;
 pub use start::{run, spawn_monitor, start, start_attached};

@@ -7,6 +7,7 @@ use crate::record::{self, Record};
 use crate::spec;
 use crate::status::{status, Status};
 use crate::util;
+use crate::{Error, Result};
 
 fn command_line(r: &Record) -> String {
     if r.command.is_empty() {
@@ -36,8 +37,80 @@ fn status_text(s: Status, r: &Record) -> String {
     }
 }
 
+/// `ps --filter KEY=VALUE`s, as Docker combines them: values of one key
+/// are alternatives, different keys must all match.
+#[derive(Debug, Default)]
+pub struct Filters(Vec<(String, String)>);
+
+impl Filters {
+    const KEYS: [&str; 6] = ["id", "name", "label", "status", "ancestor", "exited"];
+
+    pub fn parse(list: &[String]) -> Result<Filters> {
+        let mut v = Vec::new();
+        for f in list {
+            let (k, val) = f.split_once('=').ok_or_else(|| {
+                Error::Usage(format!(
+                    "--filter {f:?}: KEY=VALUE ({})",
+                    Self::KEYS.join(", ")
+                ))
+            })?;
+            if !Self::KEYS.contains(&k) {
+                return Err(Error::Usage(format!(
+                    "--filter {f:?}: unknown filter {k:?} ({})",
+                    Self::KEYS.join(", ")
+                )));
+            }
+            if k == "status" && !["created", "running", "paused", "exited"].contains(&val) {
+                return Err(Error::Usage(format!(
+                    "--filter {f:?}: status is created, running, paused or exited"
+                )));
+            }
+            v.push((k.to_string(), val.to_string()));
+        }
+        Ok(Filters(v))
+    }
+
+    /// A status filter shows stopped containers without -a (Docker).
+    fn wants_stopped(&self) -> bool {
+        self.0
+            .iter()
+            .any(|(k, v)| k == "exited" || (k == "status" && v != "running" && v != "paused"))
+    }
+
+    fn matches(&self, r: &Record, s: Status) -> bool {
+        let one = |k: &str, v: &str| -> bool {
+            match k {
+                "id" => r.id.starts_with(v),
+                "name" => r.name.contains(v),
+                "label" => r.opts.label.iter().any(|l| {
+                    let (lk, lv) = l.split_once('=').unwrap_or((l, ""));
+                    match v.split_once('=') {
+                        Some((fk, fv)) => lk == fk && lv == fv,
+                        None => lk == v,
+                    }
+                }),
+                "status" => s.word() == v,
+                "ancestor" => {
+                    r.image == v
+                        || r.image == format!("{v}:latest")
+                        || r.image_id
+                            .trim_start_matches("sha256:")
+                            .starts_with(v.trim_start_matches("sha256:"))
+                }
+                "exited" => matches!(s, Status::Exited(Some(c)) if c.to_string() == v),
+                _ => false,
+            }
+        };
+        Self::KEYS.iter().all(|k| {
+            let mut vals = self.0.iter().filter(|(fk, _)| fk == k).peekable();
+            vals.peek().is_none() || vals.any(|(_, v)| one(k, v))
+        })
+    }
+}
+
 /// `ps` rows as JSON objects (the table is printed by the CLI).
-pub fn ps(dirs: &Dirs, all: bool) -> Vec<Value> {
+pub fn ps(dirs: &Dirs, all: bool, filters: &Filters) -> Vec<Value> {
+    let all = all || filters.wants_stopped();
     let mut out = Vec::new();
     let (good, bad) = record::scan(dirs);
     // A record that cannot be read is shown (it may be a running
@@ -61,11 +134,13 @@ pub fn ps(dirs: &Dirs, all: bool) -> Vec<Value> {
             continue;
         }
         let s = status(dirs, &r);
-        if !all && !s.is_live() {
+        if (!all && !s.is_live()) || !filters.matches(&r, s) {
             continue;
         }
         out.push(json!({
             "ID": r.short_id(),
+            "FullID": r.id,
+            "Labels": r.opts.label.join(","),
             "Image": r.image,
             "Command": command_line(&r),
             "CreatedAt": r.created,
