@@ -69,6 +69,7 @@ pub enum Cmd {
     },
     /// Stop containers: the stop signal, then SIGKILL after the timeout.
     Stop {
+        /// Seconds to wait before SIGKILL (default: the container's --stop-timeout, else 10).
         #[arg(short = 't', long = "time", alias = "timeout")]
         time: Option<u64>,
         #[arg(required = true)]
@@ -76,6 +77,7 @@ pub enum Cmd {
     },
     /// Stop and start containers.
     Restart {
+        /// Seconds to wait before SIGKILL (default: the container's --stop-timeout, else 10).
         #[arg(short = 't', long = "time", alias = "timeout")]
         time: Option<u64>,
         #[arg(required = true)]
@@ -83,6 +85,7 @@ pub enum Cmd {
     },
     /// Send a signal (default KILL).
     Kill {
+        /// The signal (name or number; default KILL).
         #[arg(short = 's', long = "signal", default_value = "KILL")]
         signal: String,
         #[arg(required = true)]
@@ -120,12 +123,21 @@ pub enum Cmd {
         /// Accepted for Docker compatibility; one sample is printed.
         #[arg(long)]
         no_stream: bool,
+        /// `json` for one JSON object per line.
         #[arg(long)]
         format: Option<String>,
     },
     /// Container commands.
     #[command(subcommand)]
     Container(ContainerCmd),
+    /// A shell completion script (`hako completion bash >
+    /// /etc/bash_completion.d/hako`), or with `man DIR` the manual pages.
+    Completion {
+        /// bash, zsh, fish, elvish, powershell; or man.
+        shell: String,
+        /// For `man`: the directory to write hako.1 and hako-VERB.1 in.
+        dir: Option<PathBuf>,
+    },
     /// Versions of hako and of what it runs on.
     Version {
         /// `json`: one JSON object.
@@ -176,8 +188,10 @@ pub enum Cmd {
     },
     /// List images.
     Images {
+        /// Only ids.
         #[arg(short, long)]
         quiet: bool,
+        /// `json` for one JSON object per line.
         #[arg(long)]
         format: Option<String>,
     },
@@ -186,6 +200,7 @@ pub enum Cmd {
     Image(ImageCmd),
     /// Remove images.
     Rmi {
+        /// Remove it even if a container was made from it.
         #[arg(short, long)]
         force: bool,
         #[arg(required = true)]
@@ -202,14 +217,17 @@ pub enum Cmd {
     },
     /// Load a `docker save` archive or an OCI layout.
     Load {
+        /// The archive (a `docker save` tar, an OCI layout directory or tar).
         #[arg(short, long)]
         input: PathBuf,
     },
     /// Store registry credentials.
     Login {
         registry: String,
+        /// The user name.
         #[arg(short, long)]
         username: String,
+        /// The password (better: --password-stdin).
         #[arg(short, long)]
         password: Option<String>,
         /// Read the password from stdin.
@@ -252,16 +270,22 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct ExecArgs {
+    /// Keep stdin open.
     #[arg(short, long)]
     pub interactive: bool,
+    /// Give the process a terminal.
     #[arg(short, long)]
     pub tty: bool,
+    /// Run in the background.
     #[arg(short, long)]
     pub detach: bool,
+    /// USER[:GROUP] (names or numbers) to run as.
     #[arg(short, long)]
     pub user: Option<String>,
+    /// Working directory inside the container.
     #[arg(short, long)]
     pub workdir: Option<String>,
+    /// KEY=VALUE to add to the environment.
     #[arg(short, long = "env")]
     pub env: Vec<String>,
     pub container: String,
@@ -272,11 +296,13 @@ pub struct ExecArgs {
 /// `logs` flags.
 #[derive(Args, Debug)]
 pub struct LogsArgs {
+    /// Keep printing new lines until the container ends.
     #[arg(short, long)]
     pub follow: bool,
     /// Only the last N lines ("all" for everything).
     #[arg(short = 'n', long)]
     pub tail: Option<String>,
+    /// Prefix each line with its time (RFC 3339).
     #[arg(short, long)]
     pub timestamps: bool,
     /// Lines logged since: an RFC 3339 time, seconds since the epoch, or
@@ -303,6 +329,7 @@ pub enum NsCmd {
     /// Namespaces of one or all running containers, with what shares them.
     Ls {
         container: Option<String>,
+        /// `json` for one JSON object per line.
         #[arg(long)]
         format: Option<String>,
     },
@@ -332,13 +359,16 @@ pub enum ImageCmd {
     },
     /// List images.
     Ls {
+        /// Only ids.
         #[arg(short, long)]
         quiet: bool,
+        /// `json` for one JSON object per line.
         #[arg(long)]
         format: Option<String>,
     },
     /// Remove images.
     Rm {
+        /// Remove it even if a container was made from it.
         #[arg(short, long)]
         force: bool,
         #[arg(required = true)]
@@ -383,6 +413,7 @@ pub enum VolCmd {
     /// Remove the anonymous volumes no container uses (with -a, every
     /// unused volume), as Docker 23+.
     Prune {
+        /// Every unused volume, named ones too.
         #[arg(short, long)]
         all: bool,
         /// Do not ask (hako never asks; accepted for Docker's scripts).
@@ -395,8 +426,10 @@ pub enum VolCmd {
 pub enum NetCmd {
     /// Create a bridge network.
     Create {
+        /// The subnet (CIDR, default: a free /24 of the pool).
         #[arg(long)]
         subnet: Option<String>,
+        /// The gateway (default: the subnet's first address).
         #[arg(long)]
         gateway: Option<String>,
         /// Bridge interface name (default hakoN).
@@ -409,6 +442,7 @@ pub enum NetCmd {
     },
     /// List networks.
     Ls {
+        /// `json` for one JSON object per line.
         #[arg(long)]
         format: Option<String>,
     },

@@ -222,10 +222,8 @@ pub fn rmi(dirs: &Dirs, images: &[String], force: bool) -> Result<i32> {
         }
     }
     let _ = store.gc();
-    if failed {
-        bail!("some images were not removed");
-    }
-    Ok(0)
+    // One line per failure was printed: no summary line, exit 125.
+    Ok(if failed { 125 } else { 0 })
 }
 
 /// `load -i FILE`.
@@ -375,4 +373,56 @@ pub fn each_named(names: &[String], mut f: impl FnMut(&str) -> Result<(), String
         }
     }
     code
+}
+
+/// `completion SHELL` (clap_complete) or `completion man DIR`
+/// (clap_mangen): both from the clap definitions, so they list every verb
+/// and flag with its help.
+pub fn completion(shell: &str, dir: Option<&Path>) -> Result<i32> {
+    let mut cmd = public_command();
+    if shell == "man" {
+        let Some(dir) = dir else {
+            bail!("completion man: give the directory for the pages");
+        };
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        cmd.build();
+        write_man(&cmd, "hako", dir)?;
+        return Ok(0);
+    }
+    let sh: clap_complete::Shell = shell.parse().map_err(|_| {
+        anyhow::anyhow!("completion {shell:?}: bash, zsh, fish, elvish, powershell, or man DIR")
+    })?;
+    clap_complete::generate(sh, &mut cmd, "hako", &mut std::io::stdout());
+    Ok(0)
+}
+
+/// The CLI as users see it: without the internal (hidden) verbs, which
+/// some completion generators would otherwise offer.
+pub fn public_command() -> clap::Command {
+    use clap::CommandFactory;
+    let full = crate::hako_cli::Cli::command();
+    let mut c = clap::Command::new("hako")
+        .about(full.get_about().cloned().unwrap_or_default())
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .args(full.get_arguments().filter(|a| a.get_id() != "version").cloned());
+    for s in full.get_subcommands().filter(|s| !s.is_hide_set()) {
+        c = c.subcommand(s.clone());
+    }
+    c
+}
+
+/// One page per command and subcommand (`hako-volume-create.1`); hidden
+/// (internal) verbs get none.
+pub fn write_man(cmd: &clap::Command, name: &str, dir: &Path) -> Result<()> {
+    let page = dir.join(format!("{name}.1"));
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd.clone().name(name.to_string()))
+        .render(&mut buf)
+        .context("render a manual page")?;
+    std::fs::write(&page, buf).with_context(|| format!("write {}", page.display()))?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        write_man(sub, &format!("{name}-{}", sub.get_name()), dir)?;
+    }
+    Ok(())
 }

@@ -93,6 +93,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             0
         }
         Cmd::Version { format } => output::version(format.as_deref())?,
+        Cmd::Completion { shell, dir } => verbs::completion(&shell, dir.as_deref())?,
         Cmd::Rename {
             container,
             new_name,
@@ -174,6 +175,7 @@ fn main() -> ExitCode {
             | Cmd::Volume(_)
             | Cmd::Port { .. }
             | Cmd::Version { .. }
+            | Cmd::Completion { .. }
             | Cmd::Ns(NsCmd::Ls { .. })
     ) {
         // For verbs that only print, a closed stdout (`| head`) ends the
@@ -198,5 +200,62 @@ fn main() -> ExitCode {
                 ExitCode::from(125)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every verb and every flag says what it does in --help (and so in
+    /// the manual pages and completions made from them).
+    #[test]
+    fn every_verb_and_flag_has_a_help_line() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let internal = matches!(a.get_id().as_str(), "help" | "version");
+                if a.get_help().is_none() && !a.is_positional() && !internal && !a.is_hide_set() {
+                    missing.push(format!("{path} --{}", a.get_id()));
+                }
+            }
+            for s in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                let p = format!("{path} {}", s.get_name());
+                if s.get_about().is_none() {
+                    missing.push(p.clone());
+                }
+                walk(s, &p, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::hako_cli::Cli::command(), "hako", &mut missing);
+        assert!(missing.is_empty(), "no help for:\n{}", missing.join("\n"));
+    }
+
+    /// Completions and manual pages come from the same definitions: a
+    /// new verb or flag is in them without anyone writing it twice.
+    #[test]
+    fn completions_and_manual_pages_list_verbs_and_flags() {
+        let mut cmd = super::verbs::public_command();
+        for sh in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            clap_complete::generate(sh, &mut cmd, "hako", &mut out);
+            let s = String::from_utf8(out).unwrap();
+            assert!(s.contains("volume") && s.contains("cgroup-manager"), "{sh}");
+            assert!(!s.contains("__monitor"), "{sh}: hidden verbs stay hidden");
+        }
+        let d = tempfile::tempdir().unwrap();
+        cmd.build();
+        super::verbs::write_man(&cmd, "hako", d.path()).unwrap();
+        let run = std::fs::read_to_string(d.path().join("hako-run.1")).unwrap();
+        assert!(
+            run.contains("memory\\-swap") || run.contains("memory-swap"),
+            "{run}"
+        );
+        assert!(d.path().join("hako-volume-prune.1").exists());
+        assert!(!d.path().join("hako-__monitor.1").exists());
     }
 }
