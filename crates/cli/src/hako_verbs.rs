@@ -405,7 +405,11 @@ pub fn public_command() -> clap::Command {
         .about(full.get_about().cloned().unwrap_or_default())
         .version(env!("CARGO_PKG_VERSION"))
         .subcommand_required(true)
-        .args(full.get_arguments().filter(|a| a.get_id() != "version").cloned());
+        .args(
+            full.get_arguments()
+                .filter(|a| a.get_id() != "version")
+                .cloned(),
+        );
     for s in full.get_subcommands().filter(|s| !s.is_hide_set()) {
         c = c.subcommand(s.clone());
     }

@@ -2804,6 +2804,15 @@ fn process_and_namespace_flags_reach_the_container() {
     e.ok(&["stop", "t1"]);
     assert_eq!(e.inspect("t1")["State"]["ExitCode"], 7);
     e.ok(&["rm", "t1"]);
+    // --device: the host's node at the container's path (the cgroup rule
+    // with its PERMS is checked in device_flag's unit test: /dev/zero is
+    // also in the default rules, which allow it whole).
+    #[rustfmt::skip]
+    let o = e.ok(&[
+        "run", "--rm", "--network", "none", "--device", "/dev/zero:/dev/myzero:r", "busybox",
+        "sh", "-c", "stat -c '%t %T' /dev/myzero; head -c 2 /dev/myzero | wc -c",
+    ]);
+    assert_eq!(stdout(&o), "1 5\n2\n");
     // Bad input: one line, 125, nothing left.
     let names = e.ps_names();
     for (args, says) in [
@@ -2821,6 +2830,14 @@ fn process_and_namespace_flags_reach_the_container() {
         ),
         (vec!["--stop-signal", "SIGNOPE"], "--stop-signal"),
         (vec!["--shm-size", "0"], "--shm-size"),
+        (vec!["--pull", "bogus"], "always, missing or never"),
+        (
+            vec!["--device", "/etc/passwd"],
+            "not a character or block device",
+        ),
+        (vec!["--device", "/dev/nosuch-hako"], "No such file"),
+        (vec!["--device", "/dev/zero:rel"], "absolute"),
+        (vec!["--device", "/dev/zero:/dev/z:rwx"], "letters of rwm"),
     ] {
         // The sysctl case runs on the host's network, the others on none.
         let net = if args.contains(&"net.ipv4.ip_forward=1") {
@@ -2838,6 +2855,29 @@ fn process_and_namespace_flags_reach_the_container() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
     assert_eq!(e.ps_names(), names);
+    // --pull never: the local image, or an error without a pull.
+    e.ok(&[
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "--network",
+        "none",
+        "busybox",
+        "true",
+    ]);
+    let o = e.run(&[
+        "run",
+        "--pull",
+        "never",
+        "--network",
+        "none",
+        "nosuch-hako-img",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("--pull never"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("pulling"), "{}", stderr(&o));
 }
 
 #[test]

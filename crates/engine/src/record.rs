@@ -169,6 +169,13 @@ pub struct RunOptions {
     /// The signal `stop` sends (default: the image's STOPSIGNAL, else SIGTERM).
     #[cfg_attr(feature = "cli", arg(long))]
     pub stop_signal: Option<String>,
+    /// When to pull the image: missing (default), always, never.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub pull: Option<String>,
+    /// HOST[:CONTAINER][:PERMS]: a host device in the container (PERMS of
+    /// rwm, default all).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub device: Vec<String>,
     /// Seconds `stop` waits before SIGKILL (default 10).
     #[cfg_attr(feature = "cli", arg(long))]
     pub stop_timeout: Option<u64>,

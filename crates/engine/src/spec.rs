@@ -162,8 +162,10 @@ pub struct Inputs {
     pub gid: u32,
     /// Named volumes resolved to host dirs: (name, dir).
     pub volume_dirs: Vec<(String, PathBuf)>,
-    /// The host's devices, given to a `--privileged` container.
+    /// Device nodes: the host's for `--privileged`, and `--device`s.
     pub devices: Vec<LinuxDevice>,
+    /// The cgroup rules that let the container use its `--device`s.
+    pub device_rules: Vec<LinuxDeviceCgroup>,
     /// Contents of the env files.
     pub env_file_lines: Vec<String>,
     /// `-u` (or the image's User, or root) resolved in the image's
@@ -928,7 +930,9 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
             devices
                 .set_allow(o.privileged)
                 .set_access(Some("rwm".into()));
-            res.set_devices(Some(vec![devices]));
+            let mut rules = vec![devices];
+            rules.extend(inp.device_rules.iter().cloned());
+            res.set_devices(Some(rules));
         }
         // systemd: `hako-<id>.scope` in machine.slice (as podman's
         // libpod-<id>.scope), or in the user manager's user.slice.

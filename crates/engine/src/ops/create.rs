@@ -37,7 +37,35 @@ fn ns_join_path(dirs: &Dirs, flag: &Option<String>, kind: &str) -> Result<Option
     Ok(Some(PathBuf::from(format!("/proc/{}/ns/{kind}", o.pid))))
 }
 
-fn image_config(store: &hako_image::Store, image: &str) -> Result<(String, Value)> {
+/// The image's id and config, pulled as `--pull` says: `missing` (the
+/// default) when it is not here, `always` every time, `never` not at all.
+fn image_config(
+    store: &hako_image::Store,
+    image: &str,
+    pull: Option<&str>,
+) -> Result<(String, Value)> {
+    match pull {
+        None | Some("missing") => {}
+        Some("always") => {
+            store.pull(image, &hako_image::PullOptions::default())?;
+        }
+        Some("never") => {
+            return store
+                .inspect(image)
+                .map(|i| (i.id, i.config))
+                .map_err(|e| match e {
+                    hako_image::StoreError::NoSuchImage(_) => {
+                        Error::Usage(format!("no such image {image} here, and --pull never"))
+                    }
+                    e => e.into(),
+                })
+        }
+        Some(p) => {
+            return Err(Error::Usage(format!(
+                "--pull {p:?}: always, missing or never"
+            )))
+        }
+    }
     match store.inspect(image) {
         Ok(i) => Ok((i.id, i.config)),
         Err(hako_image::StoreError::NoSuchImage(_)) => {
@@ -235,7 +263,7 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
         );
     }
     let store = dirs.image_store()?;
-    let (image_id, ic) = image_config(&store, &opts.image)?;
+    let (image_id, ic) = image_config(&store, &opts.image, opts.pull.as_deref())?;
     expanded.publish = publish_ports(&expanded, &ic)?;
     expanded.publish_all = false;
     let opts = &expanded;
@@ -407,6 +435,11 @@ fn prepare(
     let user = Some(run_as);
     // SAFETY: getuid/getgid have no failure mode.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let flagged = opts
+        .device
+        .iter()
+        .map(|d| device_flag(d))
+        .collect::<Result<Vec<_>>>()?;
     let inputs = Inputs {
         id: id.to_string(),
         rootfs: rootfs.clone(),
@@ -428,11 +461,17 @@ fn prepare(
         volume_dirs,
         env_file_lines,
         user,
-        devices: if opts.privileged && !rootless {
-            host_devices(Path::new("/dev"))
-        } else {
-            Vec::new()
+        devices: {
+            let mut d = if opts.privileged && !rootless {
+                host_devices(Path::new("/dev"))
+            } else {
+                Vec::new()
+            };
+            d.retain(|x| !flagged.iter().any(|(n, _)| n.path() == x.path()));
+            d.extend(flagged.iter().map(|(n, _)| n.clone()));
+            d
         },
+        device_rules: flagged.into_iter().map(|(_, r)| r).collect(),
     };
     let s = spec::build(opts, &inputs)?;
     util::atomic_write(
@@ -477,8 +516,7 @@ fn mount_point_in_rootfs(rootfs: &Path, dest: &str, is_file: bool) -> Result<()>
 /// lists them: character and block devices, not those of the per-container
 /// filesystems (pts, shm, mqueue) nor the console.
 fn host_devices(dir: &Path) -> Vec<oci_spec::runtime::LinuxDevice> {
-    use oci_spec::runtime::{LinuxDeviceBuilder, LinuxDeviceType};
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    use std::os::unix::fs::FileTypeExt;
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return out;
@@ -488,8 +526,7 @@ fn host_devices(dir: &Path) -> Vec<oci_spec::runtime::LinuxDevice> {
         let Ok(md) = std::fs::symlink_metadata(&path) else {
             continue;
         };
-        let ft = md.file_type();
-        if ft.is_dir() {
+        if md.file_type().is_dir() {
             let name = e.file_name();
             if !matches!(
                 name.to_str(),
@@ -499,30 +536,101 @@ fn host_devices(dir: &Path) -> Vec<oci_spec::runtime::LinuxDevice> {
             }
             continue;
         }
-        let typ = if ft.is_char_device() {
-            LinuxDeviceType::C
-        } else if ft.is_block_device() {
-            LinuxDeviceType::B
-        } else {
-            continue;
-        };
-        if path == Path::new("/dev/console") {
+        if path == Path::new("/dev/console")
+            || !(md.file_type().is_char_device() || md.file_type().is_block_device())
+        {
             continue;
         }
-        let rdev = md.rdev();
-        let d = LinuxDeviceBuilder::default()
-            .path(path)
-            .typ(typ)
-            .major(libc::major(rdev) as i64)
-            .minor(libc::minor(rdev) as i64)
-            .file_mode(md.mode() & 0o7777)
-            .uid(md.uid())
-            .gid(md.gid())
-            .build();
-        if let Ok(d) = d {
+        if let Some(d) = device_node(&md, &path) {
             out.push(d);
         }
     }
     out.sort_by(|a, b| a.path().cmp(b.path()));
     out
+}
+
+/// The device node `md` (a character or block device) at `at` inside the
+/// container, with the host node's numbers, mode and owner.
+fn device_node(md: &std::fs::Metadata, at: &Path) -> Option<oci_spec::runtime::LinuxDevice> {
+    use oci_spec::runtime::{LinuxDeviceBuilder, LinuxDeviceType};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let typ = if md.file_type().is_char_device() {
+        LinuxDeviceType::C
+    } else if md.file_type().is_block_device() {
+        LinuxDeviceType::B
+    } else {
+        return None;
+    };
+    let rdev = md.rdev();
+    LinuxDeviceBuilder::default()
+        .path(at)
+        .typ(typ)
+        .major(libc::major(rdev) as i64)
+        .minor(libc::minor(rdev) as i64)
+        .file_mode(md.mode() & 0o7777)
+        .uid(md.uid())
+        .gid(md.gid())
+        .build()
+        .ok()
+}
+
+/// `--device HOST[:CONTAINER][:PERMS]`: the node, and the cgroup rule that
+/// lets the container use it (PERMS of `rwm`, default all three).
+fn device_flag(
+    v: &str,
+) -> Result<(
+    oci_spec::runtime::LinuxDevice,
+    oci_spec::runtime::LinuxDeviceCgroup,
+)> {
+    let bad = |why: String| Error::Usage(format!("--device {v:?}: {why}"));
+    let parts: Vec<&str> = v.split(':').collect();
+    let perms_ok = |p: &str| !p.is_empty() && p.chars().all(|c| "rwm".contains(c));
+    let (host, ctr, perms) = match parts.as_slice() {
+        [h] => (*h, *h, "rwm"),
+        [h, p] if perms_ok(p) => (*h, *h, *p),
+        [h, c] => (*h, *c, "rwm"),
+        [h, c, p] => (*h, *c, *p),
+        _ => return Err(bad("HOST[:CONTAINER][:PERMS]".into())),
+    };
+    if !perms_ok(perms) {
+        return Err(bad(format!(
+            "{perms:?}: the permissions are letters of rwm"
+        )));
+    }
+    if !host.starts_with('/') || !ctr.starts_with('/') {
+        return Err(bad("the paths must be absolute".into()));
+    }
+    // The host path may be a symlink (/dev/disk/by-id/…): its target.
+    let md = std::fs::metadata(host).map_err(|e| bad(format!("{host}: {e}")))?;
+    let node = device_node(&md, Path::new(ctr))
+        .ok_or_else(|| bad(format!("{host} is not a character or block device")))?;
+    let mut rule = oci_spec::runtime::LinuxDeviceCgroup::default();
+    rule.set_allow(true)
+        .set_typ(Some(node.typ()))
+        .set_major(node.major().into())
+        .set_minor(node.minor().into())
+        .set_access(Some(perms.to_string()));
+    Ok((node, rule))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_flags_become_a_node_and_an_allow_rule() {
+        let (node, rule) = device_flag("/dev/zero:/dev/z:r").unwrap();
+        assert_eq!(node.path(), Path::new("/dev/z"));
+        assert_eq!((node.major(), node.minor()), (1, 5));
+        assert!(rule.allow());
+        assert_eq!((rule.major(), rule.minor()), (Some(1), Some(5)));
+        assert_eq!(rule.access().as_deref(), Some("r"));
+        let (node, rule) = device_flag("/dev/null").unwrap();
+        assert_eq!(node.path(), Path::new("/dev/null"));
+        assert_eq!(rule.access().as_deref(), Some("rwm"));
+        assert_eq!(
+            device_flag("/dev/null:rw").unwrap().1.access().as_deref(),
+            Some("rw")
+        );
+    }
 }
