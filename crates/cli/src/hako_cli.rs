@@ -112,6 +112,10 @@ pub enum Cmd {
     },
     /// Details of containers as JSON.
     Inspect {
+        /// Look only for this kind of object: container, image, volume or
+        /// network (default: each, in that order, as Docker).
+        #[arg(long = "type", value_parser = ["container", "image", "volume", "network"])]
+        kind: Option<String>,
         #[arg(required = true)]
         containers: Vec<String>,
     },

@@ -93,15 +93,44 @@ fn chrono_now_ns() -> i64 {
 }
 
 /// `inspect`: every container found is printed; exit 1 if one was not.
-pub fn inspect(dirs: &Dirs, containers: &[String]) -> Result<i32> {
+/// `inspect [--type T] NAME…`: each name as a container, else an image, a
+/// volume or a network (Docker's order), or only as `kind`. Every object
+/// found is printed; one line per name not found, and exit 125.
+pub fn inspect(dirs: &Dirs, kind: Option<&str>, names: &[String]) -> Result<i32> {
     let mut out = Vec::new();
     let mut code = 0;
-    for c in containers {
-        match ops::inspect(dirs, c) {
-            Ok(v) => out.push(v),
-            Err(e) => {
-                eprintln!("hako: {e}");
-                code = 1;
+    let wants = |k: &str| kind.is_none_or(|w| w == k);
+    for n in names {
+        let found = (|| -> Option<serde_json::Value> {
+            if wants("container") {
+                if let Ok(v) = ops::inspect(dirs, n) {
+                    return Some(v);
+                }
+            }
+            if wants("image") {
+                if let Some(v) = dirs.image_store().ok()?.inspect(n).ok() {
+                    return serde_json::to_value(v).ok();
+                }
+            }
+            if wants("volume") {
+                if let Ok(v) = hako_engine::volume::get(dirs, n) {
+                    return Some(v.inspect(dirs));
+                }
+            }
+            if wants("network") {
+                if let Ok(i) = dirs.net_manager().inspect(n) {
+                    let mut v = serde_json::to_value(&i.network).ok()?;
+                    v["containers"] = serde_json::to_value(&i.leases).ok()?;
+                    return Some(v);
+                }
+            }
+            None
+        })();
+        match found {
+            Some(v) => out.push(v),
+            None => {
+                eprintln!("hako: no such {}: {n}", kind.unwrap_or("object"));
+                code = 125;
             }
         }
     }

@@ -3036,6 +3036,34 @@ fn rename_prune_and_version() {
     assert_eq!(names, ["new", "peer"]);
     e.ok(&["rm", "-f", "new", "peer"]);
     e.ok(&["network", "rm", &net]);
+    // inspect finds containers, images, volumes and networks, or one kind.
+    e.ok(&["volume", "create", "iv"]);
+    let kinds = |args: &[&str]| -> Value { serde_json::from_str(&e.out(args)).unwrap() };
+    let v = kinds(&["inspect", "busybox", "iv"]);
+    assert!(
+        v[0]["config"].is_object() || v[0]["Config"].is_object(),
+        "{v}"
+    );
+    assert_eq!(v[1]["Name"], "iv");
+    assert_eq!(
+        kinds(&["inspect", "--type", "volume", "iv"])[0]["Driver"],
+        "local"
+    );
+    let o = e.run(&["inspect", "--type", "container", "iv"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("no such container: iv"),
+        "{}",
+        stderr(&o)
+    );
+    let o = e.run(&["inspect", "nothing-here"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("no such object: nothing-here"),
+        "{}",
+        stderr(&o)
+    );
+    e.ok(&["volume", "rm", "iv"]);
     // version
     let v: Value = serde_json::from_str(&e.out(&["version", "--format", "json"])).unwrap();
     assert_eq!(v["Version"], env!("CARGO_PKG_VERSION"));

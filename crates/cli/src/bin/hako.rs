@@ -113,7 +113,7 @@ fn real_main(cli: Cli) -> Result<i32> {
         Cmd::Unpause { containers } => each(&containers, |c| ops::pause(dirs, c, false).map(drop))?,
         Cmd::Exec(a) => verbs::exec(dirs, a)?,
         Cmd::Logs { args, container } => verbs::logs(dirs, &container, &args)?,
-        Cmd::Inspect { containers } => verbs::inspect(dirs, &containers)?,
+        Cmd::Inspect { kind, containers } => verbs::inspect(dirs, kind.as_deref(), &containers)?,
         Cmd::Top { container } => {
             output::top(&ops::top(dirs, &container)?);
             0
