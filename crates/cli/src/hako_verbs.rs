@@ -108,7 +108,7 @@ pub fn inspect(dirs: &Dirs, kind: Option<&str>, names: &[String]) -> Result<i32>
                 }
             }
             if wants("image") {
-                if let Some(v) = dirs.image_store().ok()?.inspect(n).ok() {
+                if let Ok(v) = dirs.image_store().and_then(|s| Ok(s.inspect(n)?)) {
                     return serde_json::to_value(v).ok();
                 }
             }
