@@ -37,6 +37,9 @@ cargo build -p hako-cli >/dev/null 2>&1
 
 payload=$(mktemp -d /var/tmp/hako-vm-payload.XXXXXX)
 trap 'rm -rf "$payload"' EXIT
+# A TERM or INT ends the script through its EXIT trap (bash skips it otherwise).
+trap 'exit 143' TERM
+trap 'exit 130' INT
 put() { mkdir -p "$payload$(dirname "$1")" && cp -a "$1" "$payload$1"; }
 put "$repo/scripts"
 put "$repo/crates/cli/tests/fixtures"

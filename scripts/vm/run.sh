@@ -17,6 +17,9 @@ img=$(bash "$here/image.sh")
 
 work=$(mktemp -d /var/tmp/hako-vm-run.XXXXXX)
 trap 'rm -rf "$work"' EXIT
+# A TERM or INT ends the script through its EXIT trap (bash skips it otherwise).
+trap 'exit 143' TERM
+trap 'exit 130' INT
 # The kernel unpacks the archives one after the other: the root
 # filesystem, then the payload over it.
 cp "$img/base.cpio" "$work/initrd"
