@@ -2544,7 +2544,8 @@ fn update_changes_limits_and_the_cgroup_manager_is_chosen_as_podman_does() {
     e.ok(&["rm", "-f", "u1"]);
 
     // The other cgroup flags, in the kernel's files (v1 here, v2 in the VM:
-    // shares become a weight, the reservation memory.low, as runc does).
+    // shares become a weight by crun's log-scale fit, 512 -> 59 and
+    // 1024 -> 100; the reservation becomes memory.low).
     let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     #[rustfmt::skip]
     e.ok(&[
@@ -2554,7 +2555,7 @@ fn update_changes_limits_and_the_cgroup_manager_is_chosen_as_podman_does() {
     ]);
     let pid = e.inspect("u2")["State"]["Pid"].as_i64().unwrap();
     let shares = |pid| cgroup_limit(pid, "cpu", "cpu.weight", "cpu.shares");
-    assert_eq!(shares(pid), if unified { "20" } else { "512" });
+    assert_eq!(shares(pid), if unified { "59" } else { "512" });
     assert_eq!(
         cgroup_limit(pid, "cpuset", "cpuset.cpus", "cpuset.cpus"),
         "0"
@@ -2564,7 +2565,7 @@ fn update_changes_limits_and_the_cgroup_manager_is_chosen_as_podman_does() {
         (32u64 << 20).to_string()
     );
     e.ok(&["update", "--cpu-shares", "1024", "u2"]);
-    assert_eq!(shares(pid), if unified { "39" } else { "1024" });
+    assert_eq!(shares(pid), if unified { "100" } else { "1024" });
     // What update did not name stays.
     assert_eq!(
         cgroup_limit(pid, "memory", "memory.low", "memory.soft_limit_in_bytes"),
