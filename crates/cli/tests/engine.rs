@@ -2956,9 +2956,11 @@ fn publish_all_and_free_host_ports_as_docker() {
 #[ignore = "needs root"]
 fn rename_prune_and_version() {
     need_root!();
-    let e = Engine::new("ren");
+    let mut e = Engine::new("ren");
     let net = format!("hkren{}", std::process::id() % 100_000);
     e.ok(&["network", "create", &net]);
+    // Removed by the engine's drop too, should an assertion fail first.
+    e.networks.push(net.clone());
     e.ok(&[
         "run",
         "-d",

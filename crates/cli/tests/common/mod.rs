@@ -271,16 +271,25 @@ pub fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
 pub fn exe_attacker() -> &'static Path {
     static A: OnceLock<PathBuf> = OnceLock::new();
     A.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("hako-test-attacker-{}", std::process::id()));
+        // In the target directory's scratch space (as the engine tests'
+        // fixtures), not a /tmp directory per run: kept, rebuilt when the
+        // source is newer, built aside and renamed for concurrent builds.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
         std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("attacker");
-        let st = Command::new("gcc")
-            .args(["-static", "-O2", "-o"])
-            .arg(&out)
-            .arg(repo_root().join("crates/cli/tests/fixtures/exe_attacker.c"))
-            .status()
-            .expect("run gcc (the C compiler is part of the build toolchain)");
-        assert!(st.success(), "gcc -static exe_attacker.c failed");
+        let src = repo_root().join("crates/cli/tests/fixtures/exe_attacker.c");
+        let out = dir.join("exe_attacker");
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        if mtime(&out).is_none() || mtime(&out) < mtime(&src) {
+            let tmp = dir.join(format!(".exe_attacker.{}", std::process::id()));
+            let st = Command::new("gcc")
+                .args(["-static", "-O2", "-o"])
+                .arg(&tmp)
+                .arg(&src)
+                .status()
+                .expect("run gcc (the C compiler is part of the build toolchain)");
+            assert!(st.success(), "gcc -static exe_attacker.c failed");
+            std::fs::rename(&tmp, &out).unwrap();
+        }
         out
     })
 }
