@@ -99,7 +99,10 @@ impl Engine {
         .unwrap();
         let e = Engine {
             dir,
-            nft: format!("hakot{}", pid % 100_000),
+            // Its own nft table too: engines of one test process share no
+            // IPAM lock, so one's `network rm` (which drops the table once
+            // empty) could race another's `network create` on a shared one.
+            nft: format!("hakot{}x{n}", pid % 100_000),
             networks: Vec::new(),
             subnet_prefix,
         };
