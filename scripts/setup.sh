@@ -6,7 +6,8 @@ export DEBIAN_FRONTEND=noninteractive
 # dbus-daemon: a private bus for the systemd driver's D-Bus client tests.
 # protobuf-compiler: the CRI test client (crates/cli/tests/cri.rs) is generated
 # from Kubernetes' .proto files at build time.
-pkgs=(busybox-static libseccomp-dev pkg-config iproute2 nftables util-linux passt uidmap protobuf-compiler dbus-daemon)
+# criu: checkpoint/restore (crates/cli/tests/checkpoint.rs).
+pkgs=(busybox-static libseccomp-dev pkg-config iproute2 nftables util-linux passt uidmap protobuf-compiler dbus-daemon criu)
 # Extra packages a caller needs (benchmarks, client tests) come as arguments.
 pkgs+=("$@")
 

@@ -158,6 +158,81 @@ pub enum Cmd {
     Pause { id: String },
     /// Thaw a paused container.
     Resume { id: String },
+    /// Dump a running container with CRIU (it stops unless --leave-running).
+    Checkpoint(CheckpointArgs),
+    /// Restore a container from a CRIU checkpoint.
+    Restore(RestoreArgs),
+}
+
+/// CRIU options checkpoint and restore share.
+#[derive(Args, Debug, Clone)]
+pub struct CriuArgs {
+    /// Directory of the checkpoint's images [default: ./checkpoint].
+    #[arg(long = "image-path")]
+    pub image_path: Option<PathBuf>,
+    /// Directory for CRIU's work files and log [default: the image path].
+    #[arg(long = "work-path")]
+    pub work_path: Option<PathBuf>,
+    /// Allow open TCP connections.
+    #[arg(long = "tcp-established")]
+    pub tcp_established: bool,
+    /// Allow external unix sockets.
+    #[arg(long = "ext-unix-sk")]
+    pub ext_unix_sk: bool,
+    /// Allow a shell job (a process attached to the caller's terminal).
+    #[arg(long = "shell-job")]
+    pub shell_job: bool,
+    /// Handle file locks.
+    #[arg(long = "file-locks")]
+    pub file_locks: bool,
+    /// How CRIU handles cgroups: soft, full, strict or ignore.
+    #[arg(long = "manage-cgroups-mode")]
+    pub manage_cgroups_mode: Option<String>,
+    /// Make this namespace anew, empty, instead of dumping and restoring
+    /// it (only "network").
+    #[arg(long = "empty-ns", value_parser = ["network"])]
+    pub empty_ns: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckpointArgs {
+    #[command(flatten)]
+    pub criu: CriuArgs,
+    /// A previous pre-dump's images, for an incremental dump.
+    #[arg(long = "parent-path")]
+    pub parent_path: Option<PathBuf>,
+    /// Leave the container running after the checkpoint.
+    #[arg(long = "leave-running")]
+    pub leave_running: bool,
+    /// Dump memory only, leaving the container running (for --parent-path).
+    #[arg(long = "pre-dump")]
+    pub pre_dump: bool,
+    pub id: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub criu: CriuArgs,
+    /// Path to the bundle directory.
+    #[arg(short = 'b', long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// Unix socket that receives the new pty master of a terminal container.
+    #[arg(long = "console-socket")]
+    pub console_socket: Option<PathBuf>,
+    /// Write the restored init's host pid to this file.
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// Return once restored instead of waiting for the container.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Accepted for runc compatibility.
+    #[arg(long = "no-subreaper")]
+    pub no_subreaper: bool,
+    /// Accepted for runc compatibility (CRIU sets up the root).
+    #[arg(long = "no-pivot")]
+    pub no_pivot: bool,
+    pub id: String,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -18,6 +18,7 @@ use crate::sync::{Channel, Msg};
 use crate::sys;
 
 pub use crate::cgroup::{freeze_process, process_frozen, remove_empty_group};
+pub use crate::criu::{checkpoint, restore, restore_with, CheckpointOpts, RestoreOpts};
 pub use crate::exec::{default_process, exec, ExecOpts};
 pub use crate::state::{State, Status};
 
@@ -892,7 +893,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
     finish_delete(&dir, &st)
 }
 
-fn finish_delete(dir: &StateDir, st: &State) -> Result<()> {
+pub(crate) fn finish_delete(dir: &StateDir, st: &State) -> Result<()> {
     // A frozen cgroup would keep its processes from dying.
     if let Some(m) = crate::cgroup::from_state(st) {
         let _ = m.thaw();

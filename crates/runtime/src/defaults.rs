@@ -144,7 +144,10 @@ pub fn features() -> Value {
             "mountExtensions": {"idmap": {"enabled": false}}
         },
         "annotations": {
-            "io.github.hako.version": env!("CARGO_PKG_VERSION")
+            "io.github.hako.version": env!("CARGO_PKG_VERSION"),
+            // runc's key: checkpoint/restore works here (criu is installed).
+            "org.opencontainers.runc.checkpoint.enabled":
+                crate::criu::installed().to_string()
         }
     })
 }

@@ -13,6 +13,7 @@ pub mod os;
 mod caps;
 mod cgroup;
 mod console;
+mod criu;
 mod defaults;
 mod dmz;
 mod error;

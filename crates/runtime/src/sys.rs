@@ -610,6 +610,14 @@ pub fn dup2(old: RawFd, new: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// A close-on-exec copy of `fd` numbered `min` or above.
+pub fn dup_above(fd: BorrowedFd<'_>, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on a valid fd returns a new fd we then own.
+    let n = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) })?;
+    // SAFETY: n is a fresh fd from the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
 pub fn socketpair_seqpacket() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: fds is a valid 2-element array.
@@ -664,7 +672,20 @@ pub fn send_fd(sock: BorrowedFd<'_>, data: &[u8], fd: BorrowedFd<'_>) -> io::Res
 
 /// Receive one fd sent with SCM_RIGHTS; returns payload and the fd.
 pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<(Vec<u8>, OwnedFd)> {
-    let mut data = vec![0u8; 4096];
+    match recv_msg(sock, 4096)? {
+        (data, Some(fd)) => Ok((data, fd)),
+        (_, None) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "message carried no file descriptor",
+        )),
+    }
+}
+
+/// Receive one message of at most `max` bytes and the fd it may carry
+/// (SCM_RIGHTS). A message that filled the buffer is refused: on a
+/// SOCK_SEQPACKET socket its tail would be lost.
+pub fn recv_msg(sock: BorrowedFd<'_>, max: usize) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
+    let mut data = vec![0u8; max];
     // SAFETY: pure size computation.
     let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
     let mut cbuf = vec![0u8; space];
@@ -678,32 +699,43 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<(Vec<u8>, OwnedFd)> {
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
     msg.msg_controllen = space;
-    // SAFETY: buffers are valid for their stated lengths.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
+    let n = loop {
+        // SAFETY: buffers are valid for their stated lengths.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    if msg.msg_flags & libc::MSG_TRUNC != 0 || (max > 0 && n == max) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a message longer than {max} bytes"),
+        ));
     }
-    data.truncate(n as usize);
+    data.truncate(n);
     // SAFETY: the kernel filled msg_control; CMSG_FIRSTHDR checks the length.
-    unsafe {
+    let fd = unsafe {
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         if cmsg.is_null()
             || (*cmsg).cmsg_level != libc::SOL_SOCKET
             || (*cmsg).cmsg_type != libc::SCM_RIGHTS
         {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "message carried no file descriptor",
-            ));
+            None
+        } else {
+            let mut fd: RawFd = -1;
+            std::ptr::copy_nonoverlapping(
+                libc::CMSG_DATA(cmsg),
+                &mut fd as *mut RawFd as *mut u8,
+                std::mem::size_of::<RawFd>(),
+            );
+            Some(OwnedFd::from_raw_fd(fd))
         }
-        let mut fd: RawFd = -1;
-        std::ptr::copy_nonoverlapping(
-            libc::CMSG_DATA(cmsg),
-            &mut fd as *mut RawFd as *mut u8,
-            std::mem::size_of::<RawFd>(),
-        );
-        Ok((data, OwnedFd::from_raw_fd(fd)))
-    }
+    };
+    Ok((data, fd))
 }
 
 /// Block every signal in this thread; returns the previous mask.

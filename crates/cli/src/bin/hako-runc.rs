@@ -198,6 +198,21 @@ fn print_event(kind: &str, id: &str, data: Option<serde_json::Value>) -> Result<
     Ok(())
 }
 
+/// runc's default image path: `checkpoint` in the current directory.
+/// Relative paths become absolute (CRIU gets them as fds, the log path
+/// is reported).
+fn image_path(a: &runc_cli::CriuArgs) -> Result<std::path::PathBuf> {
+    let p = a
+        .image_path
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("checkpoint"));
+    Ok(if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}
+
 fn owner_name(uid: u32) -> String {
     if let Ok(p) = std::fs::read_to_string("/etc/passwd") {
         for l in p.lines() {
@@ -211,7 +226,7 @@ fn owner_name(uid: u32) -> String {
 }
 
 fn run(cli: Cli) -> Result<i32> {
-    let creates = matches!(&cli.cmd, Cmd::Create(_) | Cmd::Run { .. });
+    let creates = matches!(&cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Restore(_));
     if creates && cli.systemd_cgroup && !std::path::Path::new("/run/systemd/system").exists() {
         bail!("--systemd-cgroup: the systemd cgroup driver needs systemd as init, and systemd is not running here");
     }
@@ -396,6 +411,44 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Pause { id } => container::pause(root, id)?,
         Cmd::Resume { id } => container::resume(root, id)?,
+        Cmd::Checkpoint(a) => container::checkpoint(&container::CheckpointOpts {
+            root: root.clone(),
+            id: a.id.clone(),
+            image_path: image_path(&a.criu)?,
+            work_path: a.criu.work_path.clone(),
+            parent_path: a.parent_path.clone(),
+            leave_running: a.leave_running,
+            tcp_established: a.criu.tcp_established,
+            ext_unix_sk: a.criu.ext_unix_sk,
+            shell_job: a.criu.shell_job,
+            file_locks: a.criu.file_locks,
+            pre_dump: a.pre_dump,
+            manage_cgroups_mode: a.criu.manage_cgroups_mode.clone(),
+            empty_network: a.criu.empty_ns.is_some(),
+        })?,
+        Cmd::Restore(a) => {
+            return Ok(container::restore(&container::RestoreOpts {
+                create: CreateOpts {
+                    id: a.id.clone(),
+                    bundle: a.bundle.clone(),
+                    root: root.clone(),
+                    pid_file: a.pid_file.clone(),
+                    console_socket: a.console_socket.clone(),
+                    no_pivot: a.no_pivot,
+                    systemd_cgroup: cli.systemd_cgroup,
+                    ..Default::default()
+                },
+                image_path: image_path(&a.criu)?,
+                work_path: a.criu.work_path.clone(),
+                detach: a.detach,
+                tcp_established: a.criu.tcp_established,
+                ext_unix_sk: a.criu.ext_unix_sk,
+                shell_job: a.criu.shell_job,
+                file_locks: a.criu.file_locks,
+                manage_cgroups_mode: a.criu.manage_cgroups_mode.clone(),
+                empty_network: a.criu.empty_ns.is_some(),
+            })?);
+        }
         Cmd::Features => {
             println!(
                 "{}",

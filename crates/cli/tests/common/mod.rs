@@ -309,6 +309,7 @@ pub fn attacker_verdict(log: &Path, deadline: Duration) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+pub mod criu;
 pub mod host;
 
 /// The lines a long-running command (`hako-runc events`) prints, as they
