@@ -13,7 +13,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::criu::criu_works;
@@ -32,21 +32,12 @@ fn pipe() -> (std::fs::File, std::fs::File) {
     }
 }
 
-/// Runs `hako-runc <args>` with pipes on its stdio (what containerd and
-/// conmon give a container, and what CRIU can carry across a restore);
-/// returns the exit status, stderr, and the read end of the container's
-/// stdout. The stdin pipe's write end is kept by the caller.
-fn with_pipes(
-    b: &Bundle,
-    args: &[&str],
-) -> (
-    std::process::ExitStatus,
-    String,
-    std::fs::File,
-    std::fs::File,
-) {
+/// Runs `hako-runc <args>` with the host's /dev/null as stdin and pipes
+/// as stdout and stderr, as conmon and containerd's shim give a
+/// container; CRIU must carry both across a restore. Returns the exit
+/// status, stderr, and the read end of the container's stdout.
+fn with_pipes(b: &Bundle, args: &[&str]) -> (std::process::ExitStatus, String, std::fs::File) {
     b.write();
-    let (in_r, in_w) = pipe();
     let (out_r, out_w) = pipe();
     let (err_r, err_w) = pipe();
     let mut cmd = Command::new(bin());
@@ -54,7 +45,10 @@ fn with_pipes(
     if systemd_driver() {
         cmd.arg("--systemd-cgroup");
     }
-    cmd.args(args).stdin(in_r).stdout(out_w).stderr(err_w);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(out_w)
+        .stderr(err_w);
     let st = cmd.status().unwrap();
     drop(cmd);
     // The container may hold the write end: read what hako-runc wrote
@@ -64,7 +58,7 @@ fn with_pipes(
     unsafe { libc::fcntl(err_r.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
     let mut e = Vec::new();
     let _ = std::io::Read::read_to_end(&mut &err_r, &mut e);
-    (st, String::from_utf8_lossy(&e).into_owned(), out_r, in_w)
+    (st, String::from_utf8_lossy(&e).into_owned(), out_r)
 }
 
 /// A counter printing 1, 2, 3… to stdout and to a file it keeps open,
@@ -131,7 +125,7 @@ fn a_counter_goes_on_counting_after_checkpoint_delete_restore_or_says_why() {
     need_root!();
     let b = counter();
     let bp = b.path().to_string_lossy().into_owned();
-    let (st, err, out, _stdin) = with_pipes(&b, &["run", "-d", "-b", &bp, "ck1"]);
+    let (st, err, out) = with_pipes(&b, &["run", "-d", "-b", &bp, "ck1"]);
     assert!(st.success(), "run -d: {err}");
     let mut out = BufReader::new(out);
     // It counts.
@@ -175,7 +169,7 @@ fn a_counter_goes_on_counting_after_checkpoint_delete_restore_or_says_why() {
     // Restored under the same id with new pipes: it prints last+1 on the
     // new stdout, and its open file goes on growing.
     let pidfile = b.path().join("restored.pid");
-    let (st, err, out2, _stdin2) = with_pipes(
+    let (st, err, out2) = with_pipes(
         &b,
         &[
             "restore",
@@ -227,7 +221,7 @@ fn a_counter_goes_on_counting_after_checkpoint_delete_restore_or_says_why() {
 /// the image restores after it is deleted.
 fn leave_running(b: &Bundle) {
     let bp = b.path().to_string_lossy().into_owned();
-    let (st, err, out, _stdin) = with_pipes(b, &["run", "-d", "-b", &bp, "ck2"]);
+    let (st, err, out) = with_pipes(b, &["run", "-d", "-b", &bp, "ck2"]);
     assert!(st.success(), "run -d: {err}");
     let mut out = BufReader::new(out);
     while next_number(&mut out).unwrap() < 3 {}
@@ -252,7 +246,7 @@ fn leave_running(b: &Bundle) {
     assert!(next_number(&mut out).unwrap() > n, "still counting");
     ok(&b.runc(&["delete", "-f", "ck2"]));
     // The image of the running container restores.
-    let (st, err, out2, _stdin2) = with_pipes(
+    let (st, err, out2) = with_pipes(
         b,
         &["restore", "-d", "--image-path", &images_s, "-b", &bp, "ck2"],
     );

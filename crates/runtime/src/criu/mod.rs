@@ -191,18 +191,69 @@ fn restore_mounts(plan: &Plan, cgroup_binds: &[(PathBuf, PathBuf)]) -> Vec<ExtMo
     out
 }
 
-/// The init's stdio that were pipes (`pipe:[ino]`, as readlink shows
-/// them), handed to CRIU as the restoring runtime's own fd of that number.
-fn pipe_inherits(descriptors: &[String]) -> Vec<InheritFd> {
+/// The init's stdio that came from outside the container, handed to CRIU
+/// on restore as the restoring runtime's own fd of that number: pipes
+/// (`pipe:[ino]`, as readlink shows them; runc does the same) and files on
+/// mounts the container does not see (`file[mnt:ino]`, e.g. the host's
+/// /dev/null that conmon and the engine give as stdin).
+fn stdio_inherits(descriptors: &[String]) -> Vec<InheritFd> {
     descriptors
         .iter()
         .enumerate()
-        .filter(|(_, d)| d.starts_with("pipe:"))
+        .filter(|(_, d)| d.starts_with("pipe:") || d.starts_with("file["))
         .map(|(i, d)| InheritFd {
             key: d.clone(),
             fd: i as i32,
         })
         .collect()
+}
+
+/// What `descriptors.json` says of one of the init's stdio fds: what
+/// readlink shows, except for a file on a mount outside the container's
+/// mount namespace (`visible`: its mount ids), which CRIU cannot dump: it
+/// becomes CRIU's external file `file[mnt_id:inode]` (hex), for the
+/// restoring process to provide.
+fn stdio_entry(link: &str, mnt_id: Option<u64>, ino: u64, visible: &[u64]) -> String {
+    let special = ["pipe:", "socket:", "anon_inode:"]
+        .iter()
+        .any(|p| link.starts_with(p));
+    match mnt_id {
+        Some(m) if !special && !link.is_empty() && !visible.contains(&m) => {
+            format!("file[{m:x}:{ino:x}]")
+        }
+        _ => link.to_string(),
+    }
+}
+
+/// The stdio entries of a running init, and the external files among them.
+fn stdio_of(pid: i32) -> (Vec<String>, Vec<String>) {
+    let visible: Vec<u64> = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+        .collect();
+    let mut entries = Vec::new();
+    for i in 0..3 {
+        let link = std::fs::read_link(format!("/proc/{pid}/fd/{i}"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let mnt_id = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{i}"))
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("mnt_id:"))
+                    .and_then(|v| v.trim().parse().ok())
+            });
+        let ino = std::fs::metadata(format!("/proc/{pid}/fd/{i}"))
+            .map_or(0, |m| std::os::unix::fs::MetadataExt::ino(&m));
+        entries.push(stdio_entry(&link, mnt_id, ino, &visible));
+    }
+    let external = entries
+        .iter()
+        .filter(|e| e.starts_with("file["))
+        .cloned()
+        .collect();
+    (entries, external)
 }
 
 /// `cg_root` entries from a /proc/PID/cgroup: every controller (or the
@@ -377,13 +428,8 @@ pub fn checkpoint(o: &CheckpointOpts) -> Result<()> {
     } else {
         opts.ext_mnt = dump_mounts(&plan, &cgroup_binds, &masked_files);
         // runc's descriptors.json: what the init's stdio were.
-        let fds: Vec<String> = (0..3)
-            .map(|i| {
-                std::fs::read_link(format!("/proc/{}/fd/{i}", st.pid))
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            })
-            .collect();
+        let (fds, external) = stdio_of(st.pid);
+        opts.external.extend(external);
         let json = serde_json::to_vec(&fds).map_err(|e| Error::Other(e.to_string()))?;
         state::atomic_write(
             &o.image_path.join(DESCRIPTORS),
@@ -656,7 +702,7 @@ pub fn restore_with(
             .map(|(d, h)| (d, own_dir(&h)))
             .collect();
 
-    let mut inherit = pipe_inherits(&descriptors);
+    let mut inherit = stdio_inherits(&descriptors);
     for (i, (kind, _)) in ns_fds.iter().enumerate() {
         inherit.push(InheritFd {
             key: ns_key(*kind).into(),

@@ -129,15 +129,37 @@ fn joined_network_and_pid_namespaces_are_external() {
 }
 
 #[test]
-fn only_pipes_on_stdio_are_inherited() {
+fn stdio_from_outside_is_inherited() {
     let d = [
-        "/dev/null".to_string(),
+        "file[19:4]".to_string(),
         "pipe:[4242]".to_string(),
-        "pipe:[4243]".to_string(),
+        "/dev/pts/0".to_string(),
     ];
-    let i = pipe_inherits(&d);
+    let i = stdio_inherits(&d);
     let got: Vec<(&str, i32)> = i.iter().map(|x| (x.key.as_str(), x.fd)).collect();
-    assert_eq!(got, [("pipe:[4242]", 1), ("pipe:[4243]", 2)]);
+    assert_eq!(got, [("file[19:4]", 0), ("pipe:[4242]", 1)]);
+}
+
+#[test]
+fn files_on_mounts_the_container_cannot_see_are_external() {
+    let visible = [100, 101];
+    // The host's /dev/null (mount 25): CRIU's external id, in hex.
+    assert_eq!(
+        stdio_entry("/dev/null", Some(25), 4, &visible),
+        "file[19:4]"
+    );
+    // A file inside the container, a pipe, a socket: as readlink says.
+    assert_eq!(stdio_entry("/log", Some(101), 77, &visible), "/log");
+    assert_eq!(
+        stdio_entry("pipe:[4242]", Some(14), 4242, &visible),
+        "pipe:[4242]"
+    );
+    assert_eq!(
+        stdio_entry("socket:[9]", Some(9), 9, &visible),
+        "socket:[9]"
+    );
+    // A closed fd.
+    assert_eq!(stdio_entry("", None, 0, &visible), "");
 }
 
 #[test]
