@@ -326,6 +326,23 @@ pub enum ContainerCmd {
         #[arg(short, long)]
         force: bool,
     },
+    /// Checkpoint running containers with CRIU (they then show as exited,
+    /// to be restored); as podman's.
+    Checkpoint {
+        /// Leave the containers running after the checkpoint.
+        #[arg(short = 'R', long = "leave-running")]
+        leave_running: bool,
+        /// Checkpoint open TCP connections too.
+        #[arg(long = "tcp-established")]
+        tcp_established: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Restore checkpointed containers: they run on from their checkpoint.
+    Restore {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

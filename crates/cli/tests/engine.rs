@@ -3171,3 +3171,114 @@ fn ps_filters_and_log_windows() {
         stderr(&o)
     );
 }
+
+#[path = "common/criu.rs"]
+mod criu;
+use criu::criu_works;
+
+/// The numbers a counter container printed so far (its log).
+fn counted(e: &Engine, name: &str) -> Vec<u64> {
+    e.out(&["logs", name])
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn checkpoint_and_restore_a_counter_on_the_bridge() {
+    need_root!();
+    let e = Engine::new("ckpt");
+    let script = "exec 3>>/count.log; i=0; \
+                  while :; do i=$((i+1)); echo $i; echo $i >&3; sleep 0.05; done";
+    e.ok(&["run", "-d", "--name", "ctr", "busybox", "sh", "-c", script]);
+    poll(10, "the counter to count", || {
+        (counted(&e, "ctr").len() >= 5).then_some(())
+    });
+    let ip = e.inspect("ctr")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(ip.starts_with(&e.subnet_prefix), "{ip}");
+
+    if !criu_works() {
+        let o = e.run(&["container", "checkpoint", "ctr"]);
+        assert_eq!(o.status.code(), Some(125));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("criu failed") && err.contains("criu check"),
+            "{err}"
+        );
+        assert_eq!(e.inspect("ctr")["State"]["Status"], "running");
+        let n = counted(&e, "ctr").len();
+        poll(10, "the counter to go on", || {
+            (counted(&e, "ctr").len() > n).then_some(())
+        });
+        let o = e.run(&["container", "restore", "ctr"]);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("is running"));
+        return;
+    }
+
+    // Checkpointed, it shows as exited 0 and its network is released.
+    assert_eq!(e.out(&["container", "checkpoint", "ctr"]).trim(), "ctr");
+    let st = e.inspect("ctr")["State"].clone();
+    assert_eq!(st["Status"], "exited", "{st}");
+    assert_eq!(st["ExitCode"], 0, "{st}");
+    assert_eq!(st["Checkpointed"], true, "{st}");
+    let last = *counted(&e, "ctr").last().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(*counted(&e, "ctr").last().unwrap(), last, "it stopped");
+
+    // Restored, it counts on from there, in the same log, with its open
+    // file, and on the network again.
+    assert_eq!(e.out(&["container", "restore", "ctr"]).trim(), "ctr");
+    assert_eq!(e.inspect("ctr")["State"]["Status"], "running");
+    let after = poll(10, "the counter to go on", || {
+        let c = counted(&e, "ctr");
+        (c.len() > c.iter().position(|n| *n == last)? + 3).then_some(c)
+    });
+    let at = after.iter().position(|n| *n == last).unwrap();
+    assert_eq!(after[at + 1], last + 1, "continues from the checkpoint");
+    let in_file: u64 = e
+        .out(&["exec", "ctr", "tail", "-n1", "/count.log"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(in_file > last, "the open file grows: {in_file} vs {last}");
+    let ip2 = e.inspect("ctr")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(ip2.starts_with(&e.subnet_prefix), "{ip2}");
+    let addr = e.out(&["exec", "ctr", "ip", "-4", "addr", "show", "eth0"]);
+    assert!(addr.contains(&format!("{ip2}/")), "{addr}");
+
+    // --leave-running keeps it going.
+    assert_eq!(
+        e.out(&["container", "checkpoint", "--leave-running", "ctr"])
+            .trim(),
+        "ctr"
+    );
+    assert_eq!(e.inspect("ctr")["State"]["Status"], "running");
+    let n = counted(&e, "ctr").len();
+    poll(10, "the counter to go on", || {
+        (counted(&e, "ctr").len() > n).then_some(())
+    });
+    let o = e.run(&["container", "restore", "ctr"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is running"));
+
+    // A container that was never checkpointed has nothing to restore, and
+    // an exited one cannot be checkpointed.
+    e.ok(&["run", "--name", "plain", "busybox", "true"]);
+    let o = e.run(&["container", "restore", "plain"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("has no checkpoint"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = e.run(&["container", "checkpoint", "plain"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not running"));
+    e.ok(&["rm", "-f", "ctr", "plain"]);
+}

@@ -527,6 +527,30 @@ fn scope_of(pid: i64) -> (PathBuf, String) {
     )
 }
 
+/// podman with its own roots under `d`, the systemd cgroup manager, no
+/// network and hako-runc as its runtime.
+fn podman_at(d: &Path) -> impl Fn(&[&str]) -> std::process::Output + '_ {
+    std::fs::write(
+        d.join("containers.conf"),
+        "[containers]\nnetns = \"none\"\n[engine]\ncgroup_manager = \"systemd\"\nevents_logger = \"file\"\n",
+    )
+    .unwrap();
+    move |args: &[&str]| {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", d.join("containers.conf"))
+            .arg("--root")
+            .arg(d.join("root"))
+            .arg("--runroot")
+            .arg(d.join("runroot"))
+            .arg("--tmpdir")
+            .arg(d.join("tmp"))
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "systemd"])
+            .args(["--runtime", bin()])
+            .args(args);
+        run_with_timeout(c, std::time::Duration::from_secs(90))
+    }
+}
+
 #[test]
 #[ignore = "needs root"]
 fn podman_drives_hako_runc_with_systemd_cgroups() {
@@ -538,26 +562,7 @@ fn podman_drives_hako_runc_with_systemd_cgroups() {
         .unwrap();
     let rootfs = rootfs_copy(d.path());
     let r = rootfs.to_str().unwrap();
-    std::fs::write(
-        d.path().join("containers.conf"),
-        "[containers]\nnetns = \"none\"\n[engine]\ncgroup_manager = \"systemd\"\nevents_logger = \"file\"\n",
-    )
-    .unwrap();
-    let podman = |args: &[&str]| {
-        let p = d.path();
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", p.join("containers.conf"))
-            .arg("--root")
-            .arg(p.join("root"))
-            .arg("--runroot")
-            .arg(p.join("runroot"))
-            .arg("--tmpdir")
-            .arg(p.join("tmp"))
-            .args(["--storage-driver", "vfs", "--cgroup-manager", "systemd"])
-            .args(["--runtime", bin()])
-            .args(args);
-        run_with_timeout(c, std::time::Duration::from_secs(90))
-    };
+    let podman = podman_at(d.path());
     // run --rm: output and exit code.
     let o = podman(&["run", "--rm", "--rootfs", r, "sh", "-c", "echo hi; exit 3"]);
     assert_eq!(
@@ -597,6 +602,53 @@ fn podman_drives_hako_runc_with_systemd_cgroups() {
     ok(&podman(&["rm", "p1"]));
     assert!(unit_gone(&unit), "{}", show(&unit, "LoadState"));
     assert!(!dir.exists());
+}
+
+#[test]
+#[ignore = "needs root"]
+fn podman_checkpoints_and_restores_through_hako_runc() {
+    need_root!();
+    systemd_host();
+    let d = tempfile::Builder::new()
+        .prefix("hako-vm-podck-")
+        .tempdir()
+        .unwrap();
+    let rootfs = rootfs_copy(d.path());
+    let r = rootfs.to_str().unwrap();
+    let podman = podman_at(d.path());
+    let counted = || -> Vec<u64> {
+        stdout(&podman(&["logs", "pc"]))
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    ok(&podman(&[
+        "run",
+        "-d",
+        "--name",
+        "pc",
+        "--rootfs",
+        r,
+        "sh",
+        "-c",
+        "i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done",
+    ]));
+    wait_for(|| counted().len() >= 5, "the counter to count");
+    ok(&podman(&["container", "checkpoint", "pc"]));
+    let state = ok(&podman(&["inspect", "--format", "{{.State.Status}}", "pc"]));
+    assert_eq!(state.trim(), "exited");
+    let last = *counted().last().unwrap();
+    ok(&podman(&["container", "restore", "pc"]));
+    let state = ok(&podman(&["inspect", "--format", "{{.State.Status}}", "pc"]));
+    assert_eq!(state.trim(), "running");
+    wait_for(
+        || counted().iter().any(|n| *n > last + 3),
+        "the restored counter to go on",
+    );
+    let c = counted();
+    let at = c.iter().position(|n| *n == last).unwrap();
+    assert_eq!(c[at + 1], last + 1, "continues from the checkpoint: {c:?}");
+    ok(&podman(&["rm", "-f", "pc"]));
 }
 
 /// A private containerd (no CRI), killed when dropped.

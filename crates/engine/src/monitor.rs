@@ -360,17 +360,43 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
         systemd_cgroup: rec.cgroup_manager == crate::config::CgroupManager::Systemd,
         ..Default::default()
     };
+    // A restore attaches the network inside the namespaces CRIU made,
+    // before the restored tasks run; a create after the init exists.
+    let mut restored_networks = None;
     let created = {
         let borrowed: Vec<(i32, BorrowedFd<'_>)> =
             swap_targets.iter().map(|(n, f)| (*n, f.as_fd())).collect();
         let _swap = StdioSwap::new(&borrowed)?;
-        container::create(&opts)
+        if rec.restoring {
+            restore(dirs, &rec, &opts, &mut restored_networks).map(|()| None)
+        } else {
+            container::create(&opts).map(Some).map_err(Error::from)
+        }
     };
     drop(swap_targets);
-    let created = created?;
-    let pid = created.state.pid;
-    let pidfd = created.pidfd;
-    drop(created.dir);
+    let (pid, pidfd) = match created {
+        Ok(Some(c)) => (c.state.pid, c.pidfd),
+        Ok(None) => match container::load(&root, id)
+            .map_err(Error::from)
+            .and_then(|(_, st, _)| {
+                os::pidfd_open(st.pid)
+                    .map(|fd| (st.pid, fd))
+                    .map_err(crate::sys_err("pidfd_open the restored init"))
+            }) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = container::delete(&root, id, true);
+                let _ = dirs.net_manager().release(id);
+                return Err(e);
+            }
+        },
+        Err(e) => {
+            if rec.restoring {
+                let _ = dirs.net_manager().release(id);
+            }
+            return Err(e);
+        }
+    };
 
     let fail = |e: Error| -> Error {
         let _ = os::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
@@ -401,9 +427,12 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
         (s, _) => s,
     };
 
-    let networks = match crate::network::attach(dirs, &rec, pid) {
-        Ok(n) => n,
-        Err(e) => return Err(fail(e)),
+    let networks = match restored_networks {
+        Some(n) => n,
+        None => match crate::network::attach(dirs, &rec, pid) {
+            Ok(n) => n,
+            Err(e) => return Err(fail(e)),
+        },
     };
     // Hold the published host ports while the container runs, as podman's
     // conmon does: no host program can take them from under the DNAT.
@@ -434,8 +463,10 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
     }) {
         return Err(fail(e));
     }
-    if let Err(e) = container::start(&root, id) {
-        return Err(fail(e.into()));
+    if !rec.restoring {
+        if let Err(e) = container::start(&root, id) {
+            return Err(fail(e.into()));
+        }
     }
     Ok(Started {
         pid,
@@ -443,6 +474,37 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
         streams,
         _held_ports: held_ports,
     })
+}
+
+/// Restore the container from its checkpoint (`container restore`), with
+/// the monitor's stdio as the restored init's pipes; the network is
+/// attached (into `networks`) once CRIU has made the namespaces.
+fn restore(
+    dirs: &Dirs,
+    rec: &record::Record,
+    opts: &CreateOpts,
+    networks: &mut Option<Vec<record::NetAddr>>,
+) -> Result<()> {
+    let empty_network = crate::ops::engine_network(rec);
+    let mut attach = |pid: i32| -> hako_runtime::Result<()> {
+        if empty_network {
+            let n = crate::network::attach(dirs, rec, pid)
+                .map_err(|e| hako_runtime::Error::Other(format!("attach the network: {e}")))?;
+            *networks = Some(n);
+        }
+        Ok(())
+    };
+    container::restore_with(
+        &container::RestoreOpts {
+            create: opts.clone(),
+            image_path: crate::ops::checkpoint_dir(dirs, &rec.id),
+            detach: true,
+            empty_network,
+            ..Default::default()
+        },
+        &mut attach,
+    )?;
+    Ok(())
 }
 
 /// Rootless: become root of a new user namespace that maps 0 to us (as
@@ -640,8 +702,11 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
     log.flush();
     drop(_raw);
     let code = status.map_or(255, os::exit_code);
+    // Read before `finish`: the checkpoint verb clears the flag once the
+    // end is recorded. A checkpointed container stays, to be restored.
+    let checkpointed = record::load(dirs, id).is_ok_and(|r| r.checkpointing);
     crate::teardown::finish(dirs, id, Some(code));
-    if rm {
+    if rm && !checkpointed {
         let _ = crate::teardown::remove_all_and_volumes(dirs, id);
     }
     let _ = os::set_sigmask(&os::empty_sigmask());

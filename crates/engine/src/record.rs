@@ -301,6 +301,16 @@ pub struct Record {
     /// Who makes the container's cgroup (chosen at create).
     #[serde(default)]
     pub cgroup_manager: crate::config::CgroupManager,
+    /// A checkpoint is being taken: the init's end is the checkpoint's
+    /// (exit code 0, no `--rm`), not the container's.
+    #[serde(default)]
+    pub checkpointing: bool,
+    /// When the checkpoint in the container's directory was taken.
+    #[serde(default)]
+    pub checkpointed_at: Option<String>,
+    /// The next monitor restores the checkpoint instead of creating.
+    #[serde(default)]
+    pub restoring: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -357,6 +367,9 @@ impl Record {
             command: String::new(),
             stop_signal: None,
             cgroup_manager: Default::default(),
+            checkpointing: false,
+            checkpointed_at: None,
+            restoring: false,
         }
     }
 

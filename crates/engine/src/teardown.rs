@@ -22,7 +22,13 @@ pub fn finish(dirs: &Dirs, id: &str, code: Option<i32>) {
     release(dirs, id);
     let _ = record::update(dirs, id, |r| {
         r.phase = Phase::Exited;
-        r.exit_code = code.or(r.exit_code);
+        // CRIU ends a checkpointed init with SIGKILL; the container did not
+        // fail (podman and Docker show a checkpointed container as exited 0).
+        r.exit_code = if r.checkpointing {
+            Some(0)
+        } else {
+            code.or(r.exit_code)
+        };
         r.finished_at = Some(now_rfc3339_nanos());
         r.monitor_pid = 0;
     });

@@ -92,6 +92,20 @@ fn real_main(cli: Cli) -> Result<i32> {
             output::deleted("Containers", &ops::prune(dirs)?);
             0
         }
+        Cmd::Container(ContainerCmd::Checkpoint {
+            leave_running,
+            tcp_established,
+            containers,
+        }) => {
+            let o = ops::CheckpointOptions {
+                leave_running,
+                tcp_established,
+            };
+            each(&containers, |c| ops::checkpoint(dirs, c, &o).map(drop))?
+        }
+        Cmd::Container(ContainerCmd::Restore { containers }) => {
+            each(&containers, |c| ops::restore(dirs, c).map(drop))?
+        }
         Cmd::Version { format } => output::version(format.as_deref())?,
         Cmd::Completion { shell, dir } => verbs::completion(&shell, dir.as_deref())?,
         Cmd::Rename {

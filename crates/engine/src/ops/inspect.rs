@@ -61,6 +61,14 @@ pub fn inspect(dirs: &Dirs, name: &str) -> Result<Value> {
             "StartedAt": r.started_at,
             "FinishedAt": r.finished_at,
             "MonitorPid": if monitor_alive(&r) { r.monitor_pid } else { 0 },
+            // podman's: a checkpoint ended it and can restore it.
+            "Checkpointed": r.checkpointed_at.is_some() && matches!(s, Status::Exited(_)),
+            "CheckpointedAt": r.checkpointed_at,
+            "CheckpointPath": if r.checkpointed_at.is_some() {
+                json!(super::checkpoint_dir(dirs, &id))
+            } else {
+                json!("")
+            },
         },
         "HostPid": pid,
         "Namespaces": if live { Value::Object(ns_ids(pid)) } else { json!({}) },

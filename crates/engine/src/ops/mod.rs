@@ -3,6 +3,7 @@
 //! manager; what a container's end undoes lives in [`crate::teardown`], and
 //! the monitor (below the verbs) never calls back into them.
 
+mod checkpoint;
 mod create;
 mod inspect;
 mod logs;
@@ -18,6 +19,9 @@ mod top;
 mod update;
 mod wait;
 
+pub use checkpoint::{
+    checkpoint, engine_network, image_dir as checkpoint_dir, restore, CheckpointOptions,
+};
 pub use create::create;
 pub use inspect::inspect;
 pub use logs::{logs, time_bound, LogOptions};
