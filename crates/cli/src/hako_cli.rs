@@ -335,12 +335,29 @@ pub enum ContainerCmd {
         /// Checkpoint open TCP connections too.
         #[arg(long = "tcp-established")]
         tcp_established: bool,
+        /// Also write the checkpoint, the settings and the root
+        /// filesystem's changes to this archive (for restore --import).
+        #[arg(short = 'e', long = "export", value_name = "FILE")]
+        export: Option<PathBuf>,
         #[arg(required = true)]
         containers: Vec<String>,
     },
     /// Restore checkpointed containers: they run on from their checkpoint.
+    /// With --import, a new container from a checkpoint archive.
     Restore {
-        #[arg(required = true)]
+        /// A new container from this archive (container checkpoint
+        /// --export), its image already here, restored.
+        #[arg(
+            short = 'i',
+            long = "import",
+            value_name = "FILE",
+            conflicts_with = "containers"
+        )]
+        import: Option<PathBuf>,
+        /// The imported container's name [default: the exported one].
+        #[arg(short = 'n', long, requires = "import")]
+        name: Option<String>,
+        #[arg(required_unless_present = "import")]
         containers: Vec<String>,
     },
 }

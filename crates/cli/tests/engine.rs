@@ -3269,6 +3269,52 @@ fn checkpoint_and_restore_a_counter_on_the_bridge() {
     assert_eq!(o.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&o.stderr).contains("is running"));
 
+    // --export: the archive makes the container again after it is gone,
+    // and it counts on from there in its new log.
+    let archive = e.dir.path().join("ctr.tar");
+    let a = archive.to_str().unwrap();
+    e.ok(&["container", "checkpoint", "--export", a, "ctr"]);
+    let last = *counted(&e, "ctr").last().unwrap();
+    e.ok(&["rm", "ctr"]);
+    let id = e.out(&["container", "restore", "--import", a]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    assert_eq!(e.inspect("ctr")["State"]["Status"], "running");
+    let c = poll(10, "the imported counter to count", || {
+        let c = counted(&e, "ctr");
+        (c.len() >= 3).then_some(c)
+    });
+    assert_eq!(c[0], last + 1, "continues from the exported checkpoint");
+    let in_file: u64 = e
+        .out(&["exec", "ctr", "tail", "-n1", "/count.log"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(in_file > last, "its root filesystem came along");
+    // The name is taken now: a second import says so and makes nothing;
+    // --name makes a second copy; a file that is not an archive is refused.
+    let before = e.ps_names();
+    let o = e.run(&["container", "restore", "--import", a]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already in use"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(e.ps_names(), before);
+    e.ok(&["container", "restore", "--import", a, "--name", "ctr2"]);
+    assert_eq!(e.inspect("ctr2")["State"]["Status"], "running");
+    let junk = e.dir.path().join("junk.tar");
+    std::fs::write(&junk, b"not a tar").unwrap();
+    let o = e.run(&["container", "restore", "--import", junk.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("junk.tar"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(e.ps_names().len(), before.len() + 1);
+    e.ok(&["rm", "-f", "ctr2"]);
+
     // A container that was never checkpointed has nothing to restore, and
     // an exited one cannot be checkpointed.
     e.ok(&["run", "--name", "plain", "busybox", "true"]);

@@ -173,8 +173,9 @@ impl Store {
     }
 }
 
-/// Wraps a reader in the decompressor its magic bytes call for.
-fn decompressed<'a>(mut r: impl io::BufRead + 'a) -> io::Result<Box<dyn Read + 'a>> {
+/// Wraps a reader in the decompressor its magic bytes call for (gzip,
+/// zstd, or none).
+pub fn decompressed<'a>(mut r: impl io::BufRead + 'a) -> io::Result<Box<dyn Read + 'a>> {
     let head = r.fill_buf()?;
     Ok(match Compression::sniff(head) {
         Compression::None => Box::new(r),

@@ -18,6 +18,7 @@
 
 pub mod auth;
 pub mod changes;
+pub mod diff;
 pub mod digest;
 pub mod import;
 pub mod manifest;

@@ -67,7 +67,7 @@ impl RootfsMount {
 }
 
 /// A mount point has another device than its parent.
-fn is_mount_point(dir: &Path, merged: &Path) -> bool {
+pub(crate) fn is_mount_point(dir: &Path, merged: &Path) -> bool {
     match (fs::symlink_metadata(merged), fs::symlink_metadata(dir)) {
         (Ok(m), Ok(d)) => m.dev() != d.dev(),
         (Err(e), _) if e.kind() == io::ErrorKind::NotFound => false,

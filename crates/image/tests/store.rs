@@ -279,6 +279,60 @@ fn auto_rootfs_honours_whiteouts() {
     assert!(!r.exists());
 }
 
+/// A container's changes (deletions, an emptied and refilled directory,
+/// new files and links) written as a layer and put into a second
+/// container of the same image give the same view (the checkpoint
+/// archive's root filesystem). On a copied rootfs there is no change set
+/// to write, and that is said.
+#[test]
+fn changes_of_one_container_become_another_s() {
+    let store = TestStore::new();
+    let t = tempfile::tempdir().unwrap();
+    let l1 = Tar::new()
+        .dir("etc")
+        .file("etc/motd", b"lower")
+        .file("etc/keep", b"k")
+        .dir("opt/data")
+        .file("opt/data/old", b"o")
+        .done();
+    oci_layout(t.path(), "example.com/diff:1", &[l1]);
+    store.load(t.path()).unwrap();
+    let a = store.prepare_rootfs("example.com/diff:1", "diffa").unwrap();
+    let ra = a.path().to_owned();
+    if a.kind() == RootfsKind::Copy {
+        let e = store.write_changes("diffa", Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("is a copy"), "{e}");
+        a.unmount_and_remove().unwrap();
+        return;
+    }
+    fs::remove_file(ra.join("etc/motd")).unwrap();
+    fs::remove_dir_all(ra.join("opt/data")).unwrap();
+    fs::create_dir(ra.join("opt/data")).unwrap();
+    fs::write(ra.join("opt/data/new"), b"n").unwrap();
+    fs::write(ra.join("etc/new"), b"w").unwrap();
+    std::os::unix::fs::symlink("keep", ra.join("etc/link")).unwrap();
+    let mut layer = Vec::new();
+    store.write_changes("diffa", &mut layer).unwrap();
+
+    let b = store.prepare_rootfs("example.com/diff:1", "diffb").unwrap();
+    store.apply_changes("diffb", &layer[..]).unwrap();
+    let rb = b.path().to_owned();
+    assert!(!rb.join("etc/motd").exists(), "the deletion came along");
+    assert!(
+        !rb.join("opt/data/old").exists(),
+        "the emptied directory too"
+    );
+    assert_eq!(fs::read(rb.join("opt/data/new")).unwrap(), b"n");
+    assert_eq!(fs::read(rb.join("etc/new")).unwrap(), b"w");
+    assert_eq!(fs::read(rb.join("etc/keep")).unwrap(), b"k");
+    assert_eq!(
+        fs::read_link(rb.join("etc/link")).unwrap(),
+        Path::new("keep")
+    );
+    a.unmount_and_remove().unwrap();
+    b.unmount_and_remove().unwrap();
+}
+
 /// Runs the whiteout, copy and hostile-layer tests again as an unprivileged
 /// user (nobody), plain and as root of a user namespace (`unshare -Urm`),
 /// so the rootless paths (user.overlay xattrs, overlay with userxattr,

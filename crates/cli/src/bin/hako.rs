@@ -95,15 +95,29 @@ fn real_main(cli: Cli) -> Result<i32> {
         Cmd::Container(ContainerCmd::Checkpoint {
             leave_running,
             tcp_established,
+            export,
             containers,
         }) => {
+            if export.is_some() && containers.len() > 1 {
+                anyhow::bail!("--export: one container at a time");
+            }
             let o = ops::CheckpointOptions {
                 leave_running,
                 tcp_established,
+                export,
             };
             each(&containers, |c| ops::checkpoint(dirs, c, &o).map(drop))?
         }
-        Cmd::Container(ContainerCmd::Restore { containers }) => {
+        Cmd::Container(ContainerCmd::Restore {
+            import: Some(file),
+            name,
+            ..
+        }) => {
+            let id = ops::restore_import(dirs, &file, name.as_deref())?;
+            println!("{id}");
+            0
+        }
+        Cmd::Container(ContainerCmd::Restore { containers, .. }) => {
             each(&containers, |c| ops::restore(dirs, c).map(drop))?
         }
         Cmd::Version { format } => output::version(format.as_deref())?,

@@ -11,7 +11,9 @@
 //! code 0, no `--rm`), `restoring` makes the next monitor restore instead
 //! of create.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hako_runtime::container;
@@ -19,9 +21,9 @@ use hako_runtime::container;
 use super::start::spawn_monitor;
 use super::stop::wait_exit;
 use crate::dirs::Dirs;
-use crate::record::{self, Phase, Record};
+use crate::record::{self, Phase, Record, RunOptions};
 use crate::status::{status, Status};
-use crate::{Error, Result};
+use crate::{io_err, Error, Result};
 
 /// Where a container's checkpoint images are.
 pub fn image_dir(dirs: &Dirs, id: &str) -> PathBuf {
@@ -49,6 +51,10 @@ pub struct CheckpointOptions {
     pub leave_running: bool,
     /// Checkpoint open TCP connections.
     pub tcp_established: bool,
+    /// Also write the checkpoint, the container's settings and its root
+    /// filesystem's changes to this archive (podman's `--export`), for
+    /// `container restore --import` here or on another host.
+    pub export: Option<PathBuf>,
 }
 
 /// Checkpoint a running container; unless `leave_running` it then shows
@@ -88,6 +94,131 @@ pub fn checkpoint(dirs: &Dirs, name: &str, o: &CheckpointOptions) -> Result<Stri
         r.checkpointing = false;
         r.checkpointed_at = Some(crate::util::now_rfc3339_nanos());
     })?;
+    if let Some(file) = &o.export {
+        let r = record::load(dirs, &id)?;
+        if let Err(e) = export(dirs, &r, file) {
+            let _ = std::fs::remove_file(file);
+            return Err(e);
+        }
+    }
+    Ok(id)
+}
+
+/// The archive's description of the container.
+const ARCHIVE_CONFIG: &str = "hako-checkpoint.json";
+/// The container's root filesystem changes, an OCI layer.
+const ARCHIVE_ROOTFS: &str = "rootfs-diff.tar";
+
+/// Writes the checkpoint archive: a tar of the container's settings, its
+/// checkpoint images and its root filesystem's changes.
+fn export(dirs: &Dirs, r: &Record, file: &Path) -> Result<()> {
+    let store = dirs.image_store()?;
+    let diff = dirs.container(&r.id).join(ARCHIVE_ROOTFS);
+    let f = File::create(&diff).map_err(io_err("create", &diff))?;
+    let written = store.write_changes(&r.id, BufWriter::new(f));
+    let result = written.map_err(Error::from).and_then(|()| {
+        let config = serde_json::to_vec_pretty(&serde_json::json!({
+            "version": 1,
+            "name": r.name,
+            "image": r.image,
+            "imageId": r.image_id,
+            "checkpointedAt": r.checkpointed_at,
+            "options": r.opts,
+        }))
+        .map_err(|e| Error::Other(e.to_string()))?;
+        let out = File::create(file).map_err(io_err("create", file))?;
+        let mut b = tar::Builder::new(BufWriter::new(out));
+        b.follow_symlinks(false);
+        b.mode(tar::HeaderMode::Complete);
+        let mut h = tar::Header::new_ustar();
+        h.set_size(config.len() as u64);
+        h.set_mode(0o600);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        b.append_data(&mut h, ARCHIVE_CONFIG, &config[..])
+            .and_then(|()| b.append_dir_all("checkpoint", image_dir(dirs, &r.id)))
+            .and_then(|()| b.append_path_with_name(&diff, ARCHIVE_ROOTFS))
+            .and_then(|()| b.into_inner()?.flush())
+            .map_err(io_err("write", file))
+    });
+    let _ = std::fs::remove_file(&diff);
+    result
+}
+
+/// A directory removed with what is in it when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `container restore --import FILE [--name NAME]`: a new container from
+/// a checkpoint archive (same image, settings and root filesystem), then
+/// restored. Its name is the exported one unless `name` is given; the
+/// image must be here. Anything of it is removed if a step fails.
+pub fn import(dirs: &Dirs, file: &Path, name: Option<&str>) -> Result<String> {
+    need_root("restore")?;
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let tmp = TempDir(dirs.data.join(format!(
+        "checkpoint-import.{}.{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )));
+    crate::dirs::mkdir_p(&tmp.0)?;
+    let f = File::open(file).map_err(io_err("open", file))?;
+    let r = hako_image::import::decompressed(BufReader::new(f)).map_err(io_err("read", file))?;
+    let mut a = tar::Archive::new(r);
+    a.set_preserve_permissions(true);
+    a.set_preserve_mtime(true);
+    a.set_preserve_ownerships(true);
+    a.unpack(&tmp.0).map_err(io_err("unpack", file))?;
+    let bad = |why: &str| {
+        Error::Usage(format!(
+            "{} is not a hako checkpoint archive: {why}",
+            file.display()
+        ))
+    };
+    let config: serde_json::Value = std::fs::read(tmp.0.join(ARCHIVE_CONFIG))
+        .map_err(|_| bad(&format!("no {ARCHIVE_CONFIG}")))
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| bad(&e.to_string())))?;
+    if config["version"] != 1 {
+        return Err(bad("unknown version"));
+    }
+    let mut opts: RunOptions = serde_json::from_value(config["options"].clone())
+        .map_err(|e| bad(&format!("options: {e}")))?;
+    if !tmp.0.join("checkpoint/descriptors.json").exists() {
+        return Err(bad("no checkpoint images"));
+    }
+    opts.name = Some(match name {
+        Some(n) => n.to_string(),
+        None => config["name"].as_str().unwrap_or_default().to_string(),
+    });
+    // The image the checkpoint was taken from: here already, never pulled.
+    if let Some(image) = config["imageId"].as_str().filter(|s| !s.is_empty()) {
+        opts.image = image.to_string();
+    }
+    opts.pull = Some("never".into());
+    opts.detach = true;
+    let id = super::create(dirs, &opts)?;
+    let made = (|| -> Result<()> {
+        let diff = tmp.0.join(ARCHIVE_ROOTFS);
+        let layer = File::open(&diff).map_err(io_err("open", &diff))?;
+        dirs.image_store()?
+            .apply_changes(&id, BufReader::new(layer))?;
+        let images = image_dir(dirs, &id);
+        std::fs::rename(tmp.0.join("checkpoint"), &images).map_err(io_err("move", &images))?;
+        record::update(dirs, &id, |r| {
+            r.checkpointed_at = config["checkpointedAt"].as_str().map(str::to_string);
+        })?;
+        restore(dirs, &id).map(drop)
+    })();
+    if let Err(e) = made {
+        let _ = super::rm(dirs, &id, true, true);
+        return Err(e);
+    }
     Ok(id)
 }
 

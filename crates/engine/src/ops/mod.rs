@@ -20,7 +20,8 @@ mod update;
 mod wait;
 
 pub use checkpoint::{
-    checkpoint, engine_network, image_dir as checkpoint_dir, restore, CheckpointOptions,
+    checkpoint, engine_network, image_dir as checkpoint_dir, import as restore_import, restore,
+    CheckpointOptions,
 };
 pub use create::create;
 pub use inspect::inspect;
