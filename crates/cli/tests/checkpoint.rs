@@ -215,6 +215,63 @@ fn a_counter_goes_on_counting_after_checkpoint_delete_restore_or_says_why() {
     assert_gone(&b, "ck1");
     assert_no_mounts_under(b.state_root());
     leave_running(&b);
+    pre_dump(&b);
+    let mut b = b;
+    terminal(&mut b);
+}
+
+/// `--pre-dump`, then a dump with `--parent-path` (an incremental
+/// checkpoint, as for live migration): the container runs on after the
+/// pre-dump, and the final images restore.
+fn pre_dump(b: &Bundle) {
+    let bp = b.path().to_string_lossy().into_owned();
+    let (st, err, out) = with_pipes(b, &["run", "-d", "-b", &bp, "ck3"]);
+    assert!(st.success(), "run -d: {err}");
+    let mut out = BufReader::new(out);
+    while next_number(&mut out).unwrap() < 3 {}
+    let pre = b.path().join("pre");
+    let fin = b.path().join("final");
+    ok(&b.runc(&[
+        "checkpoint",
+        "--pre-dump",
+        "--image-path",
+        pre.to_str().unwrap(),
+        "ck3",
+    ]));
+    assert_eq!(b.state("ck3")["status"], "running");
+    ok(&b.runc(&[
+        "checkpoint",
+        "--parent-path",
+        "../pre",
+        "--image-path",
+        fin.to_str().unwrap(),
+        "ck3",
+    ]));
+    let mut last = 0;
+    while let Some(n) = next_number(&mut out) {
+        last = n;
+    }
+    assert_gone(b, "ck3");
+    let (st, err, out2) = with_pipes(
+        b,
+        &[
+            "restore",
+            "-d",
+            "--image-path",
+            fin.to_str().unwrap(),
+            "-b",
+            &bp,
+            "ck3",
+        ],
+    );
+    assert!(
+        st.success(),
+        "restore: {err}\n{}",
+        log_tail(&fin.join("restore.log"))
+    );
+    assert_eq!(next_number(&mut BufReader::new(out2)), Some(last + 1));
+    ok(&b.runc(&["delete", "-f", "ck3"]));
+    assert_gone(b, "ck3");
 }
 
 /// `--leave-running` (and `--work-path`): the container goes on, and
@@ -256,6 +313,74 @@ fn leave_running(b: &Bundle) {
     assert!(next_number(&mut out2).unwrap() == a + 1);
     ok(&b.runc(&["delete", "-f", "ck2"]));
     assert_gone(b, "ck2");
+}
+
+/// Accepts one console connection on `sock` and sends the numbers the
+/// pty master shows, as they come.
+fn console_numbers(sock: &Path) -> std::sync::mpsc::Receiver<u64> {
+    let l = std::os::unix::net::UnixListener::bind(sock).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (c, _) = l.accept().unwrap();
+        let (_, m) = hako_runtime::os::recv_fd(std::os::fd::AsFd::as_fd(&c)).unwrap();
+        for line in BufReader::new(std::fs::File::from(m)).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(n) = line.trim().parse() {
+                if tx.send(n).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// A terminal container: CRIU leaves its pty master to the caller on
+/// checkpoint and sends a new one to `restore --console-socket`, as
+/// containerd and podman use it.
+fn terminal(b: &mut Bundle) {
+    b.config["process"]["terminal"] = true.into();
+    b.sh("i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done");
+    let bp = b.path().to_string_lossy().into_owned();
+    let sock = b.path().join("c1.sock");
+    let rx = console_numbers(&sock);
+    let s = sock.to_str().unwrap();
+    ok(&b.runc(&["run", "-d", "--console-socket", s, "-b", &bp, "ck4"]));
+    let t = Duration::from_secs(10);
+    while rx.recv_timeout(t).expect("the counter prints on its tty") < 3 {}
+    let images = b.path().join("images-tty");
+    let images_s = images.to_string_lossy().into_owned();
+    ok(&b.runc(&["checkpoint", "--image-path", &images_s, "ck4"]));
+    let mut last = 0;
+    while let Ok(n) = rx.recv_timeout(Duration::from_millis(500)) {
+        last = n;
+    }
+    assert_gone(b, "ck4");
+    let sock2 = b.path().join("c2.sock");
+    let rx2 = console_numbers(&sock2);
+    let o = b.runc(&[
+        "restore",
+        "-d",
+        "--console-socket",
+        sock2.to_str().unwrap(),
+        "--image-path",
+        &images_s,
+        "-b",
+        &bp,
+        "ck4",
+    ]);
+    assert!(
+        o.status.success(),
+        "restore: {}\n{}",
+        stderr(&o),
+        log_tail(&images.join("restore.log"))
+    );
+    let n = rx2
+        .recv_timeout(t)
+        .expect("the restored counter prints on the new tty");
+    assert!(n > last, "{n} after {last}");
+    ok(&b.runc(&["delete", "-f", "ck4"]));
+    assert_gone(b, "ck4");
 }
 
 #[test]
