@@ -210,6 +210,47 @@ pub enum Cmd {
         #[arg(required = true)]
         images: Vec<String>,
     },
+    /// A new image from a container's changes.
+    Commit {
+        /// The author in the image's history.
+        #[arg(short, long)]
+        author: Option<String>,
+        /// The commit message (the history entry's comment).
+        #[arg(short, long)]
+        message: Option<String>,
+        /// A Dockerfile instruction for the image's config (CMD,
+        /// ENTRYPOINT, ENV, EXPOSE, LABEL, USER, WORKDIR, STOPSIGNAL, VOLUME).
+        #[arg(short, long)]
+        change: Vec<String>,
+        /// Freeze a running container while it is committed (as Docker;
+        /// --pause=false to not).
+        #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set)]
+        pause: bool,
+        container: String,
+        /// REPOSITORY[:TAG] for the new image (none: untagged).
+        repository: Option<String>,
+    },
+    /// List the files a container added (A), changed (C) and deleted (D).
+    Diff { container: String },
+    /// Write a container's root filesystem as a tar (to stdout, or -o).
+    Export {
+        /// Write to this file instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        container: String,
+    },
+    /// Give an image another name.
+    Tag { source: String, target: String },
+    /// An image's history: what made each layer, newest first.
+    History {
+        /// Do not shorten the CREATED BY column.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Only image ids.
+        #[arg(short, long)]
+        quiet: bool,
+        image: String,
+    },
     /// Import a root filesystem (a directory, or a tarball as `docker export` writes).
     Import {
         /// A Dockerfile instruction for the image's config (CMD, ENTRYPOINT,

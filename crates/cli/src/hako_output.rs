@@ -205,6 +205,45 @@ pub fn images(list: &[hako_image::ImageSummary], quiet: bool, format: Option<&st
     Ok(())
 }
 
+/// `history`: the image's id on its newest entry, `<missing>` on the
+/// others (as Docker shows entries of layers it did not build).
+pub fn history(id: &str, h: &[hako_image::HistoryEntry], no_trunc: bool, quiet: bool) {
+    let ids = |i: usize| {
+        if i == 0 {
+            short_image(id)
+        } else {
+            "<missing>".to_string()
+        }
+    };
+    if quiet {
+        for i in 0..h.len() {
+            println!("{}", ids(i));
+        }
+        return;
+    }
+    let rows: Vec<Vec<String>> = h
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let mut by = e.created_by.clone();
+            if !no_trunc && by.chars().count() > 45 {
+                by = by.chars().take(44).collect::<String>() + "…";
+            }
+            vec![
+                ids(i),
+                e.created.clone(),
+                by,
+                format!("{:.1}MB", e.size as f64 / 1e6),
+                e.comment.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
+        &rows,
+    );
+}
+
 /// `network ls`.
 pub fn volumes(
     dirs: &hako_engine::Dirs,

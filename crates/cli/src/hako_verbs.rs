@@ -204,6 +204,40 @@ pub fn images(dirs: &Dirs, quiet: bool, format: Option<&str>) -> Result<i32> {
     Ok(0)
 }
 
+/// `export CONTAINER [-o FILE]`: to the file (removed if it fails) or
+/// stdout, which must not be a terminal (as Docker refuses).
+pub fn export(dirs: &Dirs, container: &str, output: Option<&Path>) -> Result<i32> {
+    match output {
+        Some(p) => {
+            let f = std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?;
+            if let Err(e) = ops::export(dirs, container, std::io::BufWriter::new(f)) {
+                let _ = std::fs::remove_file(p);
+                return Err(e.into());
+            }
+        }
+        None => {
+            if hako_runtime::os::isatty(1) {
+                bail!("export: refusing to write a tar to a terminal (redirect it, or use -o)");
+            }
+            ops::export(
+                dirs,
+                container,
+                std::io::BufWriter::new(std::io::stdout().lock()),
+            )?;
+        }
+    }
+    Ok(0)
+}
+
+/// `history IMAGE`: Docker's columns, newest first.
+pub fn history(dirs: &Dirs, image: &str, no_trunc: bool, quiet: bool) -> Result<i32> {
+    let store = dirs.image_store()?;
+    let id = store.inspect(image)?.id;
+    let h = store.history(image)?;
+    output::history(&id, &h, no_trunc, quiet);
+    Ok(0)
+}
+
 /// `image ls|inspect|rm|prune`.
 pub fn image(dirs: &Dirs, c: ImageCmd) -> Result<i32> {
     match c {

@@ -3328,3 +3328,83 @@ fn checkpoint_and_restore_a_counter_on_the_bridge() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not running"));
     e.ok(&["rm", "-f", "ctr", "plain"]);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn commit_diff_export_tag_and_history() {
+    need_root!();
+    let e = Engine::new("commit");
+    e.ok(&[
+        "run",
+        "--name",
+        "c",
+        "-e",
+        "GREETING=hi",
+        "busybox",
+        "sh",
+        "-c",
+        "echo made > /made; rm /bin/ls; mkdir /data; echo x > /data/x",
+    ]);
+    // diff: Docker's A/C/D lines.
+    let d = e.out(&["diff", "c"]);
+    for want in ["A /made", "D /bin/ls", "C /bin", "A /data", "A /data/x"] {
+        assert!(d.lines().any(|l| l == want), "{want} not in:\n{d}");
+    }
+    // commit: the changes and the container's settings make an image.
+    let id = e.out(&[
+        "commit",
+        "-m",
+        "made it",
+        "-c",
+        "CMD [\"cat\", \"/made\"]",
+        "c",
+        "committed:v1",
+    ]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert_eq!(e.out(&["run", "--rm", "committed:v1"]).trim(), "made");
+    assert_eq!(
+        e.out(&[
+            "run",
+            "--rm",
+            "committed:v1",
+            "sh",
+            "-c",
+            "echo $GREETING; ls /data"
+        ])
+        .trim(),
+        "hi\nx"
+    );
+    let o = e.run(&["run", "--rm", "committed:v1", "ls", "/bin/ls"]);
+    assert_ne!(o.status.code(), Some(0), "the deletion is in the image");
+    // history: the commit on top, with its message.
+    let h = e.out(&["history", "committed:v1"]);
+    let first = h.lines().nth(1).unwrap();
+    assert!(
+        first.contains("hako commit") && first.contains("made it"),
+        "{h}"
+    );
+    assert!(h.lines().count() >= 3, "{h}");
+    // tag: another name for the same image.
+    e.ok(&["tag", "committed:v1", "other:v2"]);
+    let images = e.out(&["images"]);
+    assert!(
+        images.contains("other") && images.contains("v2"),
+        "{images}"
+    );
+    assert_eq!(e.out(&["run", "--rm", "other:v2"]).trim(), "made");
+    // export: the container's filesystem as a tar that import takes back.
+    let tar = e.dir.path().join("c.tar");
+    e.ok(&["export", "-o", tar.to_str().unwrap(), "c"]);
+    e.ok(&["import", tar.to_str().unwrap(), "exported"]);
+    assert_eq!(
+        e.out(&["run", "--rm", "exported", "cat", "/made"]).trim(),
+        "made"
+    );
+    // Bad input: one line, exit 125.
+    let o = e.run(&["commit", "nosuch", "x"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no such container"));
+    let o = e.run(&["export", "nosuch"]);
+    assert_eq!(o.status.code(), Some(125));
+    e.ok(&["rm", "c"]);
+}

@@ -108,3 +108,176 @@ impl Store {
         remounted.map(drop)
     }
 }
+
+/// What `hako commit` puts in the new image besides the changes.
+#[derive(Clone, Debug, Default)]
+pub struct CommitOptions {
+    /// The container's settings that override the parent image's config
+    /// (`Env`, `Cmd`, `Entrypoint`, `WorkingDir`, `User`, `Labels`, …).
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Dockerfile instructions applied last (`commit --change`).
+    pub changes: Vec<String>,
+    /// The history entry's comment (`--message`) and the author.
+    pub comment: Option<String>,
+    pub author: Option<String>,
+}
+
+impl Store {
+    /// `hako commit`: a new image of `parent`'s layers plus the changes of
+    /// `container_id` as one more layer, with `parent`'s config updated by
+    /// the container's settings and `changes`, a history entry, and
+    /// `name` (if any). Returns its id.
+    pub fn commit_container(
+        &self,
+        container_id: &str,
+        parent: &str,
+        name: Option<&str>,
+        o: &CommitOptions,
+    ) -> Result<crate::ImageId, crate::ImportError> {
+        use crate::digest::HashingWriter;
+        use crate::manifest::{media, Descriptor, Manifest};
+        let reference: Option<crate::Reference> = name
+            .map(|n| n.parse().map_err(StoreError::from))
+            .transpose()?;
+        let rec = self.resolve(parent)?;
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&self.read_blob(&rec.config.digest)?).map_err(|e| {
+                StoreError::Record {
+                    path: self.blob_path(&rec.config.digest),
+                    source: e,
+                }
+            })?;
+        let mut run = config["config"].as_object().cloned().unwrap_or_default();
+        for (k, v) in &o.config {
+            run.insert(k.clone(), v.clone());
+        }
+        for c in &o.changes {
+            crate::changes::apply(&mut run, c).map_err(crate::ImportError::Change)?;
+        }
+        let _c = self.content_lock()?;
+        let (tmp, file) = self.create_temp_file("commit")?;
+        let mut w = HashingWriter::new(io::BufWriter::new(file));
+        self.write_changes(container_id, &mut w)?;
+        let (digest, size, bw) = w.finish();
+        let file = bw
+            .into_inner()
+            .map_err(|e| io_err("write layer", tmp.path())(e.into_error()))?;
+        self.commit_blob_file(tmp, file, &digest)?;
+        let now = crate::store::rfc3339(crate::store::now_secs());
+        config["created"] = now.clone().into();
+        config["config"] = run.into();
+        if let Some(a) = &o.author {
+            config["author"] = a.clone().into();
+        }
+        let diff_ids = config["rootfs"]["diff_ids"]
+            .as_array_mut()
+            .ok_or_else(|| io_err("read the config of", parent)(io::Error::other("no diff_ids")))?;
+        diff_ids.push(digest.to_string().into());
+        let mut entry = serde_json::json!({"created": now, "created_by": "hako commit"});
+        if let Some(c) = &o.comment {
+            entry["comment"] = c.clone().into();
+        }
+        if let Some(a) = &o.author {
+            entry["author"] = a.clone().into();
+        }
+        match config["history"].as_array_mut() {
+            Some(h) => h.push(entry),
+            None => config["history"] = serde_json::json!([entry]),
+        }
+        let config_desc = self.put_blob_bytes(
+            &serde_json::to_vec(&config).expect("json"),
+            media::OCI_CONFIG,
+        )?;
+        let mut layers: Vec<Descriptor> = rec.layers.iter().map(|l| l.blob.clone()).collect();
+        layers.push(Descriptor {
+            media_type: media::OCI_LAYER.into(),
+            digest,
+            size,
+            platform: None,
+            annotations: None,
+        });
+        let m = Manifest {
+            schema_version: 2,
+            media_type: Some(media::OCI_MANIFEST.into()),
+            config: config_desc,
+            layers,
+            annotations: None,
+        };
+        let desc =
+            self.put_blob_bytes(&serde_json::to_vec(&m).expect("json"), media::OCI_MANIFEST)?;
+        let names: Vec<crate::Reference> = reference.into_iter().collect();
+        Ok(self.commit_image(&desc, None, &names, None)?)
+    }
+}
+
+/// One line of `hako diff`: Docker's kinds, `A`dded, `C`hanged, `D`eleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub kind: char,
+    pub path: String,
+}
+
+impl Store {
+    /// What `container_id` changed in its image's files (`hako diff`),
+    /// from its overlay upper directory: whiteouts are deletions, entries
+    /// the image has are changes, the others additions; sorted by path.
+    pub fn changes(&self, container_id: &str) -> Result<Vec<Change>, StoreError> {
+        check_container_id(container_id)?;
+        let dir = self.containers_dir().join(container_id);
+        let upper = dir.join("upper");
+        if !upper.is_dir() {
+            return Err(io_err("read the changes of", &upper)(io::Error::other(
+                "the container's root filesystem is a copy, not an overlay",
+            )));
+        }
+        let lj = dir.join("layers.json");
+        let hexes: Vec<String> = serde_json::from_slice(
+            &fs::read(&lj).map_err(io_err("read", &lj))?,
+        )
+        .map_err(|source| StoreError::Record {
+            path: lj.clone(),
+            source,
+        })?;
+        let lowers: Vec<_> = hexes
+            .iter()
+            .map(|h| self.root().join("layers").join(h))
+            .collect();
+        let mut out = Vec::new();
+        list_changes(&upper, Path::new("/"), &lowers, &mut out)
+            .map_err(io_err("read the changes in", &upper))?;
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+}
+
+fn list_changes(
+    dir: &Path,
+    rel: &Path,
+    lowers: &[std::path::PathBuf],
+    out: &mut Vec<Change>,
+) -> io::Result<()> {
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let p = e.path();
+        let r = rel.join(e.file_name());
+        let md = fs::symlink_metadata(&p)?;
+        let in_image = lowers
+            .iter()
+            .any(|l| fs::symlink_metadata(l.join(r.strip_prefix("/").unwrap_or(&r))).is_ok());
+        let kind = if md.file_type().is_char_device() && md.rdev() == 0 {
+            'D'
+        } else if in_image {
+            'C'
+        } else {
+            'A'
+        };
+        out.push(Change {
+            kind,
+            path: r.display().to_string(),
+        });
+        if md.is_dir() {
+            list_changes(&p, &r, lowers, out)?;
+        }
+    }
+    Ok(())
+}

@@ -34,5 +34,7 @@ pub use import::{ImportError, Loaded};
 pub use pull::{Progress, PullError, PullOptions};
 pub use reference::Reference;
 pub use rootfs::{RootfsKind, RootfsMount, RootfsOptions};
-pub use store::{GcReport, ImageId, ImageInspect, ImageSummary, RemoveReport, Store, StoreError};
+pub use store::{
+    GcReport, HistoryEntry, ImageId, ImageInspect, ImageSummary, RemoveReport, Store, StoreError,
+};
 pub use unpack::{unpack, UnpackError};

@@ -334,7 +334,7 @@ fn make_writable(p: &Path) {
     }
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -905,6 +905,46 @@ impl Store {
         })
     }
 
+    /// The image's history (`hako history`), newest first: each entry of
+    /// its config's history with the size of the layer it made (0 for
+    /// entries that made none).
+    pub fn history(&self, name: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        let r = self.resolve(name)?;
+        let cfg_bytes = self.read_blob(&r.config.digest)?;
+        let cfg = ImageConfig::parse(&cfg_bytes, &r.config.digest)?;
+        let entries = cfg
+            .history
+            .as_ref()
+            .and_then(|h| h.as_array().cloned())
+            .unwrap_or_default();
+        // Entries that made a layer, matched to the layers from the last:
+        // an image whose early layers have no history entry (some
+        // importers write none) still gets the sizes of its recent ones.
+        let made = entries
+            .iter()
+            .filter(|h| !h["empty_layer"].as_bool().unwrap_or(false))
+            .count();
+        let mut layers = r.layers.iter().skip(r.layers.len().saturating_sub(made));
+        let mut out: Vec<HistoryEntry> = entries
+            .iter()
+            .map(|h| {
+                let empty = h["empty_layer"].as_bool().unwrap_or(false);
+                HistoryEntry {
+                    created: h["created"].as_str().unwrap_or("").to_string(),
+                    created_by: h["created_by"].as_str().unwrap_or("").to_string(),
+                    comment: h["comment"].as_str().unwrap_or("").to_string(),
+                    size: if empty {
+                        0
+                    } else {
+                        layers.next().map_or(0, |l| l.blob.size)
+                    },
+                }
+            })
+            .collect();
+        out.reverse();
+        Ok(out)
+    }
+
     /// Docker's `rmi`: a name of an image that has other names is only
     /// untagged; otherwise the image record goes (its blobs and layers stay
     /// until [`Store::gc`]). An image `in_use` reports as used by a
@@ -1091,6 +1131,16 @@ fn copy_verifying<W: Write>(
             Err(e) => io_err("write blob", path)(e),
         }),
     }
+}
+
+/// One entry of [`Store::history`].
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct HistoryEntry {
+    pub created: String,
+    pub created_by: String,
+    pub comment: String,
+    pub size: u64,
 }
 
 /// Checks a container id before it becomes a path component.

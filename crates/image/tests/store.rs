@@ -311,6 +311,23 @@ fn changes_of_one_container_become_another_s() {
     fs::write(ra.join("opt/data/new"), b"n").unwrap();
     fs::write(ra.join("etc/new"), b"w").unwrap();
     std::os::unix::fs::symlink("keep", ra.join("etc/link")).unwrap();
+    // diff: Docker's A/C/D by path.
+    let ch: Vec<String> = store
+        .changes("diffa")
+        .unwrap()
+        .iter()
+        .map(|c| format!("{} {}", c.kind, c.path))
+        .collect();
+    for want in [
+        "C /etc",
+        "A /etc/link",
+        "D /etc/motd",
+        "A /etc/new",
+        "C /opt/data",
+        "A /opt/data/new",
+    ] {
+        assert!(ch.contains(&want.to_string()), "{want} not in {ch:?}");
+    }
     let mut layer = Vec::new();
     store.write_changes("diffa", &mut layer).unwrap();
 
@@ -329,6 +346,39 @@ fn changes_of_one_container_become_another_s() {
         fs::read_link(rb.join("etc/link")).unwrap(),
         Path::new("keep")
     );
+    // commit: the changes become one more layer of a new image, whose
+    // containers see what the first one saw.
+    let mut config = serde_json::Map::new();
+    config.insert("Env".into(), serde_json::json!(["A=1"]));
+    let id = store
+        .commit_container(
+            "diffa",
+            "example.com/diff:1",
+            Some("example.com/diff:2"),
+            &hako_image::diff::CommitOptions {
+                config,
+                changes: vec!["CMD [\"/bin/sh\"]".into()],
+                comment: Some("refilled".into()),
+                author: Some("tester".into()),
+            },
+        )
+        .unwrap();
+    let info = store.inspect("example.com/diff:2").unwrap();
+    assert_eq!(info.id, id.to_string());
+    assert_eq!(info.rootfs.layers.len(), 2);
+    assert_eq!(info.config["Env"], serde_json::json!(["A=1"]));
+    assert_eq!(info.config["Cmd"], serde_json::json!(["/bin/sh"]));
+    let h = store.history("example.com/diff:2").unwrap();
+    assert_eq!(h[0].created_by, "hako commit");
+    assert_eq!(h[0].comment, "refilled");
+    assert_eq!(h[0].size, layer.len() as u64);
+    let c = store.prepare_rootfs("example.com/diff:2", "diffc").unwrap();
+    let rc = c.path().to_owned();
+    assert!(!rc.join("etc/motd").exists());
+    assert!(!rc.join("opt/data/old").exists());
+    assert_eq!(fs::read(rc.join("opt/data/new")).unwrap(), b"n");
+    assert_eq!(fs::read(rc.join("etc/keep")).unwrap(), b"k");
+    c.unmount_and_remove().unwrap();
     a.unmount_and_remove().unwrap();
     b.unmount_and_remove().unwrap();
 }

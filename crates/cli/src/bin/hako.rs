@@ -165,6 +165,42 @@ fn real_main(cli: Cli) -> Result<i32> {
             0
         }
         Cmd::Load { input } => verbs::load(dirs, &input)?,
+        Cmd::Commit {
+            author,
+            message,
+            change,
+            pause,
+            container,
+            repository,
+        } => {
+            let a = ops::CommitArgs {
+                author,
+                message,
+                changes: change,
+                pause,
+            };
+            println!(
+                "{}",
+                ops::commit(dirs, &container, repository.as_deref(), &a)?
+            );
+            0
+        }
+        Cmd::Diff { container } => {
+            for c in ops::diff(dirs, &container)? {
+                println!("{} {}", c.kind, c.path);
+            }
+            0
+        }
+        Cmd::Export { output, container } => verbs::export(dirs, &container, output.as_deref())?,
+        Cmd::Tag { source, target } => {
+            dirs.image_store()?.tag(&source, &target)?;
+            0
+        }
+        Cmd::History {
+            no_trunc,
+            quiet,
+            image,
+        } => verbs::history(dirs, &image, no_trunc, quiet)?,
         Cmd::Login {
             registry,
             username,

@@ -4,6 +4,7 @@
 //! the monitor (below the verbs) never calls back into them.
 
 mod checkpoint;
+mod commit;
 mod create;
 mod inspect;
 mod logs;
@@ -23,6 +24,7 @@ pub use checkpoint::{
     checkpoint, engine_network, image_dir as checkpoint_dir, import as restore_import, restore,
     CheckpointOptions,
 };
+pub use commit::{commit, diff, export, CommitArgs};
 pub use create::create;
 pub use inspect::inspect;
 pub use logs::{logs, time_bound, LogOptions};
