@@ -239,6 +239,19 @@ pub enum Cmd {
         output: Option<PathBuf>,
         container: String,
     },
+    /// Write images to an archive (to stdout, or -o) that `load`, `docker
+    /// load` and `podman load` read.
+    Save {
+        /// Write to this file instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// docker-archive (docker save's format, the default) or
+        /// oci-archive (an OCI image layout in a tar).
+        #[arg(long, default_value = "docker-archive")]
+        format: String,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
     /// Give an image another name.
     Tag { source: String, target: String },
     /// An image's history: what made each layer, newest first.

@@ -204,29 +204,47 @@ pub fn images(dirs: &Dirs, quiet: bool, format: Option<&str>) -> Result<i32> {
     Ok(0)
 }
 
-/// `export CONTAINER [-o FILE]`: to the file (removed if it fails) or
-/// stdout, which must not be a terminal (as Docker refuses).
-pub fn export(dirs: &Dirs, container: &str, output: Option<&Path>) -> Result<i32> {
+/// A tar to `output` (removed if writing fails) or to stdout, which must
+/// not be a terminal (as Docker refuses).
+fn write_tar(
+    verb: &str,
+    output: Option<&Path>,
+    write: impl FnOnce(&mut dyn std::io::Write) -> Result<()>,
+) -> Result<i32> {
     match output {
         Some(p) => {
             let f = std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?;
-            if let Err(e) = ops::export(dirs, container, std::io::BufWriter::new(f)) {
+            if let Err(e) = write(&mut std::io::BufWriter::new(f)) {
                 let _ = std::fs::remove_file(p);
-                return Err(e.into());
+                return Err(e);
             }
         }
         None => {
             if hako_runtime::os::isatty(1) {
-                bail!("export: refusing to write a tar to a terminal (redirect it, or use -o)");
+                bail!("{verb}: refusing to write a tar to a terminal (redirect it, or use -o)");
             }
-            ops::export(
-                dirs,
-                container,
-                std::io::BufWriter::new(std::io::stdout().lock()),
-            )?;
+            write(&mut std::io::BufWriter::new(std::io::stdout().lock()))?;
         }
     }
     Ok(0)
+}
+
+/// `export CONTAINER [-o FILE]`.
+pub fn export(dirs: &Dirs, container: &str, output: Option<&Path>) -> Result<i32> {
+    write_tar("export", output, |w| Ok(ops::export(dirs, container, w)?))
+}
+
+/// `save [-o FILE] [--format F] IMAGE...`.
+pub fn save(dirs: &Dirs, images: &[String], format: &str, output: Option<&Path>) -> Result<i32> {
+    let format: hako_image::save::SaveFormat = format
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--format: {e}"))?;
+    let store = dirs.image_store()?;
+    // Every image is checked before anything is written.
+    for i in images {
+        store.resolve(i)?;
+    }
+    write_tar("save", output, |w| Ok(store.save(images, format, w)?))
 }
 
 /// `history IMAGE`: Docker's columns, newest first.

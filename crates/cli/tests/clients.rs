@@ -1482,3 +1482,90 @@ fn podman_pause_unpause() {
     p.podman(&["rm", "--force", "--time", "0", "c1"]).ok();
     p.finish();
 }
+
+/// `hako save` in both formats is loadable by `podman load`, and a
+/// `podman save` by `hako load`; the images run on either side.
+#[test]
+#[ignore = "needs root"]
+fn podman_and_hako_load_each_others_saves() {
+    need_root!();
+    let p = Podman::new("psave");
+    let d = tempfile::Builder::new()
+        .prefix("hako-save-")
+        .tempdir()
+        .unwrap();
+    let hako = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_hako"));
+        c.env("HAKO_DATA_DIR", d.path().join("data"))
+            .env("HAKO_RUN_DIR", d.path().join("run"))
+            .env("HAKO_CGROUP_MANAGER", "cgroupfs")
+            .args(args);
+        run(c, CMD_TIMEOUT)
+    };
+    // podman save -> hako load -> hako run.
+    let from_podman = d.path().join("from-podman.tar");
+    p.podman(&["save", "-o", from_podman.to_str().unwrap(), IMAGE])
+        .ok();
+    hako(&["load", "-i", from_podman.to_str().unwrap()]).ok();
+    let r = hako(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        IMAGE,
+        "echo",
+        "from-podman",
+    ]);
+    assert_eq!(r.ok().trim(), "from-podman");
+    // An image hako made (commit), saved both ways -> podman load -> run.
+    hako(&[
+        "run",
+        "--name",
+        "m",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo hako-made > /made",
+    ])
+    .ok();
+    hako(&["commit", "m", "localhost/hako-made:1"]).ok();
+    for format in ["docker-archive", "oci-archive"] {
+        let f = d.path().join(format!("{format}.tar"));
+        hako(&[
+            "save",
+            "--format",
+            format,
+            "-o",
+            f.to_str().unwrap(),
+            "localhost/hako-made:1",
+        ])
+        .ok();
+        let loaded = p.podman(&["load", "-i", f.to_str().unwrap()]);
+        assert!(loaded.ok().contains("localhost/hako-made:1"), "{loaded}");
+        let r = p.podman(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--cgroup-parent",
+            &p.cgroup_parent,
+            "localhost/hako-made:1",
+            "cat",
+            "/made",
+        ]);
+        assert_eq!(r.ok().trim(), "hako-made", "{format}");
+        p.podman(&["rmi", "localhost/hako-made:1"]).ok();
+    }
+    // Bad input: an unknown image, an unknown format; nothing written.
+    let f = d.path().join("bad.tar");
+    let r = hako(&["save", "-o", f.to_str().unwrap(), "nope:1"]);
+    assert_eq!(r.code, Some(125), "{r}");
+    let r = hako(&["save", "--format", "zip", "-o", f.to_str().unwrap(), IMAGE]);
+    assert_eq!(r.code, Some(125), "{r}");
+    assert!(r.err.contains("--format"), "{r}");
+    assert!(!f.exists());
+    hako(&["rm", "m"]).ok();
+    p.finish();
+}

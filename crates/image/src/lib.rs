@@ -25,6 +25,7 @@ pub mod manifest;
 pub mod pull;
 pub mod reference;
 pub mod rootfs;
+pub mod save;
 pub mod store;
 pub mod unpack;
 

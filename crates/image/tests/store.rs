@@ -279,6 +279,62 @@ fn auto_rootfs_honours_whiteouts() {
     assert!(!r.exists());
 }
 
+/// `save` in both formats loads back into another store as the same
+/// image, under the name asked for; blobs shared by two images are written
+/// once.
+#[test]
+fn saved_archives_load_back() {
+    use hako_image::save::SaveFormat;
+    let store = TestStore::new();
+    let t = tempfile::tempdir().unwrap();
+    let l1 = Tar::new().dir("etc").file("etc/motd", b"hello").done();
+    let l2 = Tar::new().file("etc/more", b"more").done();
+    oci_layout(t.path(), "example.com/save:1", std::slice::from_ref(&l1));
+    store.load(t.path()).unwrap();
+    let t2 = tempfile::tempdir().unwrap();
+    oci_layout(t2.path(), "example.com/save:2", &[l1, l2]);
+    store.load(t2.path()).unwrap();
+    let one = store.inspect("example.com/save:1").unwrap();
+    let two = store.inspect("example.com/save:2").unwrap();
+    for format in [SaveFormat::DockerArchive, SaveFormat::OciArchive] {
+        let archive = t.path().join(format!("{format:?}.tar"));
+        let f = fs::File::create(&archive).unwrap();
+        store
+            .save(
+                &["example.com/save:1".into(), "example.com/save:2".into()],
+                format,
+                f,
+            )
+            .unwrap();
+        // The shared layer is in the archive once.
+        let mut names = Vec::new();
+        for e in tar::Archive::new(fs::File::open(&archive).unwrap())
+            .entries()
+            .unwrap()
+        {
+            names.push(e.unwrap().path().unwrap().display().to_string());
+        }
+        let unique: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{format:?}: {names:?}");
+        let other = TestStore::new();
+        let loaded = other.load(&archive).unwrap();
+        assert_eq!(loaded.len(), 2, "{format:?}");
+        let got1 = other.inspect("example.com/save:1").unwrap();
+        let got2 = other.inspect("example.com/save:2").unwrap();
+        assert_eq!(got1.id, one.id, "{format:?}");
+        assert_eq!(got2.id, two.id, "{format:?}");
+        assert_eq!(got2.rootfs.layers, two.rootfs.layers);
+        let m = other.prepare_rootfs("example.com/save:2", "saved").unwrap();
+        assert_eq!(fs::read(m.path().join("etc/more")).unwrap(), b"more");
+        m.unmount_and_remove().unwrap();
+    }
+    let e = store
+        .save(&["nope".into()], SaveFormat::DockerArchive, Vec::new())
+        .unwrap_err();
+    assert!(e.to_string().contains("nope"), "{e}");
+    assert!("zip".parse::<SaveFormat>().is_err());
+}
+
 /// A container's changes (deletions, an emptied and refilled directory,
 /// new files and links) written as a layer and put into a second
 /// container of the same image give the same view (the checkpoint

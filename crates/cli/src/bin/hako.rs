@@ -192,6 +192,11 @@ fn real_main(cli: Cli) -> Result<i32> {
             0
         }
         Cmd::Export { output, container } => verbs::export(dirs, &container, output.as_deref())?,
+        Cmd::Save {
+            output,
+            format,
+            images,
+        } => verbs::save(dirs, &images, &format, output.as_deref())?,
         Cmd::Tag { source, target } => {
             dirs.image_store()?.tag(&source, &target)?;
             0
