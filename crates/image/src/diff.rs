@@ -15,14 +15,7 @@ use crate::unpack::{self, Whiteouts, OPAQUE_MARKER, WHITEOUT_PREFIX};
 
 /// An empty regular entry: a whiteout or the opaque marker.
 fn marker(b: &mut tar::Builder<impl Write>, path: &Path) -> io::Result<()> {
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_size(0);
-    h.set_mode(0o600);
-    h.set_mtime(0);
-    h.set_uid(0);
-    h.set_gid(0);
-    b.append_data(&mut h, path, io::empty())
+    crate::save::append_bytes(b, path, &[])
 }
 
 fn opaque(p: &Path) -> bool {

@@ -30,7 +30,13 @@ impl FromStr for SaveFormat {
     }
 }
 
-fn append_bytes(b: &mut tar::Builder<impl Write>, name: &str, data: &[u8]) -> io::Result<()> {
+/// A tar entry of `data` named `name`, owned by root, mode 0644, time 0
+/// (archives hako writes: save, the checkpoint archive, whiteouts).
+pub fn append_bytes(
+    b: &mut tar::Builder<impl Write>,
+    name: impl AsRef<std::path::Path>,
+    data: &[u8],
+) -> io::Result<()> {
     let mut h = tar::Header::new_ustar();
     h.set_size(data.len() as u64);
     h.set_mode(0o644);

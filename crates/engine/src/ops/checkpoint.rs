@@ -130,13 +130,7 @@ fn export(dirs: &Dirs, r: &Record, file: &Path) -> Result<()> {
         let mut b = tar::Builder::new(BufWriter::new(out));
         b.follow_symlinks(false);
         b.mode(tar::HeaderMode::Complete);
-        let mut h = tar::Header::new_ustar();
-        h.set_size(config.len() as u64);
-        h.set_mode(0o600);
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        b.append_data(&mut h, ARCHIVE_CONFIG, &config[..])
+        hako_image::save::append_bytes(&mut b, ARCHIVE_CONFIG, &config)
             .and_then(|()| b.append_dir_all("checkpoint", image_dir(dirs, &r.id)))
             .and_then(|()| b.append_path_with_name(&diff, ARCHIVE_ROOTFS))
             .and_then(|()| b.into_inner()?.flush())
