@@ -230,6 +230,10 @@ pub enum Cmd {
         /// REPOSITORY[:TAG] for the new image (none: untagged).
         repository: Option<String>,
     },
+    /// Copy files between a container and the host: `cp CONTAINER:SRC
+    /// DEST` or `cp SRC CONTAINER:DEST`; `-` is a tar stream on stdout or
+    /// stdin. Also for stopped containers.
+    Cp { source: String, destination: String },
     /// List the files a container added (A), changed (C) and deleted (D).
     Diff { container: String },
     /// Write a container's root filesystem as a tar (to stdout, or -o).

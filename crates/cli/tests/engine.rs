@@ -3408,3 +3408,109 @@ fn commit_diff_export_tag_and_history() {
     assert_eq!(o.status.code(), Some(125));
     e.ok(&["rm", "c"]);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn cp_both_ways_running_and_stopped() {
+    need_root!();
+    let e = Engine::new("cp");
+    let h = e.dir.path().join("h");
+    std::fs::create_dir_all(h.join("dir")).unwrap();
+    std::fs::write(h.join("file"), "host-file").unwrap();
+    std::fs::write(h.join("dir/a"), "A").unwrap();
+    let hp = |p: &str| h.join(p).to_string_lossy().into_owned();
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "--tmpfs",
+        "/scratch",
+        "-v",
+        "cpvol:/vol",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let cat = |p: &str| e.out(&["exec", "c", "cat", p]);
+    // Host to a running container: a file to a new name, a directory into
+    // a tmpfs the container mounted, a directory's contents into a volume.
+    e.ok(&["cp", &hp("file"), "c:/newfile"]);
+    assert_eq!(cat("/newfile"), "host-file");
+    e.ok(&["cp", &hp("dir"), "c:/scratch"]);
+    assert_eq!(cat("/scratch/dir/a"), "A");
+    e.ok(&["cp", &format!("{}/.", hp("dir")), "c:/vol"]);
+    assert_eq!(cat("/vol/a"), "A");
+    // Container to host: a directory to a new name (its symlink kept as
+    // one), a file into a directory.
+    e.ok(&[
+        "exec",
+        "c",
+        "sh",
+        "-c",
+        "mkdir /out && echo O > /out/o && ln -s / /out/root",
+    ]);
+    e.ok(&["cp", "c:/out", &hp("copied")]);
+    assert_eq!(std::fs::read_to_string(h.join("copied/o")).unwrap(), "O\n");
+    assert_eq!(
+        std::fs::read_link(h.join("copied/root")).unwrap(),
+        Path::new("/")
+    );
+    e.ok(&["cp", "c:/out/o", &hp("")]);
+    assert_eq!(std::fs::read_to_string(h.join("o")).unwrap(), "O\n");
+    // A path through the container's symlink to / stays in the container.
+    e.ok(&["cp", "c:/out/root/etc/hostname", &hp("hn")]);
+    assert_eq!(
+        std::fs::read_to_string(h.join("hn")).unwrap(),
+        cat("/etc/hostname")
+    );
+    // `-`: a tar on stdout, and back in from stdin.
+    let tar = e.run(&["cp", "c:/out", "-"]);
+    assert!(tar.status.success());
+    assert!(
+        tar.stdout.windows(5).any(|w| w == b"out/o"),
+        "a tar with out/o"
+    );
+    let mut child = e
+        .cmd(&["cp", "-", "c:/scratch"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
+    }
+    let o = wait_output(child, Duration::from_secs(60), &["cp", "-"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(cat("/scratch/out/o"), "O\n");
+    // A stopped container: its root filesystem both ways.
+    e.ok(&["kill", "c"]);
+    poll(10, "c to stop", || {
+        (e.inspect("c")["State"]["Status"] == "exited").then_some(())
+    });
+    e.ok(&["cp", &hp("file"), "c:/after"]);
+    e.ok(&["cp", "c:/after", &hp("after")]);
+    assert_eq!(
+        std::fs::read_to_string(h.join("after")).unwrap(),
+        "host-file"
+    );
+    // Bad input: one line, 125.
+    for (args, want) in [
+        (vec!["cp", "nosuch:/x", "/tmp"], "no such container"),
+        (vec!["cp", "c:/nope", "/tmp/x"], "No such file"),
+        (
+            vec!["cp", "/etc/hostname", "/tmp/x"],
+            "one side must be a container",
+        ),
+    ] {
+        let o = e.run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    e.ok(&["rm", "-f", "c"]);
+    e.ok(&["volume", "rm", "cpvol"]);
+}

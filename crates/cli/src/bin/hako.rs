@@ -185,6 +185,13 @@ fn real_main(cli: Cli) -> Result<i32> {
             );
             0
         }
+        Cmd::Cp {
+            source,
+            destination,
+        } => {
+            ops::cp(dirs, &source, &destination)?;
+            0
+        }
         Cmd::Diff { container } => {
             for c in ops::diff(dirs, &container)? {
                 println!("{} {}", c.kind, c.path);

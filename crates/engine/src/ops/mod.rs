@@ -5,6 +5,7 @@
 
 mod checkpoint;
 mod commit;
+mod cp;
 mod create;
 mod inspect;
 mod logs;
@@ -25,6 +26,7 @@ pub use checkpoint::{
     CheckpointOptions,
 };
 pub use commit::{commit, diff, export, CommitArgs};
+pub use cp::cp;
 pub use create::create;
 pub use inspect::inspect;
 pub use logs::{logs, time_bound, LogOptions};
