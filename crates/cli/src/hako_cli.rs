@@ -190,6 +190,16 @@ pub enum Cmd {
         #[arg(long)]
         insecure: bool,
     },
+    /// Push an image to a registry (credentials from `login`).
+    Push {
+        /// Allow plain HTTP (loopback registries always may).
+        #[arg(long)]
+        insecure: bool,
+        image: String,
+        /// Where to push it, REGISTRY/REPOSITORY[:TAG] [default: the
+        /// image's name].
+        destination: Option<String>,
+    },
     /// List images.
     Images {
         /// Only ids.

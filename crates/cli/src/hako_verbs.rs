@@ -198,6 +198,16 @@ pub fn pull(dirs: &Dirs, image: &str, insecure: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// `push IMAGE [DESTINATION]`: progress on stderr, the digest on stdout.
+pub fn push(dirs: &Dirs, image: &str, destination: Option<&str>, insecure: bool) -> Result<i32> {
+    let opts = hako_image::push::PushOptions {
+        insecure,
+        ..Default::default()
+    };
+    println!("{}", dirs.image_store()?.push(image, destination, &opts)?);
+    Ok(0)
+}
+
 /// `images` and `image ls`.
 pub fn images(dirs: &Dirs, quiet: bool, format: Option<&str>) -> Result<i32> {
     output::images(&dirs.image_store()?.list()?, quiet, format)?;

@@ -24,7 +24,7 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = Command::new(env!("CARGO_BIN_EXE_hako"))
             .envs(envs(self.dir.path()))
-            .args(["rm", "-f", "img-a", "img-b", "img-c"])
+            .args(["rm", "-f", "img-a", "img-b", "img-c", "img-p"])
             .stderr(Stdio::null())
             .status();
         let _ = Command::new("bash")
@@ -167,5 +167,82 @@ fn pulled_and_loaded_images_run() {
         ],
     ));
     assert_eq!(out.trim(), "from-docker-save");
+
+    // commit, then push to the registry: skopeo and podman see the image,
+    // and another engine pulls it back and runs it.
+    ok(&hako(
+        d,
+        &[
+            "run",
+            "--name",
+            "img-p",
+            "--network",
+            "none",
+            &image,
+            "sh",
+            "-c",
+            "echo pushed > /pushed",
+        ],
+    ));
+    ok(&hako(d, &["commit", "img-p", "localhost/pushed:1"]));
+    let dest = format!("127.0.0.1:{port}/pushed:1");
+    let digest = ok(&hako(d, &["push", "localhost/pushed:1", &dest]));
+    let digest = digest.trim();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    // Again: the registry has every blob.
+    let again = hako(d, &["push", "localhost/pushed:1", &dest]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let inspect = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{dest}")])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&ok(&inspect).into_bytes()).unwrap();
+    assert_eq!(v["Digest"], digest);
+    assert_eq!(v["Layers"].as_array().map(Vec::len), Some(4), "{v}");
+    let pd = d.join("podman");
+    let podman = Command::new("podman")
+        .arg("--root")
+        .arg(pd.join("root"))
+        .arg("--runroot")
+        .arg(pd.join("runroot"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "pull",
+            "--tls-verify=false",
+            &dest,
+        ])
+        .output()
+        .unwrap();
+    ok(&podman);
+    let fresh = d.join("fresh");
+    let hako2 = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_hako"))
+            .env("HAKO_DATA_DIR", fresh.join("data"))
+            .env("HAKO_RUN_DIR", fresh.join("run"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    ok(&hako2(&["pull", &dest]));
+    let out = ok(&hako2(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &dest,
+        "cat",
+        "/pushed",
+    ]));
+    assert_eq!(out.trim(), "pushed");
+    // Bad input: an image that is not here, one line and 125.
+    let o = hako(d, &["push", "nope:1", &dest]);
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(String::from_utf8_lossy(&o.stderr).trim().lines().count(), 1);
     drop(reg);
 }

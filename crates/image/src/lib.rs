@@ -23,6 +23,7 @@ pub mod digest;
 pub mod import;
 pub mod manifest;
 pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod rootfs;
 pub mod save;

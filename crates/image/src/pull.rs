@@ -117,31 +117,7 @@ impl Store {
     /// already in the store are not downloaded again.
     pub fn pull(&self, reference: &str, opts: &PullOptions) -> Result<ImageId, PullError> {
         let r: Reference = reference.parse()?;
-        let auth = match &opts.auth {
-            Some(c) => Some(c.clone()),
-            None => {
-                let file = opts
-                    .auth_file
-                    .clone()
-                    .unwrap_or_else(auth::default_auth_file);
-                auth::lookup(&file, r.registry())?
-            }
-        };
-        let auth = match auth {
-            Some(c) => RegistryAuth::Basic(c.username, c.password),
-            None => RegistryAuth::Anonymous,
-        };
-        let protocol = if plain_http_allowed(&r, opts.insecure) {
-            ClientProtocol::HttpsExcept(vec![r.registry().to_owned()])
-        } else {
-            ClientProtocol::Https
-        };
-        let client = oci_client::Client::new(ClientConfig {
-            protocol,
-            connect_timeout: Some(Duration::from_secs(30)),
-            read_timeout: Some(Duration::from_secs(300)),
-            ..ClientConfig::default()
-        });
+        let (client, auth) = client_for(&r, opts.insecure, &opts.auth, &opts.auth_file)?;
         let _content = self.content_lock()?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -325,7 +301,7 @@ impl Puller<'_> {
 
     /// Downloads one blob unless the store has it, with retries.
     async fn blob(&self, d: &Descriptor, layer: bool) -> Result<(), PullError> {
-        let bar = self.progress.start(&d.digest, d.size, layer);
+        let bar = self.progress.start(&d.digest, d.size, layer, "downloading");
         if self.store.has_blob(&d.digest) {
             bar.finish("already exists");
             return Ok(());
@@ -423,6 +399,40 @@ impl Puller<'_> {
     }
 }
 
+/// A client for `r`'s registry (plain HTTP only where allowed) and the
+/// credentials to use there: the given ones, else the credentials file's
+/// entry, else anonymous (token auth included). Pull and push share it.
+pub(crate) fn client_for(
+    r: &Reference,
+    insecure: bool,
+    given: &Option<Credentials>,
+    auth_file: &Option<PathBuf>,
+) -> Result<(oci_client::Client, RegistryAuth), AuthError> {
+    let creds = match given {
+        Some(c) => Some(c.clone()),
+        None => {
+            let file = auth_file.clone().unwrap_or_else(auth::default_auth_file);
+            auth::lookup(&file, r.registry())?
+        }
+    };
+    let auth = match creds {
+        Some(c) => RegistryAuth::Basic(c.username, c.password),
+        None => RegistryAuth::Anonymous,
+    };
+    let protocol = if plain_http_allowed(r, insecure) {
+        ClientProtocol::HttpsExcept(vec![r.registry().to_owned()])
+    } else {
+        ClientProtocol::Https
+    };
+    let client = oci_client::Client::new(ClientConfig {
+        protocol,
+        connect_timeout: Some(Duration::from_secs(30)),
+        read_timeout: Some(Duration::from_secs(300)),
+        ..ClientConfig::default()
+    });
+    Ok((client, auth))
+}
+
 /// Plain HTTP only for loopback registries, or when asked for.
 fn plain_http_allowed(r: &Reference, insecure: bool) -> bool {
     r.is_loopback() || insecure
@@ -432,7 +442,7 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(500 * 2u64.pow(attempt.saturating_sub(1)))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -458,20 +468,20 @@ fn transient(e: &oci_client::errors::OciDistributionError) -> bool {
 }
 
 /// Progress output: a bar per layer on a terminal, else plain lines.
-enum Reporter {
+pub(crate) enum Reporter {
     Bars(MultiProgress),
     Plain,
     Quiet,
 }
 
-enum LayerBar {
+pub(crate) enum LayerBar {
     Bar(ProgressBar),
-    Plain(String),
+    Plain(String, &'static str),
     Quiet,
 }
 
 impl Reporter {
-    fn new(p: Progress) -> Self {
+    pub(crate) fn new(p: Progress) -> Self {
         match p {
             Progress::Quiet => Self::Quiet,
             Progress::Plain => Self::Plain,
@@ -482,7 +492,7 @@ impl Reporter {
         }
     }
 
-    fn line(&self, s: &str) {
+    pub(crate) fn line(&self, s: &str) {
         match self {
             Self::Bars(m) => {
                 let _ = m.println(s);
@@ -492,7 +502,7 @@ impl Reporter {
         }
     }
 
-    fn start(&self, d: &Digest, size: u64, layer: bool) -> LayerBar {
+    pub(crate) fn start(&self, d: &Digest, size: u64, layer: bool, verb: &'static str) -> LayerBar {
         let what = if layer { "layer" } else { "config" };
         match self {
             Self::Bars(m) => {
@@ -505,12 +515,12 @@ impl Reporter {
                     .progress_chars("=> "),
                 );
                 pb.set_prefix(format!("{} {what}", d.short()));
-                pb.set_message("downloading");
+                pb.set_message(verb);
                 LayerBar::Bar(pb)
             }
             Self::Plain => {
                 let name = format!("{} {what}", d.short());
-                LayerBar::Plain(name)
+                LayerBar::Plain(name, verb)
             }
             Self::Quiet => LayerBar::Quiet,
         }
@@ -518,7 +528,7 @@ impl Reporter {
 }
 
 impl LayerBar {
-    fn inc(&self, n: u64) {
+    pub(crate) fn inc(&self, n: u64) {
         if let Self::Bar(b) = self {
             b.inc(n);
         }
@@ -528,9 +538,9 @@ impl LayerBar {
             b.set_position(n);
         }
     }
-    fn begin(&self, size: u64) {
-        if let Self::Plain(name) = self {
-            eprintln!("{name}: downloading {size} bytes");
+    pub(crate) fn begin(&self, size: u64) {
+        if let Self::Plain(name, verb) = self {
+            eprintln!("{name}: {verb} {size} bytes");
         }
     }
     fn retry(&self, msg: &str) {
@@ -540,14 +550,14 @@ impl LayerBar {
                 b.set_message("retrying");
                 b.println(msg);
             }
-            Self::Plain(name) => eprintln!("{name}: {msg}"),
+            Self::Plain(name, _) => eprintln!("{name}: {msg}"),
             Self::Quiet => {}
         }
     }
-    fn finish(&self, msg: &'static str) {
+    pub(crate) fn finish(&self, msg: &'static str) {
         match self {
             Self::Bar(b) => b.finish_with_message(msg),
-            Self::Plain(name) => eprintln!("{name}: {msg}"),
+            Self::Plain(name, _) => eprintln!("{name}: {msg}"),
             Self::Quiet => {}
         }
     }

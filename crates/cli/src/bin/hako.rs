@@ -152,6 +152,11 @@ fn real_main(cli: Cli) -> Result<i32> {
         Cmd::Wait { containers } => verbs::wait(dirs, &containers)?,
         Cmd::Ns(c) => verbs::ns(dirs, c)?,
         Cmd::Pull { image, insecure } => verbs::pull(dirs, &image, insecure)?,
+        Cmd::Push {
+            insecure,
+            image,
+            destination,
+        } => verbs::push(dirs, &image, destination.as_deref(), insecure)?,
         Cmd::Images { quiet, format } => verbs::images(dirs, quiet, format.as_deref())?,
         Cmd::Image(c) => verbs::image(dirs, c)?,
         Cmd::Rmi { force, images } => verbs::rmi(dirs, &images, force)?,
