@@ -44,7 +44,8 @@ pub enum Cmd {
         /// Only ids.
         #[arg(short, long)]
         quiet: bool,
-        /// `json` for one JSON object per line.
+        /// `json` for one JSON object per line, or a Go template (`{{.Names}}`,
+        /// `{{json .}}`, `table {{.ID}}\t{{.Names}}`).
         #[arg(long)]
         format: Option<String>,
         /// KEY=VALUE: id, name, label (KEY or KEY=VALUE), status (created,
@@ -116,6 +117,10 @@ pub enum Cmd {
         /// network (default: each, in that order, as Docker).
         #[arg(long = "type", value_parser = ["container", "image", "volume", "network"])]
         kind: Option<String>,
+        /// A Go template for each object (`{{.State.Status}}`,
+        /// `{{json .Config}}`), or `json` for one object per line.
+        #[arg(short, long)]
+        format: Option<String>,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -127,7 +132,8 @@ pub enum Cmd {
         /// Accepted for Docker compatibility; one sample is printed.
         #[arg(long)]
         no_stream: bool,
-        /// `json` for one JSON object per line.
+        /// `json` for one JSON object per line, or a Go template (`{{.Names}}`,
+        /// `{{json .}}`, `table {{.ID}}\t{{.Names}}`).
         #[arg(long)]
         format: Option<String>,
     },
@@ -205,7 +211,8 @@ pub enum Cmd {
         /// Only ids.
         #[arg(short, long)]
         quiet: bool,
-        /// `json` for one JSON object per line.
+        /// `json` for one JSON object per line, or a Go template (`{{.Names}}`,
+        /// `{{json .}}`, `table {{.ID}}\t{{.Names}}`).
         #[arg(long)]
         format: Option<String>,
     },
@@ -435,7 +442,8 @@ pub enum NsCmd {
     /// Namespaces of one or all running containers, with what shares them.
     Ls {
         container: Option<String>,
-        /// `json` for one JSON object per line.
+        /// `json` for one JSON object per line, or a Go template (`{{.Names}}`,
+        /// `{{json .}}`, `table {{.ID}}\t{{.Names}}`).
         #[arg(long)]
         format: Option<String>,
     },
@@ -468,7 +476,8 @@ pub enum ImageCmd {
         /// Only ids.
         #[arg(short, long)]
         quiet: bool,
-        /// `json` for one JSON object per line.
+        /// `json` for one JSON object per line, or a Go template (`{{.Names}}`,
+        /// `{{json .}}`, `table {{.ID}}\t{{.Names}}`).
         #[arg(long)]
         format: Option<String>,
     },
@@ -499,7 +508,8 @@ pub enum VolCmd {
         /// Names only.
         #[arg(short, long)]
         quiet: bool,
-        /// `json`: one JSON object per line.
+        /// `json` for one JSON object per line, or a Go template (`{{.Names}}`,
+        /// `{{json .}}`, `table {{.ID}}\t{{.Names}}`).
         #[arg(long)]
         format: Option<String>,
     },
@@ -548,7 +558,8 @@ pub enum NetCmd {
     },
     /// List networks.
     Ls {
-        /// `json` for one JSON object per line.
+        /// `json` for one JSON object per line, or a Go template (`{{.Names}}`,
+        /// `{{json .}}`, `table {{.ID}}\t{{.Names}}`).
         #[arg(long)]
         format: Option<String>,
     },

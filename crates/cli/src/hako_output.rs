@@ -51,17 +51,16 @@ fn text(v: &Value, k: &str) -> String {
 }
 
 /// `ps`: the engine's rows as a table, ids only (`-q`), or JSON lines.
-pub fn ps(rows: &[Value], quiet: bool, format: Option<&str>, no_trunc: bool) {
+pub fn ps(rows: &[Value], quiet: bool, format: Option<&str>, no_trunc: bool) -> Result<()> {
     let id = |r: &Value| text(r, if no_trunc { "FullID" } else { "ID" });
-    if format == Some("json") {
-        let _ = json_lines(rows);
-        return;
-    }
     if quiet {
         for r in rows {
             println!("{}", id(r));
         }
-        return;
+        return Ok(());
+    }
+    if crate::format::custom(rows, format)? {
+        return Ok(());
     }
     let t: Vec<Vec<String>> = rows
         .iter()
@@ -94,6 +93,7 @@ pub fn ps(rows: &[Value], quiet: bool, format: Option<&str>, no_trunc: bool) {
         ],
         &t,
     );
+    Ok(())
 }
 
 /// `top`: (PID, UID, STAT, CMD) rows.
@@ -103,16 +103,34 @@ pub fn top(rows: &[[String; 4]]) {
 }
 
 /// `stats`: memory use against the limit and the process count.
-pub fn stats(rows: &[Value], format: Option<&str>) {
-    if format == Some("json") {
-        let _ = json_lines(rows);
-        return;
-    }
+pub fn stats(rows: &[Value], format: Option<&str>) -> Result<()> {
     let mib = |v: Option<u64>| {
         // The kernel's "no limit" is a huge number: shown as "-".
         v.filter(|l| *l < 1 << 60)
             .map_or("-".into(), |m| format!("{:.1}MiB", m as f64 / 1048576.0))
     };
+    // Docker's template fields next to the JSON's.
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            let st = r["Stats"].clone();
+            r["Container"] = r["ID"].clone();
+            r["MemUsage"] = format!(
+                "{} / {}",
+                mib(st["memory"]["usage"]["usage"].as_u64()),
+                mib(st["memory"]["usage"]["limit"].as_u64())
+            )
+            .into();
+            r
+        })
+        .collect();
+    if format == Some("json") {
+        return json_lines(&rows);
+    }
+    if crate::format::custom(&rows, format)? {
+        return Ok(());
+    }
     let t: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -130,13 +148,13 @@ pub fn stats(rows: &[Value], format: Option<&str>) {
         })
         .collect();
     table(&["CONTAINER ID", "NAME", "MEM USAGE / LIMIT", "PIDS"], &t);
+    Ok(())
 }
 
 /// `ns ls`: each namespace with the host and containers that share it.
-pub fn namespaces(rows: &[Value], format: Option<&str>) {
-    if format == Some("json") {
-        let _ = json_lines(rows);
-        return;
+pub fn namespaces(rows: &[Value], format: Option<&str>) -> Result<()> {
+    if crate::format::custom(rows, format)? {
+        return Ok(());
     }
     let t: Vec<Vec<String>> = rows
         .iter()
@@ -161,6 +179,7 @@ pub fn namespaces(rows: &[Value], format: Option<&str>) {
         })
         .collect();
     table(&["CONTAINER", "TYPE", "NAMESPACE", "SHARED WITH"], &t);
+    Ok(())
 }
 
 /// An image id as Docker shows it: 12 hex digits without `sha256:`.
@@ -173,6 +192,33 @@ pub fn short_image(id: &str) -> String {
 pub fn images(list: &[hako_image::ImageSummary], quiet: bool, format: Option<&str>) -> Result<()> {
     if format == Some("json") {
         return json_lines(list);
+    }
+    if let Some(f) = format {
+        // A row per name with Docker's template fields, over the JSON's.
+        let mut rows = Vec::new();
+        for i in list {
+            let base = serde_json::to_value(i)?;
+            let tags = if i.repo_tags.is_empty() {
+                vec!["<none>:<none>".to_string()]
+            } else {
+                i.repo_tags.clone()
+            };
+            for t in tags {
+                let (repo, tag) = t
+                    .rsplit_once(':')
+                    .filter(|(_, t)| !t.contains('/'))
+                    .unwrap_or((&t, "<none>"));
+                let mut r = base.clone();
+                r["ID"] = short_image(&i.id).into();
+                r["Repository"] = repo.into();
+                r["Tag"] = tag.into();
+                r["CreatedAt"] = i.created.clone().unwrap_or_default().into();
+                r["Size"] = format!("{:.1}MB", i.size as f64 / 1e6).into();
+                rows.push(r);
+            }
+        }
+        crate::format::print(&rows, &crate::format::parse(f)?)?;
+        return Ok(());
     }
     if quiet {
         for i in list {
@@ -257,9 +303,9 @@ pub fn volumes(
         }
         return Ok(());
     }
-    if format == Some("json") {
-        let objs: Vec<serde_json::Value> = list.iter().map(|v| v.inspect(dirs)).collect();
-        return json_lines(&objs);
+    let objs: Vec<serde_json::Value> = list.iter().map(|v| v.inspect(dirs)).collect();
+    if crate::format::custom(&objs, format)? {
+        return Ok(());
     }
     let rows: Vec<Vec<String>> = list
         .iter()
@@ -272,6 +318,27 @@ pub fn volumes(
 pub fn networks(list: &[hako_net::Network], format: Option<&str>) -> Result<()> {
     if format == Some("json") {
         return json_lines(list);
+    }
+    if let Some(f) = format {
+        // Docker's field names (`.Name`, `.Driver`) over the JSON's.
+        let mut rows = Vec::new();
+        for n in list {
+            let mut v = serde_json::to_value(n)?;
+            let fields: Vec<(String, Value)> = v
+                .as_object()
+                .map(|o| o.iter().map(|(k, x)| (k.clone(), x.clone())).collect())
+                .unwrap_or_default();
+            for (k, x) in fields {
+                let mut c = k.chars();
+                if let Some(first) = c.next() {
+                    v[first.to_uppercase().chain(c).collect::<String>()] = x;
+                }
+            }
+            v["Driver"] = "bridge".into();
+            rows.push(v);
+        }
+        crate::format::print(&rows, &crate::format::parse(f)?)?;
+        return Ok(());
     }
     let rows: Vec<Vec<String>> = list
         .iter()

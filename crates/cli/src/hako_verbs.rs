@@ -96,7 +96,14 @@ fn chrono_now_ns() -> i64 {
 /// `inspect [--type T] NAME…`: each name as a container, else an image, a
 /// volume or a network (Docker's order), or only as `kind`. Every object
 /// found is printed; one line per name not found, and exit 125.
-pub fn inspect(dirs: &Dirs, kind: Option<&str>, names: &[String]) -> Result<i32> {
+pub fn inspect(
+    dirs: &Dirs,
+    kind: Option<&str>,
+    names: &[String],
+    format: Option<&str>,
+) -> Result<i32> {
+    // A bad template fails before anything is looked up.
+    let format = format.map(crate::format::parse).transpose()?;
     let mut out = Vec::new();
     let mut code = 0;
     let wants = |k: &str| kind.is_none_or(|w| w == k);
@@ -134,7 +141,10 @@ pub fn inspect(dirs: &Dirs, kind: Option<&str>, names: &[String]) -> Result<i32>
             }
         }
     }
-    output::pretty(&out)?;
+    match &format {
+        Some(f) => crate::format::print(&out, f)?,
+        None => output::pretty(&out)?,
+    }
     Ok(code)
 }
 
@@ -152,7 +162,7 @@ pub fn stats(dirs: &Dirs, containers: Vec<String>, format: Option<&str>) -> Resu
         .iter()
         .map(|n| ops::stats(dirs, n))
         .collect::<hako_engine::Result<Vec<_>>>()?;
-    output::stats(&rows, format);
+    output::stats(&rows, format)?;
     Ok(0)
 }
 
@@ -168,7 +178,7 @@ pub fn wait(dirs: &Dirs, containers: &[String]) -> Result<i32> {
 pub fn ns(dirs: &Dirs, c: NsCmd) -> Result<i32> {
     match c {
         NsCmd::Ls { container, format } => {
-            output::namespaces(&ns::ls(dirs, container.as_deref())?, format.as_deref())
+            output::namespaces(&ns::ls(dirs, container.as_deref())?, format.as_deref())?
         }
         NsCmd::Keep {
             container,

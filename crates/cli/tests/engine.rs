@@ -3514,3 +3514,76 @@ fn cp_both_ways_running_and_stopped() {
     e.ok(&["rm", "-f", "c"]);
     e.ok(&["volume", "rm", "cpvol"]);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn go_templates_format_the_listings() {
+    need_root!();
+    let e = Engine::new("fmt");
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "f1",
+        "--label",
+        "tier=web",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    e.ok(&["volume", "create", "fmtvol"]);
+    assert_eq!(e.out(&["ps", "--format", "{{.Names}}"]).trim(), "f1");
+    let t = e.out(&["ps", "--format", "table {{.ID}}\\t{{.Names}}"]);
+    let lines: Vec<&str> = t.lines().collect();
+    assert!(
+        lines[0].starts_with("CONTAINER ID") && lines[0].contains("NAMES"),
+        "{t}"
+    );
+    assert!(lines[1].ends_with("f1"), "{t}");
+    assert_eq!(
+        e.out(&["inspect", "-f", "{{.State.Status}} {{.Name}}", "f1"])
+            .trim(),
+        "running f1"
+    );
+    assert_eq!(
+        e.out(&["inspect", "--format", "{{json .Config.Labels}}", "f1"])
+            .trim(),
+        r#"{"tier":"web"}"#
+    );
+    let images = e.out(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(
+        images.lines().any(|l| l.ends_with("busybox:latest")),
+        "{images}"
+    );
+    assert_eq!(
+        e.out(&["volume", "ls", "--format", "{{.Name}}"]).trim(),
+        "fmtvol"
+    );
+    e.ok(&["network", "create", "fmtnet"]);
+    let nets = e.out(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"]);
+    e.ok(&["network", "rm", "fmtnet"]);
+    assert!(nets.lines().any(|l| l == "fmtnet bridge"), "{nets}");
+    let stats = e.out(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.PIDs}}",
+        "f1",
+    ]);
+    assert_eq!(stats.trim(), "f1 1", "{stats}");
+    // A bad template: one line, 125, before anything runs.
+    for args in [
+        vec!["ps", "--format", "{{.Names"],
+        vec!["inspect", "-f", "{{.Nope", "f1"],
+    ] {
+        let o = e.run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("--format"), "{err}");
+    }
+    e.ok(&["rm", "-f", "f1"]);
+    e.ok(&["volume", "rm", "fmtvol"]);
+}

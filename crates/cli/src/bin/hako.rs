@@ -3,6 +3,8 @@
 //! or to `hako_verbs.rs` (a few), and `hako_output.rs` prints. `__monitor`
 //! and `__init` are the same binary in its monitor and init roles.
 
+#[path = "../hako_format.rs"]
+mod format;
 #[path = "../hako_cli.rs"]
 mod hako_cli;
 #[path = "../hako_output.rs"]
@@ -64,7 +66,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             no_trunc,
         } => {
             let rows = ops::ps(dirs, all, &ops::Filters::parse(&filter)?);
-            output::ps(&rows, quiet, format.as_deref(), no_trunc);
+            output::ps(&rows, quiet, format.as_deref(), no_trunc)?;
             0
         }
         Cmd::Start {
@@ -141,7 +143,11 @@ fn real_main(cli: Cli) -> Result<i32> {
         Cmd::Unpause { containers } => each(&containers, |c| ops::pause(dirs, c, false).map(drop))?,
         Cmd::Exec(a) => verbs::exec(dirs, a)?,
         Cmd::Logs { args, container } => verbs::logs(dirs, &container, &args)?,
-        Cmd::Inspect { kind, containers } => verbs::inspect(dirs, kind.as_deref(), &containers)?,
+        Cmd::Inspect {
+            kind,
+            format,
+            containers,
+        } => verbs::inspect(dirs, kind.as_deref(), &containers, format.as_deref())?,
         Cmd::Top { container } => {
             output::top(&ops::top(dirs, &container)?);
             0

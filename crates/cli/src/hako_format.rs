@@ -1,0 +1,285 @@
+//! Docker's `--format`: `json` (one object per line), or a Go template
+//! (`{{.Names}}`, `{{json .}}`, `{{join .Args " "}}`), optionally as a
+//! `table` whose header names the fields. Templates are Go's text/template
+//! through the gtmpl crate, over the JSON of each row (what `--format
+//! json` prints), so a template sees the fields the JSON has; a field also
+//! answers to its capitalised name (`.Name` for `name`). Docker's helper
+//! functions are added: json, join, lower, upper, title, split, truncate.
+
+use anyhow::{anyhow, Result};
+use gtmpl::{Context, Func, FuncError, Template, Value as G};
+use serde_json::Value;
+
+/// A parsed `--format`.
+pub enum Format {
+    Json,
+    Template {
+        table: bool,
+        /// The row template's source, for the header.
+        source: String,
+        tmpl: Template,
+    },
+}
+
+fn to_g(v: &Value) -> G {
+    match v {
+        Value::Null => G::Nil,
+        Value::Bool(b) => G::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => G::from(i),
+            (None, Some(u), _) => G::from(u),
+            (_, _, Some(f)) => G::from(f),
+            _ => G::Nil,
+        },
+        Value::String(s) => G::String(s.clone()),
+        Value::Array(a) => G::Array(a.iter().map(to_g).collect()),
+        Value::Object(o) => {
+            let mut m = std::collections::HashMap::new();
+            for (k, v) in o {
+                m.insert(k.clone(), to_g(v));
+            }
+            G::Object(m)
+        }
+    }
+}
+
+fn to_json(v: &G) -> Value {
+    match v {
+        G::NoValue | G::Nil | G::Function(_) => Value::Null,
+        G::Bool(b) => Value::Bool(*b),
+        G::String(s) => Value::String(s.clone()),
+        G::Number(n) => n
+            .as_i64()
+            .map(Value::from)
+            .or_else(|| n.as_u64().map(Value::from))
+            .or_else(|| n.as_f64().map(Value::from))
+            .unwrap_or(Value::Null),
+        G::Array(a) => Value::Array(a.iter().map(to_json).collect()),
+        G::Object(m) | G::Map(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), to_json(&m[k])))
+                    .collect(),
+            )
+        }
+    }
+}
+
+fn text(v: &G) -> String {
+    match v {
+        G::String(s) => s.clone(),
+        G::NoValue | G::Nil => String::new(),
+        other => to_json(other).to_string(),
+    }
+}
+
+fn arg<'a>(args: &'a [G], i: usize, f: &str) -> Result<&'a G, FuncError> {
+    args.get(i)
+        .ok_or_else(|| FuncError::Generic(format!("{f}: missing argument {}", i + 1)))
+}
+
+fn json(args: &[G]) -> Result<G, FuncError> {
+    Ok(G::String(to_json(arg(args, 0, "json")?).to_string()))
+}
+
+fn join(args: &[G]) -> Result<G, FuncError> {
+    let sep = text(arg(args, 1, "join")?);
+    match arg(args, 0, "join")? {
+        G::Array(a) => Ok(G::String(a.iter().map(text).collect::<Vec<_>>().join(&sep))),
+        other => Ok(G::String(text(other))),
+    }
+}
+
+fn lower(args: &[G]) -> Result<G, FuncError> {
+    Ok(G::String(text(arg(args, 0, "lower")?).to_lowercase()))
+}
+
+fn upper(args: &[G]) -> Result<G, FuncError> {
+    Ok(G::String(text(arg(args, 0, "upper")?).to_uppercase()))
+}
+
+fn title(args: &[G]) -> Result<G, FuncError> {
+    let s = text(arg(args, 0, "title")?);
+    let mut c = s.chars();
+    Ok(G::String(match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => s,
+    }))
+}
+
+fn split(args: &[G]) -> Result<G, FuncError> {
+    let s = text(arg(args, 0, "split")?);
+    let sep = text(arg(args, 1, "split")?);
+    Ok(G::Array(
+        s.split(sep.as_str()).map(|p| G::String(p.into())).collect(),
+    ))
+}
+
+fn truncate(args: &[G]) -> Result<G, FuncError> {
+    let s = text(arg(args, 0, "truncate")?);
+    let n = match arg(args, 1, "truncate")? {
+        G::Number(n) => n.as_u64().unwrap_or(0) as usize,
+        other => text(other).parse().unwrap_or(0),
+    };
+    Ok(G::String(s.chars().take(n).collect()))
+}
+
+const FUNCS: [(&str, Func); 7] = [
+    ("json", json),
+    ("join", join),
+    ("lower", lower),
+    ("upper", upper),
+    ("title", title),
+    ("split", split),
+    ("truncate", truncate),
+];
+
+/// `json`, or a template (`table` first for a table).
+pub fn parse(s: &str) -> Result<Format> {
+    if s == "json" {
+        return Ok(Format::Json);
+    }
+    let (table, body) = match s.strip_prefix("table") {
+        Some(rest) => (true, rest.trim_start().to_string()),
+        None => (false, s.to_string()),
+    };
+    // Docker's escapes: a literal \t or \n in the argument.
+    let body = body.replace("\\t", "\t").replace("\\n", "\n");
+    let mut tmpl = Template::default();
+    tmpl.add_funcs(&FUNCS);
+    tmpl.parse(body.clone())
+        .map_err(|e| anyhow!("--format {s:?}: {e}"))?;
+    Ok(Format::Template {
+        table,
+        source: body,
+        tmpl,
+    })
+}
+
+/// The header of a table: the template with each `{{.Field}}` replaced
+/// by the field's name in capitals (Docker's names for the usual ones).
+fn header(source: &str) -> String {
+    let mut out = String::new();
+    let mut rest = source;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let Some(j) = rest[i..].find("}}") else { break };
+        let action = rest[i + 2..i + j].trim();
+        let field = action
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix('.'))
+            .unwrap_or(action);
+        let name = match field {
+            "ID" => "CONTAINER ID".to_string(),
+            "RunningFor" | "CreatedSince" => "CREATED".to_string(),
+            "PIDs" => "PIDS".to_string(),
+            f => {
+                let mut s = String::new();
+                for (k, c) in f.chars().enumerate() {
+                    if k > 0
+                        && c.is_uppercase()
+                        && !f[..].chars().nth(k - 1).is_some_and(char::is_uppercase)
+                    {
+                        s.push(' ');
+                    }
+                    s.extend(c.to_uppercase());
+                }
+                s
+            }
+        };
+        out.push_str(&name);
+        rest = &rest[i + j + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Prints `rows` in `format`.
+pub fn print(rows: &[Value], format: &Format) -> Result<()> {
+    match format {
+        Format::Json => {
+            for r in rows {
+                println!("{}", serde_json::to_string(r)?);
+            }
+        }
+        Format::Template {
+            table,
+            source,
+            tmpl,
+        } => {
+            let mut lines = Vec::new();
+            for r in rows {
+                let s = tmpl
+                    .render(&Context::from(to_g(r)))
+                    .map_err(|e| anyhow!("--format: {e}"))?;
+                lines.push(s);
+            }
+            if *table {
+                let head: Vec<String> = header(source).split('\t').map(str::to_string).collect();
+                let body: Vec<Vec<String>> = lines
+                    .iter()
+                    .map(|l| l.split('\t').map(str::to_string).collect())
+                    .collect();
+                let h: Vec<&str> = head.iter().map(String::as_str).collect();
+                crate::output::table(&h, &body);
+            } else {
+                for l in lines {
+                    println!("{l}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints with `format` when one is given; false when the caller's own
+/// table is wanted.
+pub fn custom(rows: &[Value], format: Option<&str>) -> Result<bool> {
+    match format {
+        None => Ok(false),
+        Some(f) => {
+            print(rows, &parse(f)?)?;
+            Ok(true)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn render(f: &str, v: Value) -> String {
+        let Format::Template { tmpl, .. } = parse(f).unwrap() else {
+            panic!("not a template")
+        };
+        tmpl.render(&Context::from(to_g(&v))).unwrap()
+    }
+
+    #[test]
+    fn fields_functions_and_json() {
+        let row = json!({"Names": "web", "Labels": {"a": "1"}, "Args": ["x", "y"]});
+        assert_eq!(render("{{.Names}}", row.clone()), "web");
+        assert_eq!(render("{{json .Labels}}", row.clone()), r#"{"a":"1"}"#);
+        assert_eq!(render("{{join .Args \",\"}}", row.clone()), "x,y");
+        assert_eq!(render("{{upper .Names}}", row.clone()), "WEB");
+        assert_eq!(render("{{truncate .Names 2}}", row.clone()), "we");
+        assert_eq!(render("{{.Names}}\\t{{.Names}}", row), "web\tweb");
+    }
+
+    #[test]
+    fn bad_templates_are_one_line_errors() {
+        let e = parse("{{.Names").err().unwrap().to_string();
+        assert!(e.starts_with("--format"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn table_headers_name_the_fields() {
+        assert_eq!(header("{{.ID}}\t{{.Names}}"), "CONTAINER ID\tNAMES");
+        assert_eq!(header("{{.RunningFor}} {{.MemUsage}}"), "CREATED MEM USAGE");
+        assert_eq!(header("{{json .Labels}}"), "LABELS");
+    }
+}
