@@ -189,45 +189,12 @@ pub fn short_image(id: &str) -> String {
 }
 
 /// `images`: one row per tag (`<none>` for an untagged image).
-pub fn images(list: &[hako_image::ImageSummary], quiet: bool, format: Option<&str>) -> Result<()> {
-    if format == Some("json") {
-        return json_lines(list);
-    }
-    if let Some(f) = format {
-        // A row per name with Docker's template fields, over the JSON's.
-        let mut rows = Vec::new();
-        for i in list {
-            let base = serde_json::to_value(i)?;
-            let tags = if i.repo_tags.is_empty() {
-                vec!["<none>:<none>".to_string()]
-            } else {
-                i.repo_tags.clone()
-            };
-            for t in tags {
-                let (repo, tag) = t
-                    .rsplit_once(':')
-                    .filter(|(_, t)| !t.contains('/'))
-                    .unwrap_or((&t, "<none>"));
-                let mut r = base.clone();
-                r["ID"] = short_image(&i.id).into();
-                r["Repository"] = repo.into();
-                r["Tag"] = tag.into();
-                r["CreatedAt"] = i.created.clone().unwrap_or_default().into();
-                r["Size"] = format!("{:.1}MB", i.size as f64 / 1e6).into();
-                rows.push(r);
-            }
-        }
-        crate::format::print(&rows, &crate::format::parse(f)?)?;
-        return Ok(());
-    }
-    if quiet {
-        for i in list {
-            println!("{}", short_image(&i.id));
-        }
-        return Ok(());
-    }
+/// One row per name of each image (`<none>` for an untagged one), with
+/// Docker's fields: ID, Repository, Tag, CreatedAt, Size, over the JSON's.
+fn image_rows(list: &[hako_image::ImageSummary]) -> Result<Vec<Value>> {
     let mut rows = Vec::new();
     for i in list {
+        let base = serde_json::to_value(i)?;
         let tags = if i.repo_tags.is_empty() {
             vec!["<none>:<none>".to_string()]
         } else {
@@ -238,15 +205,41 @@ pub fn images(list: &[hako_image::ImageSummary], quiet: bool, format: Option<&st
                 .rsplit_once(':')
                 .filter(|(_, t)| !t.contains('/'))
                 .unwrap_or((&t, "<none>"));
-            rows.push(vec![
-                repo.to_string(),
-                tag.to_string(),
-                short_image(&i.id),
-                i.created.clone().unwrap_or_default(),
-                format!("{:.1}MB", i.size as f64 / 1e6),
-            ]);
+            let mut r = base.clone();
+            r["ID"] = short_image(&i.id).into();
+            r["Repository"] = repo.into();
+            r["Tag"] = tag.into();
+            r["CreatedAt"] = i.created.clone().unwrap_or_default().into();
+            r["Size"] = format!("{:.1}MB", i.size as f64 / 1e6).into();
+            rows.push(r);
         }
     }
+    Ok(rows)
+}
+
+pub fn images(list: &[hako_image::ImageSummary], quiet: bool, format: Option<&str>) -> Result<()> {
+    if format == Some("json") {
+        return json_lines(list);
+    }
+    if quiet {
+        for i in list {
+            println!("{}", short_image(&i.id));
+        }
+        return Ok(());
+    }
+    let rows = image_rows(list)?;
+    if crate::format::custom(&rows, format)? {
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            ["Repository", "Tag", "ID", "CreatedAt", "Size"]
+                .iter()
+                .map(|k| text(r, k))
+                .collect()
+        })
+        .collect();
     table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
     Ok(())
 }
