@@ -126,10 +126,11 @@ pub enum Cmd {
     },
     /// The processes of a container.
     Top { container: String },
-    /// One sample of resource usage.
+    /// Resource usage of containers (all running ones by default),
+    /// redrawn every second until interrupted or they all stop.
     Stats {
         containers: Vec<String>,
-        /// Accepted for Docker compatibility; one sample is printed.
+        /// Print one sample and exit.
         #[arg(long)]
         no_stream: bool,
         /// `json` for one JSON object per line, or a Go template (`{{.Names}}`,

@@ -138,16 +138,28 @@ pub fn stats(rows: &[Value], format: Option<&str>) -> Result<()> {
             vec![
                 text(r, "ID"),
                 text(r, "Name"),
+                text(r, "CPUPerc"),
                 format!(
                     "{} / {}",
                     mib(st["memory"]["usage"]["usage"].as_u64()),
                     mib(st["memory"]["usage"]["limit"].as_u64())
                 ),
+                text(r, "MemPerc"),
                 r["PIDs"].to_string(),
             ]
         })
         .collect();
-    table(&["CONTAINER ID", "NAME", "MEM USAGE / LIMIT", "PIDS"], &t);
+    table(
+        &[
+            "CONTAINER ID",
+            "NAME",
+            "CPU %",
+            "MEM USAGE / LIMIT",
+            "MEM %",
+            "PIDS",
+        ],
+        &t,
+    );
     Ok(())
 }
 

@@ -148,22 +148,96 @@ pub fn inspect(
     Ok(code)
 }
 
-/// `stats` of the named containers, or of every running one.
-pub fn stats(dirs: &Dirs, containers: Vec<String>, format: Option<&str>) -> Result<i32> {
-    let names: Vec<String> = if containers.is_empty() {
-        ops::ps(dirs, false, &Default::default())
+/// Host memory, the 100 % of a container without a memory limit.
+fn host_memory() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|k| k * 1024)
+}
+
+/// `stats`: the named containers, or every running one, sampled every
+/// second and redrawn (Docker's default), or once with `--no-stream`.
+/// CPU % is the time used between two samples over the time between them
+/// (100 % = one CPU), so the first figures come after a short first wait.
+pub fn stats(
+    dirs: &Dirs,
+    containers: Vec<String>,
+    no_stream: bool,
+    format: Option<&str>,
+) -> Result<i32> {
+    // A bad template fails first.
+    if let Some(f) = format.filter(|f| *f != "json") {
+        crate::format::parse(f)?;
+    }
+    let named = !containers.is_empty();
+    let tty = hako_runtime::os::isatty(1);
+    let mut prev: std::collections::HashMap<String, (u64, std::time::Instant)> = Default::default();
+    let mut first = true;
+    loop {
+        let names: Vec<String> = if named {
+            containers.clone()
+        } else {
+            ops::ps(dirs, false, &Default::default())
+                .iter()
+                .filter_map(|r| r["ID"].as_str().map(str::to_string))
+                .collect()
+        };
+        let mut rows = names
             .iter()
-            .filter_map(|r| r["ID"].as_str().map(str::to_string))
-            .collect()
-    } else {
-        containers
-    };
-    let rows = names
-        .iter()
-        .map(|n| ops::stats(dirs, n))
-        .collect::<hako_engine::Result<Vec<_>>>()?;
-    output::stats(&rows, format)?;
-    Ok(0)
+            .map(|n| ops::stats(dirs, n))
+            .collect::<hako_engine::Result<Vec<_>>>()?;
+        let now = std::time::Instant::now();
+        for r in &mut rows {
+            let id = r["ID"].as_str().unwrap_or("").to_string();
+            let cpu = r["Stats"]["cpu"]["usage"]["total"].as_u64().unwrap_or(0);
+            r["CPUPerc"] = match prev.insert(id, (cpu, now)) {
+                Some((c0, t0)) if now > t0 => format!(
+                    "{:.2}%",
+                    cpu.saturating_sub(c0) as f64 / (now - t0).as_nanos() as f64 * 100.0
+                ),
+                _ => "--".into(),
+            }
+            .into();
+            let usage = r["Stats"]["memory"]["usage"]["usage"].as_u64();
+            let limit = r["Stats"]["memory"]["usage"]["limit"]
+                .as_u64()
+                .filter(|l| *l < 1 << 60)
+                .or_else(host_memory);
+            r["MemPerc"] = match (usage, limit) {
+                (Some(u), Some(l)) if l > 0 => format!("{:.2}%", u as f64 / l as f64 * 100.0),
+                _ => "--".into(),
+            }
+            .into();
+        }
+        if first && !rows.is_empty() {
+            first = false;
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            continue;
+        }
+        if tty && !no_stream {
+            print!("\x1b[2J\x1b[H");
+        }
+        output::stats(&rows, format)?;
+        if no_stream {
+            return Ok(0);
+        }
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        if named
+            && rows
+                .iter()
+                .all(|r| r["State"] != "running" && r["State"] != "paused")
+        {
+            return Ok(0);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 /// `wait`: each container's exit code, one per line.

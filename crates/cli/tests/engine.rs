@@ -3587,3 +3587,60 @@ fn go_templates_format_the_listings() {
     e.ok(&["rm", "-f", "f1"]);
     e.ok(&["volume", "rm", "fmtvol"]);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn stats_stream_until_the_containers_stop() {
+    need_root!();
+    let e = Engine::new("stats");
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "busy",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "while :; do :; done",
+    ]);
+    // --no-stream: one table, with a CPU figure from two samples.
+    let one = e.out(&["stats", "--no-stream", "busy"]);
+    let lines: Vec<&str> = one.lines().collect();
+    assert_eq!(lines.len(), 2, "{one}");
+    assert!(
+        lines[0].contains("CPU %") && lines[0].contains("MEM %"),
+        "{one}"
+    );
+    // Streaming: a line a second, busy using CPU; it ends by itself when
+    // the container stops.
+    let mut child = e
+        .cmd(&["stats", "--format", "{{.Name}} {{.CPUPerc}}", "busy"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let mut l = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut out, &mut l).unwrap() > 0,
+            "stats ended early: {seen:?}"
+        );
+        seen.push(l.trim().to_string());
+    }
+    for l in &seen {
+        let pct: f64 = l
+            .strip_prefix("busy ")
+            .and_then(|p| p.strip_suffix('%'))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{l}"));
+        assert!(pct > 0.0, "a busy loop uses CPU: {l}");
+    }
+    e.ok(&["kill", "busy"]);
+    let o = wait_output(child, Duration::from_secs(30), &["stats"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    e.ok(&["rm", "busy"]);
+}

@@ -153,8 +153,10 @@ fn real_main(cli: Cli) -> Result<i32> {
             0
         }
         Cmd::Stats {
-            containers, format, ..
-        } => verbs::stats(dirs, containers, format.as_deref())?,
+            containers,
+            no_stream,
+            format,
+        } => verbs::stats(dirs, containers, no_stream, format.as_deref())?,
         Cmd::Wait { containers } => verbs::wait(dirs, &containers)?,
         Cmd::Ns(c) => verbs::ns(dirs, c)?,
         Cmd::Pull { image, insecure } => verbs::pull(dirs, &image, insecure)?,
