@@ -65,7 +65,12 @@ pub enum Cmd {
         /// With -a: the container reads our stdin (as created with -i).
         #[arg(short, long)]
         interactive: bool,
-        #[arg(required = true)]
+        /// Start what a boot brings back (for a systemd unit or a boot
+        /// script): every container with --restart always, or
+        /// unless-stopped and not stopped by the user.
+        #[arg(long, conflicts_with_all = ["attach", "containers"])]
+        all: bool,
+        #[arg(required_unless_present = "all")]
         containers: Vec<String>,
     },
     /// Stop containers: the stop signal, then SIGKILL after the timeout.

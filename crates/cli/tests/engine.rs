@@ -3644,3 +3644,147 @@ fn stats_stream_until_the_containers_stop() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     e.ok(&["rm", "busy"]);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn restart_policies_as_docker() {
+    need_root!();
+    let e = Engine::new("restart");
+    let done = |name: &str| {
+        poll(60, &format!("{name} to stay exited"), || {
+            let i = e.inspect(name);
+            let s = &i["State"];
+            (s["Status"] == "exited" && s["Restarting"] == false && s["MonitorPid"] == 0)
+                .then_some(i)
+        })
+    };
+    // on-failure:3: exactly three restarts, then it stays exited.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "of",
+        "--restart",
+        "on-failure:3",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo run; exit 3",
+    ]);
+    let i = done("of");
+    assert_eq!(i["RestartCount"], 3, "{i}");
+    assert_eq!(i["State"]["ExitCode"], 3);
+    assert_eq!(i["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
+    assert_eq!(
+        e.out(&["logs", "of"])
+            .lines()
+            .filter(|l| *l == "run")
+            .count(),
+        4
+    );
+    // always: back after every exit, "Restarting" in ps while it waits;
+    // a stop ends it for good, and start brings the policy back.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "al",
+        "--restart",
+        "always",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo up; exit 1",
+    ]);
+    poll(60, "a Restarting status in ps", || {
+        e.out(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"])
+            .lines()
+            .any(|l| l.starts_with("al Restarting (1)"))
+            .then_some(())
+    });
+    poll(60, "al to be restarted", || {
+        (e.inspect("al")["RestartCount"].as_u64().unwrap() >= 1).then_some(())
+    });
+    e.ok(&["stop", "al"]);
+    let n = done("al")["RestartCount"].clone();
+    assert_eq!(
+        e.inspect("al")["RestartCount"],
+        n,
+        "no restart after the stop"
+    );
+    // start (the user's) applies the policy again; kill is a user's stop.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "up",
+        "--restart",
+        "always",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    e.ok(&["kill", "up"]);
+    done("up");
+    e.ok(&["start", "up"]);
+    assert_eq!(e.inspect("up")["State"]["Status"], "running");
+    // start --all (boot): always even after a user's stop, unless-stopped
+    // only if not stopped.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "us",
+        "--restart",
+        "unless-stopped",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    e.ok(&["stop", "-t", "0", "up", "us"]);
+    let started = e.out(&["start", "--all"]);
+    assert_eq!(started.lines().count(), 2, "al and up: {started}");
+    assert_eq!(e.inspect("up")["State"]["Status"], "running");
+    assert_eq!(e.inspect("us")["State"]["Status"], "exited");
+    // rm of a container waiting to restart needs -f.
+    e.ok(&["stop", "-t", "0", "up"]);
+    // Bad input: one line, 125, nothing made.
+    let before = e.ps_names();
+    for (args, want) in [
+        (
+            vec!["run", "-d", "--restart", "sometimes", "busybox", "true"],
+            "--restart \"sometimes\"",
+        ),
+        (
+            vec![
+                "run",
+                "-d",
+                "--rm",
+                "--restart",
+                "always",
+                "busybox",
+                "true",
+            ],
+            "conflict",
+        ),
+        (
+            vec!["run", "--restart", "always", "busybox", "true"],
+            "needs -d",
+        ),
+    ] {
+        let o = e.run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    assert_eq!(e.ps_names(), before);
+    e.ok(&["rm", "-f", "of", "al", "up", "us"]);
+}

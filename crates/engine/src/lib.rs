@@ -25,6 +25,7 @@ pub mod network;
 pub mod ns;
 pub mod ops;
 pub mod record;
+pub mod restart;
 pub mod spec;
 pub mod status;
 pub mod teardown;

@@ -249,7 +249,9 @@ pub fn run(dirs: &Dirs, id: &str, attached: bool, ready: Option<OwnedFd>) -> Res
                 let _ = r.write_all(b"ok\n");
             }
             drop(ready);
-            Ok(supervise(dirs, id, attached, started))
+            let r = run_and_restart(dirs, id, attached, started);
+            let _ = os::set_sigmask(&os::empty_sigmask());
+            r
         }
         Err(e) => {
             if let Some(r) = ready.as_mut() {
@@ -267,6 +269,87 @@ pub fn run(dirs: &Dirs, id: &str, attached: bool, ready: Option<OwnedFd>) -> Res
                 let _ = crate::teardown::remove_all_and_volumes(dirs, id);
             }
             Err(e)
+        }
+    }
+}
+
+/// Supervise the container; when it ends, record the end, or, if its
+/// restart policy says so, wait (backoff) and start it again. The decision
+/// and the new start happen under the restart lock (see [`crate::restart`]).
+fn run_and_restart(dirs: &Dirs, id: &str, attached: bool, first: Started) -> Result<i32> {
+    use crate::restart::{self, Policy};
+    let mut started = first;
+    let mut delay = std::time::Duration::ZERO;
+    loop {
+        let t0 = std::time::Instant::now();
+        let code = supervise(dirs, id, attached, started);
+        // Read before `finish`: the checkpoint verb clears the flag once the
+        // end is recorded. A checkpointed container stays, to be restored.
+        let rec = record::load(dirs, id).ok();
+        let checkpointed = rec.as_ref().is_some_and(|r| r.checkpointing);
+        let rm = rec.as_ref().is_some_and(|r| r.opts.rm);
+        let lock = restart::lock(dirs, id).ok();
+        let again = !attached
+            && !checkpointed
+            && lock.is_some()
+            && record::load(dirs, id).is_ok_and(|r| {
+                Policy::of(&r.opts).restarts(code, r.restart_count, r.stopped_by_user)
+            });
+        if !again {
+            crate::teardown::finish(dirs, id, Some(code));
+            if rm && !checkpointed {
+                let _ = crate::teardown::remove_all_and_volumes(dirs, id);
+            }
+            return Ok(code);
+        }
+        crate::teardown::finish_for_restart(dirs, id, code);
+        drop(lock);
+        delay = restart::backoff(delay, t0.elapsed());
+        wait_unless_woken(delay);
+        let _l = restart::lock(dirs, id)?;
+        let stopped = record::load(dirs, id).map_or(true, |r| r.stopped_by_user);
+        if stopped {
+            crate::teardown::finish(dirs, id, Some(code));
+            return Ok(code);
+        }
+        record::update(dirs, id, |r| {
+            r.restart_count += 1;
+            r.restarting = false;
+        })?;
+        started = match start_container(dirs, id, attached) {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = e.to_string();
+                let _ = record::update(dirs, id, |r| {
+                    r.error = Some(msg.clone());
+                });
+                crate::teardown::finish(dirs, id, Some(code));
+                return Err(e);
+            }
+        };
+    }
+}
+
+/// Sleep `d`, or less if SIGUSR1 comes (a user's stop: see
+/// [`crate::restart::stopped_by_user`]). Signals are blocked here (the
+/// supervisor's signalfd set), so it is read from a signalfd.
+fn wait_unless_woken(d: std::time::Duration) {
+    let deadline = std::time::Instant::now() + d;
+    let Ok(sfd) = os::signalfd_all() else {
+        std::thread::sleep(d);
+        return;
+    };
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        if !os::poll_in(sfd.as_fd(), ms).unwrap_or(false) {
+            return;
+        }
+        if os::read_signal(sfd.as_fd()).is_ok_and(|s| s == libc::SIGUSR1) {
+            return;
         }
     }
 }
@@ -537,7 +620,6 @@ fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> usize {
 /// The monitor's loop; returns the container's exit code.
 fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
     let rec = record::load(dirs, id).ok();
-    let rm = rec.as_ref().is_some_and(|r| r.opts.rm);
     let interactive = rec.as_ref().is_some_and(|r| r.opts.interactive);
     let mut log = LogWriter::open(&record::log_path(dirs, id));
     let _ = os::block_all_signals();
@@ -701,16 +783,7 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
     }
     log.flush();
     drop(_raw);
-    let code = status.map_or(255, os::exit_code);
-    // Read before `finish`: the checkpoint verb clears the flag once the
-    // end is recorded. A checkpointed container stays, to be restored.
-    let checkpointed = record::load(dirs, id).is_ok_and(|r| r.checkpointing);
-    crate::teardown::finish(dirs, id, Some(code));
-    if rm && !checkpointed {
-        let _ = crate::teardown::remove_all_and_volumes(dirs, id);
-    }
-    let _ = os::set_sigmask(&os::empty_sigmask());
-    code
+    status.map_or(255, os::exit_code)
 }
 
 /// Give back memory only the setup needed, so a detached monitor stays

@@ -95,6 +95,11 @@ impl Limits {
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(default)]
 pub struct RunOptions {
+    /// Restart policy of a detached container: no, on-failure[:MAX],
+    /// always or unless-stopped (the monitor restarts it with Docker's
+    /// backoff; `start --all` starts always/unless-stopped ones at boot).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub restart: Option<String>,
     /// Run in the background and print the container id.
     #[cfg_attr(feature = "cli", arg(short, long))]
     pub detach: bool,
@@ -311,6 +316,13 @@ pub struct Record {
     /// The next monitor restores the checkpoint instead of creating.
     #[serde(default)]
     pub restoring: bool,
+    /// Stopped (or killed, removed) by the user: the restart policy does
+    /// not bring it back (Docker's HasBeenManuallyStopped); `start` clears it.
+    #[serde(default)]
+    pub stopped_by_user: bool,
+    /// Its monitor waits to restart it (the restart policy's backoff).
+    #[serde(default)]
+    pub restarting: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -370,6 +382,8 @@ impl Record {
             checkpointing: false,
             checkpointed_at: None,
             restoring: false,
+            stopped_by_user: false,
+            restarting: false,
         }
     }
 

@@ -31,6 +31,19 @@ pub fn finish(dirs: &Dirs, id: &str, code: Option<i32>) {
         };
         r.finished_at = Some(now_rfc3339_nanos());
         r.monitor_pid = 0;
+        r.restarting = false;
+    });
+}
+
+/// The end of one run of a container its monitor will restart: as
+/// [`finish`], but the monitor stays recorded (it waits to restart it).
+pub fn finish_for_restart(dirs: &Dirs, id: &str, code: i32) {
+    release(dirs, id);
+    let _ = record::update(dirs, id, |r| {
+        r.phase = Phase::Exited;
+        r.exit_code = Some(code);
+        r.finished_at = Some(now_rfc3339_nanos());
+        r.restarting = true;
     });
 }
 

@@ -69,6 +69,20 @@ fn real_main(cli: Cli) -> Result<i32> {
             output::ps(&rows, quiet, format.as_deref(), no_trunc)?;
             0
         }
+        Cmd::Start { all: true, .. } => {
+            let (started, failed) = ops::start_all(dirs);
+            for id in started {
+                println!("{id}");
+            }
+            for (name, e) in &failed {
+                eprintln!("hako: {name}: {e}");
+            }
+            if failed.is_empty() {
+                0
+            } else {
+                125
+            }
+        }
         Cmd::Start {
             attach: true,
             containers,

@@ -247,6 +247,14 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
     if let Some(n) = &opts.name {
         record::check_name(n)?;
     }
+    if let Some(p) = &opts.restart {
+        let policy: crate::restart::Policy = p.parse()?;
+        if opts.rm && policy != crate::restart::Policy::No {
+            return Err(Error::Usage(
+                "--restart and --rm conflict: a removed container cannot be restarted".into(),
+            ));
+        }
+    }
     let (mut expanded, fresh) = expand_mounts(dirs, opts)?;
     let rootless = dirs::rootless();
     let cgroup_manager = crate::config::cgroup_manager(

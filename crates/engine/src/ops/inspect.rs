@@ -61,6 +61,7 @@ pub fn inspect(dirs: &Dirs, name: &str) -> Result<Value> {
             "StartedAt": r.started_at,
             "FinishedAt": r.finished_at,
             "MonitorPid": if monitor_alive(&r) { r.monitor_pid } else { 0 },
+            "Restarting": r.restarting && monitor_alive(&r),
             // podman's: a checkpoint ended it and can restore it.
             "Checkpointed": r.checkpointed_at.is_some() && matches!(s, Status::Exited(_)),
             "CheckpointedAt": r.checkpointed_at,
@@ -85,6 +86,12 @@ pub fn inspect(dirs: &Dirs, name: &str) -> Result<Value> {
             "NanoCpus": res["cpu"]["quota"].as_i64().map_or(0, |q| q * 10_000),
             "PidsLimit": res["pids"]["limit"].as_i64().unwrap_or(0),
             "Privileged": r.opts.privileged,
+            "RestartPolicy": match crate::restart::Policy::of(&r.opts) {
+                crate::restart::Policy::No => json!({"Name": "no", "MaximumRetryCount": 0}),
+                crate::restart::Policy::OnFailure(n) => json!({"Name": "on-failure", "MaximumRetryCount": n}),
+                crate::restart::Policy::Always => json!({"Name": "always", "MaximumRetryCount": 0}),
+                crate::restart::Policy::UnlessStopped => json!({"Name": "unless-stopped", "MaximumRetryCount": 0}),
+            },
             "ReadonlyRootfs": r.opts.read_only,
             "AutoRemove": r.opts.rm,
             "NetworkMode": r.opts.network.clone().unwrap_or_else(|| "bridge".into()),

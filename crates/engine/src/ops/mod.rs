@@ -36,7 +36,7 @@ pub use prune::prune;
 pub use ps::{ps, Filters};
 pub use rename::rename;
 pub use rm::rm;
-pub use start::{run, spawn_monitor, start, start_attached};
+pub use start::{run, spawn_monitor, start, start_all, start_attached};
 pub use stop::{kill, restart, stop};
 pub use top::{pids, stats, top};
 pub use update::update;

@@ -29,6 +29,12 @@ fn status_text(s: Status, r: &Record) -> String {
                 .trim_end_matches(" ago")
         ),
         Status::Paused => "Up (Paused)".into(),
+        // Docker's: its monitor waits to start it again.
+        Status::Exited(c) if r.restarting && crate::status::monitor_alive(r) => format!(
+            "Restarting ({}) {}",
+            c.map_or("unknown".to_string(), |c| c.to_string()),
+            r.finished_at.as_deref().map(util::ago).unwrap_or_default()
+        ),
         Status::Exited(c) => format!(
             "Exited ({}) {}",
             c.map_or("unknown".to_string(), |c| c.to_string()),

@@ -16,21 +16,33 @@ use crate::{Error, Result};
 pub fn rm(dirs: &Dirs, name: &str, force: bool, volumes: bool) -> Result<String> {
     let id = record::resolve(dirs, name)?;
     if let Ok(r) = record::load(dirs, &id) {
-        let st = status(dirs, &r);
-        if st.is_live() {
-            if !force {
-                return Err(Error::State {
-                    id: r.name,
-                    msg: "is running: stop it first or use rm -f".into(),
-                });
-            }
-            if st == Status::Paused {
-                let _ = container::resume(&dirs.runtime_root(), &id);
-                let _ = set_frozen(&r, false);
-            }
-            let _ = signal(dirs, &r, libc::SIGKILL, true);
+        let restarting = r.restarting && crate::status::monitor_alive(&r);
+        if (status(dirs, &r).is_live() || restarting) && !force {
+            return Err(Error::State {
+                id: r.name,
+                msg: if restarting {
+                    "is restarting: stop it first or use rm -f".into()
+                } else {
+                    "is running: stop it first or use rm -f".into()
+                },
+            });
         }
+        // Marked and killed under the restart lock: nothing restarts it.
+        crate::restart::stopped_by_user(dirs, &id, || {
+            let Ok(r) = record::load(dirs, &id) else {
+                return;
+            };
+            let st = status(dirs, &r);
+            if st.is_live() {
+                if st == Status::Paused {
+                    let _ = container::resume(&dirs.runtime_root(), &id);
+                    let _ = set_frozen(&r, false);
+                }
+                let _ = signal(dirs, &r, libc::SIGKILL, true);
+            }
+        })?;
         wait_exit(dirs, &id, Duration::from_secs(15));
+        super::stop::wait_restart_decided(dirs, &id);
     } else if !force && record::exists(&dirs.container(&id)) {
         return Err(Error::State {
             id,

@@ -79,6 +79,11 @@ pub fn spawn_monitor(dirs: &Dirs, id: &str) -> Result<()> {
 
 /// `run`: create, then monitor in the foreground or spawn a detached one.
 pub fn run(dirs: &Dirs, opts: &RunOptions) -> Result<(String, i32)> {
+    if !opts.detach && crate::restart::Policy::of(opts) != crate::restart::Policy::No {
+        return Err(Error::Usage(
+            "--restart needs -d: the monitor of a detached container restarts it".into(),
+        ));
+    }
     let id = create(dirs, opts)?;
     if opts.detach {
         // A run that could not start (a taken port, a network error) leaves
@@ -116,15 +121,46 @@ pub fn start_attached(dirs: &Dirs, name: &str) -> Result<i32> {
 /// `start` (detached).
 pub fn start(dirs: &Dirs, name: &str) -> Result<String> {
     let id = record::resolve(dirs, name)?;
+    // Under the restart lock: a monitor restarting it, or a stop, is not
+    // interleaved with this start (see crate::restart).
+    let _l = crate::restart::lock(dirs, &id)?;
     let r = record::load(dirs, &id)?;
     match status(dirs, &r) {
         Status::Running | Status::Paused => return Ok(id),
         _ => {}
     }
+    if r.restarting && monitor_alive(&r) {
+        return Err(Error::State {
+            id: r.name,
+            msg: "is restarting (its restart policy starts it again)".into(),
+        });
+    }
     if r.phase == Phase::Running && monitor_alive(&r) {
         wait_exit(dirs, &id, Duration::from_secs(10));
     }
     recover_for_start(dirs, &r)?;
+    // The user starts it: the restart policy applies again.
+    record::update(dirs, &id, |r| r.stopped_by_user = false)?;
     spawn_monitor(dirs, &id)?;
     Ok(id)
+}
+
+/// `start --all`: what a boot (Docker's daemon start) brings back: every
+/// container whose restart policy is `always`, or `unless-stopped` and not
+/// stopped by the user, that is not running. Returns the started ids, and
+/// the errors of those that failed.
+pub fn start_all(dirs: &Dirs) -> (Vec<String>, Vec<(String, Error)>) {
+    let (mut ok, mut failed) = (Vec::new(), Vec::new());
+    let (records, _) = record::scan(dirs);
+    for r in records {
+        let policy = crate::restart::Policy::of(&r.opts);
+        if !policy.starts_at_boot(r.stopped_by_user) || status(dirs, &r).is_live() {
+            continue;
+        }
+        match start(dirs, &r.id) {
+            Ok(id) => ok.push(id),
+            Err(e) => failed.push((r.name.clone(), e)),
+        }
+    }
+    (ok, failed)
 }

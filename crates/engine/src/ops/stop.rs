@@ -53,22 +53,32 @@ pub(super) fn signal(dirs: &Dirs, r: &Record, sig: i32, all: bool) -> Result<()>
 /// `stop [-t]`: the stop signal, then SIGKILL after the grace period.
 pub fn stop(dirs: &Dirs, name: &str, timeout: Option<u64>) -> Result<String> {
     let id = record::resolve(dirs, name)?;
-    let r = record::load(dirs, &id)?;
-    if !status(dirs, &r).is_live() {
+    // Marked stopped by the user and signalled under the restart lock, so
+    // the restart policy neither brings it back nor slips a new process
+    // in between (see crate::restart).
+    let r = crate::restart::stopped_by_user(dirs, &id, || -> Result<Option<Record>> {
+        let r = record::load(dirs, &id)?;
+        if !status(dirs, &r).is_live() {
+            return Ok(None);
+        }
+        if status(dirs, &r) == Status::Paused {
+            let _ = container::resume(&dirs.runtime_root(), &id);
+            let _ = set_frozen(&r, false);
+        }
+        let sig = r
+            .stop_signal
+            .as_deref()
+            .and_then(|s| util::parse_signal(s).ok())
+            .unwrap_or(libc::SIGTERM);
+        let _ = signal(dirs, &r, sig, false);
+        Ok(Some(r))
+    })??;
+    let Some(r) = r else {
         wait_exit(dirs, &id, Duration::from_secs(5));
+        wait_restart_decided(dirs, &id);
         return Ok(id);
-    }
-    if status(dirs, &r) == Status::Paused {
-        let _ = container::resume(&dirs.runtime_root(), &id);
-        let _ = set_frozen(&r, false);
-    }
+    };
     let t = timeout.or(r.opts.stop_timeout).unwrap_or(10);
-    let sig = r
-        .stop_signal
-        .as_deref()
-        .and_then(|s| util::parse_signal(s).ok())
-        .unwrap_or(libc::SIGTERM);
-    let _ = signal(dirs, &r, sig, false);
     if !wait_exit(dirs, &id, Duration::from_secs(t)) {
         let _ = signal(dirs, &r, libc::SIGKILL, true);
         wait_exit(dirs, &id, Duration::from_secs(15));
@@ -77,9 +87,34 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Option<u64>) -> Result<String> {
 }
 
 pub fn kill(dirs: &Dirs, name: &str, sig: i32) -> Result<String> {
-    let (id, r) = live(dirs, name)?;
-    signal(dirs, &r, sig, false)?;
+    let (id, _) = live(dirs, name)?;
+    // A signal that ends a process is the user's stop (the restart policy
+    // leaves it ended); others (HUP, USR1) are only delivered.
+    if matches!(
+        sig,
+        libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGQUIT
+    ) {
+        crate::restart::stopped_by_user(dirs, &id, || {
+            let (_, r) = live(dirs, &id)?;
+            signal(dirs, &r, sig, false)
+        })??;
+    } else {
+        let _l = crate::restart::lock(dirs, &id)?;
+        let (_, r) = live(dirs, &id)?;
+        signal(dirs, &r, sig, false)?;
+    }
     Ok(id)
+}
+
+/// Until a monitor waiting to restart the container has seen the user's
+/// stop and ended (it is woken at once; bounded all the same).
+pub(super) fn wait_restart_decided(dirs: &Dirs, id: &str) {
+    let t0 = Instant::now();
+    while record::load(dirs, id).is_ok_and(|r| r.restarting && monitor_alive(&r))
+        && t0.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 pub fn restart(dirs: &Dirs, name: &str, timeout: Option<u64>) -> Result<String> {
