@@ -146,6 +146,9 @@ pub enum Cmd {
     /// Container commands.
     #[command(subcommand)]
     Container(ContainerCmd),
+    /// Health check commands.
+    #[command(subcommand)]
+    Healthcheck(HealthCmd),
     /// A shell completion script (`hako completion bash >
     /// /etc/bash_completion.d/hako`), or with `man DIR` the manual pages.
     Completion {
@@ -397,6 +400,13 @@ pub struct LogsArgs {
     /// Lines logged before (same forms as --since).
     #[arg(long)]
     pub until: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HealthCmd {
+    /// Run a container's health check now: prints healthy, unhealthy or
+    /// starting; exit 0 when healthy, 1 otherwise.
+    Run { container: String },
 }
 
 #[derive(Subcommand, Debug)]

@@ -58,6 +58,7 @@ pub fn exec(dirs: &Dirs, a: ExecArgs) -> Result<i32> {
             user: a.user.as_deref(),
             tty: a.tty,
             detach: a.detach,
+            pid_file: None,
         },
     )?)
 }

@@ -3788,3 +3788,106 @@ fn restart_policies_as_docker() {
     assert_eq!(e.ps_names(), before);
     e.ok(&["rm", "-f", "of", "al", "up", "us"]);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn health_checks_show_in_ps_and_inspect() {
+    need_root!();
+    let e = Engine::new("health");
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "h",
+        "--health-cmd",
+        "test -e /ready",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "2",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let status = || {
+        e.out(&["ps", "--format", "{{.Names}} {{.Status}}"])
+            .lines()
+            .find(|l| l.starts_with("h "))
+            .unwrap_or("")
+            .to_string()
+    };
+    // Failing checks: unhealthy after two in a row, in ps and inspect.
+    poll(30, "h to be unhealthy", || {
+        status().ends_with("(unhealthy)").then_some(())
+    });
+    let h = e.inspect("h")["State"]["Health"].clone();
+    assert_eq!(h["Status"], "unhealthy", "{h}");
+    assert!(h["FailingStreak"].as_u64().unwrap() >= 2, "{h}");
+    assert_eq!(h["Log"].as_array().unwrap().last().unwrap()["ExitCode"], 1);
+    // The check passes once /ready exists.
+    e.ok(&["exec", "h", "touch", "/ready"]);
+    poll(30, "h to be healthy", || {
+        status().ends_with("(healthy)").then_some(())
+    });
+    // healthcheck run: now, with its verdict and exit code.
+    assert_eq!(e.out(&["healthcheck", "run", "h"]).trim(), "healthy");
+    // A check that outlives its timeout fails and is killed.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "slow",
+        "--health-cmd",
+        "sleep 30",
+        "--health-timeout",
+        "300ms",
+        "--health-retries",
+        "1",
+        "--health-interval",
+        "1h",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let o = e.run(&["healthcheck", "run", "slow"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "unhealthy");
+    let h = e.inspect("slow")["State"]["Health"].clone();
+    assert_eq!(h["Log"][0]["ExitCode"], -1, "{h}");
+    let procs = e.out(&["exec", "slow", "ps", "-o", "args"]);
+    assert!(!procs.contains("sleep 30"), "the check was killed: {procs}");
+    // No check: no Health; bad flags: one line, 125.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "none",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    assert!(e.inspect("none")["State"]["Health"].is_null());
+    let o = e.run(&["healthcheck", "run", "none"]);
+    assert_eq!(o.status.code(), Some(125));
+    let before = e.ps_names();
+    let o = e.run(&[
+        "run",
+        "-d",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "often",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--health-interval"));
+    assert_eq!(e.ps_names(), before);
+    e.ok(&["rm", "-f", "h", "slow", "none"]);
+}

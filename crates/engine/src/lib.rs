@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod dirs;
+pub mod health;
 pub mod initproc;
 pub mod limits;
 pub mod monitor;

@@ -543,6 +543,10 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
         r.exit_code = None;
         r.error = None;
         r.networks = networks.clone();
+        r.health = r.healthcheck.as_ref().map(|_| crate::health::Health {
+            status: "starting".into(),
+            ..Default::default()
+        });
     }) {
         return Err(fail(e));
     }
@@ -557,6 +561,19 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
         streams,
         _held_ports: held_ports,
     })
+}
+
+/// `hako healthcheck run ID` in the background; its pid.
+fn spawn_health_check(id: &str) -> Option<i32> {
+    let exe = hako_runtime::self_exe().ok()?;
+    std::process::Command::new(exe)
+        .args(["healthcheck", "run", id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()
+        .map(|c| c.id() as i32)
 }
 
 /// Restore the container from its checkpoint (`container restore`), with
@@ -664,16 +681,34 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
 
     // SIGCHLD may have come before the signalfd existed: look once.
     let mut check_children = true;
+    // Health checks: a `hako healthcheck run` child every interval (one at
+    // a time), so this loop never waits for one.
+    let health = rec.as_ref().and_then(|r| r.healthcheck.clone());
+    let mut next_check = health
+        .as_ref()
+        .map(|h| std::time::Instant::now() + h.interval);
+    let mut health_child: Option<i32> = None;
     loop {
         if check_children {
             check_children = false;
             while let Some((p, s)) = os::wait_any_nohang() {
                 if p == st.pid {
                     status = Some(s);
+                } else if Some(p) == health_child {
+                    health_child = None;
                 }
             }
             if status.is_some() {
                 break;
+            }
+        }
+        if let (Some(h), Some(t)) = (&health, next_check) {
+            let now = std::time::Instant::now();
+            if now >= t {
+                if health_child.is_none() {
+                    health_child = spawn_health_check(id);
+                }
+                next_check = Some(now + h.interval);
             }
         }
         let mut srcs: Vec<(Src, BorrowedFd<'_>)> = Vec::new();
@@ -693,7 +728,14 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
             srcs.push((Src::Stdin, stdin));
         }
         let fds: Vec<BorrowedFd<'_>> = srcs.iter().map(|(_, f)| *f).collect();
-        let timeout = if sfd.is_some() { -1 } else { 200 };
+        let timeout = match (&sfd, next_check) {
+            (None, _) => 200,
+            (Some(_), None) => -1,
+            (Some(_), Some(t)) => t
+                .saturating_duration_since(std::time::Instant::now())
+                .as_millis()
+                .clamp(1, i32::MAX as u128) as i32,
+        };
         let rev = match os::poll_many(&fds, timeout) {
             Ok(r) => r,
             Err(_) => continue,

@@ -242,6 +242,8 @@ pub struct ExecRequest<'a> {
     pub user: Option<&'a str>,
     pub tty: bool,
     pub detach: bool,
+    /// Where the runtime writes the process's host pid.
+    pub pid_file: Option<std::path::PathBuf>,
 }
 
 pub fn exec(dirs: &Dirs, name: &str, req: ExecRequest<'_>) -> Result<i32> {
@@ -275,7 +277,7 @@ pub fn exec(dirs: &Dirs, name: &str, req: ExecRequest<'_>) -> Result<i32> {
         id,
         process: p,
         detach: req.detach,
-        pid_file: None,
+        pid_file: req.pid_file,
         console_socket: None,
         preserve_fds: 0,
     };

@@ -95,6 +95,25 @@ impl Limits {
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(default)]
 pub struct RunOptions {
+    /// A command whose success means healthy (run with /bin/sh -c in the
+    /// container); over the image's HEALTHCHECK.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub health_cmd: Option<String>,
+    /// Time between health checks (default 30s).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub health_interval: Option<String>,
+    /// Longest a health check may run (default 30s).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub health_timeout: Option<String>,
+    /// Failures in a row that make it unhealthy (default 3).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub health_retries: Option<u32>,
+    /// Time after the start when failures do not count yet (default 0s).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub health_start_period: Option<String>,
+    /// No health check, not even the image's.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub no_healthcheck: bool,
     /// Restart policy of a detached container: no, on-failure[:MAX],
     /// always or unless-stopped (the monitor restarts it with Docker's
     /// backoff; `start --all` starts always/unless-stopped ones at boot).
@@ -323,6 +342,12 @@ pub struct Record {
     /// Its monitor waits to restart it (the restart policy's backoff).
     #[serde(default)]
     pub restarting: bool,
+    /// Its health check (its flags over its image's), fixed at create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<crate::health::Config>,
+    /// Its health check's state, since its last start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::Health>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -384,6 +409,8 @@ impl Record {
             restoring: false,
             stopped_by_user: false,
             restarting: false,
+            healthcheck: None,
+            health: None,
         }
     }
 

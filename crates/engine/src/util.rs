@@ -86,6 +86,46 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 /// "KILL", "SIGKILL", "kill" or "9" (the runtime's parser).
+/// A Go duration (`90s`, `1m30s`, `500ms`, `1h`): numbers with h, m, s,
+/// ms, us, ns units; `None` if it is not one.
+pub fn parse_go_duration(v: &str) -> Option<std::time::Duration> {
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut chars = v.chars().peekable();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        while let Some(&n) = chars.peek() {
+            if n.is_ascii_alphabetic() {
+                unit.push(n);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        let n: f64 = num.parse().ok()?;
+        num.clear();
+        total += n * match unit.as_str() {
+            "h" => 3.6e12,
+            "m" => 6e10,
+            "s" => 1e9,
+            "ms" => 1e6,
+            "us" | "µs" => 1e3,
+            "ns" => 1.0,
+            _ => return None,
+        };
+        any = true;
+    }
+    if !any || !num.is_empty() {
+        return None;
+    }
+    Some(std::time::Duration::from_nanos(total as u64))
+}
+
 pub fn parse_signal(s: &str) -> Result<i32> {
     hako_runtime::parse_signal(s).map_err(Error::Usage)
 }

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use hako_cli::{Cli, Cmd, ContainerCmd, NsCmd};
+use hako_cli::{Cli, Cmd, ContainerCmd, HealthCmd, NsCmd};
 use hako_engine::{ops, record, util, Dirs};
 
 fn real_main(cli: Cli) -> Result<i32> {
@@ -35,6 +35,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             | Cmd::Start { .. }
             | Cmd::Restart { .. }
             | Cmd::Exec(_)
+            | Cmd::Healthcheck(_)
             | Cmd::Monitor { .. }
             | Cmd::Ns(NsCmd::Enter { .. })
     ) {
@@ -104,6 +105,11 @@ fn real_main(cli: Cli) -> Result<i32> {
             containers,
             volumes,
         } => each(&containers, |c| ops::rm(dirs, c, force, volumes).map(drop))?,
+        Cmd::Healthcheck(HealthCmd::Run { container }) => {
+            let status = hako_engine::health::run(dirs, &container)?;
+            println!("{status}");
+            i32::from(status != "healthy")
+        }
         Cmd::Container(ContainerCmd::Prune { .. }) => {
             output::deleted("Containers", &ops::prune(dirs)?);
             0

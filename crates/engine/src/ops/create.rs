@@ -272,6 +272,8 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
     }
     let store = dirs.image_store()?;
     let (image_id, ic) = image_config(&store, &opts.image, opts.pull.as_deref())?;
+    // A bad --health-* flag fails here, before anything exists.
+    let healthcheck = crate::health::config(&expanded, &ic)?;
     expanded.publish = publish_ports(&expanded, &ic)?;
     expanded.publish_all = false;
     let opts = &expanded;
@@ -301,6 +303,7 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
             opts.clone(),
         );
         rec.cgroup_manager = cgroup_manager;
+        rec.healthcheck = healthcheck;
         record::save(dirs, &rec)?;
     }
     let made = prepare(dirs, &store, &id, opts, ic, cgroup_manager, &fresh).and_then(|()| {

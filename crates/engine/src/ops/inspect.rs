@@ -62,6 +62,7 @@ pub fn inspect(dirs: &Dirs, name: &str) -> Result<Value> {
             "FinishedAt": r.finished_at,
             "MonitorPid": if monitor_alive(&r) { r.monitor_pid } else { 0 },
             "Restarting": r.restarting && monitor_alive(&r),
+            "Health": r.health,
             // podman's: a checkpoint ended it and can restore it.
             "Checkpointed": r.checkpointed_at.is_some() && matches!(s, Status::Exited(_)),
             "CheckpointedAt": r.checkpointed_at,

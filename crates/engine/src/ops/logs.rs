@@ -39,42 +39,8 @@ pub fn time_bound(flag: &str, v: &str, now_ns: i64) -> Result<i64> {
     if let Ok(secs) = v.parse::<f64>() {
         return Ok((secs * 1e9) as i64);
     }
-    // A Go-style duration: numbers with h, m, s, ms, us, ns units.
-    let mut total = 0f64;
-    let mut num = String::new();
-    let mut chars = v.chars().peekable();
-    let mut any = false;
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            continue;
-        }
-        let mut unit = c.to_string();
-        while let Some(&n) = chars.peek() {
-            if n.is_ascii_alphabetic() {
-                unit.push(n);
-                chars.next();
-            } else {
-                break;
-            }
-        }
-        let n: f64 = num.parse().map_err(|_| bad())?;
-        num.clear();
-        total += n * match unit.as_str() {
-            "h" => 3.6e12,
-            "m" => 6e10,
-            "s" => 1e9,
-            "ms" => 1e6,
-            "us" | "µs" => 1e3,
-            "ns" => 1.0,
-            _ => return Err(bad()),
-        };
-        any = true;
-    }
-    if !any || !num.is_empty() {
-        return Err(bad());
-    }
-    Ok(now_ns - total as i64)
+    let d = crate::util::parse_go_duration(v).ok_or_else(bad)?;
+    Ok(now_ns - d.as_nanos() as i64)
 }
 
 /// `logs`: write the container's log to `out`/`err`.

@@ -21,12 +21,13 @@ fn status_text(s: Status, r: &Record) -> String {
     match s {
         Status::Created => "Created".into(),
         Status::Running => format!(
-            "Up {}",
+            "Up {}{}",
             r.started_at
                 .as_deref()
                 .map(util::ago)
                 .unwrap_or_default()
-                .trim_end_matches(" ago")
+                .trim_end_matches(" ago"),
+            crate::health::ps_suffix(r)
         ),
         Status::Paused => "Up (Paused)".into(),
         // Docker's: its monitor waits to start it again.
