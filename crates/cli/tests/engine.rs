@@ -3891,3 +3891,84 @@ fn health_checks_show_in_ps_and_inspect() {
     assert_eq!(e.ps_names(), before);
     e.ok(&["rm", "-f", "h", "slow", "none"]);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn dns_flags_and_extra_hosts() {
+    need_root!();
+    let e = Engine::new("dns");
+    let out = e.out(&[
+        "run",
+        "--rm",
+        "--dns",
+        "198.51.100.7",
+        "--dns-search",
+        "a.test",
+        "--dns-option",
+        "ndots:2",
+        "--add-host",
+        "db:192.0.2.9",
+        "--add-host",
+        "gw:host-gateway",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf /etc/hosts",
+    ]);
+    for want in [
+        "nameserver 198.51.100.7",
+        "search a.test",
+        "options ndots:2",
+        "192.0.2.9\tdb",
+    ] {
+        assert!(out.lines().any(|l| l == want), "{want:?} not in:\n{out}");
+    }
+    assert!(
+        out.lines()
+            .any(|l| l == format!("{}1\tgw", e.subnet_prefix)),
+        "gw is the bridge's gateway:\n{out}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("nameserver")).count(),
+        1,
+        "{out}"
+    );
+    // Without a network too.
+    let out = e.out(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--dns",
+        "198.51.100.7",
+        "--add-host",
+        "db:192.0.2.9",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf /etc/hosts",
+    ]);
+    assert!(
+        out.contains("nameserver 198.51.100.7") && out.contains("192.0.2.9\tdb"),
+        "{out}"
+    );
+    // Bad values: one line naming the flag, 125, nothing made.
+    let before = e.ps_names();
+    for (args, flag) in [
+        (vec!["run", "--dns", "nine", "busybox", "true"], "--dns"),
+        (
+            vec!["run", "--add-host", "justaname", "busybox", "true"],
+            "--add-host",
+        ),
+        (
+            vec!["run", "--add-host", "x:1.2.3", "busybox", "true"],
+            "--add-host",
+        ),
+    ] {
+        let o = e.run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+        assert!(err.contains(flag), "{args:?}: {err}");
+    }
+    assert_eq!(e.ps_names(), before);
+}

@@ -38,7 +38,12 @@ pub fn attach(dirs: &Dirs, rec: &Record, pid: i32) -> Result<Vec<NetAddr>> {
                 };
                 mgr.connect(n, &at)?;
             }
-            mgr.write_name_files(&rec.id, &rec.hostname, &dirs.container(&rec.id))?;
+            mgr.write_name_files(
+                &rec.id,
+                &rec.hostname,
+                &dirs.container(&rec.id),
+                &name_options(&rec.opts)?,
+            )?;
             refresh_peers(dirs, &rec.id);
         }
         hako_net::NetworkMode::None => hako_net::Manager::setup_loopback(&netns)?,
@@ -74,6 +79,46 @@ pub fn free_stale_leases(dirs: &Dirs) {
     }
 }
 
+/// A container's `--dns`, `--dns-search`, `--dns-option` and `--add-host`
+/// (checked at create: a bad one is an error naming the flag).
+pub fn name_options(o: &crate::record::RunOptions) -> Result<hako_net::names::NameOptions> {
+    let mut n = hako_net::names::NameOptions {
+        search: o.dns_search.clone(),
+        options: o.dns_option.clone(),
+        ..Default::default()
+    };
+    for d in &o.dns {
+        n.dns.push(
+            d.parse()
+                .map_err(|_| crate::Error::Usage(format!("--dns {d:?}: not an IP address")))?,
+        );
+    }
+    for h in &o.add_host {
+        // NAME:IP (Docker), NAME=IP (podman too); IPv6 addresses keep their colons.
+        let (name, ip) = h
+            .split_once('=')
+            .or_else(|| h.split_once(':'))
+            .filter(|(n, i)| !n.is_empty() && !i.is_empty())
+            .ok_or_else(|| {
+                crate::Error::Usage(format!(
+                    "--add-host {h:?}: use NAME:IP or NAME:host-gateway"
+                ))
+            })?;
+        if ip == "host-gateway" {
+            n.gateway_names.push(name.to_string());
+            continue;
+        }
+        let ip = ip.trim_start_matches('[').trim_end_matches(']');
+        n.extra_hosts.push(hako_net::names::HostEntry {
+            ip: ip.parse().map_err(|_| {
+                crate::Error::Usage(format!("--add-host {h:?}: {ip:?} is not an IP address"))
+            })?,
+            names: vec![name.to_string()],
+        });
+    }
+    Ok(n)
+}
+
 /// Rewrite the /etc/hosts of containers sharing a network with `id`.
 /// A renamed container: its leases and its peers' /etc/hosts follow.
 pub fn renamed(dirs: &Dirs, id: &str, name: &str) -> Result<()> {
@@ -94,7 +139,9 @@ fn refresh_peers(dirs: &Dirs, id: &str) {
                 continue;
             }
             if let Ok(r) = record::load(dirs, &p.container_id) {
-                let _ = mgr.write_name_files(&r.id, &r.hostname, &dirs.container(&r.id));
+                if let Ok(o) = name_options(&r.opts) {
+                    let _ = mgr.write_name_files(&r.id, &r.hostname, &dirs.container(&r.id), &o);
+                }
             }
         }
     }
@@ -114,7 +161,12 @@ pub fn connect(dirs: &Dirs, network: &str, name: &str) -> Result<()> {
             ports: &[],
         },
     )?;
-    mgr.write_name_files(&r.id, &r.hostname, &dirs.container(&r.id))?;
+    mgr.write_name_files(
+        &r.id,
+        &r.hostname,
+        &dirs.container(&r.id),
+        &name_options(&r.opts)?,
+    )?;
     refresh_peers(dirs, &r.id);
     let addrs = net_addrs(&mgr.leases_of(&r.id)?);
     record::update(dirs, &id, |r| r.networks = addrs)?;

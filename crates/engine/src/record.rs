@@ -95,6 +95,19 @@ impl Limits {
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(default)]
 pub struct RunOptions {
+    /// A nameserver for the container (over the network's and the host's).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub dns: Vec<String>,
+    /// A DNS search domain (`.` for none).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub dns_search: Vec<String>,
+    /// A resolver option (resolv.conf `options`, e.g. ndots:2).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub dns_option: Vec<String>,
+    /// NAME:IP in /etc/hosts (IP `host-gateway`: the host's address on the
+    /// container's network).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub add_host: Vec<String>,
     /// A command whose success means healthy (run with /bin/sh -c in the
     /// container); over the image's HEALTHCHECK.
     #[cfg_attr(feature = "cli", arg(long))]

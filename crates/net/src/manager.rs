@@ -848,6 +848,7 @@ impl Manager {
         container_id: &str,
         hostname: &str,
         dir: &Path,
+        opts: &names::NameOptions,
     ) -> Result<NameFiles, NetError> {
         let lk = self.store.lock(false)?;
         let mut mine = lk.leases_of(container_id)?;
@@ -869,6 +870,12 @@ impl Manager {
             if let Some(net) = lk.network(&l.network)? {
                 if i == 0 {
                     dns = net.dns.clone();
+                    if !opts.gateway_names.is_empty() {
+                        own.push(HostEntry {
+                            ip: net.gateway,
+                            names: opts.gateway_names.clone(),
+                        });
+                    }
                 }
             }
             for p in lk.leases(&l.network)? {
@@ -883,7 +890,8 @@ impl Manager {
                 }
             }
         }
-        let resolv = names::resolv_conf(&names::host_resolv_conf()?, &dns);
+        let resolv = opts.resolv(&names::host_resolv_conf()?, &dns);
+        own.extend(opts.extra_hosts.iter().cloned());
         let hosts = names::hosts(&own, &peers);
         Ok(names::write_files(dir, hostname, &resolv, &hosts)?)
     }

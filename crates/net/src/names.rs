@@ -32,6 +32,53 @@ pub struct HostEntry {
     pub names: Vec<String>,
 }
 
+/// A container's own resolver and hosts settings (Docker's `--dns`,
+/// `--dns-search`, `--dns-option`, `--add-host`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameOptions {
+    /// Nameservers over the network's and the host's.
+    pub dns: Vec<IpAddr>,
+    /// Search domains instead of the host's (`.` alone: none).
+    pub search: Vec<String>,
+    /// Resolver options instead of the host's.
+    pub options: Vec<String>,
+    /// More /etc/hosts entries.
+    pub extra_hosts: Vec<HostEntry>,
+    /// Names for the host's address on the container's network
+    /// (`--add-host NAME:host-gateway`).
+    pub gateway_names: Vec<String>,
+}
+
+impl NameOptions {
+    /// The container's resolv.conf: [`resolv_conf`] with its own servers
+    /// first choice, then its search and options lines when it has them.
+    pub fn resolv(&self, host: &str, network_dns: &[IpAddr]) -> String {
+        let dns = if self.dns.is_empty() {
+            network_dns
+        } else {
+            &self.dns
+        };
+        let base = resolv_conf(host, dns);
+        let keep = |l: &&str| {
+            let w = l.split_whitespace().next().unwrap_or("");
+            !(!self.search.is_empty() && (w == "search" || w == "domain")
+                || !self.options.is_empty() && w == "options")
+        };
+        let mut out: String = base
+            .lines()
+            .filter(keep)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if !self.search.is_empty() && self.search != ["."] {
+            out.push_str(&format!("search {}\n", self.search.join(" ")));
+        }
+        if !self.options.is_empty() {
+            out.push_str(&format!("options {}\n", self.options.join(" ")));
+        }
+        out
+    }
+}
+
 fn is_loopback_nameserver(line: &str) -> bool {
     let mut w = line.split_whitespace();
     if w.next() != Some("nameserver") {
@@ -131,6 +178,33 @@ pub fn write_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_containers_own_servers_search_and_options_win() {
+        let host = "nameserver 192.0.2.1\nsearch example.org\noptions edns0\n";
+        let o = NameOptions {
+            dns: vec!["198.51.100.7".parse().unwrap()],
+            search: vec!["a.test".into(), "b.test".into()],
+            options: vec!["ndots:2".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            o.resolv(host, &["10.213.0.1".parse().unwrap()]),
+            "nameserver 198.51.100.7\nsearch a.test b.test\noptions ndots:2\n"
+        );
+        let none = NameOptions {
+            search: vec![".".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            none.resolv(host, &[]),
+            "nameserver 192.0.2.1\noptions edns0\n"
+        );
+        assert_eq!(
+            NameOptions::default().resolv(host, &[]),
+            resolv_conf(host, &[])
+        );
+    }
 
     #[test]
     fn drops_loopback_nameservers() {

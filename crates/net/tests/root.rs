@@ -280,7 +280,10 @@ fn two_containers_reach_each_other_and_release_cleans_up() {
 
     // Name files: own name and the peer.
     let dir = fx.state.join("files-a");
-    let files = fx.mgr.write_name_files("ctr-a", "web", &dir).unwrap();
+    let files = fx
+        .mgr
+        .write_name_files("ctr-a", "web", &dir, &Default::default())
+        .unwrap();
     let hosts = std::fs::read_to_string(&files.hosts).unwrap();
     assert!(
         hosts.contains(&format!("{}\tweb ctr-a", la.ipv4)),

@@ -272,8 +272,10 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
     }
     let store = dirs.image_store()?;
     let (image_id, ic) = image_config(&store, &opts.image, opts.pull.as_deref())?;
-    // A bad --health-* flag fails here, before anything exists.
+    // A bad --health-*, --dns* or --add-host flag fails here, before
+    // anything exists.
     let healthcheck = crate::health::config(&expanded, &ic)?;
+    crate::network::name_options(&expanded)?;
     expanded.publish = publish_ports(&expanded, &ic)?;
     expanded.publish_all = false;
     let opts = &expanded;
@@ -375,11 +377,12 @@ fn prepare(
     // Name files exist before create (they are bind mounts in the spec);
     // hako-net rewrites them in place once the addresses are known.
     let resolv = hako_net::names::host_resolv_conf().unwrap_or_default();
+    let names = crate::network::name_options(opts)?;
     hako_net::names::write_files(
         &dir,
         &hostname,
-        &hako_net::names::resolv_conf(&resolv, &[]),
-        &hako_net::names::hosts(&[], &[]),
+        &names.resolv(&resolv, &[]),
+        &hako_net::names::hosts(&names.extra_hosts, &[]),
     )
     .map_err(|e| Error::Other(e.to_string()))?;
     let mut volume_dirs = Vec::new();
