@@ -164,8 +164,50 @@ pub(crate) fn remove_cgroup_tree(dir: &Path) -> Result<()> {
 }
 
 pub(crate) fn mkdir_all(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).map_err(|source| Error::Mkdir {
-        path: dir.to_path_buf(),
-        source,
-    })
+    // A container's teardown removes an empty shared parent (the engine's
+    // "hako" group); if that happens between create_dir_all making the
+    // parent and making `dir` in it, the parent is simply made again. Once
+    // `dir` exists the parent is not empty and stays.
+    let mut tries = 0;
+    loop {
+        match fs::create_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 10_000 => tries += 1,
+            Err(source) => {
+                return Err(Error::Mkdir {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod mkdir_race {
+    use super::*;
+
+    /// The engine's teardown removing an empty shared parent while another
+    /// container makes its cgroup in it: every make must succeed.
+    #[test]
+    fn a_parent_removed_meanwhile_is_made_again() {
+        let t = tempfile::tempdir().unwrap();
+        let parent = t.path().join("hako");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let remover = {
+            let (parent, stop) = (parent.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = fs::remove_dir(&parent);
+                }
+            })
+        };
+        for i in 0..5000 {
+            let leaf = parent.join(format!("c{i}"));
+            mkdir_all(&leaf).unwrap();
+            fs::remove_dir(&leaf).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        remover.join().unwrap();
+    }
 }
