@@ -330,6 +330,8 @@ pub enum Cmd {
     /// Network commands.
     #[command(subcommand)]
     Network(NetCmd),
+    #[command(name = "__dns", hide = true)]
+    Dns { network: String },
     #[command(name = "__monitor", hide = true)]
     Monitor {
         /// Foreground: share the caller's terminal; the caller is the keeper.
@@ -570,6 +572,13 @@ pub enum NetCmd {
         /// No masquerade: containers reach only the host and each other.
         #[arg(long)]
         internal: bool,
+        /// No name server: containers do not resolve each other by name.
+        #[arg(long)]
+        disable_dns: bool,
+        /// The servers the network's name server asks for other names
+        /// (default: the host's).
+        #[arg(long)]
+        dns: Vec<String>,
         name: String,
     },
     /// List networks.

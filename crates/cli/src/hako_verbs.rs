@@ -459,9 +459,18 @@ pub fn network(dirs: &Dirs, c: NetCmd) -> Result<i32> {
             gateway,
             bridge,
             internal,
+            disable_dns,
+            dns,
             name,
         } => {
             let mut spec = hako_net::NetworkSpec::new(&name);
+            spec.dns_enabled = !disable_dns;
+            for d in &dns {
+                spec.dns.push(
+                    d.parse()
+                        .with_context(|| format!("--dns {d:?}: not an IP address"))?,
+                );
+            }
             spec.subnet = subnet.map(|s| s.parse()).transpose().context("--subnet")?;
             spec.gateway = gateway
                 .map(|s| s.parse())
@@ -486,7 +495,7 @@ pub fn network(dirs: &Dirs, c: NetCmd) -> Result<i32> {
             // Leases left by a reboot or a crash must not keep it in use.
             hako_engine::network::free_stale_leases(dirs);
             for n in &networks {
-                mgr.remove(n)?;
+                hako_engine::network::remove(dirs, n)?;
                 println!("{n}");
             }
         }

@@ -3972,3 +3972,101 @@ fn dns_flags_and_extra_hosts() {
     }
     assert_eq!(e.ps_names(), before);
 }
+
+/// A stand-in upstream resolver on `addr`: every A query gets `ip`.
+fn fake_upstream(addr: &str, ip: [u8; 4]) -> std::net::UdpSocket {
+    let s = std::net::UdpSocket::bind(addr).unwrap();
+    let t = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = t.recv_from(&mut buf) {
+            if n < 12 {
+                continue;
+            }
+            // The header (id kept; a response, recursion available, one
+            // answer), the question as asked, then an A record pointing at
+            // the question's name (0xc00c).
+            let mut r = buf[..n].to_vec();
+            r[2] = 0x81;
+            r[3] = 0x80;
+            r[6] = 0;
+            r[7] = 1;
+            r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4]);
+            r.extend_from_slice(&ip);
+            let _ = t.send_to(&r, from);
+        }
+    });
+    s
+}
+
+#[test]
+#[ignore = "needs root"]
+fn containers_resolve_each_other_by_name_on_a_user_network() {
+    need_root!();
+    let mut e = Engine::new("dnsr");
+    let _upstream = fake_upstream("127.0.0.99:53", [203, 0, 113, 5]);
+    e.ok(&["network", "create", "--dns", "127.0.0.99", "appnet"]);
+    e.networks.push("appnet".into());
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "db",
+        "--network",
+        "appnet",
+        "--network-alias",
+        "database",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "appnet",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let db_ip = e.inspect("db")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resolv = e.out(&["exec", "web", "cat", "/etc/resolv.conf"]);
+    let gw = resolv
+        .lines()
+        .find_map(|l| l.strip_prefix("nameserver "))
+        .unwrap()
+        .to_string();
+    assert!(gw.ends_with(".1"), "the gateway serves names: {resolv}");
+    let look = |name: &str| e.run(&["exec", "web", "nslookup", name]);
+    for name in ["db", "database", "DB"] {
+        let o = look(name);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.lines().any(|l| l.trim() == format!("Address: {db_ip}")),
+            "{name}: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // Other names go to the network's upstream.
+    let out = String::from_utf8_lossy(&look("example.org").stdout).into_owned();
+    assert!(out.contains("203.0.113.5"), "{out}");
+    // Disconnected, db is no longer a name on the network.
+    e.ok(&["network", "disconnect", "appnet", "db"]);
+    let o = look("db");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(!out.contains(&db_ip), "{out}");
+    e.ok(&["rm", "-f", "web", "db"]);
+    // The network's name server goes with the network.
+    e.ok(&["network", "rm", "appnet"]);
+    e.networks.clear();
+    let servers = std::process::Command::new("pgrep")
+        .args(["-f", "__dns appnet"])
+        .output()
+        .unwrap();
+    assert!(servers.stdout.is_empty(), "a name server is left");
+}

@@ -35,8 +35,10 @@ pub fn attach(dirs: &Dirs, rec: &Record, pid: i32) -> Result<Vec<NetAddr>> {
                     container_name: &rec.name,
                     netns: &netns,
                     ports: p,
+                    aliases: &rec.opts.network_alias,
                 };
                 mgr.connect(n, &at)?;
+                ensure_dns(dirs, n)?;
             }
             mgr.write_name_files(
                 &rec.id,
@@ -77,6 +79,155 @@ pub fn free_stale_leases(dirs: &Dirs) {
             }
         }
     }
+}
+
+fn dns_dir(dirs: &Dirs) -> std::path::PathBuf {
+    dirs.run.join("dns")
+}
+
+/// Start the name server of `network` (see [`hako_net::dns`]) unless it
+/// runs or the network has none: `hako __dns NETWORK`, which reports once
+/// it is bound (or that one already runs) and then serves in the
+/// background until the network is removed.
+pub fn ensure_dns(dirs: &Dirs, network: &str) -> Result<()> {
+    let mgr = dirs.net_manager();
+    if !mgr.inspect(network)?.network.dns_enabled {
+        return Ok(());
+    }
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let exe =
+        hako_runtime::self_exe().map_err(|e| crate::Error::Other(format!("find hako: {e}")))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["__dns", network])
+        .env("HAKO_DATA_DIR", &dirs.data)
+        .env("HAKO_RUN_DIR", &dirs.run)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .current_dir("/");
+    // SAFETY: setsid is async-signal-safe and touches no shared memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| crate::Error::Other(format!("start the name server of {network}: {e}")))?;
+    let mut msg = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut msg);
+    }
+    let _ = child.wait();
+    if msg.trim() == "ok" {
+        return Ok(());
+    }
+    Err(crate::Error::Other(format!(
+        "the name server of network {network}: {}",
+        msg.trim()
+    )))
+}
+
+/// `hako __dns NETWORK`: the network's name server. One per network (a
+/// lock in the run directory); it binds the gateway's port 53, says "ok"
+/// on `ready`, forks into the background and serves.
+pub fn dns_main(dirs: &Dirs, network: &str, ready: std::fs::File) -> Result<i32> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let mut ready = Some(ready);
+    let say = |ready: &mut Option<std::fs::File>, m: &str| {
+        if let Some(mut r) = ready.take() {
+            let _ = writeln!(r, "{m}");
+        }
+    };
+    let dir = dns_dir(dirs);
+    crate::dirs::mkdir_p(&dir)?;
+    let lock_path = dir.join(format!("{network}.lock"));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(crate::io_err("open", &lock_path))?;
+    // SAFETY: flock on a valid fd we own.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        say(&mut ready, "ok");
+        return Ok(0);
+    }
+    let mgr = dirs.net_manager();
+    let net = mgr.inspect(network)?.network;
+    let sock = match std::net::UdpSocket::bind((net.gateway, 53)) {
+        Ok(s) => s,
+        Err(e) => {
+            let m = format!("bind {}:53: {e}", net.gateway);
+            say(&mut ready, &m);
+            return Err(crate::Error::Other(m));
+        }
+    };
+    let upstream = if net.dns.is_empty() {
+        hako_net::dns::upstreams(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+    } else {
+        net.dns
+            .iter()
+            .map(|ip| std::net::SocketAddr::new(*ip, 53))
+            .collect()
+    };
+    // Into the background: the parent reports and ends; the child, which
+    // keeps the lock and the socket, serves.
+    match hako_runtime::os::fork().map_err(crate::sys_err("fork the name server"))? {
+        Some(_) => {
+            say(&mut ready, "ok");
+            Ok(0)
+        }
+        None => {
+            drop(ready);
+            let _ = std::fs::write(
+                dir.join(format!("{network}.pid")),
+                hako_runtime::os::getpid().to_string(),
+            );
+            let name = network.to_string();
+            let _keep = lock;
+            let r = hako_net::dns::serve(
+                sock,
+                move || mgr.inspect(&name).map(|i| i.leases).unwrap_or_default(),
+                upstream,
+            );
+            Ok(i32::from(r.is_err()))
+        }
+    }
+}
+
+/// Stop the name server of `network` (when the network goes).
+pub fn stop_dns(dirs: &Dirs, network: &str) {
+    let pidf = dns_dir(dirs).join(format!("{network}.pid"));
+    if let Some(pid) = std::fs::read_to_string(&pidf)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
+        // Only if it is our server: its command line names the network.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.contains(&&b"__dns"[..]) && args.contains(&network.as_bytes()) {
+            let _ = hako_runtime::os::kill(pid, libc::SIGKILL);
+        }
+    }
+    let _ = std::fs::remove_file(&pidf);
+    let _ = std::fs::remove_file(dns_dir(dirs).join(format!("{network}.lock")));
+}
+
+/// `network rm`: its name server, then the network.
+pub fn remove(dirs: &Dirs, network: &str) -> Result<()> {
+    let mgr = dirs.net_manager();
+    // Refused while containers use it (the manager says so); the name
+    // server stays with them.
+    if !mgr.inspect(network)?.leases.is_empty() {
+        return Ok(mgr.remove(network)?);
+    }
+    stop_dns(dirs, network);
+    mgr.remove(network)?;
+    Ok(())
 }
 
 /// A container's `--dns`, `--dns-search`, `--dns-option` and `--add-host`
@@ -159,8 +310,10 @@ pub fn connect(dirs: &Dirs, network: &str, name: &str) -> Result<()> {
             container_name: &r.name,
             netns: &netns,
             ports: &[],
+            aliases: &r.opts.network_alias,
         },
     )?;
+    ensure_dns(dirs, network)?;
     mgr.write_name_files(
         &r.id,
         &r.hostname,

@@ -95,6 +95,10 @@ impl Limits {
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 #[serde(default)]
 pub struct RunOptions {
+    /// Another name of the container on its user networks (resolved by the
+    /// network's name server).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub network_alias: Vec<String>,
     /// A nameserver for the container (over the network's and the host's).
     #[cfg_attr(feature = "cli", arg(long))]
     pub dns: Vec<String>,

@@ -64,6 +64,10 @@ pub struct Network {
     /// hako created the bridge (and deletes it with the network).
     #[serde(default)]
     pub owns_bridge: bool,
+    /// Containers resolve each other by name through the network's own
+    /// name server on the gateway (user networks, as Docker's).
+    #[serde(default)]
+    pub dns_enabled: bool,
 }
 
 /// One container's attachment to one network.
@@ -82,6 +86,9 @@ pub struct Lease {
     pub mac: String,
     #[serde(default)]
     pub ports: Vec<PortMapping>,
+    /// More names for it on this network (`--network-alias`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 pub(crate) struct Store {

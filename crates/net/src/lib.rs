@@ -53,6 +53,7 @@
 //! record the returned PID to [`rootless::stop_pasta`] it on removal.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod dns;
 pub mod ipam;
 pub mod link;
 pub mod manager;

@@ -155,6 +155,9 @@ pub struct NetworkSpec {
     /// and each other.
     pub internal: bool,
     pub dns: Vec<IpAddr>,
+    /// The network's own name server for its containers (see
+    /// [`crate::dns`]); user networks have one, the default does not.
+    pub dns_enabled: bool,
 }
 
 impl NetworkSpec {
@@ -210,6 +213,8 @@ pub struct Attach<'a> {
     pub container_name: &'a str,
     pub netns: &'a Netns,
     pub ports: &'a [PortMapping],
+    /// More names for it on the network (`--network-alias`).
+    pub aliases: &'a [String],
 }
 
 /// `network inspect`: the definition plus who is attached.
@@ -456,6 +461,7 @@ impl Manager {
             internal: spec.internal,
             dns: spec.dns.clone(),
             owns_bridge: false,
+            dns_enabled: spec.dns_enabled,
         };
 
         let created = rtnl.create_bridge(&net.bridge, Some(net.mtu))?;
@@ -624,6 +630,7 @@ impl Manager {
             ipv6,
             mac: link::format_mac(&mac),
             ports: ctr.ports.to_vec(),
+            aliases: ctr.aliases.to_vec(),
         };
         let default_route = mine.is_empty();
         let done = self
@@ -869,7 +876,14 @@ impl Manager {
             }
             if let Some(net) = lk.network(&l.network)? {
                 if i == 0 {
-                    dns = net.dns.clone();
+                    // A network with its own name server: the container asks
+                    // it (on the gateway), and it asks the network's or the
+                    // host's servers.
+                    dns = if net.dns_enabled {
+                        vec![net.gateway]
+                    } else {
+                        net.dns.clone()
+                    };
                     if !opts.gateway_names.is_empty() {
                         own.push(HostEntry {
                             ip: net.gateway,

@@ -221,6 +221,7 @@ fn attach<'a>(id: &'a str, ns: &'a Netns, ports: &'a [PortMapping]) -> Attach<'a
         container_name: id,
         netns: ns,
         ports,
+        aliases: &[],
     }
 }
 

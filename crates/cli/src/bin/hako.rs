@@ -54,6 +54,14 @@ fn real_main(cli: Cli) -> Result<i32> {
     let code = match cli.cmd {
         Cmd::Init { .. } => unreachable!("handled above"),
         Cmd::Monitor { attached, id } => verbs::monitor(dirs, &id, attached)?,
+        Cmd::Dns { network } => {
+            // "ok" (or why not) on stdout for the engine that started us.
+            use std::os::fd::FromRawFd;
+            // SAFETY: fd 1 is open for the life of the process; the File
+            // takes it over (and closes it once the report is written).
+            let ready = unsafe { std::fs::File::from_raw_fd(1) };
+            hako_engine::network::dns_main(dirs, &network, ready)?
+        }
         Cmd::Run(a) => verbs::run(dirs, &a.opts)?,
         Cmd::Create(a) => {
             println!("{}", ops::create(dirs, &a.opts)?);
