@@ -315,6 +315,7 @@ mod tests {
             internal: false,
             dns: vec![],
             owns_bridge: true,
+            dns_enabled: false,
         }
     }
 
@@ -329,6 +330,7 @@ mod tests {
             ipv6: None,
             mac: String::new(),
             ports: vec![],
+            aliases: vec![],
         }
     }
 
