@@ -33,7 +33,13 @@
 //!         };
 //!         for (i, n) in nets.iter().enumerate() {
 //!             let p: &[PortMapping] = if i == 0 { &ports } else { &[] };
-//!             let at = Attach { container_id: id, container_name: "web", netns: &netns, ports: p };
+//!             let at = Attach {
+//!                 container_id: id,
+//!                 container_name: "web",
+//!                 netns: &netns,
+//!                 ports: p,
+//!                 aliases: &[], // --network-alias
+//!             };
 //!             mgr.connect(n, &at)?; // eth0, eth1, …
 //!         }
 //!     }
@@ -41,7 +47,10 @@
 //!     NetworkMode::Host | NetworkMode::Container(_) => {} // no new netns
 //! }
 //! // Name files, bind-mounted read-only over /etc/{resolv.conf,hosts,hostname}:
-//! let files = mgr.write_name_files(id, "web", "/run/hako/4f3c/net".as_ref())?;
+//! // (--dns, --dns-search, --dns-option, --add-host in the options; a
+//! // network with `dns_enabled` gets its gateway, see `hako_net::dns`.)
+//! let opts = hako_net::names::NameOptions::default();
+//! let files = mgr.write_name_files(id, "web", "/run/hako/4f3c/net".as_ref(), &opts)?;
 //! // … container runs; `hako network connect n2 web` = mgr.connect("n2", …) …
 //! // When the container is removed (or its netns is gone after it stopped):
 //! mgr.release(id)?;
