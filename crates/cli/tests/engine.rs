@@ -1274,6 +1274,22 @@ fn simulate_reboot(e: &Engine, bridge: &str) {
         all.push(init);
     }
     sigkill(&all);
+    // And the networks' name servers (their pid files are in the run dir).
+    if let Ok(rd) = std::fs::read_dir(e.dir.path().join("run/dns")) {
+        for f in rd.flatten() {
+            if f.path().extension().is_some_and(|x| x == "pid") {
+                if let Some(pid) = std::fs::read_to_string(f.path())
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i64>().ok())
+                {
+                    sigkill(&[pid]);
+                    poll(10, "the name server to die", || {
+                        (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+                    });
+                }
+            }
+        }
+    }
     for p in mounts_under(e.dir.path()) {
         let c = std::ffi::CString::new(p.clone()).unwrap();
         // SAFETY: a NUL-terminated path; umount2 has no memory effects.

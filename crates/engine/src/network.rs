@@ -158,7 +158,20 @@ pub fn dns_main(dirs: &Dirs, network: &str, ready: std::fs::File) -> Result<i32>
     }
     let mgr = dirs.net_manager();
     let net = mgr.inspect(network)?.network;
-    let sock = match std::net::UdpSocket::bind((net.gateway, 53)) {
+    let mut bound = std::net::UdpSocket::bind((net.gateway, 53));
+    if bound
+        .as_ref()
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+    {
+        // A server of ours whose lock went with its run directory (wiped
+        // without a reboot): it holds the port; it goes.
+        for pid in servers(dirs, network) {
+            let _ = hako_runtime::os::kill(pid, libc::SIGKILL);
+            let _ = wait_gone(pid);
+        }
+        bound = std::net::UdpSocket::bind((net.gateway, 53));
+    }
+    let sock = match bound {
         Ok(s) => s,
         Err(e) => {
             let m = format!("bind {}:53: {e}", net.gateway);
@@ -199,19 +212,49 @@ pub fn dns_main(dirs: &Dirs, network: &str, ready: std::fs::File) -> Result<i32>
     }
 }
 
+/// This engine's name servers of `network`: processes `hako __dns
+/// NETWORK` whose HAKO_RUN_DIR is ours (found in /proc, so also when their
+/// pid file is gone).
+fn servers(dirs: &Dirs, network: &str) -> Vec<i32> {
+    let run = format!("HAKO_RUN_DIR={}", dirs.run.display());
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.len() < 3 || args[1] != b"__dns" || args[2] != network.as_bytes() {
+            continue;
+        }
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if env.split(|b| *b == 0).any(|v| v == run.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Until `pid` is gone (bounded).
+fn wait_gone(pid: i32) -> bool {
+    for _ in 0..500 {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
 /// Stop the name server of `network` (when the network goes).
 pub fn stop_dns(dirs: &Dirs, network: &str) {
     let pidf = dns_dir(dirs).join(format!("{network}.pid"));
-    if let Some(pid) = std::fs::read_to_string(&pidf)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-    {
-        // Only if it is our server: its command line names the network.
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.contains(&&b"__dns"[..]) && args.contains(&network.as_bytes()) {
-            let _ = hako_runtime::os::kill(pid, libc::SIGKILL);
-        }
+    for pid in servers(dirs, network) {
+        let _ = hako_runtime::os::kill(pid, libc::SIGKILL);
+        let _ = wait_gone(pid);
     }
     let _ = std::fs::remove_file(&pidf);
     let _ = std::fs::remove_file(dns_dir(dirs).join(format!("{network}.lock")));
