@@ -56,6 +56,9 @@ pub enum Cmd {
         /// Full ids and commands.
         #[arg(long)]
         no_trunc: bool,
+        /// The bytes each container wrote, and with its image's.
+        #[arg(short, long)]
+        size: bool,
     },
     /// Start stopped containers (detached, or attached with -a).
     Start {

@@ -70,7 +70,7 @@ pub fn ps(rows: &[Value], quiet: bool, format: Option<&str>, no_trunc: bool) -> 
                 cmd = cmd.chars().take(19).collect();
                 cmd.push('…');
             }
-            vec![
+            let mut row = vec![
                 id(r),
                 text(r, "Image"),
                 format!("\"{cmd}\""),
@@ -78,21 +78,26 @@ pub fn ps(rows: &[Value], quiet: bool, format: Option<&str>, no_trunc: bool) -> 
                 text(r, "Status"),
                 text(r, "Ports"),
                 text(r, "Names"),
-            ]
+            ];
+            if r.get("Size").is_some() {
+                row.push(text(r, "Size"));
+            }
+            row
         })
         .collect();
-    table(
-        &[
-            "CONTAINER ID",
-            "IMAGE",
-            "COMMAND",
-            "CREATED",
-            "STATUS",
-            "PORTS",
-            "NAMES",
-        ],
-        &t,
-    );
+    let mut head = vec![
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ];
+    if rows.first().is_some_and(|r| r.get("Size").is_some()) {
+        head.push("SIZE");
+    }
+    table(&head, &t);
     Ok(())
 }
 

@@ -283,6 +283,33 @@ pub fn pull(dirs: &Dirs, image: &str, insecure: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// `ps --size`: Docker's SizeRw (what the container wrote), SizeRootFs
+/// (with its image) and the SIZE column's text.
+pub fn add_sizes(dirs: &Dirs, rows: &mut [serde_json::Value]) -> Result<()> {
+    let store = dirs.image_store()?;
+    let images = store.list()?;
+    let human = |b: u64| match b {
+        b if b < 1000 => format!("{b}B"),
+        b if b < 1_000_000 => format!("{:.1}kB", b as f64 / 1e3),
+        b if b < 1_000_000_000 => format!("{:.1}MB", b as f64 / 1e6),
+        b => format!("{:.1}GB", b as f64 / 1e9),
+    };
+    for r in rows.iter_mut() {
+        let Some(id) = r["FullID"].as_str().map(str::to_string) else {
+            continue;
+        };
+        let rw = store.changes_size(&id);
+        let image = hako_engine::record::load(dirs, &id)
+            .ok()
+            .and_then(|rec| images.iter().find(|i| i.id == rec.image_id).map(|i| i.size))
+            .unwrap_or(0);
+        r["SizeRw"] = rw.into();
+        r["SizeRootFs"] = (rw + image).into();
+        r["Size"] = format!("{} (virtual {})", human(rw), human(rw + image)).into();
+    }
+    Ok(())
+}
+
 /// `push IMAGE [DESTINATION]`: progress on stderr, the digest on stdout.
 pub fn push(dirs: &Dirs, image: &str, destination: Option<&str>, insecure: bool) -> Result<i32> {
     let opts = hako_image::push::PushOptions {

@@ -3416,6 +3416,18 @@ fn commit_diff_export_tag_and_history() {
         e.out(&["run", "--rm", "exported", "cat", "/made"]).trim(),
         "made"
     );
+    // ps --size: what it wrote (/made is 5 bytes, /data/x 2), and with
+    // its image.
+    let sizes = e.out(&["ps", "-a", "--size", "--format", "{{.Names}} {{.SizeRw}}"]);
+    let rw: u64 = sizes
+        .lines()
+        .find_map(|l| l.strip_prefix("c "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{sizes}"));
+    assert!(rw >= 7, "{sizes}");
+    let table = e.out(&["ps", "-a", "--size"]);
+    assert!(table.lines().next().unwrap().ends_with("SIZE"), "{table}");
+    assert!(table.contains("(virtual "), "{table}");
     // Bad input: one line, exit 125.
     let o = e.run(&["commit", "nosuch", "x"]);
     assert_eq!(o.status.code(), Some(125));

@@ -73,8 +73,12 @@ fn real_main(cli: Cli) -> Result<i32> {
             format,
             filter,
             no_trunc,
+            size,
         } => {
-            let rows = ops::ps(dirs, all, &ops::Filters::parse(&filter)?);
+            let mut rows = ops::ps(dirs, all, &ops::Filters::parse(&filter)?);
+            if size {
+                verbs::add_sizes(dirs, &mut rows)?;
+            }
             output::ps(&rows, quiet, format.as_deref(), no_trunc)?;
             0
         }
