@@ -152,6 +152,15 @@ pub enum Cmd {
     /// Health check commands.
     #[command(subcommand)]
     Healthcheck(HealthCmd),
+    /// Disk use, pruning and information about the engine.
+    #[command(subcommand)]
+    System(SystemCmd),
+    /// Information about the engine and the host (as `system info`).
+    Info {
+        /// `json`, or a Go template (`{{.ContainersRunning}}`).
+        #[arg(short, long)]
+        format: Option<String>,
+    },
     /// A shell completion script (`hako completion bash >
     /// /etc/bash_completion.d/hako`), or with `man DIR` the manual pages.
     Completion {
@@ -408,6 +417,36 @@ pub struct LogsArgs {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum SystemCmd {
+    /// Space used by images, containers and volumes, and what is reclaimable.
+    Df {
+        /// `json` for one JSON object per line, or a Go template.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Information about the engine and the host.
+    Info {
+        /// `json`, or a Go template (`{{.ContainersRunning}}`).
+        #[arg(short, long)]
+        format: Option<String>,
+    },
+    /// Remove stopped containers, unused networks and images without a
+    /// name (-a: every unused image); with --volumes unused anonymous
+    /// volumes (with -a every unused volume).
+    Prune {
+        /// Every unused image (and with --volumes every unused volume).
+        #[arg(short, long)]
+        all: bool,
+        /// Also volumes.
+        #[arg(long)]
+        volumes: bool,
+        /// Do not ask (hako never asks; accepted for Docker's scripts).
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum HealthCmd {
     /// Run a container's health check now: prints healthy, unhealthy or
     /// starting; exit 0 when healthy, 1 otherwise.
@@ -510,8 +549,16 @@ pub enum ImageCmd {
         #[arg(required = true)]
         images: Vec<String>,
     },
-    /// Delete unused blobs and layers.
-    Prune,
+    /// Remove images without a name that no container uses (-a: every
+    /// image no container uses), then unused blobs and layers.
+    Prune {
+        /// Every unused image, named or not.
+        #[arg(short, long)]
+        all: bool,
+        /// Do not ask (hako never asks; accepted for Docker's scripts).
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

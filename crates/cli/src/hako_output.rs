@@ -300,6 +300,60 @@ pub fn history(id: &str, h: &[hako_image::HistoryEntry], no_trunc: bool, quiet: 
     );
 }
 
+/// Docker's sizes: 512B, 1.2kB, 4.3MB, 2.1GB (powers of 1000).
+pub fn human_bytes(b: u64) -> String {
+    match b {
+        b if b < 1000 => format!("{b}B"),
+        b if b < 1_000_000 => format!("{:.1}kB", b as f64 / 1e3),
+        b if b < 1_000_000_000 => format!("{:.1}MB", b as f64 / 1e6),
+        b => format!("{:.1}GB", b as f64 / 1e9),
+    }
+}
+
+/// `system df`: Docker's table (sizes and the reclaimable share).
+pub fn df(rows: &[Value], format: Option<&str>) -> Result<()> {
+    if crate::format::custom(rows, format)? {
+        return Ok(());
+    }
+    let t: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let size = r["Size"].as_u64().unwrap_or(0);
+            let rec = r["Reclaimable"].as_u64().unwrap_or(0);
+            vec![
+                text(r, "Type"),
+                r["TotalCount"].to_string(),
+                r["Active"].to_string(),
+                human_bytes(size),
+                format!(
+                    "{} ({}%)",
+                    human_bytes(rec),
+                    (rec * 100).checked_div(size).unwrap_or(0)
+                ),
+            ]
+        })
+        .collect();
+    table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &t);
+    Ok(())
+}
+
+/// `info`: `Key: value` lines, or `--format`.
+pub fn info(v: &Value, format: Option<&str>) -> Result<()> {
+    if crate::format::custom(std::slice::from_ref(v), format)? {
+        return Ok(());
+    }
+    if let Some(o) = v.as_object() {
+        for (k, x) in o {
+            let s = match x {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            println!("{k}: {s}");
+        }
+    }
+    Ok(())
+}
+
 /// `network ls`.
 pub fn volumes(
     dirs: &hako_engine::Dirs,

@@ -283,17 +283,32 @@ pub fn pull(dirs: &Dirs, image: &str, insecure: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// `system df|info|prune` and `info`.
+pub fn system(dirs: &Dirs, c: crate::hako_cli::SystemCmd) -> Result<i32> {
+    use crate::hako_cli::SystemCmd;
+    match c {
+        SystemCmd::Df { format } => output::df(&ops::df(dirs)?, format.as_deref())?,
+        SystemCmd::Info { format } => output::info(&ops::info(dirs)?, format.as_deref())?,
+        SystemCmd::Prune { all, volumes, .. } => {
+            let p = ops::system_prune(dirs, all, volumes)?;
+            output::deleted("Containers", &p.containers);
+            output::deleted("Networks", &p.networks);
+            output::deleted("Images", &p.images);
+            if volumes {
+                output::deleted("Volumes", &p.volumes);
+            }
+            println!("Total reclaimed space: {}", output::human_bytes(p.bytes));
+        }
+    }
+    Ok(0)
+}
+
 /// `ps --size`: Docker's SizeRw (what the container wrote), SizeRootFs
 /// (with its image) and the SIZE column's text.
 pub fn add_sizes(dirs: &Dirs, rows: &mut [serde_json::Value]) -> Result<()> {
     let store = dirs.image_store()?;
     let images = store.list()?;
-    let human = |b: u64| match b {
-        b if b < 1000 => format!("{b}B"),
-        b if b < 1_000_000 => format!("{:.1}kB", b as f64 / 1e3),
-        b if b < 1_000_000_000 => format!("{:.1}MB", b as f64 / 1e6),
-        b => format!("{:.1}GB", b as f64 / 1e9),
-    };
+    let human = output::human_bytes;
     for r in rows.iter_mut() {
         let Some(id) = r["FullID"].as_str().map(str::to_string) else {
             continue;
@@ -391,12 +406,10 @@ pub fn image(dirs: &Dirs, c: ImageCmd) -> Result<i32> {
             output::pretty(&out)?;
         }
         ImageCmd::Rm { force, images } => return rmi(dirs, &images, force),
-        ImageCmd::Prune => {
-            let r = dirs.image_store()?.gc()?;
-            println!(
-                "removed {} blobs, {} layers, {} bytes",
-                r.blobs_removed, r.layers_removed, r.bytes_freed
-            );
+        ImageCmd::Prune { all, .. } => {
+            let (gone, bytes) = ops::prune_images(dirs, all)?;
+            output::deleted("Images", &gone);
+            println!("Total reclaimed space: {}", output::human_bytes(bytes));
         }
     }
     Ok(0)

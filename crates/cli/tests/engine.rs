@@ -4098,3 +4098,77 @@ fn containers_resolve_each_other_by_name_on_a_user_network() {
         .unwrap();
     assert!(servers.stdout.is_empty(), "a name server is left");
 }
+
+#[test]
+#[ignore = "needs root"]
+fn system_df_info_and_prune() {
+    need_root!();
+    let mut e = Engine::new("sys");
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "keep",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    e.ok(&[
+        "run",
+        "--name",
+        "gone",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /f",
+    ]);
+    let dangling = e.out(&["commit", "gone"]).trim().to_string();
+    e.ok(&["network", "create", "sysnet"]);
+    e.networks.push("sysnet".into());
+    e.ok(&["volume", "create", "sysvol"]);
+    let df = e.out(&[
+        "system",
+        "df",
+        "--format",
+        "{{.Type}} {{.TotalCount}} {{.Active}}",
+    ]);
+    assert_eq!(
+        df.lines().collect::<Vec<_>>(),
+        ["Images 2 1", "Containers 2 1", "Local Volumes 1 0"],
+        "{df}"
+    );
+    assert!(e.out(&["system", "df"]).starts_with("TYPE"));
+    assert_eq!(
+        e.out(&[
+            "info",
+            "--format",
+            "{{.ContainersRunning}} {{.ContainersStopped}} {{.Images}}"
+        ])
+        .trim(),
+        "1 1 2"
+    );
+    assert!(e.out(&["info"]).contains("CgroupVersion: "));
+    // prune: the stopped container, the unused network, the image without
+    // a name; not the running container, its image, or the volume.
+    let out = e.out(&["system", "prune", "-f"]);
+    assert!(out.contains("sysnet"), "{out}");
+    assert!(out.contains(&dangling), "{out}");
+    assert_eq!(e.ps_names(), ["keep"]);
+    assert!(!e.out(&["network", "ls"]).contains("sysnet"));
+    e.networks.clear();
+    assert_eq!(e.out(&["images", "-q"]).lines().count(), 1);
+    assert_eq!(e.out(&["volume", "ls", "-q"]).trim(), "sysvol");
+    // --volumes -a: every unused volume too; the image in use stays.
+    e.ok(&["system", "prune", "-f", "-a", "--volumes"]);
+    assert_eq!(e.out(&["volume", "ls", "-q"]).trim(), "");
+    assert_eq!(e.out(&["images", "-q"]).lines().count(), 1);
+    e.ok(&["rm", "-f", "keep"]);
+    // image prune -a: the image nothing uses now.
+    let out = e.out(&["image", "prune", "-a", "-f"]);
+    assert!(out.contains("Total reclaimed space"), "{out}");
+    assert_eq!(e.out(&["images", "-q"]).trim(), "");
+}

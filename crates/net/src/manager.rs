@@ -319,6 +319,11 @@ impl Manager {
         self.create_locked(&lk, spec)
     }
 
+    /// The default network's name (never pruned).
+    pub fn default_name(&self) -> &str {
+        &self.cfg.default_network.name
+    }
+
     /// The default network (`hako`, bridge `hako0`, [`DEFAULT_SUBNET`]), created
     /// on first use.
     pub fn ensure_default(&self) -> Result<Network, NetError> {

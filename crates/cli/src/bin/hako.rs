@@ -117,6 +117,8 @@ fn real_main(cli: Cli) -> Result<i32> {
             containers,
             volumes,
         } => each(&containers, |c| ops::rm(dirs, c, force, volumes).map(drop))?,
+        Cmd::System(c) => verbs::system(dirs, c)?,
+        Cmd::Info { format } => verbs::system(dirs, hako_cli::SystemCmd::Info { format })?,
         Cmd::Healthcheck(HealthCmd::Run { container }) => {
             let status = hako_engine::health::run(dirs, &container)?;
             println!("{status}");
