@@ -275,23 +275,25 @@ fn list_changes(
     Ok(())
 }
 
+/// Bytes of the regular files under `p` (0 if it cannot be read).
+pub fn tree_size(p: &Path) -> u64 {
+    let Ok(rd) = fs::read_dir(p) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => tree_size(&e.path()),
+            Ok(m) if m.is_file() => m.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
 impl Store {
     /// Bytes of the files `container_id` wrote (its overlay upper
     /// directory; 0 for a copied rootfs or none): `ps --size`'s SizeRw.
     pub fn changes_size(&self, container_id: &str) -> u64 {
-        fn walk(p: &Path) -> u64 {
-            let Ok(rd) = fs::read_dir(p) else { return 0 };
-            rd.flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => walk(&e.path()),
-                    Ok(m) if m.is_file() => m.len(),
-                    _ => 0,
-                })
-                .sum()
-        }
         if check_container_id(container_id).is_err() {
             return 0;
         }
-        walk(&self.containers_dir().join(container_id).join("upper"))
+        tree_size(&self.containers_dir().join(container_id).join("upper"))
     }
 }

@@ -79,19 +79,6 @@ pub fn prune(dirs: &Dirs, all: bool, volumes: bool) -> Result<Pruned> {
     Ok(p)
 }
 
-fn dir_size(p: &std::path::Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(p) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) if m.is_file() => m.len(),
-            _ => 0,
-        })
-        .sum()
-}
-
 /// `system df`: Docker's rows (Type, TotalCount, Active, Size,
 /// Reclaimable), sizes in bytes.
 pub fn df(dirs: &Dirs) -> Result<Vec<Value>> {
@@ -117,7 +104,7 @@ pub fn df(dirs: &Dirs) -> Result<Vec<Value>> {
         .map(|v| {
             (
                 !crate::volume::users(dirs, &v.name).is_empty(),
-                dir_size(&v.data(dirs)),
+                hako_image::diff::tree_size(&v.data(dirs)),
             )
         })
         .collect();
