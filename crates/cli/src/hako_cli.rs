@@ -155,6 +155,24 @@ pub enum Cmd {
     /// Disk use, pruning and information about the engine.
     #[command(subcommand)]
     System(SystemCmd),
+    /// What happens to containers, images, networks and volumes: the past
+    /// (--since) and what comes (until --until, or interrupted).
+    Events {
+        /// From this time: RFC 3339, seconds since the epoch, or a duration
+        /// ago (10m) [default: only new events].
+        #[arg(long)]
+        since: Option<String>,
+        /// Until this time (same forms); then exit.
+        #[arg(long)]
+        until: Option<String>,
+        /// KEY=VALUE: type, event, container, image, network, volume.
+        #[arg(short, long)]
+        filter: Vec<String>,
+        /// `json` for one JSON object per line, or a Go template
+        /// (`{{.Action}} {{.Actor.Attributes.name}}`).
+        #[arg(long)]
+        format: Option<String>,
+    },
     /// Information about the engine and the host (as `system info`).
     Info {
         /// `json`, or a Go template (`{{.ContainersRunning}}`).

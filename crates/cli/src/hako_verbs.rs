@@ -279,8 +279,50 @@ pub fn pull(dirs: &Dirs, image: &str, insecure: bool) -> Result<i32> {
         insecure,
         ..Default::default()
     };
-    println!("{}", dirs.image_store()?.pull(image, &opts)?);
+    let id = dirs.image_store()?.pull(image, &opts)?;
+    hako_engine::events::emit(dirs, "image", "pull", &id.to_string(), &[("name", image)]);
+    println!("{id}");
     Ok(0)
+}
+
+/// `events`: past ones in the window, then new ones until `--until`.
+pub fn events(
+    dirs: &Dirs,
+    since: Option<&str>,
+    until: Option<&str>,
+    filter: &[String],
+    format: Option<&str>,
+) -> Result<i32> {
+    let now = chrono_now_ns();
+    let since = since
+        .map(|v| ops::time_bound("--since", v, now))
+        .transpose()?;
+    let until = until
+        .map(|v| ops::time_bound("--until", v, now))
+        .transpose()?;
+    let filters = hako_engine::events::Filters::parse(filter)?;
+    let fmt = format.map(crate::format::parse).transpose()?;
+    let mut failed = None;
+    hako_engine::events::read(dirs, since, until, &filters, |ev| {
+        let r = match &fmt {
+            Some(f) => crate::format::print(std::slice::from_ref(ev), f),
+            None => {
+                println!("{}", hako_engine::events::line(ev));
+                Ok(())
+            }
+        };
+        let flushed = std::io::Write::flush(&mut std::io::stdout());
+        if let Err(e) = r {
+            failed = Some(e);
+            return false;
+        }
+        // Whoever read us is gone (`| head`): stop.
+        flushed.is_ok()
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(0),
+    }
 }
 
 /// `system df|info|prune` and `info`.
@@ -331,7 +373,10 @@ pub fn push(dirs: &Dirs, image: &str, destination: Option<&str>, insecure: bool)
         insecure,
         ..Default::default()
     };
-    println!("{}", dirs.image_store()?.push(image, destination, &opts)?);
+    let digest = dirs.image_store()?.push(image, destination, &opts)?;
+    let to = destination.unwrap_or(image);
+    hako_engine::events::emit(dirs, "image", "push", &digest.to_string(), &[("name", to)]);
+    println!("{digest}");
     Ok(0)
 }
 
@@ -425,9 +470,11 @@ pub fn rmi(dirs: &Dirs, images: &[String], force: bool) -> Result<i32> {
         match store.remove(i, force, &in_use) {
             Ok(rep) => {
                 for u in rep.untagged {
+                    hako_engine::events::emit(dirs, "image", "untag", &u, &[("name", &u)]);
                     println!("Untagged: {u}");
                 }
                 if let Some(d) = rep.deleted {
+                    hako_engine::events::emit(dirs, "image", "delete", &d.to_string(), &[]);
                     println!("Deleted: {d}");
                 }
             }
@@ -445,6 +492,7 @@ pub fn rmi(dirs: &Dirs, images: &[String], force: bool) -> Result<i32> {
 /// `load -i FILE`.
 pub fn load(dirs: &Dirs, input: &Path) -> Result<i32> {
     for l in dirs.image_store()?.load(input)? {
+        hako_engine::events::emit(dirs, "image", "load", &l.id.to_string(), &[]);
         if l.names.is_empty() {
             println!("Loaded image ID: {}", l.id);
         }
@@ -518,7 +566,15 @@ pub fn network(dirs: &Dirs, c: NetCmd) -> Result<i32> {
                 .context("--gateway")?;
             spec.bridge = bridge;
             spec.internal = internal;
-            println!("{}", mgr.create(&spec)?.name);
+            let n = mgr.create(&spec)?;
+            hako_engine::events::emit(
+                dirs,
+                "network",
+                "create",
+                &n.name,
+                &[("name", &n.name), ("type", "bridge")],
+            );
+            println!("{}", n.name);
         }
         NetCmd::Ls { format } => output::networks(&mgr.list()?, format.as_deref())?,
         NetCmd::Inspect { networks } => {
@@ -536,6 +592,13 @@ pub fn network(dirs: &Dirs, c: NetCmd) -> Result<i32> {
             hako_engine::network::free_stale_leases(dirs);
             for n in &networks {
                 hako_engine::network::remove(dirs, n)?;
+                hako_engine::events::emit(
+                    dirs,
+                    "network",
+                    "destroy",
+                    n,
+                    &[("name", n), ("type", "bridge")],
+                );
                 println!("{n}");
             }
         }
@@ -562,7 +625,9 @@ pub fn volume(dirs: &Dirs, c: VolCmd) -> Result<i32> {
                 Some(n) => n,
                 None => util::random_id()?,
             };
-            println!("{}", volume::ensure(dirs, &name, &labels, false)?.0.name);
+            let v = volume::ensure(dirs, &name, &labels, false)?.0;
+            hako_engine::events::emit(dirs, "volume", "create", &v.name, &[("driver", "local")]);
+            println!("{}", v.name);
         }
         VolCmd::Ls { quiet, format } => {
             output::volumes(dirs, &volume::list(dirs), quiet, format.as_deref())?
@@ -576,7 +641,9 @@ pub fn volume(dirs: &Dirs, c: VolCmd) -> Result<i32> {
         }
         VolCmd::Rm { force, volumes } => {
             return Ok(each_named(&volumes, |n| {
-                volume::remove(dirs, n, force).map_err(|e| e.to_string())
+                volume::remove(dirs, n, force).map_err(|e| e.to_string())?;
+                hako_engine::events::emit(dirs, "volume", "destroy", n, &[("driver", "local")]);
+                Ok(())
             }))
         }
         VolCmd::Prune { all, .. } => output::deleted("Volumes", &volume::prune(dirs, all)?),

@@ -4172,3 +4172,90 @@ fn system_df_info_and_prune() {
     assert!(out.contains("Total reclaimed space"), "{out}");
     assert_eq!(e.out(&["images", "-q"]).trim(), "");
 }
+
+#[test]
+#[ignore = "needs root"]
+fn events_past_and_following() {
+    need_root!();
+    let e = Engine::new("events");
+    let secs = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let t0 = (secs() - 1).to_string();
+    e.ok(&[
+        "run",
+        "--name",
+        "ev1",
+        "--network",
+        "none",
+        "busybox",
+        "true",
+    ]);
+    let until = (secs() + 1).to_string();
+    let past = e.out(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &until,
+        "--filter",
+        "container=ev1",
+        "--format",
+        "{{.Action}}",
+    ]);
+    assert_eq!(
+        past.lines().collect::<Vec<_>>(),
+        ["create", "start", "die"],
+        "{past}"
+    );
+    let lines = e.out(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &until,
+        "--filter",
+        "event=die",
+    ]);
+    assert!(
+        lines.contains(" container die ")
+            && lines.contains("exitCode=0")
+            && lines.contains("name=ev1"),
+        "{lines}"
+    );
+    // Following: what comes next.
+    let mut child = e
+        .cmd(&[
+            "events",
+            "--filter",
+            "event=start",
+            "--format",
+            "{{.Actor.Attributes.name}}",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    e.ok(&[
+        "run",
+        "--name",
+        "ev2",
+        "--network",
+        "none",
+        "busybox",
+        "true",
+    ]);
+    let mut l = String::new();
+    std::io::BufRead::read_line(&mut out, &mut l).unwrap();
+    assert_eq!(l.trim(), "ev2");
+    let _ = child.kill();
+    let _ = child.wait();
+    // Bad input: one line, 125.
+    let o = e.run(&["events", "--filter", "colour=red", "--until", "1"]);
+    assert_eq!(o.status.code(), Some(125));
+    e.ok(&["rm", "ev1", "ev2"]);
+}

@@ -204,6 +204,7 @@ pub fn run(dirs: &Dirs, name: &str) -> Result<String> {
     let now_ns = crate::util::parse_rfc3339(&probe.end).unwrap_or(0);
     let in_start = now_ns - started < cfg.start_period.as_nanos() as i64;
     let _ = t0;
+    let before = r.health.as_ref().map(|h| h.status.clone());
     let r = record::update(dirs, &id, |r| {
         let h = r.health.get_or_insert_with(Default::default);
         let (status, streak) = next(h, code, cfg.retries, in_start);
@@ -215,7 +216,15 @@ pub fn run(dirs: &Dirs, name: &str) -> Result<String> {
             h.log.drain(..n - 5);
         }
     })?;
-    Ok(r.health.map(|h| h.status).unwrap_or_default())
+    let now = r
+        .health
+        .as_ref()
+        .map(|h| h.status.clone())
+        .unwrap_or_default();
+    if before.as_deref() != Some(now.as_str()) {
+        crate::events::container(dirs, &format!("health_status: {now}"), &r, &[]);
+    }
+    Ok(now)
 }
 
 /// A close-on-exec anonymous file for the check's output.

@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod dirs;
+pub mod events;
 pub mod health;
 pub mod initproc;
 pub mod limits;

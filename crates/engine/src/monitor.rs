@@ -283,6 +283,9 @@ fn run_and_restart(dirs: &Dirs, id: &str, attached: bool, first: Started) -> Res
     loop {
         let t0 = std::time::Instant::now();
         let code = supervise(dirs, id, attached, started);
+        if let Ok(r) = record::load(dirs, id) {
+            crate::events::container(dirs, "die", &r, &[("exitCode", &code.to_string())]);
+        }
         // Read before `finish`: the checkpoint verb clears the flag once the
         // end is recorded. A checkpointed container stays, to be restored.
         let rec = record::load(dirs, id).ok();
@@ -550,6 +553,12 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
     }) {
         return Err(fail(e));
     }
+    crate::events::container(
+        dirs,
+        if rec.restoring { "restore" } else { "start" },
+        &rec,
+        &[],
+    );
     if !rec.restoring {
         if let Err(e) = container::start(&root, id) {
             return Err(fail(e.into()));

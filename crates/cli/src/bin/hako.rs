@@ -118,6 +118,18 @@ fn real_main(cli: Cli) -> Result<i32> {
             volumes,
         } => each(&containers, |c| ops::rm(dirs, c, force, volumes).map(drop))?,
         Cmd::System(c) => verbs::system(dirs, c)?,
+        Cmd::Events {
+            since,
+            until,
+            filter,
+            format,
+        } => verbs::events(
+            dirs,
+            since.as_deref(),
+            until.as_deref(),
+            &filter,
+            format.as_deref(),
+        )?,
         Cmd::Info { format } => verbs::system(dirs, hako_cli::SystemCmd::Info { format })?,
         Cmd::Healthcheck(HealthCmd::Run { container }) => {
             let status = hako_engine::health::run(dirs, &container)?;
@@ -208,7 +220,9 @@ fn real_main(cli: Cli) -> Result<i32> {
             name,
         } => {
             let store = dirs.image_store()?;
-            println!("{}", store.import_rootfs_with(&source, &name, &change)?);
+            let id = store.import_rootfs_with(&source, &name, &change)?;
+            hako_engine::events::emit(dirs, "image", "import", &id.to_string(), &[("name", &name)]);
+            println!("{id}");
             0
         }
         Cmd::Load { input } => verbs::load(dirs, &input)?,
@@ -253,6 +267,7 @@ fn real_main(cli: Cli) -> Result<i32> {
         } => verbs::save(dirs, &images, &format, output.as_deref())?,
         Cmd::Tag { source, target } => {
             dirs.image_store()?.tag(&source, &target)?;
+            hako_engine::events::emit(dirs, "image", "tag", &source, &[("name", &target)]);
             0
         }
         Cmd::History {
@@ -288,6 +303,7 @@ fn main() -> ExitCode {
     if matches!(
         cli.cmd,
         Cmd::Ps { .. }
+            | Cmd::Events { .. }
             | Cmd::Inspect { .. }
             | Cmd::Top { .. }
             | Cmd::Stats { .. }

@@ -90,10 +90,11 @@ pub fn checkpoint(dirs: &Dirs, name: &str, o: &CheckpointOptions) -> Result<Stri
         // The monitor records the end (and releases the network).
         wait_exit(dirs, &id, Duration::from_secs(30));
     }
-    record::update(dirs, &id, |r| {
+    let r = record::update(dirs, &id, |r| {
         r.checkpointing = false;
         r.checkpointed_at = Some(crate::util::now_rfc3339_nanos());
     })?;
+    crate::events::container(dirs, "checkpoint", &r, &[]);
     if let Some(file) = &o.export {
         let r = record::load(dirs, &id)?;
         if let Err(e) = export(dirs, &r, file) {

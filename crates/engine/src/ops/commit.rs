@@ -77,7 +77,9 @@ pub fn commit(dirs: &Dirs, name: &str, image: Option<&str>, a: &CommitArgs) -> R
     if freeze {
         let _ = super::pause(dirs, &id, false);
     }
-    Ok(made?.to_string())
+    let img = made?.to_string();
+    crate::events::container(dirs, "commit", &r, &[("imageID", &img)]);
+    Ok(img)
 }
 
 /// `diff CONTAINER`: Docker's `A path`, `C path`, `D path` lines.

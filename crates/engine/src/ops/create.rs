@@ -320,7 +320,12 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
         }
     });
     match made {
-        Ok(()) => Ok(id),
+        Ok(()) => {
+            if let Ok(r) = record::load(dirs, &id) {
+                crate::events::container(dirs, "create", &r, &[]);
+            }
+            Ok(id)
+        }
         Err(e) => {
             let _ = remove_all_and_volumes(dirs, &id);
             Err(e)

@@ -18,5 +18,6 @@ pub fn pause(dirs: &Dirs, name: &str, on: bool) -> Result<String> {
         // No runtime state (a monitor from before a crash): the cgroup itself.
         set_frozen(&r, on)?;
     }
+    crate::events::container(dirs, if on { "pause" } else { "unpause" }, &r, &[]);
     Ok(id)
 }

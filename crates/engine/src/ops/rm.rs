@@ -15,6 +15,7 @@ use crate::{Error, Result};
 /// `rm [-f] [-v]`: with `volumes`, its anonymous volumes go too.
 pub fn rm(dirs: &Dirs, name: &str, force: bool, volumes: bool) -> Result<String> {
     let id = record::resolve(dirs, name)?;
+    let rec = record::load(dirs, &id).ok();
     if let Ok(r) = record::load(dirs, &id) {
         let restarting = r.restarting && crate::status::monitor_alive(&r);
         if (status(dirs, &r).is_live() || restarting) && !force {
@@ -55,6 +56,9 @@ pub fn rm(dirs: &Dirs, name: &str, force: bool, volumes: bool) -> Result<String>
         remove_all_and_volumes(dirs, &id)?;
     } else {
         remove_all(dirs, &id)?;
+    }
+    if let Some(r) = rec {
+        crate::events::container(dirs, "destroy", &r, &[]);
     }
     Ok(id)
 }

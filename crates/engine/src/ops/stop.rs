@@ -35,6 +35,7 @@ pub(super) fn wait_exit(dirs: &Dirs, id: &str, timeout: Duration) -> bool {
 }
 
 pub(super) fn signal(dirs: &Dirs, r: &Record, sig: i32, all: bool) -> Result<()> {
+    crate::events::container(dirs, "kill", r, &[("signal", &sig.to_string())]);
     let root = dirs.runtime_root();
     match container::kill(&root, &r.id, sig, all) {
         Ok(()) => Ok(()),
@@ -83,6 +84,7 @@ pub fn stop(dirs: &Dirs, name: &str, timeout: Option<u64>) -> Result<String> {
         let _ = signal(dirs, &r, libc::SIGKILL, true);
         wait_exit(dirs, &id, Duration::from_secs(15));
     }
+    crate::events::container(dirs, "stop", &r, &[]);
     Ok(id)
 }
 
