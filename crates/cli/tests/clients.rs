@@ -1569,3 +1569,148 @@ fn podman_and_hako_load_each_others_saves() {
     hako(&["rm", "m"]).ok();
     p.finish();
 }
+
+/// A line from a TCP server at `addr` (a published port), polled until it
+/// answers.
+fn read_from(addr: &str) -> String {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if !out.is_empty() {
+                return out;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{addr} never answered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// podman (netavark, 10.88.0.0/16) and hako (10.77.0.0/16) each with its
+/// default network at once: both publish a port on the host, and from each
+/// container the host answers on its network's gateway.
+#[test]
+#[ignore = "needs root"]
+fn podman_and_hako_side_by_side_with_their_default_networks() {
+    need_root!();
+    let p = Podman::new("side");
+    let d = tempfile::Builder::new()
+        .prefix("hako-side-")
+        .tempdir()
+        .unwrap();
+    // hako's default subnet, on a bridge of this test's own.
+    let bridge = format!("hks{}", std::process::id() % 100_000);
+    fs::write(
+        d.path().join("hako.toml"),
+        format!("[network]\ndefault_bridge = \"{bridge}\"\n"),
+    )
+    .unwrap();
+    let nft = format!("hakos{}", std::process::id() % 100_000);
+    let hako = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_hako"));
+        c.env("HAKO_DATA_DIR", d.path().join("data"))
+            .env("HAKO_RUN_DIR", d.path().join("run"))
+            .env("HAKO_CONFIG", d.path().join("hako.toml"))
+            .env("HAKO_NFT_TABLE", &nft)
+            .env("HAKO_CGROUP_MANAGER", "cgroupfs")
+            .args(args);
+        run(c, CMD_TIMEOUT)
+    };
+    // The host, listening on every address.
+    let host = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = host.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in host.incoming().flatten() {
+            let mut s = s;
+            let _ = std::io::Write::write_all(&mut s, b"host\n");
+        }
+    });
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (pp, hp) = (free(), free());
+    let serve = |who: &str| format!("while :; do echo from-{who} | nc -l -p 8080; done");
+    p.podman(&[
+        "run",
+        "-d",
+        "--name",
+        "pweb",
+        "--network",
+        "bridge",
+        "--cgroup-parent",
+        &p.cgroup_parent,
+        "-p",
+        &format!("127.0.0.1:{pp}:8080"),
+        IMAGE,
+        "sh",
+        "-c",
+        &serve("podman"),
+    ])
+    .ok();
+    hako(&["load", "-i", &image_tar().to_string_lossy()]).ok();
+    hako(&[
+        "run",
+        "-d",
+        "--name",
+        "hweb",
+        "-p",
+        &format!("127.0.0.1:{hp}:8080"),
+        IMAGE,
+        "sh",
+        "-c",
+        &serve("hako"),
+    ])
+    .ok();
+    // Each publishes its port on the host.
+    assert_eq!(read_from(&format!("127.0.0.1:{pp}")).trim(), "from-podman");
+    assert_eq!(read_from(&format!("127.0.0.1:{hp}")).trim(), "from-hako");
+    // Each reaches the host through its network's gateway.
+    let pgw = p.inspect("pweb", "{{.NetworkSettings.Gateway}}");
+    assert!(pgw.starts_with("10.88."), "podman's default network: {pgw}");
+    let r = p.podman(&["exec", "pweb", "nc", &pgw, &host_port.to_string()]);
+    assert_eq!(r.ok().trim(), "host");
+    let hgw = {
+        let r = hako(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "hweb"]);
+        let ip = r.ok().trim().to_string();
+        assert!(ip.starts_with("10.77."), "hako's default network: {ip}");
+        format!("{}.1", ip.rsplit_once('.').unwrap().0)
+    };
+    let r = hako(&["exec", "hweb", "nc", &hgw, &host_port.to_string()]);
+    assert_eq!(r.ok().trim(), "host");
+    hako(&["rm", "-f", "hweb"]).ok();
+    hako(&["network", "rm", "hako"]).ok();
+    p.podman(&["rm", "-f", "pweb"]).ok();
+    p.finish();
+    // netavark leaves its iptables-nft base chains behind (empty once its
+    // containers are gone); they are podman's, not the host's: remove the
+    // tables when nothing else is in them.
+    for table in ["nat", "filter"] {
+        let out = Command::new("nft")
+            .args(["list", "table", "ip", table])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let chains: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("chain "))
+            .collect();
+        let only_netavark = chains.iter().all(|c| {
+            c.starts_with("NETAVARK")
+                || ["POSTROUTING {", "PREROUTING {", "OUTPUT {", "FORWARD {"].contains(c)
+        });
+        if out.status.success() && text.contains("NETAVARK") && only_netavark {
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", table])
+                .status();
+        }
+    }
+}
