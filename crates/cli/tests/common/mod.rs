@@ -54,6 +54,18 @@ fn repo_root() -> PathBuf {
 pub fn template() -> &'static Path {
     static T: OnceLock<PathBuf> = OnceLock::new();
     T.get_or_init(|| {
+        // Templates of earlier test processes (gone now) go first: each
+        // test binary makes its own, and nothing else removes them.
+        if let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("hako-test-bundle-") {
+                    if !Path::new(&format!("/proc/{pid}")).exists() {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
         let dir = std::env::temp_dir().join(format!("hako-test-bundle-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let st = Command::new("bash")
