@@ -154,6 +154,15 @@ impl Engine {
         o
     }
 
+    /// Bad input: exit 125 with `want` in its message; the message.
+    fn fails(&self, args: &[&str], want: &str) -> String {
+        let o = self.run(args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        err
+    }
+
     fn out(&self, args: &[&str]) -> String {
         String::from_utf8_lossy(&self.ok(args).stdout).into_owned()
     }
@@ -3533,10 +3542,7 @@ fn cp_both_ways_running_and_stopped() {
             "one side must be a container",
         ),
     ] {
-        let o = e.run(&args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
-        assert!(err.contains(want), "{args:?}: {err}");
+        let err = e.fails(&args, want);
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
     e.ok(&["rm", "-f", "c"]);
@@ -3808,10 +3814,7 @@ fn restart_policies_as_docker() {
             "needs -d",
         ),
     ] {
-        let o = e.run(&args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
-        assert!(err.contains(want), "{args:?}: {err}");
+        e.fails(&args, want);
     }
     assert_eq!(e.ps_names(), before);
     e.ok(&["rm", "-f", "of", "al", "up", "us"]);
@@ -3993,10 +3996,7 @@ fn dns_flags_and_extra_hosts() {
             "--add-host",
         ),
     ] {
-        let o = e.run(&args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
-        assert!(err.contains(flag), "{args:?}: {err}");
+        e.fails(&args, flag);
     }
     assert_eq!(e.ps_names(), before);
 }

@@ -9,7 +9,7 @@
 
 use std::io::{Read, Seek};
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -155,7 +155,6 @@ pub fn run(dirs: &Dirs, name: &str) -> Result<String> {
     };
     crate::status::live(dirs, &id)?;
     let start = crate::util::now_rfc3339_nanos();
-    let t0 = Instant::now();
     let out = tempfile_fd()?;
     let pidfile = dirs
         .container(&id)
@@ -203,7 +202,6 @@ pub fn run(dirs: &Dirs, name: &str) -> Result<String> {
         .unwrap_or(0);
     let now_ns = crate::util::parse_rfc3339(&probe.end).unwrap_or(0);
     let in_start = now_ns - started < cfg.start_period.as_nanos() as i64;
-    let _ = t0;
     let before = r.health.as_ref().map(|h| h.status.clone());
     let r = record::update(dirs, &id, |r| {
         let h = r.health.get_or_insert_with(Default::default);

@@ -94,39 +94,19 @@ pub fn ensure_dns(dirs: &Dirs, network: &str) -> Result<()> {
     if !mgr.inspect(network)?.network.dns_enabled {
         return Ok(());
     }
-    use std::io::Read;
-    use std::os::unix::process::CommandExt;
-    let exe =
-        hako_runtime::self_exe().map_err(|e| crate::Error::Other(format!("find hako: {e}")))?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(["__dns", network])
-        .env("HAKO_DATA_DIR", &dirs.data)
-        .env("HAKO_RUN_DIR", &dirs.run)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .current_dir("/");
-    // SAFETY: setsid is async-signal-safe and touches no shared memory.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| crate::Error::Other(format!("start the name server of {network}: {e}")))?;
-    let mut msg = String::new();
-    if let Some(mut out) = child.stdout.take() {
-        let _ = out.read_to_string(&mut msg);
-    }
+    let (mut child, msg) = crate::util::spawn_reporting(
+        dirs,
+        &["__dns", network],
+        std::process::Stdio::null(),
+        &format!("the name server of {network}"),
+    )?;
+    // It reported: it ended, its server forked into the background.
     let _ = child.wait();
-    if msg.trim() == "ok" {
+    if msg == "ok" {
         return Ok(());
     }
     Err(crate::Error::Other(format!(
-        "the name server of network {network}: {}",
-        msg.trim()
+        "the name server of network {network}: {msg}"
     )))
 }
 

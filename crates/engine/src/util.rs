@@ -86,6 +86,47 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 /// "KILL", "SIGKILL", "kill" or "9" (the runtime's parser).
+/// `hako ARGS…` (this binary, with the engine's directories) in a session
+/// of its own, stdin null, `stderr` as given, stdout a pipe on which it
+/// reports "ok" once it is ready (or why not) and then closes: the child
+/// and its report, read to that close. The monitor and the networks' name
+/// servers start this way.
+pub fn spawn_reporting(
+    dirs: &crate::dirs::Dirs,
+    args: &[&str],
+    stderr: std::process::Stdio,
+    what: &str,
+) -> Result<(std::process::Child, String)> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let exe =
+        hako_runtime::self_exe().map_err(|e| crate::Error::Other(format!("find hako: {e}")))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args)
+        .env("HAKO_DATA_DIR", &dirs.data)
+        .env("HAKO_RUN_DIR", &dirs.run)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .current_dir("/");
+    // SAFETY: setsid is async-signal-safe; the closure touches no memory
+    // shared with the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| crate::Error::Other(format!("start {what}: {e}")))?;
+    let mut msg = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut msg);
+    }
+    Ok((child, msg.trim().to_string()))
+}
+
 /// A Go duration (`90s`, `1m30s`, `500ms`, `1h`): numbers with h, m, s,
 /// ms, us, ns units; `None` if it is not one.
 pub fn parse_go_duration(v: &str) -> Option<std::time::Duration> {

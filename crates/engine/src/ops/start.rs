@@ -1,6 +1,5 @@
 //! `run`, `start` and `start -a`: a monitor starts the created container.
 
-use std::io::Read;
 use std::time::Duration;
 
 use super::stop::wait_exit;
@@ -23,8 +22,6 @@ fn recover_for_start(dirs: &Dirs, r: &Record) -> Result<()> {
 
 /// Start a detached monitor for `id` and wait until it started the container.
 pub fn spawn_monitor(dirs: &Dirs, id: &str) -> Result<()> {
-    use std::os::unix::process::CommandExt;
-    let exe = hako_runtime::self_exe().map_err(|e| Error::Other(format!("find hako: {e}")))?;
     let log = dirs.container(id).join("monitor.log");
     let errf = {
         use std::os::unix::fs::OpenOptionsExt;
@@ -36,31 +33,9 @@ pub fn spawn_monitor(dirs: &Dirs, id: &str) -> Result<()> {
             .open(&log)
             .map_err(io_err("create", &log))?
     };
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("__monitor")
-        .arg(id)
-        .env("HAKO_DATA_DIR", &dirs.data)
-        .env("HAKO_RUN_DIR", &dirs.run)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(errf)
-        .current_dir("/");
-    // SAFETY: setsid is async-signal-safe; the closure touches no memory
-    // shared with the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::Other(format!("start the monitor: {e}")))?;
-    let mut msg = String::new();
-    if let Some(mut out) = child.stdout.take() {
-        let _ = out.read_to_string(&mut msg);
-    }
-    if msg.trim() == "ok" {
+    let (mut child, msg) =
+        crate::util::spawn_reporting(dirs, &["__monitor", id], errf.into(), "the monitor")?;
+    if msg == "ok" {
         return Ok(());
     }
     let _ = child.wait();
