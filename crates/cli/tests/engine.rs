@@ -172,6 +172,15 @@ impl Engine {
         v[0].clone()
     }
 
+    /// The monitor's own error output (its stderr) of container `name`:
+    /// shown when a test finds a container in a state only a failing
+    /// monitor leaves.
+    fn monitor_log(&self, name: &str) -> String {
+        let id = self.inspect(name)["Id"].as_str().unwrap_or("").to_string();
+        std::fs::read_to_string(self.data().join("containers").join(id).join("monitor.log"))
+            .unwrap_or_else(|e| format!("(no monitor.log: {e})"))
+    }
+
     fn ps_names(&self) -> Vec<String> {
         self.out(&["ps", "-a", "--format", "json"])
             .lines()
@@ -3692,24 +3701,28 @@ fn restart_policies_as_docker() {
                 .then_some(i)
         })
     };
+    let run_sh = |name: &str, policy: &str, script: &str| {
+        e.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--restart",
+            policy,
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            script,
+        ]);
+    };
     // on-failure:3: exactly three restarts, then it stays exited.
-    e.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "of",
-        "--restart",
-        "on-failure:3",
-        "--network",
-        "none",
-        "busybox",
-        "sh",
-        "-c",
-        "echo run; exit 3",
-    ]);
+    run_sh("of", "on-failure:3", "echo run; exit 3");
     let i = done("of");
-    assert_eq!(i["RestartCount"], 3, "{i}");
-    assert_eq!(i["State"]["ExitCode"], 3);
+    let log = e.monitor_log("of");
+    assert_eq!(i["RestartCount"], 3, "{i}\nmonitor.log: {log}");
+    assert_eq!(i["State"]["ExitCode"], 3, "{i}\nmonitor.log: {log}");
     assert_eq!(i["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
     assert_eq!(
         e.out(&["logs", "of"])
@@ -3718,22 +3731,30 @@ fn restart_policies_as_docker() {
             .count(),
         4
     );
+    // A monitor killed while it waits to restart: its keeper records the
+    // end, with why, instead of leaving a container that never restarts.
+    run_sh("orphan", "always", "exit 1");
+    // From the fourth wait on, the backoff is 800 ms or more: time enough
+    // to kill the monitor before it restarts the container.
+    let mon = poll(60, "orphan to wait for its restart", || {
+        let i = e.inspect("orphan");
+        (i["State"]["Restarting"] == true && i["RestartCount"].as_u64() >= Some(3))
+            .then(|| i["State"]["MonitorPid"].as_i64())
+            .flatten()
+    });
+    sigkill(&[mon]);
+    let i = done("orphan");
+    let err = i["State"]["Error"].as_str().unwrap_or("").to_string();
+    assert!(
+        err.contains("the monitor was killed by signal 9"),
+        "{i}\nmonitor.log: {}",
+        e.monitor_log("orphan")
+    );
+    assert_eq!(i["State"]["ExitCode"], 1, "{i}");
+    e.ok(&["rm", "orphan"]);
     // always: back after every exit, "Restarting" in ps while it waits;
     // a stop ends it for good, and start brings the policy back.
-    e.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "al",
-        "--restart",
-        "always",
-        "--network",
-        "none",
-        "busybox",
-        "sh",
-        "-c",
-        "echo up; exit 1",
-    ]);
+    run_sh("al", "always", "echo up; exit 1");
     poll(60, "a Restarting status in ps", || {
         e.out(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"])
             .lines()

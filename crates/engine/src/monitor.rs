@@ -983,6 +983,56 @@ fn read_siginfo(fd: BorrowedFd<'_>) -> Option<(i32, i32)> {
     }
 }
 
+/// What a monitor that ended left behind.
+enum Left {
+    /// The end of the container is in the record (or there was none).
+    Recorded,
+    /// The container still runs: its init is the keeper's child now.
+    InitRunning,
+    /// The container ended but the monitor did not say how (it died, or
+    /// failed, between reaping the init and recording): recorded now as
+    /// an unknown exit code with the monitor's fate as the error.
+    Unrecorded,
+}
+
+/// After the monitor `monitor` ended with wait status `st`: did it record
+/// its container's end? A monitor that records it clears `monitor_pid`;
+/// any other way out (a panic, an error, a signal) leaves it set.
+fn monitor_left(dirs: &Dirs, id: &str, monitor: i32, st: i32) -> Left {
+    let Ok(r) = record::load(dirs, id) else {
+        return Left::Recorded;
+    };
+    if r.monitor_pid != monitor || !(r.phase == Phase::Running || r.restarting) {
+        return Left::Recorded;
+    }
+    if r.phase == Phase::Running && crate::status::init_alive(&r) {
+        return Left::InitRunning;
+    }
+    let how = if libc::WIFSIGNALED(st) {
+        format!("was killed by signal {}", libc::WTERMSIG(st))
+    } else {
+        format!("exited with status {}", libc::WEXITSTATUS(st))
+    };
+    let last = std::fs::read_to_string(dirs.container(id).join("monitor.log"))
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_string)
+        });
+    let msg = match last {
+        Some(l) => format!("the monitor {how} before recording the container's end: {l}"),
+        None => format!("the monitor {how} before recording the container's end"),
+    };
+    let _ = record::update(dirs, id, |r| r.error = Some(msg.clone()));
+    crate::teardown::finish(dirs, id, None);
+    if r.opts.rm {
+        let _ = crate::teardown::remove_all_and_volumes(dirs, id);
+    }
+    Left::Unrecorded
+}
+
 /// The keeper's loop: reap until the monitor is done; if the monitor dies
 /// first, reap the container's init (now ours) and record its real code.
 /// `forward`: pass signals sent to us (not those of the terminal, which
@@ -996,11 +1046,14 @@ pub fn keep(dirs: &Dirs, id: &str, monitor: i32, forward: bool) -> i32 {
         loop {
             match reap(libc::WNOHANG) {
                 Reaped::Child(p, st) if p == monitor => {
-                    if libc::WIFEXITED(st) {
-                        // It recorded the end itself.
-                        return libc::WEXITSTATUS(st);
-                    }
                     monitor_alive = false;
+                    match monitor_left(dirs, id, monitor, st) {
+                        // It recorded the end itself.
+                        Left::Recorded => return os::exit_code(st),
+                        // The init is ours now: reap it below.
+                        Left::InitRunning => {}
+                        Left::Unrecorded => return 255,
+                    }
                 }
                 Reaped::Child(p, st) => {
                     let Ok(r) = record::load(dirs, id) else {
@@ -1019,7 +1072,20 @@ pub fn keep(dirs: &Dirs, id: &str, monitor: i32, forward: bool) -> i32 {
                 }
                 Reaped::Nothing => break,
                 // The monitor died and its init (if any) is reaped.
-                Reaped::NoChildren => return 255,
+                Reaped::NoChildren => {
+                    if let Ok(r) = record::load(dirs, id) {
+                        if r.monitor_pid == monitor && r.phase == Phase::Running {
+                            let _ = record::update(dirs, id, |r| {
+                                r.error = Some(
+                                    "the container's end was not recorded (its monitor died)"
+                                        .into(),
+                                );
+                            });
+                            crate::teardown::finish(dirs, id, None);
+                        }
+                    }
+                    return 255;
+                }
             }
         }
         let Some(sfd) = &sfd else {
