@@ -68,6 +68,10 @@ pub enum Cmd {
         /// With -a: the container reads our stdin (as created with -i).
         #[arg(short, long)]
         interactive: bool,
+        /// With -a: the keys that detach and leave it running (default
+        /// ctrl-p,ctrl-q).
+        #[arg(long, value_name = "KEYS")]
+        detach_keys: Option<String>,
         /// Start what a boot brings back (for a systemd unit or a boot
         /// script): every container with --restart always, or
         /// unless-stopped and not stopped by the user.
@@ -75,6 +79,24 @@ pub enum Cmd {
         all: bool,
         #[arg(required_unless_present = "all")]
         containers: Vec<String>,
+    },
+    /// Connect to a running container's output, and its stdin if it keeps
+    /// one open (-i); the detach keys leave it running. Exits with the
+    /// container's code, or 1 after detaching (as Docker).
+    Attach {
+        /// The keys that detach (default ctrl-p,ctrl-q): ctrl-<c> or single
+        /// characters, comma-separated.
+        #[arg(long, value_name = "KEYS")]
+        detach_keys: Option<String>,
+        /// Do not pass our stdin on.
+        #[arg(long)]
+        no_stdin: bool,
+        /// Pass the signals we get on to the container (default true; only
+        /// without a terminal, as Docker).
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+              default_missing_value = "true")]
+        sig_proxy: Option<bool>,
+        container: String,
     },
     /// Stop containers: the stop signal, then SIGKILL after the timeout.
     Stop {
@@ -367,6 +389,12 @@ pub enum Cmd {
         /// Foreground: share the caller's terminal; the caller is the keeper.
         #[arg(long)]
         attached: bool,
+        /// Foreground: the keys that detach.
+        #[arg(long)]
+        detach_keys: Option<String>,
+        /// Foreground: pass our signals on to the container.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        sig_proxy: bool,
         id: String,
     },
     #[command(name = "__init", hide = true, disable_help_flag = true)]
@@ -399,6 +427,10 @@ pub struct ExecArgs {
     /// Run in the background.
     #[arg(short, long)]
     pub detach: bool,
+    /// With -it: the keys that detach and leave the process running
+    /// (default ctrl-p,ctrl-q).
+    #[arg(long, value_name = "KEYS")]
+    pub detach_keys: Option<String>,
     /// USER[:GROUP] (names or numbers) to run as.
     #[arg(short, long)]
     pub user: Option<String>,

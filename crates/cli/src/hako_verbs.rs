@@ -5,16 +5,17 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use hako_engine::attach::parse_detach_keys;
 use hako_engine::{hako_image, hako_net, monitor, ns, ops, util, Dirs, RunOptions};
 
 use crate::hako_cli::{ExecArgs, ImageCmd, NetCmd, NsCmd, VolCmd};
 use crate::output;
 
-/// `__monitor [--attached] ID`: the monitor role of this binary.
-pub fn monitor(dirs: &Dirs, id: &str, attached: bool) -> Result<i32> {
-    if attached {
+/// `__monitor [--attached …] ID`: the monitor role of this binary.
+pub fn monitor(dirs: &Dirs, id: &str, fg: Option<monitor::Foreground>) -> Result<i32> {
+    if let Some(fg) = fg {
         monitor::set_keeper(hako_runtime::os::getppid());
-        return Ok(monitor::run(dirs, id, true, None)?);
+        return Ok(monitor::run(dirs, id, Some(fg), None)?);
     }
     // fd 1 is the spawner's ready pipe; afterwards we talk to no one.
     use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
@@ -38,12 +39,44 @@ pub fn run(dirs: &Dirs, opts: &RunOptions) -> Result<i32> {
     Ok(code)
 }
 
+/// How a foreground monitor shares the terminal, from the flags.
+pub fn foreground(detach_keys: Option<&str>, sig_proxy: bool) -> Result<monitor::Foreground> {
+    Ok(monitor::Foreground {
+        detach_keys: parse_detach_keys(detach_keys.unwrap_or(""))?,
+        sig_proxy,
+    })
+}
+
 /// `start -a CONTAINER`.
-pub fn start_attached(dirs: &Dirs, containers: &[String]) -> Result<i32> {
+pub fn start_attached(dirs: &Dirs, containers: &[String], keys: Option<&str>) -> Result<i32> {
     let [c] = containers else {
         bail!("start -a takes one container");
     };
-    Ok(ops::start_attached(dirs, c)?)
+    Ok(ops::start_attached(dirs, c, &foreground(keys, true)?)?)
+}
+
+/// `attach`: the container's code; 1 with "read escape sequence" after
+/// the detach keys, as Docker.
+pub fn attach(
+    dirs: &Dirs,
+    container: &str,
+    keys: Option<&str>,
+    stdin: bool,
+    sig_proxy: Option<bool>,
+) -> Result<i32> {
+    let o = ops::AttachOptions {
+        stdin,
+        detach_keys: parse_detach_keys(keys.unwrap_or(""))?,
+        sig_proxy: sig_proxy.unwrap_or(true),
+    };
+    Ok(match ops::attach(dirs, container, &o)? {
+        ops::Attached::Exited(code) => code,
+        ops::Attached::Detached => {
+            eprintln!("read escape sequence");
+            1
+        }
+        ops::Attached::Interrupted(sig) => 128 + sig,
+    })
 }
 
 /// `exec`.
@@ -58,6 +91,7 @@ pub fn exec(dirs: &Dirs, a: ExecArgs) -> Result<i32> {
             user: a.user.as_deref(),
             tty: a.tty,
             detach: a.detach,
+            detach_keys: a.detach_keys.as_deref(),
             pid_file: None,
         },
     )?)

@@ -163,6 +163,14 @@ impl Engine {
         err
     }
 
+    /// `run -d --name NAME FLAGS… --network none busybox sh -c SCRIPT`.
+    fn run_sh(&self, name: &str, flags: &[&str], script: &str) {
+        let mut args = vec!["run", "-d", "--name", name];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--network", "none", "busybox", "sh", "-c", script]);
+        self.ok(&args);
+    }
+
     fn out(&self, args: &[&str]) -> String {
         String::from_utf8_lossy(&self.ok(args).stdout).into_owned()
     }
@@ -2018,11 +2026,7 @@ fn closed_stdout_ends_the_command_quietly() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(c.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "first\n");
+    assert_eq!(first_line(&mut c), "first\n");
     ends_within(c, "logs -f");
 
     // run (and start -a): the container's next write fails as in a pipeline.
@@ -3701,24 +3705,8 @@ fn restart_policies_as_docker() {
                 .then_some(i)
         })
     };
-    let run_sh = |name: &str, policy: &str, script: &str| {
-        e.ok(&[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--restart",
-            policy,
-            "--network",
-            "none",
-            "busybox",
-            "sh",
-            "-c",
-            script,
-        ]);
-    };
     // on-failure:3: exactly three restarts, then it stays exited.
-    run_sh("of", "on-failure:3", "echo run; exit 3");
+    e.run_sh("of", &["--restart", "on-failure:3"], "echo run; exit 3");
     let i = done("of");
     let log = e.monitor_log("of");
     assert_eq!(i["RestartCount"], 3, "{i}\nmonitor.log: {log}");
@@ -3733,7 +3721,7 @@ fn restart_policies_as_docker() {
     );
     // A monitor killed while it waits to restart: its keeper records the
     // end, with why, instead of leaving a container that never restarts.
-    run_sh("orphan", "always", "exit 1");
+    e.run_sh("orphan", &["--restart", "always"], "exit 1");
     // From the fourth wait on, the backoff is 800 ms or more: time enough
     // to kill the monitor before it restarts the container.
     let mon = poll(60, "orphan to wait for its restart", || {
@@ -3754,7 +3742,7 @@ fn restart_policies_as_docker() {
     e.ok(&["rm", "orphan"]);
     // always: back after every exit, "Restarting" in ps while it waits;
     // a stop ends it for good, and start brings the policy back.
-    run_sh("al", "always", "echo up; exit 1");
+    e.run_sh("al", &["--restart", "always"], "echo up; exit 1");
     poll(60, "a Restarting status in ps", || {
         e.out(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"])
             .lines()
@@ -4279,4 +4267,368 @@ fn events_past_and_following() {
     let o = e.run(&["events", "--filter", "colour=red", "--until", "1"]);
     assert_eq!(o.status.code(), Some(125));
     e.ok(&["rm", "ev1", "ev2"]);
+}
+
+/// A process on a new pseudo-terminal (its controlling terminal), as a
+/// user at a terminal runs it: what it writes is read from the master,
+/// keys are typed into it.
+struct Pty {
+    master: std::fs::File,
+    child: Child,
+    seen: String,
+}
+
+impl Pty {
+    fn spawn(mut cmd: Command, rows: u16, cols: u16) -> Pty {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::process::CommandExt;
+        let (mut m, mut s) = (0, 0);
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: out-pointers to two ints and a valid winsize.
+        let rc =
+            unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
+        assert_eq!(rc, 0, "openpty");
+        // SAFETY: openpty returned two fresh descriptors we own.
+        let (master, slave) = unsafe {
+            (
+                std::fs::File::from_raw_fd(m),
+                std::os::fd::OwnedFd::from_raw_fd(s),
+            )
+        };
+        cmd.stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave);
+        // SAFETY: setsid and ioctl are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn on a pty");
+        Pty {
+            master,
+            child,
+            seen: String::new(),
+        }
+    }
+
+    /// The user resizes the window (the kernel signals SIGWINCH).
+    fn resize(&self, rows: u16, cols: u16) {
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ on our master with a valid winsize.
+        let rc = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&self.master),
+                libc::TIOCSWINSZ,
+                &ws,
+            )
+        };
+        assert_eq!(rc, 0);
+    }
+
+    fn send(&mut self, keys: &[u8]) {
+        use std::io::Write;
+        self.master.write_all(keys).unwrap();
+    }
+
+    /// Read until `want` shows (after what earlier calls consumed).
+    fn expect(&mut self, want: &str) {
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        let t0 = Instant::now();
+        while !self.seen.contains(want) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "{want:?} never came; the terminal showed {:?}",
+                self.seen
+            );
+            if hako_runtime::os::poll_in(self.master.as_fd(), 200).unwrap_or(false) {
+                let mut buf = [0u8; 4096];
+                match self.master.read(&mut buf) {
+                    Ok(n) if n > 0 => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+        let at = self.seen.find(want).unwrap() + want.len();
+        self.seen.drain(..at);
+    }
+
+    fn wait(&mut self) -> i32 {
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "the process never ended"
+            );
+            // Keep the master drained, so the process never blocks on it.
+            let _ = hako_runtime::os::poll_in(std::os::fd::AsFd::as_fd(&self.master), 50);
+            let mut buf = [0u8; 4096];
+            if hako_runtime::os::poll_in(std::os::fd::AsFd::as_fd(&self.master), 0).unwrap_or(false)
+            {
+                let _ = std::io::Read::read(&mut self.master, &mut buf);
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn attach_detach_keys_and_signals_as_docker() {
+    need_root!();
+    let e = Engine::new("attach");
+    let status = |name: &str| {
+        e.inspect(name)["State"]["Status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // Output and the exit code of a running container, stdout and stderr
+    // apart.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "out",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "read go < /dev/null; i=0; while [ $i -lt 40 ]; do echo o$i; echo e$i >&2; i=$((i+1)); \
+         sleep 0.05; done; exit 7",
+    ]);
+    let o = e.run(&["attach", "--no-stdin", "out"]);
+    assert_eq!(o.status.code(), Some(7), "{o:?}");
+    assert!(stdout(&o).contains("o39\n"), "{o:?}");
+    assert!(!stdout(&o).contains("e39"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("e39\n"),
+        "{o:?}"
+    );
+
+    // stdin of a -i container; the detach keys leave it running, with
+    // Docker's message and code.
+    e.run_sh("in", &["-i"], "while read l; do echo got:$l; done");
+    let mut c = e.cmd(&["attach", "in"]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::{BufRead, BufReader, Write};
+        let mut i = child.stdin.take().unwrap();
+        i.write_all(b"hello\n").unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, "got:hello\n");
+        // The sequence held back while it may still match goes on once
+        // broken; the container reads it in the next line.
+        i.write_all(b"\x10x\n\x10\x11").unwrap();
+    }
+    let o = wait_output(child, Duration::from_secs(30), &["attach", "in"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "read escape sequence\n");
+    assert_eq!(status("in"), "running");
+    poll(30, "the line with the broken sequence", || {
+        e.out(&["logs", "in"]).contains("got:\u{10}x").then_some(())
+    });
+
+    // A terminal container: its size, a resize, and custom detach keys.
+    e.ok(&[
+        "run",
+        "-d",
+        "-it",
+        "--name",
+        "tty",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+    ]);
+    let mut p = Pty::spawn(
+        e.cmd(&["attach", "--detach-keys", "ctrl-a,d", "tty"]),
+        30,
+        100,
+    );
+    p.send(b"stty size\r");
+    p.expect("30 100");
+    p.resize(40, 120);
+    p.send(b"stty size\r");
+    p.expect("40 120");
+    p.send(b"echo \x01x-\x01d");
+    p.expect("read escape sequence");
+    assert_eq!(p.wait(), 1);
+    assert_eq!(status("tty"), "running");
+    // A tty container cannot be attached from a pipe (Docker's rule).
+    e.fails(&["attach", "tty"], "the input device is not a TTY");
+
+    // `run -it` then ctrl-p ctrl-q: back to the shell with 0, the
+    // container runs on; attach later and end it.
+    let mut p = Pty::spawn(
+        e.cmd(&[
+            "run",
+            "-it",
+            "--name",
+            "fg",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+        ]),
+        24,
+        80,
+    );
+    p.send(b"echo $((6*7))\r");
+    p.expect("42");
+    p.send(b"\x10\x11");
+    assert_eq!(p.wait(), 0);
+    assert_eq!(status("fg"), "running");
+    let mut p = Pty::spawn(e.cmd(&["attach", "fg"]), 24, 80);
+    p.send(b"echo back-$((1+1)); exit 5\r");
+    p.expect("back-2");
+    assert_eq!(p.wait(), 5);
+    poll(30, "fg to be recorded as exited", || {
+        let s = e.inspect("fg")["State"].clone();
+        (s["Status"] == "exited").then_some(s)
+    });
+    assert_eq!(e.inspect("fg")["State"]["ExitCode"], 5);
+
+    // `exec -it` detaches too; the process runs on.
+    let mut p = Pty::spawn(
+        e.cmd(&[
+            "exec",
+            "-it",
+            "--detach-keys",
+            "ctrl-x",
+            "tty",
+            "sh",
+            "-c",
+            "echo started; sleep 600",
+        ]),
+        24,
+        80,
+    );
+    p.expect("started");
+    p.send(b"\x18");
+    assert_eq!(p.wait(), 0);
+    assert!(e.out(&["top", "tty"]).contains("sleep 600"));
+
+    // Signals: passed on to the container (it traps TERM), or with
+    // --sig-proxy=false, ending the client alone.
+    let trap = "trap 'echo caught; exit 9' TERM; echo ready; while :; do sleep 0.1; done";
+    for (name, proxy) in [("sig", true), ("nosig", false)] {
+        e.run_sh(name, &[], trap);
+        poll(30, "the trap to be set", || {
+            e.out(&["logs", name]).contains("ready").then_some(())
+        });
+        let flag = format!("--sig-proxy={proxy}");
+        let mut child = e
+            .cmd(&["attach", &flag, name])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Attached once the monitor has the client: poll its socket's peers.
+        poll(30, "the client to connect", || {
+            attach_clients(&e, name).then_some(())
+        });
+        // SAFETY: kill with integers.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let st = child.wait().unwrap();
+        if proxy {
+            assert_eq!(st.code(), Some(9), "{name}");
+            assert!(e.out(&["logs", name]).contains("caught"));
+        } else {
+            assert_eq!(st.code(), Some(143), "{name}");
+            assert_eq!(status(name), "running");
+        }
+    }
+    // run --sig-proxy=false: a TERM ends `run`, not the container.
+    let mut child = e
+        .cmd(&[
+            "run",
+            "--sig-proxy=false",
+            "--name",
+            "fgsig",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            trap,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(first_line(&mut child), "ready\n");
+    // SAFETY: kill with integers.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+    assert_eq!(status("fgsig"), "running");
+    e.ok(&["stop", "-t", "1", "fgsig"]);
+    assert_eq!(e.inspect("fgsig")["State"]["ExitCode"], 9);
+
+    // Bad input: one clear line, nothing made.
+    e.fails(
+        &[
+            "run",
+            "-it",
+            "--detach-keys",
+            "ctrl-1",
+            "--name",
+            "bad",
+            "busybox",
+            "true",
+        ],
+        "--detach-keys",
+    );
+    assert!(!e.ps_names().contains(&"bad".to_string()));
+    e.fails(&["attach", "out"], "is not running");
+    e.fails(&["attach", "nosuch"], "nosuch");
+    e.ok(&["rm", "-f", "in", "tty", "nosig", "fgsig"]);
+}
+
+/// The first line a child writes to its piped stdout (the rest unread).
+fn first_line(c: &mut Child) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut line = String::new();
+    BufReader::new(c.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
+/// Does the monitor of `name` have an attach client? Its sockets are
+/// the attach listener and one per client.
+fn attach_clients(e: &Engine, name: &str) -> bool {
+    let mon = e.inspect(name)["State"]["MonitorPid"].as_i64().unwrap_or(0);
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{mon}/fd")) else {
+        return false;
+    };
+    let sockets = rd
+        .flatten()
+        .filter(|f| {
+            std::fs::read_link(f.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .count();
+    sockets >= 2
 }

@@ -160,6 +160,10 @@ pub fn run(dirs: &Dirs, name: &str) -> Result<String> {
         .container(&id)
         .join(format!("health.{}.pid", std::process::id()));
     let _ = std::fs::remove_file(&pidfile);
+    // A check the helper started but could not name yet (no pid file when
+    // the timeout hits) is re-parented to us when the helper is killed,
+    // so it can be killed too: see wait_or_kill.
+    let _ = hako_runtime::os::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0);
     let code = match hako_runtime::os::fork().map_err(crate::sys_err("fork"))? {
         None => {
             let _ = hako_runtime::os::dup2(std::os::fd::AsRawFd::as_raw_fd(&out), 1);
@@ -174,6 +178,7 @@ pub fn run(dirs: &Dirs, name: &str) -> Result<String> {
                     user: None,
                     tty: false,
                     detach: false,
+                    detach_keys: None,
                     pid_file: Some(pidfile.clone()),
                 },
             )
@@ -263,6 +268,27 @@ fn wait_or_kill(child: i32, pidfile: &std::path::Path, timeout: Duration) -> i32
     }
     let _ = hako_runtime::os::kill(child, libc::SIGKILL);
     let _ = hako_runtime::os::waitpid(child, 0);
+    // What the helper left is ours now (we are a subreaper): kill it and
+    // wait until it is gone, so the check never outlives its verdict.
+    // (Bounded: a task of a frozen v1 cgroup dies only once thawed.)
+    let me = std::process::id();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let kids =
+            std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")).unwrap_or_default();
+        let kids: Vec<i32> = kids
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if kids.is_empty() {
+            break;
+        }
+        for k in kids {
+            let _ = hako_runtime::os::kill(k, libc::SIGKILL);
+            let _ = hako_runtime::os::waitpid(k, libc::WNOHANG);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     -1
 }
 

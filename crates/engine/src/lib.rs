@@ -16,6 +16,7 @@
 //! - [`ns`]: namespace tools (`ns ls/keep/enter/rm`) and joining a container;
 //! - [`util`]: flock, ids, time stamps, small syscalls.
 
+pub mod attach;
 pub mod config;
 pub mod dirs;
 pub mod events;

@@ -224,7 +224,7 @@ enum Streams {
         out: Option<OwnedFd>,
         err: Option<OwnedFd>,
         /// Keeps a detached `-i` container's stdin open.
-        _stdin_keep: Option<OwnedFd>,
+        stdin: Option<OwnedFd>,
     },
     Pty(Option<OwnedFd>),
 }
@@ -237,7 +237,8 @@ fn is_broken_pipe(r: std::io::Result<()>) -> bool {
     r.is_err_and(|e| e.raw_os_error() == Some(libc::EPIPE))
 }
 
-pub fn run(dirs: &Dirs, id: &str, attached: bool, ready: Option<OwnedFd>) -> Result<i32> {
+pub fn run(dirs: &Dirs, id: &str, fg: Option<Foreground>, ready: Option<OwnedFd>) -> Result<i32> {
+    let attached = fg.is_some();
     // A closed stdout is handled where we write (EPIPE), never by dying
     // of SIGPIPE with the container unsupervised.
     // SAFETY: setting a signal's disposition to SIG_IGN has no memory effects.
@@ -249,7 +250,7 @@ pub fn run(dirs: &Dirs, id: &str, attached: bool, ready: Option<OwnedFd>) -> Res
                 let _ = r.write_all(b"ok\n");
             }
             drop(ready);
-            let r = run_and_restart(dirs, id, attached, started);
+            let r = run_and_restart(dirs, id, fg.as_ref(), started);
             let _ = os::set_sigmask(&os::empty_sigmask());
             r
         }
@@ -276,13 +277,14 @@ pub fn run(dirs: &Dirs, id: &str, attached: bool, ready: Option<OwnedFd>) -> Res
 /// Supervise the container; when it ends, record the end, or, if its
 /// restart policy says so, wait (backoff) and start it again. The decision
 /// and the new start happen under the restart lock (see [`crate::restart`]).
-fn run_and_restart(dirs: &Dirs, id: &str, attached: bool, first: Started) -> Result<i32> {
+fn run_and_restart(dirs: &Dirs, id: &str, fg: Option<&Foreground>, first: Started) -> Result<i32> {
+    let attached = fg.is_some();
     use crate::restart::{self, Policy};
     let mut started = first;
     let mut delay = std::time::Duration::ZERO;
     loop {
         let t0 = std::time::Instant::now();
-        let code = supervise(dirs, id, attached, started);
+        let code = supervise(dirs, id, fg, started);
         if let Ok(r) = record::load(dirs, id) {
             crate::events::container(dirs, "die", &r, &[("exitCode", &code.to_string())]);
         }
@@ -363,6 +365,9 @@ struct Started {
     streams: Streams,
     /// Bound host ports, released when the monitor ends.
     _held_ports: Vec<OwnedFd>,
+    /// The attach socket (none if it could not be made: the container
+    /// runs, only `attach` fails).
+    attach: Option<crate::attach::Server>,
 }
 
 fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
@@ -434,7 +439,7 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
         Streams::Pipes {
             out: Some(or),
             err: Some(er),
-            _stdin_keep: keep,
+            stdin: keep,
         }
     };
 
@@ -564,11 +569,19 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
             return Err(fail(e.into()));
         }
     }
+    let attach = match crate::attach::Server::bind(&run_dir) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("hako monitor: no attach socket: {e}");
+            None
+        }
+    };
     Ok(Started {
         pid,
         pidfd,
         streams,
         _held_ports: held_ports,
+        attach,
     })
 }
 
@@ -643,34 +656,62 @@ fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> usize {
     os::read_fd(fd, buf).unwrap_or(0)
 }
 
+/// Output of the container (`stream` 0 stdout, 1 stderr): to the log, the
+/// attach clients and, attached, our own stdout or stderr. False when
+/// our reader is gone (EPIPE).
+fn relay(
+    log: &mut LogWriter,
+    server: &mut Option<crate::attach::Server>,
+    attached: bool,
+    stream: usize,
+    data: &[u8],
+) -> bool {
+    log.write(stream, data);
+    if let Some(s) = server {
+        let kind = if stream == 1 {
+            crate::attach::STDERR
+        } else {
+            crate::attach::STDOUT
+        };
+        s.broadcast(kind, data);
+    }
+    if !attached {
+        return true;
+    }
+    // SAFETY: fds 1 and 2 stay open for the life of the process.
+    let to = unsafe { BorrowedFd::borrow_raw(if stream == 1 { 2 } else { 1 }) };
+    !is_broken_pipe(os::write_all_fd(to, data))
+}
+
+/// How a foreground monitor shares the caller's terminal (`run`, `start
+/// -a`): the detach keys it watches stdin for, and whether it passes the
+/// signals it gets on to the container (`--sig-proxy`).
+#[derive(Debug, Clone, Default)]
+pub struct Foreground {
+    pub detach_keys: crate::attach::DetachKeys,
+    pub sig_proxy: bool,
+}
+
 /// The monitor's loop; returns the container's exit code.
-fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
+fn supervise(dirs: &Dirs, id: &str, fg: Option<&Foreground>, st: Started) -> i32 {
+    let mut attached = fg.is_some();
+    let sig_proxy = fg.is_some_and(|f| f.sig_proxy);
+    let mut escape = fg.map(|f| crate::attach::Escape::new(&f.detach_keys));
     let rec = record::load(dirs, id).ok();
     let interactive = rec.as_ref().is_some_and(|r| r.opts.interactive);
     let mut log = LogWriter::open(&record::log_path(dirs, id));
     let _ = os::block_all_signals();
     let sfd = os::signalfd_all().ok();
-    // SAFETY: fds 0, 1 and 2 stay open for the life of the process.
-    let (stdin, stdout, stderr) = unsafe {
-        (
-            BorrowedFd::borrow_raw(0),
-            BorrowedFd::borrow_raw(1),
-            BorrowedFd::borrow_raw(2),
-        )
+    // SAFETY: fd 0 stays open for the life of the process.
+    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+    let mut server = st.attach;
+    // The container's stdin, for attach clients: the pipe of a detached
+    // `-i` container (held open until it exits), or the pty master.
+    let (mut out, mut err, master, stdin_pipe) = match st.streams {
+        Streams::Pipes { out, err, stdin } => (out, err, None, stdin),
+        Streams::Pty(m) => (None, None, m, None),
     };
-    let (mut out, mut err, master) = match st.streams {
-        Streams::Pipes {
-            out,
-            err,
-            _stdin_keep,
-        } => {
-            // Hold the stdin pipe until the container exits.
-            std::mem::forget(_stdin_keep);
-            (out, err, None)
-        }
-        Streams::Pty(m) => (None, None, m),
-    };
-    let _raw = if attached && master.is_some() && interactive {
+    let mut raw = if attached && master.is_some() && interactive {
         RawMode::enter(0)
     } else {
         None
@@ -687,6 +728,7 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
     let mut stdin_open = attached && interactive && master.is_some();
     let mut status: Option<i32> = None;
     let mut buf = vec![0u8; 16 * 1024];
+    let keeper = KEEPER.load(std::sync::atomic::Ordering::Relaxed);
 
     // SIGCHLD may have come before the signalfd existed: look once.
     let mut check_children = true;
@@ -736,7 +778,11 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
         if stdin_open {
             srcs.push((Src::Stdin, stdin));
         }
-        let fds: Vec<BorrowedFd<'_>> = srcs.iter().map(|(_, f)| *f).collect();
+        let mut fds: Vec<(BorrowedFd<'_>, i16)> =
+            srcs.iter().map(|(_, f)| (*f, libc::POLLIN)).collect();
+        if let Some(s) = &server {
+            fds.extend(s.poll_set());
+        }
         let timeout = match (&sfd, next_check) {
             (None, _) => 200,
             (Some(_), None) => -1,
@@ -745,21 +791,23 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
                 .as_millis()
                 .clamp(1, i32::MAX as u128) as i32,
         };
-        let rev = match os::poll_many(&fds, timeout) {
+        let rev = match os::poll_events(&fds, timeout) {
             Ok(r) => r,
             Err(_) => continue,
         };
+        drop(fds);
         if sfd.is_none() {
             check_children = true;
         }
         let mut close = Vec::new();
+        let mut detach = false;
         for (i, (src, fd)) in srcs.iter().enumerate() {
             if rev[i] == 0 {
                 continue;
             }
             match src {
                 Src::Signal => {
-                    let Ok(sig) = os::read_signal(*fd) else {
+                    let Some((sig, _, from)) = read_siginfo(*fd) else {
                         continue;
                     };
                     match sig {
@@ -772,7 +820,10 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
                             }
                         }
                         libc::SIGPIPE => {}
-                        s if attached => {
+                        // The keeper leaves (`--sig-proxy=false` and a
+                        // signal for it): go on without the terminal.
+                        libc::SIGUSR2 if attached && from == keeper => detach = true,
+                        s if attached && sig_proxy => {
                             let _ = os::pidfd_send_signal(st.pidfd.as_fd(), s);
                         }
                         _ => {}
@@ -785,24 +836,49 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
                         continue;
                     }
                     let stream = usize::from(*src == Src::Err);
-                    log.write(stream, &buf[..n]);
-                    if attached {
-                        let to = if stream == 1 { stderr } else { stdout };
-                        if is_broken_pipe(os::write_all_fd(to, &buf[..n])) {
-                            // Whoever read our output is gone (`| head`):
-                            // close the container's end too, so its next
-                            // write fails as it would in a pipeline.
-                            close.push(*src);
-                        }
+                    if !relay(&mut log, &mut server, attached, stream, &buf[..n]) {
+                        // Whoever read our output is gone (`| head`):
+                        // close the container's end too, so its next
+                        // write fails as it would in a pipeline.
+                        close.push(*src);
                     }
                 }
                 Src::Stdin => {
                     let n = read_some(*fd, &mut buf);
-                    match (&master, n) {
-                        (Some(m), n) if n > 0 => {
-                            let _ = os::write_all_fd(m.as_fd(), &buf[..n]);
+                    if n == 0 {
+                        close.push(Src::Stdin);
+                        continue;
+                    }
+                    let mut pass = Vec::with_capacity(n);
+                    detach = match &mut escape {
+                        Some(e) => e.feed(&buf[..n], &mut pass),
+                        None => {
+                            pass.extend_from_slice(&buf[..n]);
+                            false
                         }
-                        _ => close.push(Src::Stdin),
+                    };
+                    if let Some(m) = &master {
+                        let _ = os::write_all_fd(m.as_fd(), &pass);
+                    }
+                }
+            }
+        }
+        if let Some(s) = &mut server {
+            for req in s.ready(&rev[srcs.len()..]) {
+                use crate::attach::Request;
+                match req {
+                    Request::Stdin(data) => {
+                        if let Some(to) = master.as_ref().or(stdin_pipe.as_ref()) {
+                            let _ = os::write_all_fd(to.as_fd(), &data);
+                        }
+                    }
+                    Request::Resize(r, c) => {
+                        if let Some(m) = &master {
+                            let _ = os::set_winsize(m.as_raw_fd(), r, c);
+                        }
+                    }
+                    Request::Signal(sig) => {
+                        let _ = os::pidfd_send_signal(st.pidfd.as_fd(), sig);
                     }
                 }
             }
@@ -816,6 +892,26 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
                 Src::Signal => {}
             }
         }
+        if detach && attached {
+            // The user detached (the keys, or the keeper's word): the
+            // terminal is theirs again; the container goes on under this
+            // monitor, in its own session, now without a keeper.
+            drop(raw.take());
+            if let Ok(null) = dev_null() {
+                for n in 0..3 {
+                    let _ = os::dup2(null.as_raw_fd(), n);
+                }
+            }
+            // SAFETY: setsid has no memory effects; it fails only when we
+            // lead a process group, which a spawned monitor does not.
+            unsafe { libc::setsid() };
+            if keeper > 0 {
+                let _ = os::kill(keeper, libc::SIGUSR2);
+            }
+            attached = false;
+            stdin_open = false;
+            escape = None;
+        }
     }
     // Drain what the container wrote before it exited.
     for (stream, fd) in [(0usize, &out), (1, &err), (0, &master)] {
@@ -825,16 +921,16 @@ fn supervise(dirs: &Dirs, id: &str, attached: bool, st: Started) -> i32 {
             if n == 0 {
                 break;
             }
-            log.write(stream, &buf[..n]);
-            if attached {
-                let to = if stream == 1 { stderr } else { stdout };
-                let _ = os::write_all_fd(to, &buf[..n]);
-            }
+            relay(&mut log, &mut server, attached, stream, &buf[..n]);
         }
     }
     log.flush();
-    drop(_raw);
-    status.map_or(255, os::exit_code)
+    drop(raw);
+    let code = status.map_or(255, os::exit_code);
+    if let Some(s) = server {
+        s.finish(code);
+    }
+    code
 }
 
 /// Give back memory only the setup needed, so a detached monitor stays
@@ -906,7 +1002,7 @@ fn single_threaded() -> bool {
 /// not, the monitor runs without a keeper.
 pub fn detached(dirs: &Dirs, id: &str, ready: OwnedFd) -> Result<i32> {
     if !single_threaded() || os::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0).is_err() {
-        return run(dirs, id, false, Some(ready));
+        return run(dirs, id, None, Some(ready));
     }
     let keeper = os::getpid();
     // SAFETY: the process has a single thread (checked above), so the child
@@ -919,23 +1015,26 @@ pub fn detached(dirs: &Dirs, id: &str, ready: OwnedFd) -> Result<i32> {
     }
     if pid == 0 {
         set_keeper(keeper);
-        return run(dirs, id, false, Some(ready));
+        return run(dirs, id, None, Some(ready));
     }
     // The spawner reads `ready` until EOF: only the monitor may hold it.
     drop(ready);
     shrink();
-    Ok(keep(dirs, id, pid, false))
+    Ok(keep(dirs, id, pid, None))
 }
 
 /// Foreground `run` / `start -a`: the monitor is `hako __monitor
 /// --attached ID`, a child sharing our terminal; we are its keeper.
-pub fn foreground(dirs: &Dirs, id: &str) -> Result<i32> {
+/// Returns the container's exit code, or 0 when the user detached.
+pub fn foreground(dirs: &Dirs, id: &str, fg: &Foreground) -> Result<i32> {
     let exe = hako_runtime::self_exe().map_err(|e| Error::Other(format!("find hako: {e}")))?;
     os::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0)
         .map_err(crate::sys_err("become a child subreaper"))?;
     let child = std::process::Command::new(exe)
         .arg("__monitor")
         .arg("--attached")
+        .arg(format!("--detach-keys={}", fg.detach_keys))
+        .arg(format!("--sig-proxy={}", fg.sig_proxy))
         .arg(id)
         .env("HAKO_DATA_DIR", &dirs.data)
         .env("HAKO_RUN_DIR", &dirs.run)
@@ -944,7 +1043,7 @@ pub fn foreground(dirs: &Dirs, id: &str) -> Result<i32> {
     // Reaped by `keep` (a std Child neither kills nor waits on drop).
     let pid = child.id() as i32;
     drop(child);
-    Ok(keep(dirs, id, pid, true))
+    Ok(keep(dirs, id, pid, Some(fg.sig_proxy)))
 }
 
 enum Reaped {
@@ -967,8 +1066,8 @@ fn reap(flags: i32) -> Reaped {
     }
 }
 
-/// (signal, si_code) of the next signal on a signalfd.
-fn read_siginfo(fd: BorrowedFd<'_>) -> Option<(i32, i32)> {
+/// (signal, si_code, sender's pid) of the next signal on a signalfd.
+fn read_siginfo(fd: BorrowedFd<'_>) -> Option<(i32, i32, i32)> {
     // SAFETY: a zeroed signalfd_siginfo is valid; we read at most its size
     // into it.
     unsafe {
@@ -978,8 +1077,11 @@ fn read_siginfo(fd: BorrowedFd<'_>) -> Option<(i32, i32)> {
             &mut si as *mut _ as *mut libc::c_void,
             std::mem::size_of::<libc::signalfd_siginfo>(),
         );
-        (n == std::mem::size_of::<libc::signalfd_siginfo>() as isize)
-            .then_some((si.ssi_signo as i32, si.ssi_code))
+        (n == std::mem::size_of::<libc::signalfd_siginfo>() as isize).then_some((
+            si.ssi_signo as i32,
+            si.ssi_code,
+            si.ssi_pid as i32,
+        ))
     }
 }
 
@@ -1035,10 +1137,14 @@ fn monitor_left(dirs: &Dirs, id: &str, monitor: i32, st: i32) -> Left {
 
 /// The keeper's loop: reap until the monitor is done; if the monitor dies
 /// first, reap the container's init (now ours) and record its real code.
-/// `forward`: pass signals sent to us (not those of the terminal, which
-/// the monitor in our process group got itself) on to the monitor.
-/// Returns the monitor's exit code (the container's, or its own error's).
-pub fn keep(dirs: &Dirs, id: &str, monitor: i32, forward: bool) -> i32 {
+/// `sig_proxy`: None for a detached monitor's keeper. Some(true): pass
+/// signals sent to us (not those of the terminal, which the monitor in
+/// our process group got itself) on to the monitor; Some(false): such a
+/// signal ends us alone and the monitor goes on detached.
+/// Returns the monitor's exit code (the container's, or its own error's),
+/// or 0 when the user detached.
+pub fn keep(dirs: &Dirs, id: &str, monitor: i32, sig_proxy: Option<bool>) -> i32 {
+    let forward = sig_proxy == Some(true);
     let _ = os::block_all_signals();
     let sfd = os::signalfd_all().ok();
     let mut monitor_alive = true;
@@ -1095,9 +1201,25 @@ pub fn keep(dirs: &Dirs, id: &str, monitor: i32, forward: bool) -> i32 {
         if !os::poll_in(sfd.as_fd(), 1000).unwrap_or(false) {
             continue;
         }
-        let Some((sig, code)) = read_siginfo(sfd.as_fd()) else {
+        let Some((sig, code, from)) = read_siginfo(sfd.as_fd()) else {
             continue;
         };
+        // The monitor's word that the user detached: its terminal is free.
+        if sig_proxy.is_some() && sig == libc::SIGUSR2 && from == monitor {
+            return 0;
+        }
+        // `--sig-proxy=false`: a signal that would end a client ends us
+        // alone; the monitor goes on detached (Docker's client dies).
+        if sig_proxy == Some(false)
+            && monitor_alive
+            && matches!(
+                sig,
+                libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT
+            )
+        {
+            let _ = os::kill(monitor, libc::SIGUSR2);
+            return 128 + sig;
+        }
         // si_code <= 0: sent by a process (kill, sigqueue, tkill); the
         // terminal's signals (SI_KERNEL) reached the whole process group.
         if !forward || code > 0 || matches!(sig, libc::SIGCHLD | libc::SIGWINCH | libc::SIGPIPE) {

@@ -242,11 +242,14 @@ pub struct ExecRequest<'a> {
     pub user: Option<&'a str>,
     pub tty: bool,
     pub detach: bool,
+    /// With a terminal: the keys that detach (default ctrl-p,ctrl-q).
+    pub detach_keys: Option<&'a str>,
     /// Where the runtime writes the process's host pid.
     pub pid_file: Option<std::path::PathBuf>,
 }
 
 pub fn exec(dirs: &Dirs, name: &str, req: ExecRequest<'_>) -> Result<i32> {
+    let detach_keys = crate::attach::parse_detach_keys(req.detach_keys.unwrap_or(""))?;
     let (id, r) = status::live(dirs, name)?;
     let root = dirs.runtime_root();
     let mut p = hako_runtime::container::default_process(&root, &id)?;
@@ -280,6 +283,7 @@ pub fn exec(dirs: &Dirs, name: &str, req: ExecRequest<'_>) -> Result<i32> {
         pid_file: req.pid_file,
         console_socket: None,
         preserve_fds: 0,
+        detach_keys: req.tty.then_some(detach_keys),
     };
     Ok(hako_runtime::container::exec(&opts)?)
 }

@@ -139,6 +139,22 @@ pub struct RunOptions {
     /// Run in the background and print the container id.
     #[cfg_attr(feature = "cli", arg(short, long))]
     pub detach: bool,
+    /// The keys that detach a foreground container from the terminal and
+    /// leave it running: ctrl-<c> or single characters, comma-separated
+    /// (default ctrl-p,ctrl-q).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "KEYS"))]
+    #[serde(skip)]
+    pub detach_keys: Option<String>,
+    /// Pass the signals `run` gets on to the container (default true;
+    /// without a terminal, as Docker). With false, a signal ends `run`
+    /// alone and the container runs on.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+            default_missing_value = "true")
+    )]
+    #[serde(skip)]
+    pub sig_proxy: Option<bool>,
     /// Keep stdin open.
     #[cfg_attr(feature = "cli", arg(short, long))]
     pub interactive: bool,

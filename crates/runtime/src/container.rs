@@ -1047,6 +1047,7 @@ pub fn run(opts: &CreateOpts, detach: bool) -> Result<i32> {
                 pid: c.state.pid,
                 pidfd: c.pidfd.as_fd(),
                 console_master: c.console_master.as_ref(),
+                detach_keys: None,
             },
             sfd.as_fd(),
         )

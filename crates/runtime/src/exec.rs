@@ -29,6 +29,9 @@ pub struct ExecOpts {
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
     pub preserve_fds: u32,
+    /// With a terminal proxied here: the keys that detach (the process
+    /// runs on and exec returns 0).
+    pub detach_keys: Option<crate::console::DetachKeys>,
 }
 
 /// The container's `process` from its config.json, as the base for an
@@ -225,6 +228,7 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
             pid,
             pidfd: child_pidfd.as_fd(),
             console_master: console_master.as_ref(),
+            detach_keys: opts.detach_keys.as_ref(),
         },
         sfd.as_fd(),
     );

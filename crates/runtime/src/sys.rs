@@ -147,11 +147,18 @@ pub fn poll_in(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
 
 /// Poll several fds for input; returns the revents of each.
 pub fn poll_many(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> io::Result<Vec<i16>> {
+    let with: Vec<(BorrowedFd<'_>, i16)> = fds.iter().map(|f| (*f, libc::POLLIN)).collect();
+    poll_events(&with, timeout_ms)
+}
+
+/// Poll several fds, each for its own events (POLLIN, POLLOUT); returns
+/// the revents of each.
+pub fn poll_events(fds: &[(BorrowedFd<'_>, i16)], timeout_ms: i32) -> io::Result<Vec<i16>> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
-        .map(|f| libc::pollfd {
+        .map(|(f, events)| libc::pollfd {
             fd: f.as_raw_fd(),
-            events: libc::POLLIN,
+            events: *events,
             revents: 0,
         })
         .collect();

@@ -324,6 +324,7 @@ fn run(cli: Cli) -> Result<i32> {
                     pid_file: a.pid_file.clone(),
                     console_socket: a.console_socket.clone(),
                     preserve_fds: a.preserve_fds,
+                    detach_keys: None,
                 },
             )?);
         }

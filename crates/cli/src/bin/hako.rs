@@ -33,6 +33,7 @@ fn real_main(cli: Cli) -> Result<i32> {
         Cmd::Run(_)
             | Cmd::Create(_)
             | Cmd::Start { .. }
+            | Cmd::Attach { .. }
             | Cmd::Restart { .. }
             | Cmd::Exec(_)
             | Cmd::Healthcheck(_)
@@ -53,7 +54,17 @@ fn real_main(cli: Cli) -> Result<i32> {
     let dirs = &Dirs::from_env()?;
     let code = match cli.cmd {
         Cmd::Init { .. } => unreachable!("handled above"),
-        Cmd::Monitor { attached, id } => verbs::monitor(dirs, &id, attached)?,
+        Cmd::Monitor {
+            attached,
+            detach_keys,
+            sig_proxy,
+            id,
+        } => {
+            let fg = attached
+                .then(|| verbs::foreground(detach_keys.as_deref(), sig_proxy))
+                .transpose()?;
+            verbs::monitor(dirs, &id, fg)?
+        }
         Cmd::Dns { network } => {
             // "ok" (or why not) on stdout for the engine that started us.
             use std::os::fd::FromRawFd;
@@ -99,8 +110,21 @@ fn real_main(cli: Cli) -> Result<i32> {
         Cmd::Start {
             attach: true,
             containers,
+            detach_keys,
             ..
-        } => verbs::start_attached(dirs, &containers)?,
+        } => verbs::start_attached(dirs, &containers, detach_keys.as_deref())?,
+        Cmd::Attach {
+            detach_keys,
+            no_stdin,
+            sig_proxy,
+            container,
+        } => verbs::attach(
+            dirs,
+            &container,
+            detach_keys.as_deref(),
+            !no_stdin,
+            sig_proxy,
+        )?,
         Cmd::Start { containers, .. } => each(&containers, |c| ops::start(dirs, c).map(drop))?,
         Cmd::Stop { time, containers } => {
             each(&containers, |c| ops::stop(dirs, c, time).map(drop))?

@@ -3,6 +3,7 @@
 //! manager; what a container's end undoes lives in [`crate::teardown`], and
 //! the monitor (below the verbs) never calls back into them.
 
+mod attach;
 mod checkpoint;
 mod commit;
 mod cp;
@@ -22,6 +23,7 @@ mod top;
 mod update;
 mod wait;
 
+pub use attach::{attach, AttachOptions, Attached};
 pub use checkpoint::{
     checkpoint, engine_network, image_dir as checkpoint_dir, import as restore_import, restore,
     CheckpointOptions,

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::stop::wait_exit;
 use super::{create, rm};
+use crate::attach::parse_detach_keys;
 use crate::dirs::Dirs;
 use crate::record::{self, Phase, Record, RunOptions};
 use crate::status::{monitor_alive, status, Status};
@@ -59,6 +60,10 @@ pub fn run(dirs: &Dirs, opts: &RunOptions) -> Result<(String, i32)> {
             "--restart needs -d: the monitor of a detached container restarts it".into(),
         ));
     }
+    let fg = crate::monitor::Foreground {
+        detach_keys: parse_detach_keys(opts.detach_keys.as_deref().unwrap_or(""))?,
+        sig_proxy: opts.sig_proxy.unwrap_or(true),
+    };
     let id = create(dirs, opts)?;
     if opts.detach {
         // A run that could not start (a taken port, a network error) leaves
@@ -69,28 +74,35 @@ pub fn run(dirs: &Dirs, opts: &RunOptions) -> Result<(String, i32)> {
         }
         return Ok((id, 0));
     }
-    let code = crate::monitor::foreground(dirs, &id)?;
+    let code = crate::monitor::foreground(dirs, &id, &fg)?;
     if record::load(dirs, &id).is_ok_and(|r| r.started_at.is_none() && r.error.is_some()) {
         let _ = rm(dirs, &id, true, true);
     }
     Ok((id, code))
 }
 
-/// `start -a`: run the monitor here, attached; the container's exit code.
-pub fn start_attached(dirs: &Dirs, name: &str) -> Result<i32> {
+/// `start -a`: run the monitor here, attached; the container's exit code
+/// (0 when the user detached). A running container is attached to.
+pub fn start_attached(dirs: &Dirs, name: &str, fg: &crate::monitor::Foreground) -> Result<i32> {
     let id = record::resolve(dirs, name)?;
     let r = record::load(dirs, &id)?;
     if status(dirs, &r).is_live() {
-        return Err(Error::State {
-            id: r.name,
-            msg: "is already running (attach is not supported)".into(),
+        let o = super::AttachOptions {
+            detach_keys: fg.detach_keys.clone(),
+            sig_proxy: fg.sig_proxy,
+            ..Default::default()
+        };
+        return Ok(match super::attach(dirs, &id, &o)? {
+            super::Attached::Exited(c) => c,
+            super::Attached::Detached => 0,
+            super::Attached::Interrupted(s) => 128 + s,
         });
     }
     if r.phase == Phase::Running && monitor_alive(&r) {
         wait_exit(dirs, &id, Duration::from_secs(10));
     }
     recover_for_start(dirs, &r)?;
-    crate::monitor::foreground(dirs, &id)
+    crate::monitor::foreground(dirs, &id, fg)
 }
 
 /// `start` (detached).

@@ -812,6 +812,7 @@ pub fn restore_with(
             pid: st.pid,
             pidfd: pidfd.as_fd(),
             console_master: None,
+            detach_keys: None,
         },
         sfd.as_fd(),
     );
