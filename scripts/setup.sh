@@ -22,6 +22,11 @@ if [ ${#missing[@]} -gt 0 ]; then
         apt-get install -y -qq "${missing[@]}" >/dev/null
     }
 fi
+# Rootless networking (pasta) opens /dev/net/tun as the user: udev makes it
+# 0666 on a normal boot; a machine without udev may have it 0600.
+if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+    chmod 0666 /dev/net/tun
+fi
 # An unprivileged user for the rootless tests.
 id -u hakotest >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin hakotest
 command -v cargo >/dev/null || { echo "setup: cargo (Rust) is required" >&2; exit 1; }

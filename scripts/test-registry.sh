@@ -12,6 +12,8 @@
 #
 #   busybox:latest  one layer, Docker schema 2     busybox:oci  same, OCI
 #   layered:latest  three layers, Docker schema 2  layered:oci  same, OCI
+#   owners:latest   busybox + a layer owned by 33 (/srv/www) and 1000
+#                   (/home/user)                  owners:oci    same, OCI
 #
 # layered: layer 1 is the busybox rootfs with /etc/motd and /opt/data/old;
 # layer 2 whites out /etc/motd (.wh.motd), makes /opt/data opaque
@@ -120,9 +122,18 @@ build_images() {
     mktar "$l/2" "$l/2.tar"
     echo hello > "$l/3/hello.txt"
     mktar "$l/3" "$l/3.tar"
+    # owners: a layer whose files belong to several users (the rootless
+    # tests check a container shows them as they are).
+    mkdir -p "$l/4/srv/www" "$l/4/home/user"
+    echo page > "$l/4/srv/www/index.html"
+    echo notes > "$l/4/home/user/notes"
+    chown -R 33:33 "$l/4/srv/www"
+    chown -R 1000:1000 "$l/4/home/user"
+    tar --sort=name --numeric-owner --mtime=@1700000000 -C "$l/4" -cf "$l/4.tar" .
 
     make_layout "$dir/oci/busybox" busybox:latest "$l/1.tar"
     make_layout "$dir/oci/layered" layered:latest "$l/1.tar" "$l/2.tar" "$l/3.tar"
+    make_layout "$dir/oci/owners" owners:latest "$l/1.tar" "$l/4.tar"
     cp "$l/1.tar" "$dir/busybox-export.tar"
     tar -C "$dir/oci/busybox" -cf "$dir/busybox-oci.tar" .
 }
@@ -132,7 +143,7 @@ sk() { skopeo --insecure-policy copy -q "$@" >&2; }
 push_images() {
     local reg="127.0.0.1:$port" img creds=()
     [ -n "${HAKO_REGISTRY_CREDS:-}" ] && creds=(--dest-creds "$HAKO_REGISTRY_CREDS")
-    for img in busybox layered; do
+    for img in busybox layered owners; do
         sk --dest-tls-verify=false "${creds[@]}" --format v2s2 "oci:$dir/oci/$img:$img:latest" "docker://$reg/$img:latest"
         sk --dest-tls-verify=false "${creds[@]}" --format oci "oci:$dir/oci/$img:$img:latest" "docker://$reg/$img:oci"
     done

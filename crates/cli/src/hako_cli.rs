@@ -397,6 +397,12 @@ pub enum Cmd {
         sig_proxy: bool,
         id: String,
     },
+    /// The rootless namespace's holder (see hako_engine::rootless).
+    #[command(name = "__pause", hide = true)]
+    PauseNs {
+        #[arg(long)]
+        single_id: bool,
+    },
     #[command(name = "__init", hide = true, disable_help_flag = true)]
     Init {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -997,61 +997,6 @@ fn userns_maps_container_root_to_a_user() {
     );
 }
 
-/// The engine run by an unprivileged user: XDG dirs, a copied rootfs, and a
-/// user namespace whose uid 0 is the user.
-#[test]
-#[ignore = "needs root"]
-fn rootless_container_uid0_is_the_user() {
-    need_root!();
-    let dir = tempfile::Builder::new()
-        .prefix("hako-rl-")
-        .tempdir()
-        .unwrap();
-    let home = dir.path();
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(busybox_rootfs())
-        .arg(home.join("rootfs"))
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let st = Command::new("chown")
-        .args(["-R", "1000:1000"])
-        .arg(home)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let hako = |args: &[&str]| {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=1000", "--regid=1000", "--clear-groups", "env"])
-            .arg(format!("HOME={}", home.display()))
-            .arg(format!("XDG_DATA_HOME={}/data", home.display()))
-            .arg(format!("XDG_RUNTIME_DIR={}/run", home.display()))
-            .arg(bin())
-            .args(args)
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        wait_output(c.spawn().unwrap(), Duration::from_secs(60), args)
-    };
-    let root = home.join("rootfs");
-    let o = hako(&["import", root.to_str().unwrap(), "busybox"]);
-    assert!(o.status.success(), "{o:?}");
-    let o = hako(&[
-        "run",
-        "--rm",
-        "busybox",
-        "sh",
-        "-c",
-        "cat /proc/self/uid_map; id -u",
-    ]);
-    assert!(o.status.success(), "{o:?}");
-    let s = stdout(&o);
-    let map: Vec<&str> = s.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(map, ["0", "1000", "1"], "{s}");
-}
-
 /// `run -it` and `exec -it` on a real terminal (util-linux `script` gives
 /// the CLI a pty): the shell sees a tty, and the exit code comes back.
 #[test]

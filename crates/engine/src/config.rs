@@ -37,6 +37,10 @@ pub struct Config {
 pub struct EngineSettings {
     /// Who makes containers' cgroups (`--cgroup-manager` overrides it).
     pub cgroup_manager: Option<CgroupManager>,
+    /// Rootless without subordinate ids: map the user's own id alone (see
+    /// [`crate::rootless`]).
+    #[serde(default)]
+    pub rootless_single_id: bool,
 }
 
 /// Who makes a container's cgroup: systemd (a transient scope, through

@@ -29,6 +29,7 @@ pub mod ns;
 pub mod ops;
 pub mod record;
 pub mod restart;
+pub mod rootless;
 pub mod spec;
 pub mod status;
 pub mod teardown;

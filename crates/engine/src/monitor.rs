@@ -397,9 +397,6 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
         hako_runtime::container::remove_empty_group("hako");
     }
 
-    if crate::dirs::rootless() {
-        enter_rootless_userns()?;
-    }
     let null = dev_null()?;
     let mut console_listener = None;
     let mut console_socket = None;
@@ -477,13 +474,13 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
             Ok(p) => p,
             Err(e) => {
                 let _ = container::delete(&root, id, true);
-                let _ = dirs.net_manager().release(id);
+                crate::network::release(dirs, id);
                 return Err(e);
             }
         },
         Err(e) => {
             if rec.restoring {
-                let _ = dirs.net_manager().release(id);
+                crate::network::release(dirs, id);
             }
             return Err(e);
         }
@@ -494,7 +491,7 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
         let _ = os::waitpid(pid, 0);
         let _ = container::delete(&root, id, true);
         hako_runtime::container::remove_empty_group("hako");
-        let _ = dirs.net_manager().release(id);
+        crate::network::release(dirs, id);
         e
     };
 
@@ -626,20 +623,6 @@ fn restore(
         },
         &mut attach,
     )?;
-    Ok(())
-}
-
-/// Rootless: become root of a new user namespace that maps 0 to us (as
-/// podman's rootless pause process does), so the runtime can create the
-/// container's other namespaces and mounts without writing id maps itself.
-fn enter_rootless_userns() -> Result<()> {
-    // SAFETY: getuid/getgid have no failure mode.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    os::unshare(libc::CLONE_NEWUSER).map_err(crate::sys_err("unshare the user namespace"))?;
-    let w = |f: &str, data: String| std::fs::write(f, data).map_err(crate::io_err("write", f));
-    w("/proc/self/setgroups", "deny".into())?;
-    w("/proc/self/uid_map", format!("0 {uid} 1\n"))?;
-    w("/proc/self/gid_map", format!("0 {gid} 1\n"))?;
     Ok(())
 }
 
@@ -1067,7 +1050,7 @@ fn reap(flags: i32) -> Reaped {
 }
 
 /// (signal, si_code, sender's pid) of the next signal on a signalfd.
-fn read_siginfo(fd: BorrowedFd<'_>) -> Option<(i32, i32, i32)> {
+pub(crate) fn read_siginfo(fd: BorrowedFd<'_>) -> Option<(i32, i32, i32)> {
     // SAFETY: a zeroed signalfd_siginfo is valid; we read at most its size
     // into it.
     unsafe {

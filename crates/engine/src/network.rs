@@ -9,10 +9,11 @@ use crate::Result;
 /// Attach the created container's netns (called by the monitor).
 pub fn attach(dirs: &Dirs, rec: &Record, pid: i32) -> Result<Vec<NetAddr>> {
     let mode_s = rec.opts.network.as_deref().unwrap_or("bridge");
+    let mode: hako_net::NetworkMode = mode_s.parse()?;
     if dirs::rootless() {
+        attach_rootless(dirs, rec, pid, &mode)?;
         return Ok(vec![]);
     }
-    let mode: hako_net::NetworkMode = mode_s.parse()?;
     let mgr = dirs.net_manager();
     // Leases of a container being started are from an earlier start whose
     // end was never recorded (a crash, a reboot): free them, and every
@@ -52,6 +53,96 @@ pub fn attach(dirs: &Dirs, rec: &Record, pid: i32) -> Result<Vec<NetAddr>> {
         _ => {}
     }
     Ok(net_addrs(&mgr.leases_of(&rec.id)?))
+}
+
+/// Rootless: no bridge, veth or nft rule on the host. `none` is a
+/// namespace with `lo` up; the default network is pasta (a user-space
+/// stack turning the container's traffic into the user's sockets, with
+/// `-p` ports listened on by pasta on the host), which ends by itself
+/// with the namespace.
+fn attach_rootless(
+    dirs: &Dirs,
+    rec: &Record,
+    pid: i32,
+    mode: &hako_net::NetworkMode,
+) -> Result<()> {
+    use hako_net::NetworkMode as Nm;
+    let netns = hako_net::Netns::from_pid(pid as u32);
+    match mode {
+        Nm::None => hako_net::Manager::setup_loopback(&netns)?,
+        Nm::Bridge(nets) if nets.is_empty() => {
+            let pasta = which("pasta").ok_or_else(|| {
+                crate::Error::Other(
+                    "rootless networking needs pasta (install the passt package), or use \
+                     --network none or host"
+                        .into(),
+                )
+            })?;
+            let run = dirs.run_container(&rec.id);
+            let pid_file = run.join("pasta.pid");
+            // pasta, root of our user namespace, becomes nobody before it
+            // opens the namespace, and nobody may not open another
+            // process's /proc/PID/ns files: hand it a bind mount of the
+            // namespace instead (as podman does). pasta watches the file
+            // and quits once it is gone: see [`release`].
+            let ns_file = run.join("netns");
+            std::fs::write(&ns_file, b"").map_err(crate::io_err("create", &ns_file))?;
+            let src = std::ffi::OsString::from(format!("/proc/{pid}/ns/net"));
+            let bound = hako_runtime::os::mount(Some(&src), &ns_file, None, libc::MS_BIND, None)
+                .map_err(crate::sys_err("bind the container's network namespace"));
+            let started = bound.and_then(|()| {
+                hako_net::rootless::start_pasta(
+                    &pasta,
+                    &hako_net::rootless::Target::Paths {
+                        netns: ns_file.clone(),
+                        userns: None,
+                    },
+                    &rec.ports()?,
+                    &pid_file,
+                )
+                .map_err(|e| crate::Error::Other(e.to_string()))
+            });
+            if started.is_err() {
+                unbind_netns(dirs, &rec.id);
+            }
+            started?;
+        }
+        Nm::Bridge(_) => {
+            return Err(crate::Error::Usage(
+                "rootless containers cannot join user networks yet: use the default network, \
+                 none or host"
+                    .into(),
+            ))
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Give back a container's addresses: its leases, or (rootless) the
+/// namespace file whose removal ends its pasta.
+pub fn release(dirs: &Dirs, id: &str) {
+    let _ = dirs.net_manager().release(id);
+    unbind_netns(dirs, id);
+}
+
+fn unbind_netns(dirs: &Dirs, id: &str) {
+    let ns_file = dirs.run_container(id).join("netns");
+    if ns_file.exists() {
+        let _ = hako_runtime::os::umount2(&ns_file, libc::MNT_DETACH);
+        let _ = std::fs::remove_file(&ns_file);
+    }
+}
+
+/// A program on PATH (or the usual sbin directories).
+fn which(prog: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/local/bin", "/usr/bin", "/usr/sbin", "/bin", "/sbin"])
+        .map(|d| std::path::Path::new(d).join(prog))
+        .find(|p| p.is_file());
+    found
 }
 
 /// Release every lease whose container no longer exists, or whose

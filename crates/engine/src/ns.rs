@@ -285,5 +285,58 @@ pub fn exec(dirs: &Dirs, name: &str, req: ExecRequest<'_>) -> Result<i32> {
         preserve_fds: 0,
         detach_keys: req.tty.then_some(detach_keys),
     };
-    Ok(hako_runtime::container::exec(&opts)?)
+    if !crate::dirs::rootless() {
+        return Ok(hako_runtime::container::exec(&opts)?);
+    }
+    // Rootless: the runtime enters the container's pid namespace for its
+    // fork and cannot come back (the host's pid namespace belongs to the
+    // initial user namespace), so it runs in a child of ours that ends
+    // with the exec.
+    in_child(|| match hako_runtime::container::exec(&opts) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hako: {}", Error::from(e));
+            125
+        }
+    })
+}
+
+/// Run `f` in a forked child and return its exit code; signals sent to
+/// us by another process go on to the child (the terminal's reach it
+/// anyway, in our process group). For a single-threaded caller.
+fn in_child(f: impl FnOnce() -> i32) -> Result<i32> {
+    use std::os::fd::AsFd;
+    let old = os::block_all_signals().map_err(crate::sys_err("block signals"))?;
+    let child = match os::fork().map_err(crate::sys_err("fork"))? {
+        None => {
+            let _ = os::set_sigmask(&old);
+            let code = f();
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            // SAFETY: _exit ends the forked child without the parent's
+            // destructors or atexit handlers.
+            unsafe { libc::_exit(code & 0xff) }
+        }
+        Some(pid) => pid,
+    };
+    let sfd = os::signalfd_all().map_err(crate::sys_err("signalfd"));
+    let code = loop {
+        if let Ok(Some(st)) = os::waitpid(child, libc::WNOHANG) {
+            break os::exit_code(st);
+        }
+        let Ok(sfd) = &sfd else {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        };
+        if !os::poll_in(sfd.as_fd(), 1000).unwrap_or(false) {
+            continue;
+        }
+        if let Some((sig, code, _)) = crate::monitor::read_siginfo(sfd.as_fd()) {
+            if code <= 0 && !matches!(sig, libc::SIGCHLD | libc::SIGWINCH | libc::SIGPIPE) {
+                let _ = os::kill(child, sig);
+            }
+        }
+    };
+    let _ = os::set_sigmask(&old);
+    Ok(code)
 }

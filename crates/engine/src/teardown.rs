@@ -13,7 +13,7 @@ use crate::{io_err, Result};
 fn release(dirs: &Dirs, id: &str) {
     let _ = container::delete(&dirs.runtime_root(), id, true);
     hako_runtime::container::remove_empty_group("hako");
-    let _ = dirs.net_manager().release(id);
+    crate::network::release(dirs, id);
     let _ = std::fs::remove_dir_all(dirs.run_container(id));
 }
 

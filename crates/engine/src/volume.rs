@@ -99,6 +99,15 @@ pub fn ensure(
         anonymous: anonymous && !existed,
     };
     dirs::mkdir_p(&v.data(dirs))?;
+    if !existed {
+        // The volume's root is the container's directory: 0755 as Docker
+        // makes it, so a container user other than root can reach what
+        // root made for it there (the volume's own directory above it
+        // stays owner-only: no host user gets in).
+        let d = v.data(dirs);
+        std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(crate::io_err("chmod", &d))?;
+    }
     let text = serde_json::to_vec_pretty(&v).expect("a volume serializes");
     util::atomic_write(&meta(dirs, name), &text)?;
     Ok((v, !existed))

@@ -261,14 +261,29 @@ pub fn wait_foreground(c: &Foreground<'_>, sfd: BorrowedFd<'_>) -> Result<i32> {
 /// reads what the process writes (to nowhere), so the process neither
 /// gets a hangup nor blocks on a full terminal; it ends when the last
 /// holder of the terminal's other side does.
+///
+/// It keeps nothing else: its stdio goes to /dev/null, every other fd is
+/// closed, and it is not dumpable, so a container it may share a pid
+/// namespace with (a rootless exec: see exec.rs) can neither trace it nor
+/// reach our mount namespace through its /proc entries.
 fn hold_in_background(master: &OwnedFd) {
     // SAFETY: the child only calls async-signal-safe functions (setsid,
-    // read, _exit) on a stack buffer before it exits.
+    // prctl, dup2, open, close_range, read, _exit) on a stack buffer and a
+    // static string before it exits.
     unsafe {
         if libc::fork() == 0 {
             libc::setsid();
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+            if libc::dup2(master.as_raw_fd(), 3) != 3 {
+                libc::_exit(1);
+            }
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            for n in 0..3 {
+                libc::dup2(null, n);
+            }
+            libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
             let mut buf = [0u8; 4096];
-            while libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) > 0 {}
+            while libc::read(3, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
             libc::_exit(0);
         }
     }

@@ -165,7 +165,15 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
         let _ = sys::set_sigmask(&old_mask);
     }
     for (fd, flag) in restore.into_iter().rev() {
-        sys::setns(fd.as_fd(), flag).ctx(|| "return to the runtime's namespaces".into())?;
+        match sys::setns(fd.as_fd(), flag) {
+            Ok(()) => {}
+            // Inside a user namespace there is no way back to a pid (or
+            // time) namespace of the initial one: our later children land
+            // in the container's. A rootless caller runs us in a child
+            // process that ends with the exec (the engine does).
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) && !sys::in_initial_userns() => {}
+            Err(e) => return Err(e).ctx(|| "return to the runtime's namespaces".into()),
+        }
     }
     drop(child_sock);
     drop(console);

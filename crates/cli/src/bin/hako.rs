@@ -25,6 +25,9 @@ fn real_main(cli: Cli) -> Result<i32> {
     if let Cmd::Init { cmd } = &cli.cmd {
         return Ok(hako_engine::initproc::main(cmd));
     }
+    if let Cmd::PauseNs { single_id } = &cli.cmd {
+        return Ok(hako_engine::rootless::pause_main(*single_id));
+    }
     // Verbs that start a process inside a container run from a read-only
     // copy of this binary (CVE-2019-5736, see hako_runtime::reexec_protected); before
     // anything else, since the re-exec starts the verb over.
@@ -52,8 +55,10 @@ fn real_main(cli: Cli) -> Result<i32> {
         std::env::set_var("HAKO_CGROUP_MANAGER", m.to_string());
     }
     let dirs = &Dirs::from_env()?;
+    // Rootless: into the user's namespace first (a no-op as root).
+    hako_engine::rootless::enter(&dirs.run, dirs.config.engine.rootless_single_id)?;
     let code = match cli.cmd {
-        Cmd::Init { .. } => unreachable!("handled above"),
+        Cmd::Init { .. } | Cmd::PauseNs { .. } => unreachable!("handled above"),
         Cmd::Monitor {
             attached,
             detach_keys,

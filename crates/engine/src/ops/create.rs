@@ -371,7 +371,7 @@ fn prepare(
         // Docker's warning: there is no container address to forward to.
         eprintln!("hako: warning: published ports are discarded with --network {net_name}");
     }
-    let host_network = net_mode == Nm::Host || (rootless && !matches!(net_mode, Nm::Container(_)));
+    let host_network = net_mode == Nm::Host;
     let hostname = match (&opts.hostname, &net_mode) {
         (Some(h), _) => h.clone(),
         (None, Nm::Host) => std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -1,0 +1,381 @@
+//! The rootless engine as a new user meets it (needs root to make the
+//! user): a user with subordinate id ranges (made here, removed at the
+//! end) runs images whose files belong to several users, volumes, exec,
+//! logs, stop and stats, `--network none`, and a published port through
+//! pasta; a user without ranges gets one line saying how to add them.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// A user made for one test, with a home, a runtime directory and
+/// (optionally) 65536 subordinate uids and gids; all removed on drop,
+/// with every process of the user.
+struct TestUser {
+    name: String,
+    uid: u32,
+    home: tempfile::TempDir,
+    range: Option<u32>,
+}
+
+impl TestUser {
+    fn new(tag: &str, with_ranges: bool) -> TestUser {
+        let name = format!("hkr{tag}{}", std::process::id() % 100_000);
+        let home = tempfile::Builder::new()
+            .prefix("hako-rootless-")
+            .tempdir()
+            .unwrap();
+        let st = Command::new("useradd")
+            .args(["-M", "-d"])
+            .arg(home.path())
+            .args(["-s", "/bin/sh", &name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "useradd {name}");
+        let o = Command::new("id").args(["-u", &name]).output().unwrap();
+        let uid: u32 = stdout(&o).trim().parse().unwrap();
+        // useradd may have given ranges already (SUB_UID_COUNT): ours
+        // replace them, or none at all for the user without.
+        for f in ["/etc/subuid", "/etc/subgid"] {
+            remove_lines_of(f, &name);
+        }
+        // A range of its own, far from the usual 100000+ ones.
+        let range = with_ranges.then(|| 300_000_000 + (std::process::id() % 1000) * 131_072);
+        if let Some(start) = range {
+            for f in ["/etc/subuid", "/etc/subgid"] {
+                let mut file = std::fs::OpenOptions::new().append(true).open(f).unwrap();
+                writeln!(file, "{name}:{start}:65536").unwrap();
+            }
+        }
+        std::os::unix::fs::chown(home.path(), Some(uid), Some(uid)).unwrap();
+        for d in ["data", "run"] {
+            std::fs::create_dir(home.path().join(d)).unwrap();
+            std::os::unix::fs::chown(home.path().join(d), Some(uid), Some(uid)).unwrap();
+        }
+        std::fs::set_permissions(
+            home.path().join("run"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        TestUser {
+            name,
+            uid,
+            home,
+            range,
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.home.path().join("data/hako")
+    }
+
+    /// `hako ARGS` as the user, in a login-like environment.
+    fn hako(&self, args: &[&str]) -> Output {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.uid))
+            .args(["--init-groups", "env", "-i"])
+            .arg("PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .arg(format!("HOME={}", self.home.path().display()))
+            .arg(format!("USER={}", self.name))
+            .arg(format!("XDG_DATA_HOME={}/data", self.home.path().display()))
+            .arg(format!(
+                "XDG_RUNTIME_DIR={}/run",
+                self.home.path().display()
+            ))
+            .arg(env!("CARGO_BIN_EXE_hako"))
+            .args(args)
+            .current_dir(self.home.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        run_with_timeout(c, Duration::from_secs(120))
+    }
+
+    /// `run --rm IMAGE sh -c SCRIPT`'s output.
+    fn sh(&self, image: &str, script: &str) -> String {
+        self.ok(&["run", "--rm", image, "sh", "-c", script])
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.hako(args);
+        assert!(
+            o.status.success(),
+            "hako {args:?} as {}: exit {:?}\nstdout: {}\nstderr: {}",
+            self.name,
+            o.status.code(),
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let ids = stdout(&self.hako(&["ps", "-aq"]));
+        for id in ids.split_whitespace() {
+            let _ = self.hako(&["rm", "-f", id]);
+        }
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-U", &self.uid.to_string()])
+            .status();
+        let _ = wait_for_none(self.uid);
+        // Files of the user's range (unpacked images, volumes) are the
+        // user's to remove only from inside: root removes them here.
+        let _ = Command::new("userdel").arg(&self.name).status();
+        for f in ["/etc/subuid", "/etc/subgid"] {
+            remove_lines_of(f, &self.name);
+        }
+        common::host::umount_under(self.home.path());
+        let _ = std::fs::remove_dir_all(self.home.path());
+    }
+}
+
+fn wait_for_none(uid: u32) -> bool {
+    common::host::poll(Duration::from_secs(10), || {
+        let any = std::fs::read_dir("/proc").ok()?.flatten().any(|e| {
+            std::fs::metadata(e.path())
+                .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid)
+                && e.file_name().to_string_lossy().parse::<u32>().is_ok()
+        });
+        (!any).then_some(())
+    })
+    .is_some()
+}
+
+fn remove_lines_of(file: &str, name: &str) {
+    let Ok(s) = std::fs::read_to_string(file) else {
+        return;
+    };
+    let kept: String = s
+        .lines()
+        .filter(|l| l.split(':').next() != Some(name))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(file, kept).unwrap();
+}
+
+fn registry_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-registry.sh")
+}
+
+/// The loopback registry of scripts/test-registry.sh, stopped on drop.
+struct Registry {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::Builder::new()
+            .prefix("hako-rl-reg-")
+            .tempdir()
+            .unwrap();
+        let st = Command::new("bash")
+            .arg(registry_script())
+            .arg("start")
+            .arg(dir.path())
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "test-registry.sh start failed");
+        Registry { dir, port }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(registry_script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+#[ignore = "needs root"]
+fn rootless_user_with_subordinate_ids_runs_real_images() {
+    need_root!();
+    let reg = Registry::start();
+    let u = TestUser::new("a", true);
+    let start = u.range.unwrap();
+    let image = format!("127.0.0.1:{}/owners:latest", reg.port);
+    u.ok(&["pull", &image]);
+
+    // uid 0 is the user, 1.. the range; -u works for a mapped id.
+    let out = u.sh(&image, "cat /proc/self/uid_map; id -u");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["0", &u.uid.to_string(), "1"], "{out}");
+    assert_eq!(lines[1], ["1", &start.to_string(), "65536"], "{out}");
+    assert_eq!(lines[2], ["0"], "{out}");
+    assert_eq!(
+        u.ok(&["run", "--rm", "-u", "1000", &image, "id", "-u"])
+            .trim(),
+        "1000"
+    );
+
+    // The image's own owners, as in the registry.
+    let out = u.sh(
+        &image,
+        "ls -lnd /srv/www/index.html /home/user/notes /bin/busybox",
+    );
+    let owners: Vec<(String, String)> = out
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[2].to_string(), f[3].to_string())
+        })
+        .collect();
+    assert_eq!(
+        owners,
+        [("0", "0"), ("1000", "1000"), ("33", "33")].map(|(a, b)| (a.to_string(), b.to_string())),
+        "{out}"
+    );
+
+    // A volume written inside belongs to the mapped ids outside.
+    u.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "vol:/data",
+        &image,
+        "sh",
+        "-c",
+        "touch /data/g; mkdir /data/u; chown 1000:1000 /data/u",
+    ]);
+    u.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "vol:/data",
+        "-u",
+        "1000",
+        &image,
+        "touch",
+        "/data/u/f",
+    ]);
+    let vol = u.data().join("volumes/vol/_data");
+    let owner =
+        |f: &str| std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(vol.join(f)).unwrap());
+    assert_eq!(owner("u/f"), start + 999);
+    assert_eq!(owner("g"), u.uid);
+
+    // A detached container: exec (also as another user), logs, stats, stop.
+    u.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "d",
+        "--network",
+        "none",
+        &image,
+        "sh",
+        "-c",
+        "echo started; sleep 600",
+    ]);
+    assert_eq!(
+        u.ok(&["exec", "d", "sh", "-c", "echo in-exec; id -u"]),
+        "in-exec\n0\n"
+    );
+    assert_eq!(u.ok(&["exec", "-u", "33", "d", "id", "-u"]).trim(), "33");
+    let o = u.hako(&["exec", "d", "sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(u.ok(&["logs", "d"]), "started\n");
+    let stats = u.ok(&["stats", "--no-stream", "--format", "{{.Name}}", "d"]);
+    assert_eq!(stats.trim(), "d", "{stats}");
+    u.ok(&["stop", "-t", "1", "d"]);
+    let st = u.ok(&["inspect", "-f", "{{.State.Status}}", "d"]);
+    assert_eq!(st.trim(), "exited");
+
+    // --network none: lo alone.
+    let out = u.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &image,
+        "ip",
+        "-o",
+        "link",
+    ]);
+    let links: Vec<&str> = out.lines().filter_map(|l| l.split(": ").nth(1)).collect();
+    assert_eq!(links, ["lo"], "{out}");
+
+    // The default network is pasta, with -p forwarded from the host.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let publish = format!("127.0.0.1:{port}:80");
+    u.ok(&[
+        "run", "-d", "--name", "web", "-p", &publish, &image, "httpd", "-f", "-p", "80", "-h",
+        "/srv/www",
+    ]);
+    let page = common::host::poll(Duration::from_secs(30), || {
+        http_get(port, "/index.html").filter(|r| r.contains("page"))
+    });
+    assert!(page.is_some(), "no answer from the published port {port}");
+    u.ok(&["rm", "-f", "web", "d"]);
+    // The ports and pasta are gone with the container.
+    common::host::poll(Duration::from_secs(10), || {
+        std::net::TcpListener::bind(("127.0.0.1", port)).ok()
+    })
+    .expect("the published port is free again");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn rootless_user_without_ranges_is_told_how_to_add_them() {
+    need_root!();
+    let u = TestUser::new("b", false);
+    let o = u.hako(&["ps"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("no subordinate ids for") && err.contains("usermod --add-subuids"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // Asked for, the single-id map works (the user's id is root inside).
+    let cfg = u.home.path().join("hako.toml");
+    std::fs::write(&cfg, "[engine]\nrootless_single_id = true\n").unwrap();
+    let mut c = Command::new("setpriv");
+    c.arg(format!("--reuid={}", u.uid))
+        .arg(format!("--regid={}", u.uid))
+        .args(["--init-groups", "env"])
+        .arg(format!("HAKO_CONFIG={}", cfg.display()))
+        .arg(format!("XDG_DATA_HOME={}/data", u.home.path().display()))
+        .arg(format!("XDG_RUNTIME_DIR={}/run", u.home.path().display()))
+        .arg(env!("CARGO_BIN_EXE_hako"))
+        .args(["info", "--format", "{{.Rootless}}"])
+        .stdin(Stdio::null());
+    let o = run_with_timeout(c, Duration::from_secs(60));
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&o).trim(), "true");
+}
