@@ -27,7 +27,7 @@ tests=("$@")
 # health checks in scopes, rootless with delegation, CRIU's checkpoints,
 # recovery after a reboot); the rest run on the development host only, to
 # keep the stage within CI's time (TCG runs them about ten times slower).
-vm_engine=checkpoint_and_restore,flags_env_volumes,update_changes_limits,detached_logs,restart_policies,health_checks,stats_stream,after_a_reboot,userns_maps
+vm_engine=checkpoint_and_restore,flags_env_volumes,update_changes_limits,detached_logs,restart_policies,health_checks,stats_stream,after_a_reboot,userns_maps,userns_auto
 [ ${#tests[@]} -gt 0 ] || tests=(hako-cgroups/root_kernel hako-cli/runc_ops hako-cli/runc_ops:systemd hako-cli/systemd "hako-cli/engine@$vm_engine" hako-cli/rootless hako-cli/checkpoint hako-cli/checkpoint:systemd)
 
 exes=()

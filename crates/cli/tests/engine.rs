@@ -997,6 +997,140 @@ fn userns_maps_container_root_to_a_user() {
     );
 }
 
+/// The `hako` ranges of /etc/subuid and /etc/subgid (the `--userns auto`
+/// pool) for one test, when the host has none; removed again on drop.
+struct AutoPool {
+    added: bool,
+}
+
+impl AutoPool {
+    fn ensure() -> AutoPool {
+        let has = |f: &str| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.starts_with("hako:"))
+        };
+        if has("/etc/subuid") && has("/etc/subgid") {
+            return AutoPool { added: false };
+        }
+        for f in ["/etc/subuid", "/etc/subgid"] {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new().append(true).open(f).unwrap();
+            writeln!(file, "hako:1000000000:1000000000").unwrap();
+        }
+        AutoPool { added: true }
+    }
+}
+
+impl Drop for AutoPool {
+    fn drop(&mut self) {
+        if !self.added {
+            return;
+        }
+        for f in ["/etc/subuid", "/etc/subgid"] {
+            let s = std::fs::read_to_string(f).unwrap_or_default();
+            let kept: String = s
+                .lines()
+                .filter(|l| *l != "hako:1000000000:1000000000")
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let _ = std::fs::write(f, kept);
+        }
+    }
+}
+
+/// `--userns auto`: each container its own range from the pool, the
+/// image owned by its root (idmapped layers, or a shifted copy where the
+/// filesystem cannot be idmapped), its writes owned by its range on the
+/// host, and the data root untouched.
+#[test]
+#[ignore = "needs root"]
+fn userns_auto_gives_each_container_its_own_range() {
+    need_root!();
+    let _pool = AutoPool::ensure();
+    let e = Engine::new("uauto");
+    let mut maps = Vec::new();
+    for name in ["a1", "a2"] {
+        e.run_sh(
+            name,
+            &["--userns", "auto"],
+            "echo written > /etc/by-root && echo ok; sleep 600",
+        );
+        let i = e.inspect(name);
+        let m = i["HostConfig"]["IDMappings"]["UidMap"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("no IDMappings: {i}"))
+            .to_string();
+        let f: Vec<u64> = m.split(':').map(|x| x.parse().unwrap()).collect();
+        assert_eq!(f[0], 0, "{m}");
+        assert!(f[2] >= 1024, "{m}");
+        assert!(
+            i["GraphDriver"]["Name"]
+                .as_str()
+                .unwrap()
+                .starts_with("overlay on "),
+            "{i}"
+        );
+        poll(30, "the container to write /etc", || {
+            e.out(&["logs", name]).contains("ok").then_some(())
+        });
+        // Inside: the image is root's, and the container's map is its own.
+        let ls = e.out(&[
+            "exec",
+            name,
+            "sh",
+            "-c",
+            "ls -lnd /bin /etc/passwd /etc/by-root",
+        ]);
+        for l in ls.lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!((f[2], f[3]), ("0", "0"), "{ls}");
+        }
+        let uid_map = e.out(&["exec", name, "cat", "/proc/self/uid_map"]);
+        let got: Vec<u64> = uid_map
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
+        assert_eq!(got, f, "{uid_map}");
+        // On the host, its write belongs to its range.
+        let upper = Path::new(i["Rootfs"].as_str().unwrap())
+            .parent()
+            .unwrap()
+            .join("upper/etc/by-root");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(u64::from(std::fs::metadata(&upper).unwrap().uid()), f[1]);
+        maps.push((f[1], f[2]));
+    }
+    let (a, b) = (maps[0], maps[1]);
+    assert!(
+        a.0 + a.1 <= b.0 || b.0 + b.1 <= a.0,
+        "overlapping ranges {maps:?}"
+    );
+    // The data root and the store stay owner-only.
+    use std::os::unix::fs::PermissionsExt;
+    for d in [e.data(), e.data().join("image")] {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", d.display());
+    }
+    // A removed container's range is free again: the next one gets it.
+    e.ok(&["rm", "-f", "a1"]);
+    e.run_sh("a3", &["--userns", "auto"], "sleep 600");
+    let m3 = e.inspect("a3")["HostConfig"]["IDMappings"]["UidMap"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        m3.starts_with(&format!("0:{}:", a.0)),
+        "{m3} after {maps:?}"
+    );
+    e.fails(
+        &["run", "--userns", "auto:size=0", "busybox", "true"],
+        "--userns",
+    );
+    e.ok(&["rm", "-f", "a2", "a3"]);
+}
+
 /// `run -it` and `exec -it` on a real terminal (util-linux `script` gives
 /// the CLI a pty): the shell sees a tty, and the exit code comes back.
 #[test]

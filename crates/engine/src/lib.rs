@@ -34,6 +34,7 @@ pub mod spec;
 pub mod status;
 pub mod teardown;
 pub mod tuning;
+pub mod userns;
 pub mod util;
 pub mod volume;
 

@@ -381,6 +381,12 @@ pub struct Record {
     /// Its health check's state, since its last start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::health::Health>,
+    /// Its own user namespace's ids (`--userns auto` or HOSTID:SIZE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idmap: Option<hako_image::idmap::IdMap>,
+    /// How its root filesystem is made (overlay, idmapped layers, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs_kind: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -444,6 +450,8 @@ impl Record {
             restarting: false,
             healthcheck: None,
             health: None,
+            idmap: None,
+            rootfs_kind: None,
         }
     }
 

@@ -154,6 +154,8 @@ pub struct Inputs {
     /// Put the default seccomp profile in (the runtime supports it).
     pub seccomp_supported: bool,
     pub rootless: bool,
+    /// The container's own user namespace (`--userns auto`, HOSTID:SIZE).
+    pub idmap: Option<hako_image::idmap::IdMap>,
     /// Who makes the cgroup: the systemd driver (a scope; rootless through
     /// the user's systemd) or the runtime in cgroupfs (root only).
     pub cgroup_manager: crate::config::CgroupManager,
@@ -852,27 +854,12 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
         .set_readonly_paths(paths(&READONLY_PATHS))
         .set_resources(None)
         .set_cgroups_path(None);
-    // A user namespace: rootless (0 → the caller), or --userns.
-    // Rootless: the monitor already runs in a user namespace mapping 0 to
-    // the caller (see monitor::enter_rootless_userns); the container shares it.
-    let userns_map: Option<(u32, u32, u32)> = match o.userns.as_deref() {
-        _ if inp.rootless => None,
-        None | Some("") | Some("host") => None,
-        Some("keep-id") => Some((inp.uid, inp.gid, 1)),
-        Some("auto") | Some("private") => Some((100_000, 100_000, 65_536)),
-        Some(m) => {
-            // HOSTUID[:SIZE]
-            let (a, b) = m.split_once(':').unwrap_or((m, "65536"));
-            let host: u32 = a.parse().map_err(|_| {
-                Error::Usage(format!(
-                    "invalid --userns {m:?}: host, auto or HOSTID[:SIZE]"
-                ))
-            })?;
-            let size: u32 = b
-                .parse()
-                .map_err(|_| Error::Usage(format!("invalid --userns {m:?}")))?;
-            Some((host, host, size))
-        }
+    // A user namespace of its own: --userns auto or HOSTID:SIZE (its ids
+    // chosen at create: inp.idmap), or keep-id. Rootless containers
+    // otherwise share the user's namespace (see crate::rootless).
+    let userns_map: Option<(u32, u32, u32)> = match crate::userns::parse(o.userns.as_deref())? {
+        crate::userns::Mode::KeepId if !inp.rootless => Some((inp.uid, inp.gid, 1)),
+        _ => inp.idmap.map(|m| (m.uid, m.gid, m.size)),
     };
     if let Some((hu, hg, size)) = userns_map {
         namespaces.push(namespace(Ns::User, None));
@@ -1447,9 +1434,18 @@ mod tests {
             userns: Some("auto".into()),
             ..Default::default()
         };
-        let s = built(&o, &inputs());
+        let mut i = inputs();
+        // The ids `auto` chose at create.
+        i.idmap = Some(hako_image::idmap::IdMap {
+            uid: 300_000,
+            gid: 400_000,
+            size: 1024,
+        });
+        let s = built(&o, &i);
         assert_eq!(s["linux"]["timeOffsets"]["boottime"]["secs"], 100);
-        assert_eq!(s["linux"]["uidMappings"][0]["hostID"], 100_000);
+        assert_eq!(s["linux"]["uidMappings"][0]["hostID"], 300_000);
+        assert_eq!(s["linux"]["gidMappings"][0]["hostID"], 400_000);
+        assert_eq!(s["linux"]["uidMappings"][0]["size"], 1024);
     }
 
     #[test]

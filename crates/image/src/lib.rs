@@ -20,6 +20,7 @@ pub mod auth;
 pub mod changes;
 pub mod diff;
 pub mod digest;
+pub mod idmap;
 pub mod import;
 pub mod manifest;
 pub mod pull;

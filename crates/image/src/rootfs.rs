@@ -27,6 +27,23 @@ use crate::unpack::Whiteouts;
 pub enum RootfsKind {
     Overlay,
     Copy,
+    /// Overlay over idmapped mounts of the layers.
+    OverlayIdmapped,
+    /// Overlay over a flattened copy of the image with shifted owners,
+    /// shared by the containers with the same map.
+    OverlayShiftedCopy,
+}
+
+impl RootfsKind {
+    /// How `inspect` names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RootfsKind::Overlay => "overlay",
+            RootfsKind::Copy => "copy",
+            RootfsKind::OverlayIdmapped => "overlay on idmapped layers",
+            RootfsKind::OverlayShiftedCopy => "overlay on a copy with shifted owners",
+        }
+    }
 }
 
 /// Options for [`Store::prepare_rootfs_with`].
@@ -34,6 +51,10 @@ pub enum RootfsKind {
 pub struct RootfsOptions {
     /// Copy even if overlayfs would work.
     pub force_copy: bool,
+    /// The container runs in a user namespace of its own with this map:
+    /// its image must show up owned by the map's root (see
+    /// [`crate::idmap`]).
+    pub idmap: Option<crate::idmap::IdMap>,
 }
 
 /// A prepared root filesystem. Not removed on drop: the container outlives
@@ -153,6 +174,15 @@ impl Store {
                 .mode(0o755)
                 .create(&merged)
                 .map_err(io_err("create", &merged))?;
+            if let Some(map) = &opts.idmap {
+                let kind = self.mount_for_map(&dir, &lowers, &hexes, map)?;
+                return Ok(RootfsMount {
+                    container_id: container_id.to_owned(),
+                    path: merged,
+                    dir: dir.clone(),
+                    kind,
+                });
+            }
             let reason = if opts.force_copy {
                 "copy requested".to_owned()
             } else {
@@ -220,9 +250,126 @@ impl Store {
             }
             lowers.push(l);
         }
+        if let Some(map) = read_idmap(&dir)? {
+            self.mount_for_map(&dir, &lowers, &hexes, &map)?;
+            return Ok(merged);
+        }
         mount_overlay(&dir, &lowers)
             .map_err(|e| io_err("remount", &merged)(io::Error::other(e)))?;
         Ok(merged)
+    }
+
+    /// The highest uid and gid among an image's files: what a user
+    /// namespace for it must map (`--userns auto` sizes it from this).
+    pub fn max_ids(&self, image: &str) -> Result<(u32, u32), StoreError> {
+        let _c = self.content_lock()?;
+        let rec = self.resolve(image)?;
+        fn walk(p: &Path, m: &mut (u32, u32)) -> io::Result<()> {
+            let md = fs::symlink_metadata(p)?;
+            m.0 = m.0.max(md.uid());
+            m.1 = m.1.max(md.gid());
+            if md.is_dir() {
+                for e in fs::read_dir(p)? {
+                    walk(&e?.path(), m)?;
+                }
+            }
+            Ok(())
+        }
+        let mut m = (0, 0);
+        for l in &rec.layers {
+            let d = self.ensure_layer(l)?;
+            walk(&d, &mut m).map_err(io_err("read layer", &d))?;
+        }
+        Ok(m)
+    }
+
+    /// The overlay of a container with its own id map: over idmapped
+    /// mounts of the layers, else over the shared shifted copy. The map
+    /// is kept in the container's directory (`idmap.json`) for a remount;
+    /// the upper directory's root belongs to the map's root.
+    fn mount_for_map(
+        &self,
+        dir: &Path,
+        lowers: &[PathBuf],
+        hexes: &[String],
+        map: &crate::idmap::IdMap,
+    ) -> Result<RootfsKind, StoreError> {
+        let idf = dir.join("idmap.json");
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&idf)
+            .and_then(|mut f| io::Write::write_all(&mut f, &serde_json::to_vec(map).expect("json")))
+            .map_err(io_err("write", &idf))?;
+        for d in ["upper", "work"] {
+            let p = dir.join(d);
+            match fs::DirBuilder::new().mode(0o755).create(&p) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                r => r.map_err(io_err("create", &p))?,
+            }
+        }
+        let upper = dir.join("upper");
+        std::os::unix::fs::lchown(&upper, Some(map.uid), Some(map.gid))
+            .map_err(io_err("chown", &upper))?;
+        let why = match mount_idmapped_layers(dir, lowers, map) {
+            Ok(()) => return Ok(RootfsKind::OverlayIdmapped),
+            Err(why) => why,
+        };
+        eprintln!(
+            "hako: no idmapped mounts here ({why}); using a copy of the image with shifted owners"
+        );
+        let shared = self.shifted_copy(lowers, hexes, map)?;
+        mount_overlay(dir, &[shared])
+            .map_err(|e| io_err("mount overlay", &dir.join("merged"))(io::Error::other(e)))?;
+        Ok(RootfsKind::OverlayShiftedCopy)
+    }
+
+    /// The image flattened with owners shifted by `map`, made once:
+    /// `idmapped/UID-GID-SIZE-IMAGE` in the store.
+    fn shifted_copy(
+        &self,
+        lowers: &[PathBuf],
+        hexes: &[String],
+        map: &crate::idmap::IdMap,
+    ) -> Result<PathBuf, StoreError> {
+        let key = crate::digest::Digest::of(hexes.join(",").as_bytes());
+        let base = self.root().join("idmapped");
+        let out = base.join(format!(
+            "{}-{}-{}-{}",
+            map.uid,
+            map.gid,
+            map.size,
+            &key.hex()[..16]
+        ));
+        if out.is_dir() {
+            return Ok(out);
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&base)
+            .map_err(io_err("create", &base))?;
+        let tmp = base.join(format!(".tmp-{}", std::process::id()));
+        let _ = remove_tree(&tmp);
+        fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
+        let built = (|| {
+            for l in lowers {
+                copy_layer(l, &tmp)?;
+            }
+            crate::idmap::shift_owners(&tmp, map).map_err(io_err("shift owners", &tmp))?;
+            Ok::<(), StoreError>(())
+        })();
+        if let Err(e) = built {
+            let _ = remove_tree(&tmp);
+            return Err(e);
+        }
+        // Another container may have made it meanwhile: theirs is as good.
+        if fs::rename(&tmp, &out).is_err() {
+            let _ = remove_tree(&tmp);
+        }
+        Ok(out)
     }
 
     /// Removes a container's root filesystem by id (for a container whose
@@ -231,6 +378,53 @@ impl Store {
         check_container_id(container_id)?;
         remove_container_dir(&self.containers_dir().join(container_id))
     }
+}
+
+fn read_idmap(dir: &Path) -> Result<Option<crate::idmap::IdMap>, StoreError> {
+    let p = dir.join("idmap.json");
+    match fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|source| StoreError::Record { path: p, source }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read", &p)(e)),
+    }
+}
+
+/// The overlay over idmapped mounts of `lowers` (under `dir/idmapped`,
+/// detached again once the overlay holds its private clones of them).
+fn mount_idmapped_layers(
+    dir: &Path,
+    lowers: &[PathBuf],
+    map: &crate::idmap::IdMap,
+) -> Result<(), String> {
+    let ns =
+        crate::idmap::userns_fd(map).map_err(|e| format!("a user namespace for the map: {e}"))?;
+    let base = dir.join("idmapped");
+    let _ = fs::create_dir(&base);
+    let mut mounted = Vec::new();
+    let mut result = Ok(());
+    for (i, l) in lowers.iter().enumerate() {
+        let t = base.join(i.to_string());
+        let _ = fs::create_dir(&t);
+        match crate::idmap::mount_idmapped(l, std::os::fd::AsFd::as_fd(&ns), &t) {
+            Ok(()) => mounted.push(t),
+            Err(e) => {
+                let _ = fs::remove_dir(&t);
+                result = Err(format!("idmap {}: {e}", l.display()));
+                break;
+            }
+        }
+    }
+    if result.is_ok() {
+        result = mount_overlay(dir, &mounted);
+    }
+    for t in &mounted {
+        let _ = rustix::mount::unmount(t, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW);
+        let _ = fs::remove_dir(t);
+    }
+    let _ = fs::remove_dir(&base);
+    result
 }
 
 /// Flags of the overlay mount on the host.

@@ -134,7 +134,10 @@ fn registry_end_to_end() {
         .prepare_rootfs_with(
             &reg.reference("layered:latest"),
             "ctr-copy",
-            &RootfsOptions { force_copy: true },
+            &RootfsOptions {
+                force_copy: true,
+                ..Default::default()
+            },
         )
         .unwrap();
     assert_eq!(m.kind(), RootfsKind::Copy);

@@ -118,7 +118,10 @@ fn load_oci_layout_with_whiteouts_and_copy_rootfs() {
         .prepare_rootfs_with(
             "example.com/layered:1",
             "copy1",
-            &RootfsOptions { force_copy: true },
+            &RootfsOptions {
+                force_copy: true,
+                ..Default::default()
+            },
         )
         .unwrap();
     assert_eq!(m.kind(), RootfsKind::Copy);
@@ -537,7 +540,14 @@ fn store_modes_are_owner_only_and_repaired() {
     rootfs_dir(src.path());
     let id = store.import_rootfs(src.path(), "modes:1").unwrap();
     let m = store
-        .prepare_rootfs_with("modes:1", "c1", &RootfsOptions { force_copy: true })
+        .prepare_rootfs_with(
+            "modes:1",
+            "c1",
+            &RootfsOptions {
+                force_copy: true,
+                ..Default::default()
+            },
+        )
         .unwrap();
     let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
     let dirs = [

@@ -343,14 +343,42 @@ fn prepare(
     fresh: &Fresh,
 ) -> Result<()> {
     let dir = dirs.container(id);
-    let rootfs = {
-        let m = store.prepare_rootfs(&opts.image, id)?;
-        m.path().to_path_buf()
+    let rootless = dirs::rootless();
+    let idmap = match crate::userns::parse(opts.userns.as_deref())? {
+        crate::userns::Mode::Auto { .. } if rootless => {
+            return Err(Error::Usage(
+                "--userns auto needs root; rootless containers use the user's own range (or \
+                 --userns keep-id)"
+                    .into(),
+            ))
+        }
+        crate::userns::Mode::Auto { size } => {
+            let size = match size {
+                Some(s) => s,
+                None => crate::userns::auto_size(store.max_ids(&opts.image)?),
+            };
+            Some(crate::userns::allocate(dirs, id, size)?)
+        }
+        crate::userns::Mode::Fixed(_) if rootless => {
+            return Err(Error::Usage(
+                "--userns HOSTID:SIZE needs root; rootless containers use the user's own range"
+                    .into(),
+            ))
+        }
+        crate::userns::Mode::Fixed(m) => Some(m),
+        _ => None,
+    };
+    let (rootfs, rootfs_kind) = {
+        let ro = hako_image::rootfs::RootfsOptions {
+            idmap,
+            ..Default::default()
+        };
+        let m = store.prepare_rootfs_with(&opts.image, id, &ro)?;
+        (m.path().to_path_buf(), m.kind())
     };
     // A container root in a user namespace never needs to search the
     // (owner-only) directories above its rootfs and volumes: the runtime
     // hands them over as mounts (the runtime's mount handoff).
-    let rootless = dirs::rootless();
     let mut joins = Vec::new();
     for (flag, kind, spec_kind) in [
         (&opts.pid, "pid", "pid"),
@@ -395,8 +423,13 @@ fn prepare(
         let (src, dst, _, named) = spec::parse_volume(v)?;
         if named && !src.is_empty() {
             let anonymous = fresh.anonymous.contains(&src);
-            let (vol, _) = volume::ensure(dirs, &src, &Default::default(), anonymous)?;
+            let (vol, made) = volume::ensure(dirs, &src, &Default::default(), anonymous)?;
             let d = vol.data(dirs);
+            // A new volume of a container with its own ids is its root's.
+            if let (true, Some(m)) = (made, idmap) {
+                std::os::unix::fs::lchown(&d, Some(m.uid), Some(m.gid))
+                    .map_err(io_err("chown", &d))?;
+            }
             // Docker's copy-up: an empty volume gets the image's content.
             if !fresh.nocopy.contains(&dst) {
                 volume::copy_up(&rootfs, &dst, &d)?;
@@ -474,6 +507,7 @@ fn prepare(
         },
         seccomp_supported: seccomp_supported(),
         rootless,
+        idmap,
         cgroup_manager,
         uid,
         gid,
@@ -506,6 +540,8 @@ fn prepare(
     });
     record::update(dirs, id, |r| {
         r.rootfs = rootfs;
+        r.idmap = idmap;
+        r.rootfs_kind = Some(rootfs_kind.describe().to_string());
         r.hostname = hostname;
         r.command = command;
         r.stop_signal = stop_signal;

@@ -78,6 +78,8 @@ pub fn inspect(dirs: &Dirs, name: &str) -> Result<Value> {
         "RestartCount": r.restart_count,
         "LogPath": record::log_path(dirs, &id),
         "Rootfs": r.rootfs,
+        // How the root filesystem is made, e.g. "overlay on idmapped layers".
+        "GraphDriver": {"Name": r.rootfs_kind.as_deref().unwrap_or("overlay")},
         "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|m| m["type"] == "bind" || m["type"] == "tmpfs").map(|m| json!({
             "Type": m["type"], "Source": m["source"], "Destination": m["destination"],
             "RW": !m["options"].as_array().is_some_and(|o| o.iter().any(|x| x == "ro")),
@@ -87,6 +89,12 @@ pub fn inspect(dirs: &Dirs, name: &str) -> Result<Value> {
             "NanoCpus": res["cpu"]["quota"].as_i64().map_or(0, |q| q * 10_000),
             "PidsLimit": res["pids"]["limit"].as_i64().unwrap_or(0),
             "Privileged": r.opts.privileged,
+            "UsernsMode": r.opts.userns.as_deref().unwrap_or(""),
+            // podman's: container:host:size, for uids and gids.
+            "IDMappings": r.idmap.map(|m| json!({
+                "UidMap": [format!("0:{}:{}", m.uid, m.size)],
+                "GidMap": [format!("0:{}:{}", m.gid, m.size)],
+            })),
             "RestartPolicy": match crate::restart::Policy::of(&r.opts) {
                 crate::restart::Policy::No => json!({"Name": "no", "MaximumRetryCount": 0}),
                 crate::restart::Policy::OnFailure(n) => json!({"Name": "on-failure", "MaximumRetryCount": n}),
