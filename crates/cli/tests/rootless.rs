@@ -285,6 +285,28 @@ fn rootless_user_with_subordinate_ids_runs_real_images() {
     assert_eq!(owner("u/f"), start + 999);
     assert_eq!(owner("g"), u.uid);
 
+    // keep-id: the user's own id inside, the image still root's, and a
+    // file made in a bind mount is the user's on the host.
+    let shared = u.home.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::os::unix::fs::chown(&shared, Some(u.uid), Some(u.uid)).unwrap();
+    let bind = format!("{}:/h", shared.display());
+    let out = u.ok(&[
+        "run",
+        "--rm",
+        "--userns",
+        "keep-id",
+        "-v",
+        &bind,
+        &image,
+        "sh",
+        "-c",
+        "id -u; stat -c %u /etc/passwd; touch /h/mine",
+    ]);
+    assert_eq!(out, format!("{}\n0\n", u.uid));
+    let mine = std::fs::metadata(shared.join("mine")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&mine), u.uid);
+
     // A detached container: exec (also as another user), logs, stats, stop.
     u.ok(&[
         "run",

@@ -159,9 +159,13 @@ pub struct Inputs {
     /// Who makes the cgroup: the systemd driver (a scope; rootless through
     /// the user's systemd) or the runtime in cgroupfs (root only).
     pub cgroup_manager: crate::config::CgroupManager,
-    /// host uid/gid for a rootless mapping (0 → these).
+    /// The user's uid/gid on the host (rootless: outside the user's
+    /// namespace, whose 0 they are).
     pub uid: u32,
     pub gid: u32,
+    /// Rootless: the user's namespace's uid and gid extents (first id
+    /// inside, count).
+    pub ns_extents: (crate::userns::Extents, crate::userns::Extents),
     /// Named volumes resolved to host dirs: (name, dir).
     pub volume_dirs: Vec<(String, PathBuf)>,
     /// Device nodes: the host's for `--privileged`, and `--device`s.
@@ -857,24 +861,39 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
     // A user namespace of its own: --userns auto or HOSTID:SIZE (its ids
     // chosen at create: inp.idmap), or keep-id. Rootless containers
     // otherwise share the user's namespace (see crate::rootless).
-    let userns_map: Option<(u32, u32, u32)> = match crate::userns::parse(o.userns.as_deref())? {
-        crate::userns::Mode::KeepId if !inp.rootless => Some((inp.uid, inp.gid, 1)),
-        _ => inp.idmap.map(|m| (m.uid, m.gid, m.size)),
+    // Mappings as (container id, host id, size) for uids and gids.
+    type Maps = Vec<(u32, u32, u32)>;
+    let userns_map: Option<(Maps, Maps)> = match crate::userns::parse(o.userns.as_deref())? {
+        crate::userns::Mode::KeepId if !inp.rootless => {
+            Some((vec![(0, inp.uid, 1)], vec![(0, inp.gid, 1)]))
+        }
+        // Rootless keep-id: a namespace inside the user's in which the
+        // user's own id (the user's namespace's 0) is itself again.
+        crate::userns::Mode::KeepId => Some((
+            crate::userns::keep_id(inp.uid, &inp.ns_extents.0)?,
+            crate::userns::keep_id(inp.gid, &inp.ns_extents.1)?,
+        )),
+        _ => inp
+            .idmap
+            .map(|m| (vec![(0, m.uid, m.size)], vec![(0, m.gid, m.size)])),
     };
-    if let Some((hu, hg, size)) = userns_map {
+    if let Some((uids, gids)) = userns_map {
         namespaces.push(namespace(Ns::User, None));
-        let map = |host: u32| {
-            LinuxIdMappingBuilder::default()
-                .container_id(0u32)
-                .host_id(host)
-                .size(size)
-                .build()
-                .map(|m| vec![m])
-                .map_err(|e| Error::Other(format!("--userns: {e}")))
+        let map = |v: &Maps| {
+            v.iter()
+                .map(|&(c, h, size)| {
+                    LinuxIdMappingBuilder::default()
+                        .container_id(c)
+                        .host_id(h)
+                        .size(size)
+                        .build()
+                        .map_err(|e| Error::Other(format!("--userns: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()
         };
         linux
-            .set_uid_mappings(Some(map(hu)?))
-            .set_gid_mappings(Some(map(hg)?));
+            .set_uid_mappings(Some(map(&uids)?))
+            .set_gid_mappings(Some(map(&gids)?));
     }
     if let Some(t) = &o.time_offset {
         let (m, b) = parse_time_offset(t)?;

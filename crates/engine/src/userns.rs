@@ -70,6 +70,72 @@ pub fn auto_size(max: (u32, u32)) -> u32 {
     max.0.max(max.1).saturating_add(1).max(1024)
 }
 
+/// A user namespace's extents: (first id inside, count).
+pub type Extents = Vec<(u32, u32)>;
+
+/// Rootless `keep-id`, in the ids of the user's namespace (0 is the user;
+/// `parent` its extents as (first id, count)): container id `own` is 0
+/// there, the ids below it are 1.., and those above it themselves. Each
+/// line of the map must fall in one extent of the parent's (the kernel's
+/// rule), so the pieces are split at the extents' edges.
+pub fn keep_id(own: u32, parent: &[(u32, u32)]) -> Result<Vec<(u32, u32, u32)>> {
+    let total = parent
+        .iter()
+        .map(|&(s, n)| u64::from(s) + u64::from(n))
+        .max()
+        .unwrap_or(0);
+    if own == 0 || u64::from(own) >= total {
+        return Err(Error::Usage(format!(
+            "--userns keep-id: your id {own} must be between 1 and the {total} ids your \
+             namespace maps (your subordinate range is too small)"
+        )));
+    }
+    let pieces = [
+        (0u64, 1u64, u64::from(own)),
+        (u64::from(own), 0, 1),
+        (
+            u64::from(own) + 1,
+            u64::from(own) + 1,
+            total - u64::from(own) - 1,
+        ),
+    ];
+    let mut out = Vec::new();
+    for (c, p, n) in pieces {
+        for &(s, cnt) in parent {
+            let (s, e) = (u64::from(s), u64::from(s) + u64::from(cnt));
+            let (lo, hi) = (p.max(s), (p + n).min(e));
+            if lo < hi {
+                out.push(((c + lo - p) as u32, lo as u32, (hi - lo) as u32));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The user's id outside our user namespace (whose 0 it is) and the
+/// namespace's extents (first id inside, count), from /proc/self/uid_map
+/// (or gid_map).
+pub fn own_namespace(map_file: &str) -> (u32, Extents) {
+    let text = std::fs::read_to_string(map_file).unwrap_or_default();
+    let mut own = 0;
+    let mut extents = Vec::new();
+    for l in text.lines() {
+        let f: Vec<u32> = l
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if let [inside, outside, count] = f[..] {
+            if inside == 0 {
+                own = outside;
+            }
+            extents.push((inside, count));
+        }
+    }
+    extents.sort();
+    (own, extents)
+}
+
 /// The pool: the first `hako` range of /etc/subuid and of /etc/subgid.
 fn pool() -> Result<(Range, Range)> {
     let first = |f: &str| {
@@ -172,6 +238,33 @@ mod tests {
         }
         assert_eq!(auto_size((0, 0)), 1024);
         assert_eq!(auto_size((65534, 100)), 65535);
+    }
+
+    #[test]
+    fn keep_id_puts_the_user_at_its_own_id() {
+        // The user (0), then a range of 65536.
+        let one = [(0, 1), (1, 65536)];
+        assert_eq!(
+            keep_id(1000, &one).unwrap(),
+            vec![(0, 1, 1000), (1000, 0, 1), (1001, 1001, 64536)]
+        );
+        assert_eq!(
+            keep_id(5, &[(0, 1), (1, 5)]).unwrap(),
+            vec![(0, 1, 5), (5, 0, 1)]
+        );
+        assert!(keep_id(70000, &one).is_err());
+        assert!(keep_id(0, &one).is_err());
+        // Two ranges: no line crosses from one to the other.
+        let two = [(0, 1), (1, 65536), (65537, 65536)];
+        assert_eq!(
+            keep_id(1001, &two).unwrap(),
+            vec![
+                (0, 1, 1001),
+                (1001, 0, 1),
+                (1002, 1002, 64535),
+                (65537, 65537, 65536)
+            ]
+        );
     }
 
     #[test]

@@ -44,6 +44,48 @@ impl IdMap {
     }
 }
 
+/// How the image's owners become the owners on disk, so that the
+/// container sees the image's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Shift {
+    /// The container's own namespace: container 0.. is host uid../gid..
+    Range(IdMap),
+    /// Rootless `keep-id`, in the user's namespace's ids: the container's
+    /// ids below the user's own (`uid`, `gid`) are one higher there, the
+    /// user's own id is 0 there, the rest are themselves.
+    KeepId { uid: u32, gid: u32 },
+}
+
+impl Shift {
+    pub fn uid(&self, id: u32) -> u32 {
+        match *self {
+            Shift::Range(m) => IdMap::shift(id, m.uid, m.size),
+            Shift::KeepId { uid, .. } => keep(id, uid),
+        }
+    }
+    pub fn gid(&self, id: u32) -> u32 {
+        match *self {
+            Shift::Range(m) => IdMap::shift(id, m.gid, m.size),
+            Shift::KeepId { gid, .. } => keep(id, gid),
+        }
+    }
+    /// A name for the shared copy made with it.
+    pub fn key(&self) -> String {
+        match self {
+            Shift::Range(m) => format!("{}-{}-{}", m.uid, m.gid, m.size),
+            Shift::KeepId { uid, gid } => format!("keep-{uid}-{gid}"),
+        }
+    }
+}
+
+fn keep(id: u32, own: u32) -> u32 {
+    match id.cmp(&own) {
+        std::cmp::Ordering::Less => id + 1,
+        std::cmp::Ordering::Equal => 0,
+        std::cmp::Ordering::Greater => id,
+    }
+}
+
 /// A user namespace with `map`, held by an fd (its maker is gone).
 pub fn userns_fd(map: &IdMap) -> io::Result<OwnedFd> {
     let mut fds = [0i32; 2];
@@ -151,13 +193,9 @@ pub fn mount_idmapped(src: &Path, userns: BorrowedFd<'_>, target: &Path) -> io::
 
 /// Shift every owner under `root` (not following symlinks) by `map`:
 /// the fallback's flattened copy of an image becomes the container's.
-pub fn shift_owners(root: &Path, map: &IdMap) -> io::Result<()> {
+pub fn shift_owners(root: &Path, map: &Shift) -> io::Result<()> {
     let md = fs::symlink_metadata(root)?;
-    lchown(
-        root,
-        Some(IdMap::shift(md.uid(), map.uid, map.size)),
-        Some(IdMap::shift(md.gid(), map.gid, map.size)),
-    )?;
+    lchown(root, Some(map.uid(md.uid())), Some(map.gid(md.gid())))?;
     // chown clears set-id bits: put the mode back (not on symlinks).
     if !md.file_type().is_symlink() {
         fs::set_permissions(
@@ -182,5 +220,14 @@ mod tests {
         assert_eq!(IdMap::shift(0, 200_000, 1024), 200_000);
         assert_eq!(IdMap::shift(33, 200_000, 1024), 200_033);
         assert_eq!(IdMap::shift(1024, 200_000, 1024), 65534);
+        let k = Shift::KeepId {
+            uid: 1000,
+            gid: 100,
+        };
+        assert_eq!(
+            (k.uid(0), k.uid(999), k.uid(1000), k.uid(1001)),
+            (1, 1000, 0, 1001)
+        );
+        assert_eq!((k.gid(0), k.gid(100), k.gid(5000)), (1, 0, 5000));
     }
 }

@@ -55,6 +55,9 @@ pub struct RootfsOptions {
     /// its image must show up owned by the map's root (see
     /// [`crate::idmap`]).
     pub idmap: Option<crate::idmap::IdMap>,
+    /// Rootless `--userns keep-id`: the user's own (uid, gid), which the
+    /// container sees as itself (see [`crate::idmap::Shift::KeepId`]).
+    pub keep_id: Option<(u32, u32)>,
 }
 
 /// A prepared root filesystem. Not removed on drop: the container outlives
@@ -174,8 +177,13 @@ impl Store {
                 .mode(0o755)
                 .create(&merged)
                 .map_err(io_err("create", &merged))?;
-            if let Some(map) = &opts.idmap {
-                let kind = self.mount_for_map(&dir, &lowers, &hexes, map)?;
+            let shift = match (opts.idmap, opts.keep_id) {
+                (Some(m), _) => Some(crate::idmap::Shift::Range(m)),
+                (None, Some((uid, gid))) => Some(crate::idmap::Shift::KeepId { uid, gid }),
+                (None, None) => None,
+            };
+            if let Some(shift) = &shift {
+                let kind = self.mount_for_map(&dir, &lowers, &hexes, shift)?;
                 return Ok(RootfsMount {
                     container_id: container_id.to_owned(),
                     path: merged,
@@ -250,8 +258,8 @@ impl Store {
             }
             lowers.push(l);
         }
-        if let Some(map) = read_idmap(&dir)? {
-            self.mount_for_map(&dir, &lowers, &hexes, &map)?;
+        if let Some(shift) = read_idmap(&dir)? {
+            self.mount_for_map(&dir, &lowers, &hexes, &shift)?;
             return Ok(merged);
         }
         mount_overlay(&dir, &lowers)
@@ -292,7 +300,7 @@ impl Store {
         dir: &Path,
         lowers: &[PathBuf],
         hexes: &[String],
-        map: &crate::idmap::IdMap,
+        shift: &crate::idmap::Shift,
     ) -> Result<RootfsKind, StoreError> {
         let idf = dir.join("idmap.json");
         fs::OpenOptions::new()
@@ -301,7 +309,9 @@ impl Store {
             .truncate(true)
             .mode(0o600)
             .open(&idf)
-            .and_then(|mut f| io::Write::write_all(&mut f, &serde_json::to_vec(map).expect("json")))
+            .and_then(|mut f| {
+                io::Write::write_all(&mut f, &serde_json::to_vec(shift).expect("json"))
+            })
             .map_err(io_err("write", &idf))?;
         for d in ["upper", "work"] {
             let p = dir.join(d);
@@ -311,16 +321,20 @@ impl Store {
             }
         }
         let upper = dir.join("upper");
-        std::os::unix::fs::lchown(&upper, Some(map.uid), Some(map.gid))
+        std::os::unix::fs::lchown(&upper, Some(shift.uid(0)), Some(shift.gid(0)))
             .map_err(io_err("chown", &upper))?;
-        let why = match mount_idmapped_layers(dir, lowers, map) {
-            Ok(()) => return Ok(RootfsKind::OverlayIdmapped),
-            Err(why) => why,
-        };
-        eprintln!(
-            "hako: no idmapped mounts here ({why}); using a copy of the image with shifted owners"
-        );
-        let shared = self.shifted_copy(lowers, hexes, map)?;
+        // keep-id's map is not one range: only a copy can make it.
+        if let crate::idmap::Shift::Range(map) = shift {
+            let why = match mount_idmapped_layers(dir, lowers, map) {
+                Ok(()) => return Ok(RootfsKind::OverlayIdmapped),
+                Err(why) => why,
+            };
+            eprintln!(
+                "hako: no idmapped mounts here ({why}); using a copy of the image with shifted \
+                 owners"
+            );
+        }
+        let shared = self.shifted_copy(lowers, hexes, shift)?;
         mount_overlay(dir, &[shared])
             .map_err(|e| io_err("mount overlay", &dir.join("merged"))(io::Error::other(e)))?;
         Ok(RootfsKind::OverlayShiftedCopy)
@@ -332,17 +346,11 @@ impl Store {
         &self,
         lowers: &[PathBuf],
         hexes: &[String],
-        map: &crate::idmap::IdMap,
+        shift: &crate::idmap::Shift,
     ) -> Result<PathBuf, StoreError> {
         let key = crate::digest::Digest::of(hexes.join(",").as_bytes());
         let base = self.root().join("idmapped");
-        let out = base.join(format!(
-            "{}-{}-{}-{}",
-            map.uid,
-            map.gid,
-            map.size,
-            &key.hex()[..16]
-        ));
+        let out = base.join(format!("{}-{}", shift.key(), &key.hex()[..16]));
         if out.is_dir() {
             return Ok(out);
         }
@@ -358,7 +366,7 @@ impl Store {
             for l in lowers {
                 copy_layer(l, &tmp)?;
             }
-            crate::idmap::shift_owners(&tmp, map).map_err(io_err("shift owners", &tmp))?;
+            crate::idmap::shift_owners(&tmp, shift).map_err(io_err("shift owners", &tmp))?;
             Ok::<(), StoreError>(())
         })();
         if let Err(e) = built {
@@ -380,7 +388,7 @@ impl Store {
     }
 }
 
-fn read_idmap(dir: &Path) -> Result<Option<crate::idmap::IdMap>, StoreError> {
+fn read_idmap(dir: &Path) -> Result<Option<crate::idmap::Shift>, StoreError> {
     let p = dir.join("idmap.json");
     match fs::read(&p) {
         Ok(b) => serde_json::from_slice(&b)

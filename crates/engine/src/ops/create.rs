@@ -369,8 +369,14 @@ fn prepare(
         _ => None,
     };
     let (rootfs, rootfs_kind) = {
+        let keep_id = (rootless && opts.userns.as_deref() == Some("keep-id")).then(|| {
+            let (u, _) = crate::userns::own_namespace("/proc/self/uid_map");
+            let (g, _) = crate::userns::own_namespace("/proc/self/gid_map");
+            (u, g)
+        });
         let ro = hako_image::rootfs::RootfsOptions {
             idmap,
+            keep_id,
             ..Default::default()
         };
         let m = store.prepare_rootfs_with(&opts.image, id, &ro)?;
@@ -484,9 +490,22 @@ fn prepare(
             run_as.additional_gids.push(g);
         }
     }
-    let user = Some(run_as);
     // SAFETY: getuid/getgid have no failure mode.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (mut uid, mut gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut ns_extents = Default::default();
+    if rootless {
+        // We are 0 of the user's namespace: the user's own ids are outside.
+        let (u, us) = crate::userns::own_namespace("/proc/self/uid_map");
+        let (g, gs) = crate::userns::own_namespace("/proc/self/gid_map");
+        (uid, gid, ns_extents) = (u, g, (us, gs));
+        // keep-id: the user's own ids inside, unless -u says otherwise.
+        if opts.userns.as_deref() == Some("keep-id") && user_str.is_none() {
+            run_as.uid = uid;
+            run_as.gid = gid;
+            run_as.additional_gids.clear();
+        }
+    }
+    let user = Some(run_as);
     let flagged = opts
         .device
         .iter()
@@ -511,6 +530,7 @@ fn prepare(
         cgroup_manager,
         uid,
         gid,
+        ns_extents,
         volume_dirs,
         env_file_lines,
         user,
