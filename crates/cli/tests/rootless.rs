@@ -401,3 +401,205 @@ fn rootless_user_without_ranges_is_told_how_to_add_them() {
     assert!(o.status.success(), "{o:?}");
     assert_eq!(stdout(&o).trim(), "true");
 }
+
+/// The rootless engine gives its user nothing the user could not reach
+/// without it: its state is the user's alone, and neither a bind mount
+/// nor container root opens what the user cannot open.
+#[test]
+#[ignore = "needs root"]
+fn rootless_user_reaches_nothing_more_through_hako() {
+    need_root!();
+    let u = TestUser::new("c", true);
+    let root = u.home.path().join("bb");
+    let st = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-bundle.sh"))
+        .arg(&root)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = Command::new("chown")
+        .args(["-R", &format!("{0}:{0}", u.uid)])
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    u.ok(&["import", root.join("rootfs").to_str().unwrap(), "busybox"]);
+    u.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "--network",
+        "none",
+        "-v",
+        "v:/v",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+
+    // State: the roots are the user's and owner-only; nothing of hako's
+    // own below them (outside the image's and volumes' content) is
+    // writable by others.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let data = u.data();
+    let run = u.home.path().join("run/hako");
+    for d in [&data, &run] {
+        let m = std::fs::metadata(d).unwrap();
+        assert_eq!(
+            (m.uid(), m.permissions().mode() & 0o777),
+            (u.uid, 0o700),
+            "{}",
+            d.display()
+        );
+    }
+    fn walk(p: &Path, bad: &mut Vec<String>) {
+        let Ok(m) = std::fs::symlink_metadata(p) else {
+            return;
+        };
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        // The image's and the containers' own files are theirs to set.
+        if ["layers", "upper", "work", "merged", "_data", "idmapped"].contains(&name.as_str()) {
+            return;
+        }
+        if !m.file_type().is_symlink() && m.permissions().mode() & 0o002 != 0 {
+            bad.push(format!("{} {:o}", p.display(), m.permissions().mode()));
+        }
+        if m.is_dir() {
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                walk(&e.path(), bad);
+            }
+        }
+    }
+    let mut bad = Vec::new();
+    walk(&data, &mut bad);
+    walk(&run, &mut bad);
+    assert!(bad.is_empty(), "writable by others: {bad:?}");
+
+    // Probes the user cannot open: a root-only directory and file, the
+    // host's shadow file, and a directory of root's binaries to write.
+    let secret = tempfile::Builder::new()
+        .prefix("hako-secret-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(secret.path(), PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::write(secret.path().join("key"), "secret").unwrap();
+    std::fs::set_permissions(secret.path().join("key"), PermissionsExt::from_mode(0o600)).unwrap();
+    let as_user = |cmd: &str| {
+        Command::new("setpriv")
+            .arg(format!("--reuid={}", u.uid))
+            .arg(format!("--regid={}", u.uid))
+            .args(["--init-groups", "sh", "-c", cmd])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    let key = secret.path().join("key");
+    let dir = secret.path().display().to_string();
+    for (probe, plain, through) in [
+        (
+            "read a root-only directory",
+            format!("ls {dir}"),
+            vec![
+                "run",
+                "--rm",
+                "-v",
+                &format!("{dir}:/s"),
+                "busybox",
+                "ls",
+                "/s",
+            ],
+        ),
+        (
+            "read a root-only file",
+            format!("cat {}", key.display()),
+            vec![
+                "run",
+                "--rm",
+                "-v",
+                &format!("{}:/k", key.display()),
+                "busybox",
+                "cat",
+                "/k",
+            ],
+        ),
+        (
+            "read /etc/shadow",
+            "cat /etc/shadow".into(),
+            vec![
+                "run",
+                "--rm",
+                "-v",
+                "/etc/shadow:/s",
+                "busybox",
+                "cat",
+                "/s",
+            ],
+        ),
+        (
+            "write into /usr/bin",
+            "touch /usr/bin/hako-probe".into(),
+            vec![
+                "run",
+                "--rm",
+                "-v",
+                "/usr/bin:/b",
+                "busybox",
+                "touch",
+                "/b/hako-probe",
+            ],
+        ),
+        (
+            "make a device node",
+            "mknod /tmp/hako-null c 1 3".into(),
+            vec![
+                "run",
+                "--rm",
+                "busybox",
+                "mknod",
+                "/dev/hako-null",
+                "c",
+                "1",
+                "3",
+            ],
+        ),
+    ] {
+        let args: Vec<&str> = through.iter().map(|s| s.as_ref()).collect();
+        assert!(
+            !as_user(&plain),
+            "the user alone can {probe}: the probe is wrong"
+        );
+        let o = u.hako(&args);
+        assert!(
+            !o.status.success(),
+            "through hako the user can {probe}: {}",
+            stdout(&o)
+        );
+    }
+    assert!(!Path::new("/usr/bin/hako-probe").exists());
+    // Another user cannot use this user's engine: its state is unreachable.
+    let other = TestUser::new("d", true);
+    let o = Command::new("setpriv")
+        .arg(format!("--reuid={}", other.uid))
+        .arg(format!("--regid={}", other.uid))
+        .args(["--init-groups", "env"])
+        .arg(format!("HAKO_DATA_DIR={}", data.display()))
+        .arg(format!("HAKO_RUN_DIR={}", run.display()))
+        .arg(format!(
+            "XDG_RUNTIME_DIR={}/run",
+            other.home.path().display()
+        ))
+        .arg(env!("CARGO_BIN_EXE_hako"))
+        .args(["ps", "-a"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success() || !stdout(&o).contains(" c"), "{o:?}");
+    u.ok(&["rm", "-f", "c"]);
+}
