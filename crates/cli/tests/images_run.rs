@@ -94,6 +94,20 @@ fn pulled_and_loaded_images_run() {
     // A multi-layer OCI image from the registry: whiteouts honoured in the
     // running container (motd deleted, /opt/data opaque, layer 3 added).
     let image = format!("127.0.0.1:{port}/layered:oci");
+    // A host without CA certificates: one line saying so, not a panic.
+    let o = Command::new(env!("CARGO_BIN_EXE_hako"))
+        .envs(envs(d))
+        .env("SSL_CERT_FILE", "/nonexistent")
+        .env("SSL_CERT_DIR", "/nonexistent")
+        .args(["pull", &image])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("No CA certificates") && err.lines().count() == 1,
+        "{err}"
+    );
     ok(&hako(d, &["pull", &image]));
     let out = ok(&hako(
         d,

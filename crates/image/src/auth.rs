@@ -21,6 +21,9 @@ pub enum AuthError {
     },
     #[error("credentials file {path}: {reason}")]
     Format { path: PathBuf, reason: String },
+    /// The HTTP client could not be made (e.g. no CA certificates).
+    #[error("set up the registry client: {0}")]
+    Client(String),
 }
 
 /// A user name and password (or token) for one registry.

@@ -424,12 +424,37 @@ pub(crate) fn client_for(
     } else {
         ClientProtocol::Https
     };
-    let client = oci_client::Client::new(ClientConfig {
-        protocol,
+    let config = || ClientConfig {
+        protocol: protocol.clone(),
         connect_timeout: Some(Duration::from_secs(30)),
         read_timeout: Some(Duration::from_secs(300)),
         ..ClientConfig::default()
-    });
+    };
+    // oci-client (0.18) makes a default reqwest client besides the one it
+    // builds, and that one panics on a host without CA certificates, even
+    // for a plain-HTTP registry: turn the panic into one line that says
+    // what is missing (the panic's own report silenced meanwhile).
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let made = std::panic::catch_unwind(|| oci_client::Client::try_from(config()));
+    std::panic::set_hook(hook);
+    let client = match made {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            return Err(AuthError::Client(msg));
+        }
+        Err(_) => {
+            return Err(AuthError::Client(
+                "no CA certificates on this host (install the ca-certificates package)".into(),
+            ))
+        }
+    };
     Ok((client, auth))
 }
 
