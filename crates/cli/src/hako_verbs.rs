@@ -574,6 +574,12 @@ pub fn logout(registry: &str) -> Result<i32> {
 
 /// `network create|ls|inspect|rm|connect|disconnect`.
 pub fn network(dirs: &Dirs, c: NetCmd) -> Result<i32> {
+    // Rootless: the user's networks live in the user's network namespace.
+    if hako_engine::dirs::rootless() && !hako_engine::rootless::inside_netns() {
+        return Ok(hako_engine::network::in_rootless_netns(dirs, || {
+            network(dirs, c).map_err(|e| hako_engine::Error::Other(format!("{e:#}")))
+        })?);
+    }
     let mgr = dirs.net_manager();
     match c {
         NetCmd::Create {

@@ -363,6 +363,44 @@ fn rootless_user_with_subordinate_ids_runs_real_images() {
         http_get(port, "/index.html").filter(|r| r.contains("page"))
     });
     assert!(page.is_some(), "no answer from the published port {port}");
+    // A user network: containers reach each other by name and alias,
+    // through the user's own network namespace (no host bridge).
+    let bridge = format!("hkrl{}", std::process::id() % 100_000);
+    u.ok(&["network", "create", "--bridge", &bridge, "rnet"]);
+    u.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "n1",
+        "--network",
+        "rnet",
+        &image,
+        "sleep",
+        "600",
+    ]);
+    u.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "n2",
+        "--network",
+        "rnet",
+        "--network-alias",
+        "db",
+        &image,
+        "sleep",
+        "600",
+    ]);
+    for peer in ["n2", "db"] {
+        let out = u.ok(&["exec", "n1", "ping", "-c", "1", "-W", "5", peer]);
+        assert!(out.contains("1 packets received"), "{out}");
+    }
+    assert!(
+        !Path::new("/sys/class/net").join(&bridge).exists(),
+        "a rootless network made a host bridge"
+    );
+    u.ok(&["rm", "-f", "n1", "n2"]);
+    u.ok(&["network", "rm", "rnet"]);
     u.ok(&["rm", "-f", "web", "d"]);
     // The ports and pasta are gone with the container.
     common::host::poll(Duration::from_secs(10), || {

@@ -11,9 +11,26 @@ pub fn attach(dirs: &Dirs, rec: &Record, pid: i32) -> Result<Vec<NetAddr>> {
     let mode_s = rec.opts.network.as_deref().unwrap_or("bridge");
     let mode: hako_net::NetworkMode = mode_s.parse()?;
     if dirs::rootless() {
+        // User networks live in the user's rootless network namespace.
+        if let hako_net::NetworkMode::Bridge(nets) = &mode {
+            if !nets.is_empty() {
+                return in_rootless_netns(dirs, || attach_bridges(dirs, rec, pid, &mode));
+            }
+        }
         attach_rootless(dirs, rec, pid, &mode)?;
         return Ok(vec![]);
     }
+    attach_bridges(dirs, rec, pid, &mode)
+}
+
+/// Attach to bridge networks (or `none`): root in the host's network
+/// namespace, rootless in the user's (see [`in_rootless_netns`]).
+fn attach_bridges(
+    dirs: &Dirs,
+    rec: &Record,
+    pid: i32,
+    mode: &hako_net::NetworkMode,
+) -> Result<Vec<NetAddr>> {
     let mgr = dirs.net_manager();
     // Leases of a container being started are from an earlier start whose
     // end was never recorded (a crash, a reboot): free them, and every
@@ -22,7 +39,7 @@ pub fn attach(dirs: &Dirs, rec: &Record, pid: i32) -> Result<Vec<NetAddr>> {
     free_stale_leases(dirs);
     let netns = hako_net::Netns::from_pid(pid as u32);
     let ports = rec.ports()?;
-    match &mode {
+    match mode {
         hako_net::NetworkMode::Bridge(nets) => {
             let nets = if nets.is_empty() {
                 vec![mgr.ensure_default()?.name]
@@ -107,13 +124,6 @@ fn attach_rootless(
             }
             started?;
         }
-        Nm::Bridge(_) => {
-            return Err(crate::Error::Usage(
-                "rootless containers cannot join user networks yet: use the default network, \
-                 none or host"
-                    .into(),
-            ))
-        }
         _ => {}
     }
     Ok(())
@@ -122,8 +132,55 @@ fn attach_rootless(
 /// Give back a container's addresses: its leases, or (rootless) the
 /// namespace file whose removal ends its pasta.
 pub fn release(dirs: &Dirs, id: &str) {
-    let _ = dirs.net_manager().release(id);
+    let mgr = dirs.net_manager();
+    if dirs::rootless() && !crate::rootless::inside_netns() {
+        if mgr.leases_of(id).is_ok_and(|l| !l.is_empty()) {
+            let _ = in_rootless_netns(dirs, || Ok(mgr.release(id)?));
+        }
+    } else {
+        let _ = mgr.release(id);
+    }
     unbind_netns(dirs, id);
+}
+
+/// Run `f` in a child process inside the user's rootless network
+/// namespace, where its user networks' bridges, rules and name servers
+/// live (held by the pause process, reaching out through pasta: see
+/// [`crate::rootless`]). A child, because a process in a user namespace
+/// cannot return to the host's network namespace; `f`'s result comes back
+/// as JSON. For a single-threaded caller.
+pub fn in_rootless_netns<T: serde::Serialize + serde::de::DeserializeOwned>(
+    dirs: &Dirs,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    use std::io::{Read, Write};
+    let ns = crate::rootless::netns(&dirs.run)?;
+    let (r, w) = crate::util::pipe()?;
+    match hako_runtime::os::fork().map_err(crate::sys_err("fork"))? {
+        None => {
+            drop(r);
+            crate::rootless::INSIDE_NETNS.store(true, std::sync::atomic::Ordering::Relaxed);
+            let out: std::result::Result<T, String> =
+                hako_runtime::os::setns(std::os::fd::AsFd::as_fd(&ns), libc::CLONE_NEWNET)
+                    .map_err(|e| format!("join the rootless network namespace: {e}"))
+                    .and_then(|()| f().map_err(|e| e.to_string()));
+            let mut w = std::fs::File::from(w);
+            let _ = w.write_all(&serde_json::to_vec(&out).unwrap_or_default());
+            drop(w);
+            // SAFETY: _exit ends the forked child without the parent's
+            // destructors or atexit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        Some(child) => {
+            drop(w);
+            let mut buf = Vec::new();
+            let _ = std::fs::File::from(r).read_to_end(&mut buf);
+            let _ = hako_runtime::os::waitpid(child, 0);
+            let out: std::result::Result<T, String> = serde_json::from_slice(&buf)
+                .map_err(|_| crate::Error::Other("the rootless network helper died".into()))?;
+            out.map_err(crate::Error::Other)
+        }
+    }
 }
 
 fn unbind_netns(dirs: &Dirs, id: &str) {
@@ -166,7 +223,7 @@ pub fn free_stale_leases(dirs: &Dirs) {
                 None => !bad.iter().any(|c| &c.id == id),
             };
             if stale {
-                let _ = mgr.release(id);
+                release(dirs, id);
             }
         }
     }
@@ -340,6 +397,9 @@ pub fn remove(dirs: &Dirs, network: &str) -> Result<()> {
         return Ok(mgr.remove(network)?);
     }
     stop_dns(dirs, network);
+    if dirs::rootless() {
+        return in_rootless_netns(dirs, || Ok(mgr.remove(network)?));
+    }
     mgr.remove(network)?;
     Ok(())
 }
@@ -414,6 +474,9 @@ fn refresh_peers(dirs: &Dirs, id: &str) {
 
 /// `network connect NET CONTAINER`: a new NIC in the running container.
 pub fn connect(dirs: &Dirs, network: &str, name: &str) -> Result<()> {
+    if dirs::rootless() && !crate::rootless::inside_netns() {
+        return in_rootless_netns(dirs, || connect(dirs, network, name));
+    }
     let (id, r) = live(dirs, name)?;
     let mgr = dirs.net_manager();
     let netns = hako_net::Netns::from_pid(r.pid as u32);
@@ -441,6 +504,9 @@ pub fn connect(dirs: &Dirs, network: &str, name: &str) -> Result<()> {
 }
 
 pub fn disconnect(dirs: &Dirs, network: &str, name: &str) -> Result<()> {
+    if dirs::rootless() && !crate::rootless::inside_netns() {
+        return in_rootless_netns(dirs, || disconnect(dirs, network, name));
+    }
     let id = record::resolve(dirs, name)?;
     let mgr = dirs.net_manager();
     mgr.disconnect(network, &id)?;

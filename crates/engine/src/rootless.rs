@@ -19,6 +19,11 @@
 //! Files written by container uid N belong on the host to the N-th id of
 //! the user's range; only hako (inside) removes them.
 //!
+//! The pause also holds a network namespace of the user's: user networks
+//! (`network create`) live there, their bridges, rules and name servers,
+//! with pasta as the way out to the host; containers on the default
+//! network get a pasta of their own instead (see [`crate::network`]).
+//!
 //! A user without subordinate ranges gets one clear error saying how to
 //! add them; `rootless_single_id = true` under `[engine]` in hako.toml
 //! asks for a map of the user's own id alone instead (images whose files
@@ -139,6 +144,27 @@ fn live_pause(pid_file: &Path) -> Option<i32> {
     (is_pause && uid == real_uid()).then_some(pid)
 }
 
+/// The user's rootless network namespace (the pause process's), where
+/// the user's networks live: bridges, rules, name servers. The pause
+/// reaches the host through pasta, started with it.
+pub fn netns(run_dir: &Path) -> Result<std::os::fd::OwnedFd> {
+    let pid = live_pause(&run_dir.join("pause.pid")).ok_or_else(|| {
+        Error::Other("rootless: the pause process is gone (run any hako command)".into())
+    })?;
+    let p = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let f = std::fs::File::open(&p).map_err(crate::io_err("open", &p))?;
+    Ok(f.into())
+}
+
+/// Is this process in a network namespace other than its parent's view
+/// of the host's, i.e. already in the rootless one (a helper child)?
+pub fn inside_netns() -> bool {
+    INSIDE_NETNS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Set by [`crate::network::in_rootless_netns`]'s child.
+pub static INSIDE_NETNS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn join(pid: i32) -> Result<()> {
     let cwd = std::env::current_dir().ok();
     for ns in ["user", "mnt"] {
@@ -249,6 +275,34 @@ fn start_pause(pid_file: &Path, single_id: bool) -> Result<i32> {
     crate::util::atomic_write(pid_file, pid.to_string().as_bytes())?;
     // Not waited for: it outlives us (re-parented to init), by design.
     drop(child);
+    // The user networks' way out: pasta on the pause's network namespace
+    // (ending with it). Without pasta they still reach each other.
+    let pasta = ["/usr/bin/pasta", "/usr/local/bin/pasta"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file());
+    if let Some(p) = pasta {
+        let pf = pid_file.with_file_name("pause-pasta.pid");
+        // The pasta of a pause that was killed holds its namespace alive
+        // (pasta quits on its own only with a namespace path): it goes.
+        if let Some(old) = std::fs::read_to_string(&pf)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            let cmd = std::fs::read(format!("/proc/{old}/cmdline")).unwrap_or_default();
+            if cmd.starts_with(p.as_os_str().as_encoded_bytes()) {
+                let _ = os::kill(old, libc::SIGTERM);
+            }
+        }
+        if let Err(e) = hako_net::rootless::start_pasta(
+            p,
+            &hako_net::rootless::Target::Pid(pid as u32),
+            &[],
+            &pf,
+        ) {
+            eprintln!("hako: warning: user networks will not reach outside: {e}");
+        }
+    }
     Ok(pid)
 }
 
@@ -257,7 +311,7 @@ fn start_pause(pid_file: &Path, single_id: bool) -> Result<i32> {
 pub fn pause_main(single_id: bool) -> i32 {
     let mut out = std::io::stdout();
     let (uid, gid) = (real_uid(), real_gid());
-    if let Err(e) = os::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) {
+    if let Err(e) = os::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWNET) {
         let _ = writeln!(out, "unshare: {e}");
         return 1;
     }
