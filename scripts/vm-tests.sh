@@ -79,6 +79,10 @@ mkdir -p "$payload/hako-vm"
     # systemd's D-Bus API (the systemd driver's tests use it) is there once
     # PID 1 joined the system bus: wait for it, with a deadline (counted in
     # tries: the VM's clock may jump while it boots).
+    # The VM has no NIC (the tests need no network), but pasta (rootless
+    # networking) needs an interface with a default route to copy, as any
+    # networked host has: a dummy one, with an address from TEST-NET-1.
+    echo 'ip link add hakoext type dummy && ip addr add 192.0.2.2/24 dev hakoext && ip link set hakoext up && ip route add default via 192.0.2.1 || echo "hako-vm: no dummy interface"'
     echo 'for try in $(seq 120); do'
     echo '    busctl --timeout=5 --system call org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.DBus.Peer Ping >/dev/null 2>&1 && break'
     echo '    [ "$try" = 120 ] && { echo "hako-vm: systemd is not on the bus"; rc=1; }'
