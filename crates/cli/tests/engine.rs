@@ -1131,58 +1131,28 @@ fn userns_auto_gives_each_container_its_own_range() {
     e.ok(&["rm", "-f", "a2", "a3"]);
 }
 
-/// `run -it` and `exec -it` on a real terminal (util-linux `script` gives
-/// the CLI a pty): the shell sees a tty, and the exit code comes back.
+/// `run -it` and `exec -it` on a real terminal (a pseudo-terminal made
+/// here): the shell sees a tty, and the exit code comes back.
 #[test]
 #[ignore = "needs root"]
 fn interactive_tty_run_and_exec() {
     need_root!();
-    assert!(
-        Command::new("script").arg("--version").output().is_ok(),
-        "needs util-linux script (scripts/setup.sh installs util-linux)"
-    );
     let e = Engine::new("tty");
-    let through_pty = |cli: &str, input: &'static str| -> Output {
-        let mut c = Command::new("script");
-        c.args(["-qec", cli, "/dev/null"])
-            .env("HAKO_DATA_DIR", e.data())
-            .env("HAKO_RUN_DIR", e.dir.path().join("run"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        std::thread::spawn(move || {
-            use std::io::Write;
-            std::thread::sleep(Duration::from_millis(1000));
-            let _ = stdin.write_all(input.as_bytes());
-            std::thread::sleep(Duration::from_millis(3000));
-        });
-        wait_output(child, Duration::from_secs(30), &[cli])
-    };
-    let o = through_pty(
-        &format!("{} run -it --rm --network none busybox sh", bin()),
-        "echo tty=$(tty)\nexit 4\n",
+    let mut p = Pty::spawn(
+        e.cmd(&["run", "-it", "--rm", "--network", "none", "busybox", "sh"]),
+        24,
+        80,
     );
-    assert_eq!(o.status.code(), Some(4), "{o:?}");
-    assert!(stdout(&o).contains("tty=/dev/pts/0"), "{o:?}");
-    e.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "t",
-        "--network",
-        "none",
-        "busybox",
-        "sleep",
-        "100",
-    ]);
-    let o = through_pty(
-        &format!("{} exec -it t sh", bin()),
-        "echo exec-tty=$(tty)\nexit 6\n",
-    );
-    assert_eq!(o.status.code(), Some(6), "{o:?}");
-    assert!(stdout(&o).contains("exec-tty=/dev/pts/"), "{o:?}");
+    p.send(b"echo tty=$(tty)\r");
+    p.expect("tty=/dev/pts/0");
+    p.send(b"exit 4\r");
+    assert_eq!(p.wait(), 4);
+    e.run_sh("t", &[], "sleep 100");
+    let mut p = Pty::spawn(e.cmd(&["exec", "-it", "t", "sh"]), 24, 80);
+    p.send(b"echo exec-tty=$(tty)\r");
+    p.expect("exec-tty=/dev/pts/");
+    p.send(b"exit 6\r");
+    assert_eq!(p.wait(), 6);
 }
 
 #[test]
