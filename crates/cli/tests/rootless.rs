@@ -306,6 +306,11 @@ fn rootless_user_with_subordinate_ids_runs_real_images() {
     assert_eq!(out, format!("{}\n0\n", u.uid));
     let mine = std::fs::metadata(shared.join("mine")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&mine), u.uid);
+    // Its shifted copy of the image went with the last container using it.
+    let copies = std::fs::read_dir(u.data().join("image/idmapped"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(copies, 0, "a shifted copy outlived its containers");
 
     // A detached container: exec (also as another user), logs, stats, stop.
     u.ok(&[

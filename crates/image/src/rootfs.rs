@@ -348,9 +348,8 @@ impl Store {
         hexes: &[String],
         shift: &crate::idmap::Shift,
     ) -> Result<PathBuf, StoreError> {
-        let key = crate::digest::Digest::of(hexes.join(",").as_bytes());
+        let out = self.shifted_copy_path(hexes, shift);
         let base = self.root().join("idmapped");
-        let out = base.join(format!("{}-{}", shift.key(), &key.hex()[..16]));
         if out.is_dir() {
             return Ok(out);
         }
@@ -384,7 +383,38 @@ impl Store {
     /// [`RootfsMount`] value is gone, e.g. after an engine restart).
     pub fn remove_rootfs(&self, container_id: &str) -> Result<(), StoreError> {
         check_container_id(container_id)?;
-        remove_container_dir(&self.containers_dir().join(container_id))
+        let dir = self.containers_dir().join(container_id);
+        let shared = self.shared_copy_of(&dir);
+        remove_container_dir(&dir)?;
+        // The last container of a shifted copy takes it along.
+        if let Some(copy) = shared {
+            let _c = self.content_lock()?;
+            let used = fs::read_dir(self.containers_dir())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| self.shared_copy_of(&e.path()).as_ref() == Some(&copy));
+            if !used {
+                let _ = remove_tree(&copy);
+            }
+        }
+        Ok(())
+    }
+
+    /// The shifted copy a container's overlay sits on, if it has one.
+    fn shared_copy_of(&self, dir: &Path) -> Option<PathBuf> {
+        let shift = read_idmap(dir).ok()??;
+        let hexes: Vec<String> =
+            serde_json::from_slice(&fs::read(dir.join("layers.json")).ok()?).ok()?;
+        let p = self.shifted_copy_path(&hexes, &shift);
+        p.is_dir().then_some(p)
+    }
+
+    fn shifted_copy_path(&self, hexes: &[String], shift: &crate::idmap::Shift) -> PathBuf {
+        let key = crate::digest::Digest::of(hexes.join(",").as_bytes());
+        self.root()
+            .join("idmapped")
+            .join(format!("{}-{}", shift.key(), &key.hex()[..16]))
     }
 }
 
