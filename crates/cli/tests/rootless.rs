@@ -97,6 +97,25 @@ impl TestUser {
         run_with_timeout(c, Duration::from_secs(120))
     }
 
+    /// A busybox root filesystem of the user's, imported as `busybox`.
+    fn import_busybox(&self) {
+        let root = self.home.path().join("bb");
+        let st = Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-bundle.sh"))
+            .arg(&root)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let st = Command::new("chown")
+            .args(["-R", &format!("{0}:{0}", self.uid)])
+            .arg(&root)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        self.ok(&["import", root.join("rootfs").to_str().unwrap(), "busybox"]);
+    }
+
     /// `run --rm IMAGE sh -c SCRIPT`'s output.
     fn sh(&self, image: &str, script: &str) -> String {
         self.ok(&["run", "--rm", image, "sh", "-c", script])
@@ -453,21 +472,7 @@ fn rootless_user_without_ranges_is_told_how_to_add_them() {
 fn rootless_user_reaches_nothing_more_through_hako() {
     need_root!();
     let u = TestUser::new("c", true);
-    let root = u.home.path().join("bb");
-    let st = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-bundle.sh"))
-        .arg(&root)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let st = Command::new("chown")
-        .args(["-R", &format!("{0}:{0}", u.uid)])
-        .arg(&root)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    u.ok(&["import", root.join("rootfs").to_str().unwrap(), "busybox"]);
+    u.import_busybox();
     u.ok(&[
         "run",
         "-d",
@@ -645,4 +650,67 @@ fn rootless_user_reaches_nothing_more_through_hako() {
         .unwrap();
     assert!(!o.status.success() || !stdout(&o).contains(" c"), "{o:?}");
     u.ok(&["rm", "-f", "c"]);
+}
+
+/// `mount_program` (podman's setting): container roots through
+/// fuse-overlayfs instead of the kernel's overlayfs, said in inspect,
+/// and gone (mount and daemon) with the container.
+#[test]
+#[ignore = "needs root"]
+fn rootless_roots_through_fuse_overlayfs_when_configured() {
+    need_root!();
+    assert!(
+        Path::new("/usr/bin/fuse-overlayfs").is_file(),
+        "needs fuse-overlayfs (scripts/setup.sh installs it)"
+    );
+    let u = TestUser::new("f", true);
+    let cfg_dir = u.home.path().join(".config/hako");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    std::fs::write(
+        cfg_dir.join("hako.toml"),
+        "[engine]\nmount_program = \"/usr/bin/fuse-overlayfs\"\n",
+    )
+    .unwrap();
+    let st = Command::new("chown")
+        .args(["-R", &format!("{0}:{0}", u.uid)])
+        .arg(u.home.path().join(".config"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    u.import_busybox();
+    u.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "f",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /etc/mine; sleep 600",
+    ]);
+    let driver = u.ok(&["inspect", "-f", "{{.GraphDriver.Name}}", "f"]);
+    assert_eq!(driver.trim(), "fuse-overlayfs");
+    assert_eq!(
+        common::host::poll(Duration::from_secs(30), || {
+            let o = u.hako(&["exec", "f", "cat", "/etc/mine"]);
+            o.status.success().then(|| stdout(&o))
+        })
+        .as_deref(),
+        Some("kept\n")
+    );
+    let daemons = || {
+        common::host::pids_mentioning("fuse-overlayfs")
+            .into_iter()
+            .filter(|p| {
+                std::fs::metadata(format!("/proc/{p}"))
+                    .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == u.uid)
+            })
+            .count()
+    };
+    assert_eq!(daemons(), 1);
+    u.ok(&["rm", "-f", "f"]);
+    common::host::poll(Duration::from_secs(10), || (daemons() == 0).then_some(()))
+        .expect("the fuse-overlayfs daemon ends with its container");
 }

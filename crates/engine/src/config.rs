@@ -41,6 +41,11 @@ pub struct EngineSettings {
     /// [`crate::rootless`]).
     #[serde(default)]
     pub rootless_single_id: bool,
+    /// A FUSE overlay program to mount container roots with instead of the
+    /// kernel's overlayfs, as podman's `mount_program` (e.g.
+    /// /usr/bin/fuse-overlayfs). Without it, fuse-overlayfs is used only
+    /// where the kernel refuses an unprivileged overlay.
+    pub mount_program: Option<std::path::PathBuf>,
 }
 
 /// Who makes a container's cgroup: systemd (a transient scope, through

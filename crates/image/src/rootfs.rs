@@ -32,6 +32,8 @@ pub enum RootfsKind {
     /// Overlay over a flattened copy of the image with shifted owners,
     /// shared by the containers with the same map.
     OverlayShiftedCopy,
+    /// fuse-overlayfs (configured, or where the kernel's overlay refused).
+    FuseOverlay,
 }
 
 impl RootfsKind {
@@ -42,6 +44,7 @@ impl RootfsKind {
             RootfsKind::Copy => "copy",
             RootfsKind::OverlayIdmapped => "overlay on idmapped layers",
             RootfsKind::OverlayShiftedCopy => "overlay on a copy with shifted owners",
+            RootfsKind::FuseOverlay => "fuse-overlayfs",
         }
     }
 }
@@ -58,6 +61,9 @@ pub struct RootfsOptions {
     /// Rootless `--userns keep-id`: the user's own (uid, gid), which the
     /// container sees as itself (see [`crate::idmap::Shift::KeepId`]).
     pub keep_id: Option<(u32, u32)>,
+    /// A FUSE overlay program (fuse-overlayfs) to mount with instead of the
+    /// kernel's overlayfs (podman's `mount_program`).
+    pub mount_program: Option<PathBuf>,
 }
 
 /// A prepared root filesystem. Not removed on drop: the container outlives
@@ -191,8 +197,20 @@ impl Store {
                     kind,
                 });
             }
-            let reason = if opts.force_copy {
-                "copy requested".to_owned()
+            let kernel = match &opts.mount_program {
+                Some(_) => Err("a mount program is configured".to_owned()),
+                None if opts.force_copy => Err("copy requested".to_owned()),
+                None => Ok(()),
+            };
+            let fuse = opts.mount_program.clone().or_else(|| {
+                // Without privilege, where the kernel's overlay is refused
+                // (before Linux 5.11): fuse-overlayfs if it is there.
+                (!rustix::process::geteuid().is_root() || !in_initial_userns())
+                    .then(|| PathBuf::from("/usr/bin/fuse-overlayfs"))
+                    .filter(|p| p.is_file())
+            });
+            let reason = if let Err(why) = kernel {
+                why
             } else {
                 match mount_overlay(&dir, &lowers) {
                     Ok(()) => {
@@ -206,6 +224,28 @@ impl Store {
                     Err(e) => e,
                 }
             };
+            if let (Some(prog), false) = (&fuse, opts.force_copy) {
+                match mount_fuse(&dir, &lowers, prog) {
+                    Ok(()) => {
+                        if opts.mount_program.is_none() {
+                            eprintln!(
+                                "hako: not using overlayfs ({reason}); using {}",
+                                prog.display()
+                            );
+                        }
+                        return Ok(RootfsMount {
+                            container_id: container_id.to_owned(),
+                            path: merged,
+                            dir: dir.clone(),
+                            kind: RootfsKind::FuseOverlay,
+                        });
+                    }
+                    Err(e) if opts.mount_program.is_some() => {
+                        return Err(io_err("mount with", prog)(io::Error::other(e)))
+                    }
+                    Err(_) => {}
+                }
+            }
             eprintln!(
                 "hako: not using overlayfs ({reason}); copying the image into {}",
                 merged.display()
@@ -260,6 +300,11 @@ impl Store {
         }
         if let Some(shift) = read_idmap(&dir)? {
             self.mount_for_map(&dir, &lowers, &hexes, &shift)?;
+            return Ok(merged);
+        }
+        if let Ok(prog) = fs::read_link(dir.join("mount-program")) {
+            mount_fuse(&dir, &lowers, &prog)
+                .map_err(|e| io_err("remount", &merged)(io::Error::other(e)))?;
             return Ok(merged);
         }
         mount_overlay(&dir, &lowers)
@@ -418,6 +463,36 @@ impl Store {
     }
 }
 
+/// Mount the overlay with a FUSE program (fuse-overlayfs takes the
+/// kernel's options and goes to the background once mounted); the program
+/// is kept as the `mount-program` link for a remount.
+fn mount_fuse(dir: &Path, lowers: &[PathBuf], prog: &Path) -> Result<(), String> {
+    let out = std::process::Command::new(prog)
+        .arg("-o")
+        .arg(overlay_options(dir, lowers)?)
+        .arg(dir.join("merged"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| format!("run {}: {e}", prog.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            prog.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let link = dir.join("mount-program");
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(prog, &link).map_err(|e| format!("{}: {e}", link.display()))
+}
+
+fn in_initial_userns() -> bool {
+    fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+}
+
 fn read_idmap(dir: &Path) -> Result<Option<crate::idmap::Shift>, StoreError> {
     let p = dir.join("idmap.json");
     match fs::read(&p) {
@@ -468,8 +543,10 @@ fn mount_idmapped_layers(
 /// Flags of the overlay mount on the host.
 pub(crate) const HOST_MOUNT_FLAGS: MountFlags = MountFlags::NOSUID.union(MountFlags::NODEV);
 
-/// Mounts the overlay; on failure returns why, for the one-line notice.
-fn mount_overlay(dir: &Path, lowers: &[PathBuf]) -> Result<(), String> {
+/// The overlay's options for the container directory `dir` (its upper and
+/// work directories made, or kept on a remount): `lowerdir=…,upperdir=…,
+/// workdir=…`, as the kernel and fuse-overlayfs both take them.
+fn overlay_options(dir: &Path, lowers: &[PathBuf]) -> Result<String, String> {
     let upper = dir.join("upper");
     let work = dir.join("work");
     for d in [&upper, &work] {
@@ -493,11 +570,16 @@ fn mount_overlay(dir: &Path, lowers: &[PathBuf]) -> Result<(), String> {
         .map(|p| p.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(":");
-    let mut data = format!(
+    Ok(format!(
         "lowerdir={lower},upperdir={},workdir={}",
         upper.display(),
         work.display()
-    );
+    ))
+}
+
+/// Mounts the overlay; on failure returns why, for the one-line notice.
+fn mount_overlay(dir: &Path, lowers: &[PathBuf]) -> Result<(), String> {
+    let mut data = overlay_options(dir, lowers)?;
     if Whiteouts::for_current_user() == Whiteouts::OverlayUserXattr {
         data.push_str(",userxattr");
     }

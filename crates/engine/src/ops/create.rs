@@ -377,6 +377,7 @@ fn prepare(
         let ro = hako_image::rootfs::RootfsOptions {
             idmap,
             keep_id,
+            mount_program: dirs.config.engine.mount_program.clone(),
             ..Default::default()
         };
         let m = store.prepare_rootfs_with(&opts.image, id, &ro)?;
