@@ -493,6 +493,20 @@ fn rootless_containers_get_limits_through_the_users_systemd() {
     assert_eq!(cg, format!("0::/{manager}/user.slice/{unit}"));
     let dir = scope_dir(&format!("{manager}/user.slice"), &unit);
     assert_eq!(read(dir.join("memory.max")), "67108864");
+    // pause and unpause through the delegated scope's freezer; exec works.
+    ok(&engine(d.path(), user, &["pause", "r2"]));
+    assert_eq!(
+        engine_json(d.path(), user, "r2")["State"]["Status"],
+        "paused"
+    );
+    assert_eq!(read(dir.join("cgroup.freeze")), "1");
+    ok(&engine(d.path(), user, &["unpause", "r2"]));
+    assert_eq!(
+        engine_json(d.path(), user, "r2")["State"]["Status"],
+        "running"
+    );
+    let out = ok(&engine(d.path(), user, &["exec", "r2", "id", "-u"]));
+    assert_eq!(out.trim(), "0");
     ok(&engine(d.path(), user, &["rm", "-f", "r2"]));
     assert!(!dir.exists());
 }

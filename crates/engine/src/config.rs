@@ -46,6 +46,9 @@ pub struct EngineSettings {
     /// /usr/bin/fuse-overlayfs). Without it, fuse-overlayfs is used only
     /// where the kernel refuses an unprivileged overlay.
     pub mount_program: Option<std::path::PathBuf>,
+    /// What gives rootless containers on the default network their way
+    /// out: `pasta` or `slirp4netns` (default: pasta, else slirp4netns).
+    pub rootless_network_cmd: Option<String>,
 }
 
 /// Who makes a container's cgroup: systemd (a transient scope, through

@@ -88,36 +88,49 @@ fn attach_rootless(
     match mode {
         Nm::None => hako_net::Manager::setup_loopback(&netns)?,
         Nm::Bridge(nets) if nets.is_empty() => {
-            let pasta = which("pasta").ok_or_else(|| {
-                crate::Error::Other(
-                    "rootless networking needs pasta (install the passt package), or use \
-                     --network none or host"
-                        .into(),
-                )
-            })?;
+            let cmd = rootless_network_cmd(dirs)?;
             let run = dirs.run_container(&rec.id);
-            let pid_file = run.join("pasta.pid");
             // pasta, root of our user namespace, becomes nobody before it
             // opens the namespace, and nobody may not open another
-            // process's /proc/PID/ns files: hand it a bind mount of the
-            // namespace instead (as podman does). pasta watches the file
-            // and quits once it is gone: see [`release`].
+            // process's /proc/PID/ns files: hand it (and slirp4netns) a
+            // bind mount of the namespace instead (as podman does). pasta
+            // watches the file and quits once it is gone: see [`release`].
             let ns_file = run.join("netns");
             std::fs::write(&ns_file, b"").map_err(crate::io_err("create", &ns_file))?;
             let src = std::ffi::OsString::from(format!("/proc/{pid}/ns/net"));
             let bound = hako_runtime::os::mount(Some(&src), &ns_file, None, libc::MS_BIND, None)
                 .map_err(crate::sys_err("bind the container's network namespace"));
-            let started = bound.and_then(|()| {
-                hako_net::rootless::start_pasta(
-                    &pasta,
+            let ports = rec.ports()?;
+            let started = bound.and_then(|()| match &cmd {
+                RootlessNet::Pasta(p) => hako_net::rootless::start_pasta(
+                    p,
                     &hako_net::rootless::Target::Paths {
                         netns: ns_file.clone(),
                         userns: None,
                     },
-                    &rec.ports()?,
-                    &pid_file,
+                    &ports,
+                    &run.join("pasta.pid"),
                 )
-                .map_err(|e| crate::Error::Other(e.to_string()))
+                .map(drop)
+                .map_err(|e| crate::Error::Other(e.to_string())),
+                RootlessNet::Slirp(p) => {
+                    let mut keep = None;
+                    let r = hako_net::rootless::start_slirp(
+                        p,
+                        &ns_file,
+                        // Short: a socket path must fit in 108 bytes.
+                        &dirs.run.join(format!("slirp-{}.sock", &rec.id[..12])),
+                        &ports,
+                        &mut keep,
+                    )
+                    .map_err(|e| crate::Error::Other(e.to_string()))
+                    .and_then(|pid| {
+                        let f = run.join("slirp.pid");
+                        crate::util::atomic_write(&f, pid.to_string().as_bytes())
+                    });
+                    *SLIRP_EXIT.lock().unwrap_or_else(|e| e.into_inner()) = keep;
+                    r
+                }
             });
             if started.is_err() {
                 unbind_netns(dirs, &rec.id);
@@ -129,8 +142,43 @@ fn attach_rootless(
     Ok(())
 }
 
+/// The write end of this monitor's slirp4netns's exit pipe: slirp4netns
+/// ends when it closes (at the container's end, or with the monitor).
+static SLIRP_EXIT: std::sync::Mutex<Option<std::os::fd::OwnedFd>> = std::sync::Mutex::new(None);
+
+/// What gives a rootless container's default network the way out.
+enum RootlessNet {
+    Pasta(std::path::PathBuf),
+    Slirp(std::path::PathBuf),
+}
+
+/// `rootless_network_cmd` under `[engine]` (podman's setting of that
+/// name): pasta or slirp4netns; by default pasta, else slirp4netns.
+fn rootless_network_cmd(dirs: &Dirs) -> Result<RootlessNet> {
+    let want = dirs.config.engine.rootless_network_cmd.as_deref();
+    let pasta = || which("pasta").map(RootlessNet::Pasta);
+    let slirp = || which("slirp4netns").map(RootlessNet::Slirp);
+    let found = match want {
+        None => pasta().or_else(slirp),
+        Some("pasta") => pasta(),
+        Some("slirp4netns") => slirp(),
+        Some(other) => {
+            return Err(crate::Error::Usage(format!(
+                "rootless_network_cmd {other:?} in hako.toml: pasta or slirp4netns"
+            )))
+        }
+    };
+    found.ok_or_else(|| {
+        crate::Error::Other(format!(
+            "rootless networking needs {} (Debian: passt or slirp4netns), or use --network none \
+             or host",
+            want.unwrap_or("pasta or slirp4netns")
+        ))
+    })
+}
+
 /// Give back a container's addresses: its leases, or (rootless) the
-/// namespace file whose removal ends its pasta.
+/// namespace file whose removal ends its pasta, and its slirp4netns.
 pub fn release(dirs: &Dirs, id: &str) {
     let mgr = dirs.net_manager();
     if dirs::rootless() && !crate::rootless::inside_netns() {
@@ -184,6 +232,24 @@ pub fn in_rootless_netns<T: serde::Serialize + serde::de::DeserializeOwned>(
 }
 
 fn unbind_netns(dirs: &Dirs, id: &str) {
+    SLIRP_EXIT.lock().unwrap_or_else(|e| e.into_inner()).take();
+    // Now, not at its next look at the exit pipe: its ports are free once
+    // the container is gone.
+    let pid_file = dirs.run_container(id).join("slirp.pid");
+    if let Some(pid) = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmd.windows(11).any(|w| w == b"slirp4netns") {
+            let _ = hako_runtime::os::kill(pid, libc::SIGTERM);
+        }
+        let _ = std::fs::remove_file(&pid_file);
+        let _ = std::fs::remove_file(
+            dirs.run
+                .join(format!("slirp-{}.sock", &id[..12.min(id.len())])),
+        );
+    }
     let ns_file = dirs.run_container(id).join("netns");
     if ns_file.exists() {
         let _ = hako_runtime::os::umount2(&ns_file, libc::MNT_DETACH);
