@@ -1017,7 +1017,7 @@ impl AutoPool {
         for f in ["/etc/subuid", "/etc/subgid"] {
             use std::io::Write;
             let mut file = std::fs::OpenOptions::new().append(true).open(f).unwrap();
-            writeln!(file, "hako:1000000000:1000000000").unwrap();
+            writeln!(file, "hako:3000000000:1000000000").unwrap();
         }
         AutoPool { added: true }
     }
@@ -1032,7 +1032,7 @@ impl Drop for AutoPool {
             let s = std::fs::read_to_string(f).unwrap_or_default();
             let kept: String = s
                 .lines()
-                .filter(|l| *l != "hako:1000000000:1000000000")
+                .filter(|l| *l != "hako:3000000000:1000000000")
                 .map(|l| format!("{l}\n"))
                 .collect();
             let _ = std::fs::write(f, kept);

@@ -45,7 +45,10 @@ impl TestUser {
             remove_lines_of(f, &name);
         }
         // A range of its own, far from the usual 100000+ ones.
-        let range = with_ranges.then(|| 300_000_000 + (std::process::id() % 1000) * 131_072);
+        // Distinct per user: a test with two users must not give both the
+        // same host ids.
+        let slot = (std::process::id() % 1000) * 16 + u32::from(tag.as_bytes()[0] % 16);
+        let range = with_ranges.then(|| 300_000_000 + slot * 131_072);
         if let Some(start) = range {
             for f in ["/etc/subuid", "/etc/subgid"] {
                 let mut file = std::fs::OpenOptions::new().append(true).open(f).unwrap();
