@@ -23,8 +23,17 @@ struct TestUser {
     range: Option<u32>,
 }
 
+/// useradd, userdel and our edits of /etc/subuid and /etc/subgid are
+/// read-modify-writes of the same files: one at a time in this process.
+static ACCOUNTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn accounts() -> std::sync::MutexGuard<'static, ()> {
+    ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl TestUser {
     fn new(tag: &str, with_ranges: bool) -> TestUser {
+        let _a = accounts();
         let name = format!("hkr{tag}{}", std::process::id() % 100_000);
         let home = tempfile::Builder::new()
             .prefix("hako-rootless-")
@@ -150,6 +159,7 @@ impl Drop for TestUser {
         let _ = wait_for_none(self.uid);
         // Files of the user's range (unpacked images, volumes) are the
         // user's to remove only from inside: root removes them here.
+        let _a = accounts();
         let _ = Command::new("userdel").arg(&self.name).status();
         for f in ["/etc/subuid", "/etc/subgid"] {
             remove_lines_of(f, &self.name);
@@ -658,6 +668,7 @@ fn rootless_user_reaches_nothing_more_through_hako() {
         .arg(format!("--reuid={}", other.uid))
         .arg(format!("--regid={}", other.uid))
         .args(["--init-groups", "env"])
+        .arg(format!("HOME={}", other.home.path().display()))
         .arg(format!("HAKO_DATA_DIR={}", data.display()))
         .arg(format!("HAKO_RUN_DIR={}", run.display()))
         .arg(format!(
@@ -669,7 +680,33 @@ fn rootless_user_reaches_nothing_more_through_hako() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(!o.status.success() || !stdout(&o).contains(" c"), "{o:?}");
+    assert!(
+        !o.status.success() && stderr(&o).contains("Permission denied"),
+        "{o:?}"
+    );
+    // A runtime directory someone else made first (as /tmp/hako-UID can
+    // be) is refused, not used.
+    let squat = secret.path().join("run-of-someone-else");
+    std::fs::create_dir(&squat).unwrap();
+    std::fs::set_permissions(secret.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&squat, PermissionsExt::from_mode(0o777)).unwrap();
+    let o = Command::new("setpriv")
+        .arg(format!("--reuid={}", u.uid))
+        .arg(format!("--regid={}", u.uid))
+        .args(["--init-groups", "env"])
+        .arg(format!("HOME={}", u.home.path().display()))
+        .arg(format!("XDG_DATA_HOME={}/data", u.home.path().display()))
+        .arg(format!("HAKO_RUN_DIR={}", squat.display()))
+        .arg(env!("CARGO_BIN_EXE_hako"))
+        .args(["ps"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && stderr(&o).contains("must be yours and 0700"),
+        "{o:?}"
+    );
+    assert!(!squat.join("pause.pid").exists());
     u.ok(&["rm", "-f", "c"]);
 }
 

@@ -97,6 +97,9 @@ struct Client {
     sock: UnixStream,
     inbuf: Vec<u8>,
     queued: VecDeque<u8>,
+    /// Fell behind or went away: dropped in [`Server::ready`], so the
+    /// clients keep the places [`Server::poll_set`] gave them until then.
+    gone: bool,
 }
 
 /// The monitor's side: the listening socket and its clients.
@@ -142,8 +145,11 @@ impl Server {
     /// clients' requests, write what is queued; drop clients that left.
     pub fn ready(&mut self, revents: &[i16]) -> Vec<Request> {
         let mut reqs = Vec::new();
-        let mut gone = vec![false; self.clients.len()];
+        let mut gone: Vec<bool> = self.clients.iter().map(|c| c.gone).collect();
         for (i, c) in self.clients.iter_mut().enumerate() {
+            if gone[i] {
+                continue;
+            }
             let rev = revents.get(i + 1).copied().unwrap_or(0);
             if rev & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
                 let mut buf = [0u8; 16 * 1024];
@@ -176,6 +182,7 @@ impl Server {
                         sock,
                         inbuf: Vec::new(),
                         queued: VecDeque::new(),
+                        gone: false,
                     });
                 }
             }
@@ -189,10 +196,10 @@ impl Server {
             return;
         }
         let f = frame(kind, data);
-        self.clients.retain_mut(|c| {
+        for c in self.clients.iter_mut().filter(|c| !c.gone) {
             c.queued.extend(&f);
-            c.queued.len() <= MAX_QUEUED && flush(c).is_ok()
-        });
+            c.gone = c.queued.len() > MAX_QUEUED || flush(c).is_err();
+        }
     }
 
     /// The container ended: each client gets what is queued and the exit
@@ -200,7 +207,7 @@ impl Server {
     pub fn finish(mut self, code: i32) {
         let _ = std::fs::remove_file(&self.path);
         let f = frame(EXIT, &code.to_be_bytes());
-        for c in &mut self.clients {
+        for c in self.clients.iter_mut().filter(|c| !c.gone) {
             c.queued.extend(&f);
             let _ = c.sock.set_nonblocking(false);
             let _ = c

@@ -109,6 +109,22 @@ pub fn enter(run_dir: &Path, single_id: bool) -> Result<()> {
         return Ok(());
     }
     crate::dirs::mkdir_p(run_dir)?;
+    // /tmp/hako-UID (no XDG_RUNTIME_DIR) could have been made by someone
+    // else first: the pause's pid file and the containers' sockets go only
+    // into a directory of ours that no one else can enter.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(run_dir).map_err(crate::io_err("stat", run_dir))?;
+        if m.uid() != real_uid() || m.mode() & 0o077 != 0 {
+            return Err(Error::Other(format!(
+                "rootless: {} belongs to uid {} with mode {:o}; it must be yours and 0700 \
+                 (remove it, or set XDG_RUNTIME_DIR)",
+                run_dir.display(),
+                m.uid(),
+                m.mode() & 0o7777
+            )));
+        }
+    }
     let pid_file = run_dir.join("pause.pid");
     let pid = match live_pause(&pid_file) {
         Some(p) => p,

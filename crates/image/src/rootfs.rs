@@ -203,9 +203,13 @@ impl Store {
                 None => Ok(()),
             };
             let fuse = opts.mount_program.clone().or_else(|| {
-                // Without privilege, where the kernel's overlay is refused
-                // (before Linux 5.11): fuse-overlayfs if it is there.
-                (!rustix::process::geteuid().is_root() || !in_initial_userns())
+                // Root of a user namespace (the rootless engine) where the
+                // kernel's overlay is refused (before Linux 5.11):
+                // fuse-overlayfs if it is there. Not for a plain
+                // unprivileged caller: it could not unmount it again
+                // (umount(2) needs the namespace's root; fusermount is
+                // setuid and not ours to run).
+                (!in_initial_userns())
                     .then(|| PathBuf::from("/usr/bin/fuse-overlayfs"))
                     .filter(|p| p.is_file())
             });
