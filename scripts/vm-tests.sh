@@ -105,6 +105,9 @@ mkdir -p "$payload/hako-vm"
         # filtered out (and counted as such), never reported as passed.
         echo "${env}'$e' --include-ignored --test-threads=2 --color never --skip v1_${filter} || rc=1"
     done
+    # A failure shows what systemd did meanwhile (units started, stopped,
+    # processes it killed): the journal's part about hako's units.
+    echo 'if [ "$rc" != 0 ]; then echo "hako-vm: journal (hako units, kills):"; journalctl -b --no-pager -o short-monotonic 2>/dev/null | grep -iE "hako|kill|scope" | tail -n 80; fi'
     echo 'echo "HAKO-VM-EXIT=$rc"'
     echo 'sync'
     echo 'poweroff -f'
