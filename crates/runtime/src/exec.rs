@@ -187,8 +187,27 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
         e
     };
     if let Some(m) = crate::cgroup::from_state(&st) {
-        m.enter(pid)
-            .map_err(|e| fail(Error::Other(format!("join the container's cgroup: {e}"))))?;
+        match m.enter(pid) {
+            Ok(()) => {}
+            // Rootless, moving a process into the container's cgroup needs
+            // write access up to the common ancestor of both cgroups, which
+            // a delegated scope does not give when the caller runs outside
+            // the user's systemd tree: the process stays where it is (as
+            // runc and crun do for rootless exec), said once.
+            Err(hako_cgroups::Error::Write { source, .. })
+                if !sys::in_initial_userns()
+                    && matches!(source.raw_os_error(), Some(libc::EACCES | libc::EPERM)) =>
+            {
+                crate::log::warn(&format!(
+                    "exec: the process stays outside the container's cgroup: {source}"
+                ));
+            }
+            Err(e) => {
+                return Err(fail(Error::Other(format!(
+                    "join the container's cgroup: {e}"
+                ))))
+            }
+        }
     }
     chan.send(&Msg::Go(pid))
         .ctx(|| "sync with the exec process".into())
