@@ -7,7 +7,7 @@ export DEBIAN_FRONTEND=noninteractive
 # protobuf-compiler: the CRI test client (crates/cli/tests/cri.rs) is generated
 # from Kubernetes' .proto files at build time.
 # criu: checkpoint/restore (crates/cli/tests/checkpoint.rs).
-pkgs=(busybox-static libseccomp-dev pkg-config iproute2 nftables util-linux passt uidmap fuse-overlayfs protobuf-compiler dbus-daemon criu)
+pkgs=(busybox-static libseccomp-dev pkg-config iproute2 nftables util-linux passt slirp4netns uidmap fuse-overlayfs protobuf-compiler dbus-daemon criu)
 # Extra packages a caller needs (benchmarks, client tests) come as arguments.
 pkgs+=("$@")
 

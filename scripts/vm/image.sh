@@ -44,7 +44,7 @@ pkgs=(
     systemd systemd-sysv dbus dbus-user-session libpam-systemd
     kmod iproute2 nftables iptables libseccomp2 busybox-static util-linux procps
     podman containerd runc crun conmon uidmap criu containernetworking-plugins
-    skopeo umoci docker-registry ca-certificates passt fuse-overlayfs
+    skopeo umoci docker-registry ca-certificates passt slirp4netns fuse-overlayfs
     linux-image-cloud-amd64
 )
 work=$(mktemp -d /var/tmp/hako-vm-build.XXXXXX)
