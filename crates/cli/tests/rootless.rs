@@ -459,6 +459,22 @@ fn rootless_user_with_subordinate_ids_runs_real_images() {
         !Path::new("/sys/class/net").join(&bridge).exists(),
         "a rootless network made a host bridge"
     );
+    // -p there would lead nowhere: refused, nothing made.
+    let o = u.hako(&[
+        "run",
+        "-d",
+        "--name",
+        "n3",
+        "--network",
+        "rnet",
+        "-p",
+        "8080:80",
+        &image,
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125), "{o:?}");
+    assert!(stderr(&o).contains("default network only"), "{o:?}");
+    assert!(!u.ok(&["ps", "-a", "--format", "{{.Names}}"]).contains("n3"));
     u.ok(&["rm", "-f", "n1", "n2"]);
     u.ok(&["network", "rm", "rnet"]);
     u.ok(&["rm", "-f", "d"]);
