@@ -1110,12 +1110,18 @@ fn monitor_left(dirs: &Dirs, id: &str, monitor: i32, st: i32) -> Left {
         Some(l) => format!("the monitor {how} before recording the container's end: {l}"),
         None => format!("the monitor {how} before recording the container's end"),
     };
-    let _ = record::update(dirs, id, |r| r.error = Some(msg.clone()));
+    record_unrecorded_end(dirs, id, msg);
+    Left::Unrecorded
+}
+
+/// The keeper records an end its monitor did not: an unknown code, `why`
+/// as the error, and `--rm` done.
+fn record_unrecorded_end(dirs: &Dirs, id: &str, why: String) {
+    let _ = record::update(dirs, id, |r| r.error = Some(why.clone()));
     crate::teardown::finish(dirs, id, None);
-    if r.opts.rm {
+    if record::load(dirs, id).is_ok_and(|r| r.opts.rm) {
         let _ = crate::teardown::remove_all_and_volumes(dirs, id);
     }
-    Left::Unrecorded
 }
 
 /// The keeper's loop: reap until the monitor is done; if the monitor dies
@@ -1162,16 +1168,14 @@ pub fn keep(dirs: &Dirs, id: &str, monitor: i32, sig_proxy: Option<bool>) -> i32
                 Reaped::Nothing => break,
                 // The monitor died and its init (if any) is reaped.
                 Reaped::NoChildren => {
-                    if let Ok(r) = record::load(dirs, id) {
-                        if r.monitor_pid == monitor && r.phase == Phase::Running {
-                            let _ = record::update(dirs, id, |r| {
-                                r.error = Some(
-                                    "the container's end was not recorded (its monitor died)"
-                                        .into(),
-                                );
-                            });
-                            crate::teardown::finish(dirs, id, None);
-                        }
+                    if record::load(dirs, id)
+                        .is_ok_and(|r| r.monitor_pid == monitor && r.phase == Phase::Running)
+                    {
+                        record_unrecorded_end(
+                            dirs,
+                            id,
+                            "the container's end was not recorded (its monitor died)".into(),
+                        );
                     }
                     return 255;
                 }

@@ -258,7 +258,7 @@ fn unbind_netns(dirs: &Dirs, id: &str) {
 }
 
 /// A program on PATH (or the usual sbin directories).
-fn which(prog: &str) -> Option<std::path::PathBuf> {
+pub(crate) fn which(prog: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
     let found = path
         .split(':')

@@ -293,11 +293,7 @@ fn start_pause(pid_file: &Path, single_id: bool) -> Result<i32> {
     drop(child);
     // The user networks' way out: pasta on the pause's network namespace
     // (ending with it). Without pasta they still reach each other.
-    let pasta = ["/usr/bin/pasta", "/usr/local/bin/pasta"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.is_file());
-    if let Some(p) = pasta {
+    if let Some(p) = crate::network::which("pasta").as_deref() {
         let pf = pid_file.with_file_name("pause-pasta.pid");
         // The pasta of a pause that was killed holds its namespace alive
         // (pasta quits on its own only with a namespace path): it goes.

@@ -209,7 +209,7 @@ impl Store {
                 // unprivileged caller: it could not unmount it again
                 // (umount(2) needs the namespace's root; fusermount is
                 // setuid and not ours to run).
-                (!in_initial_userns())
+                (!crate::unpack::in_initial_userns())
                     .then(|| PathBuf::from("/usr/bin/fuse-overlayfs"))
                     .filter(|p| p.is_file())
             });
@@ -490,11 +490,6 @@ fn mount_fuse(dir: &Path, lowers: &[PathBuf], prog: &Path) -> Result<(), String>
     let link = dir.join("mount-program");
     let _ = fs::remove_file(&link);
     std::os::unix::fs::symlink(prog, &link).map_err(|e| format!("{}: {e}", link.display()))
-}
-
-fn in_initial_userns() -> bool {
-    fs::read_to_string("/proc/self/uid_map")
-        .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
 }
 
 fn read_idmap(dir: &Path) -> Result<Option<crate::idmap::Shift>, StoreError> {

@@ -290,9 +290,12 @@ impl Default for UnpackOptions {
 /// and device nodes are available), as opposed to an unprivileged user or
 /// root inside a user namespace.
 pub fn privileged() -> bool {
-    if !rustix::process::geteuid().is_root() {
-        return false;
-    }
+    rustix::process::geteuid().is_root() && in_initial_userns()
+}
+
+/// The process is in the initial user namespace (its map is the identity
+/// of every id; no /proc: assumed so).
+pub(crate) fn in_initial_userns() -> bool {
     match std::fs::read_to_string("/proc/self/uid_map") {
         Ok(map) => map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"],
         Err(_) => true,
