@@ -88,6 +88,16 @@ mkdir -p "$payload/hako-vm"
     echo '    [ "$try" = 120 ] && { echo "hako-vm: systemd is not on the bus"; rc=1; }'
     echo '    sleep 1'
     echo 'done'
+    # Who sends SIGKILL to whom (the kernel's signal_generate trace event),
+    # shown for a failing test binary: a process of hako's that died
+    # without a word is named here with its killer.
+    echo 'tr=/sys/kernel/tracing; [ -d $tr/events ] || mount -t tracefs tracefs $tr 2>/dev/null'
+    echo 'if [ -w $tr/events/signal/signal_generate/filter ]; then echo 4096 > $tr/buffer_size_kb; echo "sig == 9" > $tr/events/signal/signal_generate/filter; echo 1 > $tr/events/signal/signal_generate/enable; else tr=; fi'
+    echo 'failed() {'
+    echo '    echo "hako-vm: $1 failed; the journal since it started (without the rootless tests'"'"' noise):"'
+    echo '    journalctl -b --no-pager -o short-monotonic 2>/dev/null | awk -v t0="$2" '"'"'{ s = $0; sub(/^\[ */, "", s) } s + 0 >= t0'"'"' | grep -vE "failed to set xattr on upper|No external routable|entered (blocking|disabled|forwarding) state|promiscuous mode|link becomes ready|user(add|del)\\[" | tail -n 200'
+    echo '    [ -n "$tr" ] && { echo "hako-vm: SIGKILLs sent to hako processes meanwhile:"; grep "comm=hako " $tr/trace | tail -n 60; }'
+    echo '}'
     for i in "${!exes[@]}"; do
         e=${exes[$i]}
         env=
@@ -103,11 +113,9 @@ mkdir -p "$payload/hako-vm"
         # Tests named v1_* need cgroup v1 hierarchies, which this host has
         # none of: they run on the hybrid development host; here they are
         # filtered out (and counted as such), never reported as passed.
-        echo "${env}'$e' --include-ignored --test-threads=2 --color never --skip v1_${filter} || rc=1"
+        echo 't0=$(cut -d" " -f1 /proc/uptime); [ -n "$tr" ] && echo > $tr/trace'
+        echo "${env}'$e' --include-ignored --test-threads=2 --color never --skip v1_${filter} || { rc=1; failed '${env}$(basename "$e")' \$t0; }"
     done
-    # A failure shows what systemd did meanwhile (units started, stopped,
-    # processes it killed): the journal's part about hako's units.
-    echo 'if [ "$rc" != 0 ]; then echo "hako-vm: journal (hako units, kills):"; journalctl -b --no-pager -o short-monotonic 2>/dev/null | grep -iE "hako|kill|scope" | tail -n 80; fi'
     echo 'echo "HAKO-VM-EXIT=$rc"'
     echo 'sync'
     echo 'poweroff -f'
