@@ -288,6 +288,46 @@ pub enum Cmd {
         #[arg(required = true)]
         images: Vec<String>,
     },
+    /// Build an image from a Containerfile (or Dockerfile) and a context:
+    /// a directory, `-` (a tar, or a Containerfile alone, on stdin) or a
+    /// tar archive. Every step is cached (`--no-cache` to rebuild). The
+    /// image id goes to stdout, the steps to stderr; a failure exits 1
+    /// (Docker's code, for bad input and failed steps alike).
+    Build {
+        /// NAME[:TAG] for the image (repeatable).
+        #[arg(short, long = "tag")]
+        tag: Vec<String>,
+        /// The Containerfile (default: Containerfile, else Dockerfile, in
+        /// the context; `-` reads it from stdin).
+        #[arg(short, long)]
+        file: Option<PathBuf>,
+        /// KEY=VALUE for an ARG (KEY alone: from the environment).
+        #[arg(long)]
+        build_arg: Vec<String>,
+        /// Build up to this stage (by its AS name).
+        #[arg(long)]
+        target: Option<String>,
+        /// Run every step again, ignoring the cache.
+        #[arg(long)]
+        no_cache: bool,
+        /// Pull every FROM image, even those already here.
+        #[arg(long)]
+        pull: bool,
+        /// The network of RUN steps (default: the default network).
+        #[arg(long)]
+        network: Option<String>,
+        /// KEY=VALUE label on the image.
+        #[arg(long)]
+        label: Vec<String>,
+        /// Write the image id to this file.
+        #[arg(long)]
+        iidfile: Option<PathBuf>,
+        /// Print only the image id (a failing RUN's output is still shown).
+        #[arg(short, long)]
+        quiet: bool,
+        /// The build context.
+        context: String,
+    },
     /// A new image from a container's changes.
     Commit {
         /// The author in the image's history.

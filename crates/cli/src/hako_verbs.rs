@@ -463,6 +463,33 @@ pub fn save(dirs: &Dirs, images: &[String], format: &str, output: Option<&Path>)
     write_tar("save", output, |w| Ok(store.save(images, format, w)?))
 }
 
+/// `build`: the steps on stderr, the image id on stdout (and in
+/// --iidfile); any failure is one line and exit 1, as Docker's.
+pub fn build(dirs: &Dirs, o: &hako_engine::build::BuildOptions) -> Result<i32> {
+    match hako_engine::build::build(dirs, o) {
+        Ok(id) => {
+            if let Some(f) = &o.iidfile {
+                if let Err(e) = std::fs::write(f, id.to_string()) {
+                    eprintln!("hako: build: --iidfile {}: {e}", f.display());
+                    return Ok(1);
+                }
+            }
+            hako_engine::events::emit(dirs, "image", "build", &id.to_string(), &[]);
+            if !o.quiet {
+                for t in &o.tags {
+                    eprintln!("Successfully tagged {t}");
+                }
+            }
+            println!("{id}");
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("hako: build: {}", hako_runtime::chain_message(&e));
+            Ok(1)
+        }
+    }
+}
+
 /// `history IMAGE`: Docker's columns, newest first.
 pub fn history(dirs: &Dirs, image: &str, no_trunc: bool, quiet: bool) -> Result<i32> {
     let store = dirs.image_store()?;

@@ -17,6 +17,7 @@
 //! - [`util`]: flock, ids, time stamps, small syscalls.
 
 pub mod attach;
+pub mod build;
 pub mod config;
 pub mod dirs;
 pub mod events;

@@ -209,6 +209,47 @@ pub fn pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
     })
 }
 
+/// Runs `child` in a forked child (which then `_exit`s) and `parent`
+/// here meanwhile; the child's error (its message, through a pipe) or
+/// failure is the result, else the parent's. Fork only from one thread:
+/// the child may allocate.
+pub fn in_fork(
+    child: impl FnOnce() -> std::io::Result<()>,
+    parent: impl FnOnce() -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let (err_r, err_w) = pipe().map_err(std::io::Error::other)?;
+    match hako_runtime::os::fork()? {
+        None => {
+            drop(err_r);
+            let code = match child() {
+                Ok(()) => 0,
+                Err(e) => {
+                    let _ = std::fs::File::from(err_w).write_all(e.to_string().as_bytes());
+                    1
+                }
+            };
+            // SAFETY: _exit ends the forked child without running the
+            // parent's destructors or atexit handlers twice.
+            unsafe { libc::_exit(code) }
+        }
+        Some(pid) => {
+            drop(err_w);
+            let res = parent();
+            let mut msg = String::new();
+            let _ = std::fs::File::from(err_r).read_to_string(&mut msg);
+            let status = hako_runtime::os::waitpid(pid, 0)?;
+            if !msg.is_empty() {
+                return Err(std::io::Error::other(msg));
+            }
+            if status.is_some_and(|s| s != 0) {
+                return Err(std::io::Error::other("the child process failed"));
+            }
+            res
+        }
+    }
+}
+
 /// A close-on-exec copy of `fd` numbered 10 or above.
 pub fn dup_high(fd: i32) -> Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;

@@ -18,6 +18,7 @@
 
 pub mod auth;
 pub mod changes;
+pub mod compose;
 pub mod diff;
 pub mod digest;
 pub mod idmap;

@@ -555,6 +555,19 @@ fn overlay_options(dir: &Path, lowers: &[PathBuf]) -> Result<String, String> {
             r => r.map_err(|e| format!("create {}: {e}", d.display()))?,
         }
     }
+    // An image without layers (`FROM scratch` in a build): overlay needs
+    // a lower directory, an empty one of the container's own.
+    let empty = [dir.join("empty")];
+    let lowers = if lowers.is_empty() {
+        match fs::DirBuilder::new().mode(0o755).create(&empty[0]) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(format!("create {}: {e}", empty[0].display()))
+            }
+            _ => &empty[..],
+        }
+    } else {
+        lowers
+    };
     let all = lowers.iter().chain([&upper, &work]);
     for p in all {
         let b = p.as_os_str().as_bytes();

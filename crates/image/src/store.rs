@@ -133,6 +133,9 @@ pub struct ImageRecord {
     pub os: String,
     /// Seconds since the epoch when the store got the image.
     pub added: u64,
+    /// A step of a build (its cache), hidden from `images`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub intermediate: bool,
 }
 
 impl ImageRecord {
@@ -228,7 +231,7 @@ impl TempPath {
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
-    fn keep(mut self) {
+    pub(crate) fn keep(mut self) {
         self.keep = true;
     }
 }
@@ -477,7 +480,7 @@ impl Store {
         self.lock("gc.lock", FlockOperation::LockShared)
     }
 
-    fn meta_lock(&self) -> Result<Lock, StoreError> {
+    pub(crate) fn meta_lock(&self) -> Result<Lock, StoreError> {
         self.lock("lock", FlockOperation::LockExclusive)
     }
 
@@ -677,7 +680,7 @@ impl Store {
         }
     }
 
-    fn record_path(&self, id: &ImageId) -> PathBuf {
+    pub(crate) fn record_path(&self, id: &ImageId) -> PathBuf {
         self.root.join("images").join(format!("{}.json", id.hex()))
     }
 
@@ -705,7 +708,7 @@ impl Store {
         Ok(out)
     }
 
-    fn write_record(&self, rec: &ImageRecord) -> Result<(), StoreError> {
+    pub(crate) fn write_record(&self, rec: &ImageRecord) -> Result<(), StoreError> {
         let p = self.record_path(&rec.id);
         let bytes = serde_json::to_vec_pretty(rec).map_err(|source| StoreError::Record {
             path: p.clone(),
@@ -790,7 +793,11 @@ impl Store {
                 architecture: config.architecture.clone(),
                 os: config.os.clone(),
                 added: now_secs(),
+                intermediate: false,
             });
+        if !new_names.is_empty() {
+            rec.intermediate = false;
+        }
         rec.manifest = manifest_desc.clone();
         rec.index = index.cloned().or(rec.index);
         rec.layers = layers;
@@ -872,6 +879,7 @@ impl Store {
         Ok(self
             .read_records()?
             .into_iter()
+            .filter(|r| !r.intermediate)
             .map(|r| ImageSummary {
                 id: r.id.to_string(),
                 size: r.size(),

@@ -255,6 +255,34 @@ fn real_main(cli: Cli) -> Result<i32> {
             0
         }
         Cmd::Load { input } => verbs::load(dirs, &input)?,
+        Cmd::Build {
+            tag,
+            file,
+            build_arg,
+            target,
+            no_cache,
+            pull,
+            network,
+            label,
+            iidfile,
+            quiet,
+            context,
+        } => verbs::build(
+            dirs,
+            &hako_engine::build::BuildOptions {
+                context,
+                file,
+                tags: tag,
+                build_args: build_arg,
+                target,
+                no_cache,
+                pull,
+                network,
+                labels: label,
+                iidfile,
+                quiet,
+            },
+        )?,
         Cmd::Commit {
             author,
             message,

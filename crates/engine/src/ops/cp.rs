@@ -168,40 +168,20 @@ fn in_container(
     work: impl FnOnce(File) -> io::Result<()>,
     parent: impl FnOnce(File) -> io::Result<()>,
 ) -> Result<()> {
-    let (err_r, err_w) = crate::util::pipe()?;
-    match os::fork().map_err(crate::sys_err("fork"))? {
-        None => {
-            drop(ours);
-            drop(err_r);
-            let res = enter(r).and_then(|()| work(File::from(theirs)));
-            let code = match res {
-                Ok(()) => 0,
-                Err(e) => {
-                    let _ = File::from(err_w).write_all(e.to_string().as_bytes());
-                    1
-                }
-            };
-            // SAFETY: _exit ends the forked child without running the
-            // parent's destructors or atexit handlers twice.
-            unsafe { libc::_exit(code) }
-        }
-        Some(pid) => {
-            drop(theirs);
-            drop(err_w);
-            let ours = File::from(ours);
-            let res = parent(ours);
-            let status = os::waitpid(pid, 0).map_err(crate::sys_err("wait for cp"))?;
-            let mut msg = String::new();
-            let _ = File::from(err_r).read_to_string(&mut msg);
-            if !msg.is_empty() {
-                return Err(Error::Usage(format!("cp: {msg}")));
-            }
-            if status.is_some_and(|s| s != 0) {
-                return Err(Error::Usage("cp: the copy in the container failed".into()));
-            }
-            res.map_err(|e| Error::Usage(format!("cp: {e}")))
-        }
-    }
+    // Each side holds only its own end, so each sees the other's close.
+    let ours = std::cell::Cell::new(Some(ours));
+    let theirs = std::cell::Cell::new(Some(theirs));
+    crate::util::in_fork(
+        || {
+            drop(ours.take());
+            enter(r).and_then(|()| work(File::from(theirs.take().expect("once"))))
+        },
+        || {
+            drop(theirs.take());
+            parent(File::from(ours.take().expect("once")))
+        },
+    )
+    .map_err(|e| Error::Usage(format!("cp: {e}")))
 }
 
 /// `cp SRC DEST`: one side a container (`NAME:PATH`), the other a host
