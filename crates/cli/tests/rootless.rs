@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use common::registry::Registry;
 use common::*;
 
 /// A user made for one test, with a home, a runtime directory and
@@ -191,50 +192,6 @@ fn remove_lines_of(file: &str, name: &str) {
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(file, kept).unwrap();
-}
-
-fn registry_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-registry.sh")
-}
-
-/// The loopback registry of scripts/test-registry.sh, stopped on drop.
-struct Registry {
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::Builder::new()
-            .prefix("hako-rl-reg-")
-            .tempdir()
-            .unwrap();
-        let st = Command::new("bash")
-            .arg(registry_script())
-            .arg("start")
-            .arg(dir.path())
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "test-registry.sh start failed");
-        Registry { dir, port }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(registry_script())
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
-    }
 }
 
 fn http_get(port: u16, path: &str) -> Option<String> {

@@ -87,7 +87,7 @@ impl Store {
             schema_version: 2,
             media_type: Some(media::OCI_MANIFEST.into()),
             config: config_desc,
-            layers: layers.iter().map(|l| l.blob.clone()).collect(),
+            layers: layers.iter().map(|l| oci_layer(&l.blob)).collect(),
             annotations: None,
         };
         let desc =
@@ -97,6 +97,49 @@ impl Store {
             self.set_intermediate(&id, true)?;
         }
         Ok(id)
+    }
+
+    /// `hako commit`: a new image of `parent`'s layers plus the changes
+    /// of `container_id` as one more layer, with `parent`'s config updated
+    /// by the container's settings and `changes`, a history entry, and
+    /// `name` (if any). Returns its id.
+    pub fn commit_container(
+        &self,
+        container_id: &str,
+        parent: &str,
+        name: Option<&str>,
+        o: &crate::diff::CommitOptions,
+    ) -> Result<ImageId, ImportError> {
+        let names: Vec<Reference> = name
+            .map(|n| n.parse().map_err(StoreError::from))
+            .transpose()?
+            .into_iter()
+            .collect();
+        let (mut layers, mut config) = self.layers_and_config(parent)?;
+        let mut run = config["config"].as_object().cloned().unwrap_or_default();
+        for (k, v) in &o.config {
+            run.insert(k.clone(), v.clone());
+        }
+        for c in &o.changes {
+            crate::changes::apply(&mut run, c).map_err(ImportError::Change)?;
+        }
+        layers.push(self.layer_from_changes(container_id)?);
+        let now = crate::store::rfc3339(crate::store::now_secs());
+        config["created"] = now.clone().into();
+        config["config"] = run.into();
+        let mut entry = serde_json::json!({"created": now, "created_by": "hako commit"});
+        if let Some(a) = &o.author {
+            config["author"] = a.clone().into();
+            entry["author"] = a.clone().into();
+        }
+        if let Some(c) = &o.comment {
+            entry["comment"] = c.clone().into();
+        }
+        match config["history"].as_array_mut() {
+            Some(h) => h.push(entry),
+            None => config["history"] = serde_json::json!([entry]),
+        }
+        self.compose_image(&layers, &config, &names, false)
     }
 
     /// Shows an intermediate image in `images` (a build's result).
@@ -159,5 +202,21 @@ impl Store {
                 let _ = fs::remove_file(e.path());
             }
         }
+    }
+}
+
+/// A layer's descriptor for an OCI manifest: Docker's media types (of
+/// layers pulled from a Docker schema 2 image) become their OCI equals,
+/// the bytes being the same; an OCI manifest with Docker layer types is
+/// refused by strict readers (umoci).
+fn oci_layer(d: &Descriptor) -> Descriptor {
+    let media_type = match d.media_type.as_str() {
+        media::DOCKER_LAYER_GZIP => media::OCI_LAYER_GZIP,
+        "application/vnd.docker.image.rootfs.diff.tar" => media::OCI_LAYER,
+        m => m,
+    };
+    Descriptor {
+        media_type: media_type.to_string(),
+        ..d.clone()
     }
 }

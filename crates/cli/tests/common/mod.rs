@@ -323,6 +323,7 @@ pub fn attacker_verdict(log: &Path, deadline: Duration) -> String {
 }
 pub mod criu;
 pub mod host;
+pub mod registry;
 
 /// The lines a long-running command (`hako-runc events`) prints, as they
 /// come: its child, a receiver of its lines, and the reader thread.

@@ -1188,9 +1188,12 @@ impl Builder<'_> {
             dirs: self.dirs,
             id: id.clone(),
         };
+        // A Ctrl-C (or SIGTERM) ends the wait at once (the container's
+        // init may ignore it, as PID 1 does by default); the container
+        // then goes with the step (BuildContainer's drop).
         let fg = crate::monitor::Foreground {
             detach_keys: crate::attach::parse_detach_keys("")?,
-            sig_proxy: true,
+            sig_proxy: false,
         };
         let code = if self.o.quiet {
             quietly(|| crate::monitor::foreground(self.dirs, &id, &fg))??
@@ -1198,6 +1201,11 @@ impl Builder<'_> {
             crate::monitor::foreground(self.dirs, &id, &fg)?
         };
         if code != 0 {
+            if crate::record::load(self.dirs, &id)
+                .is_ok_and(|r| r.phase == crate::record::Phase::Running)
+            {
+                return Err(self.err(ins, "interrupted"));
+            }
             if self.o.quiet {
                 let mut out = std::io::stderr();
                 let mut err = std::io::stderr();
