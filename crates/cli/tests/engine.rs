@@ -3771,14 +3771,29 @@ fn restart_policies_as_docker() {
     // A monitor killed while it waits to restart: its keeper records the
     // end, with why, instead of leaving a container that never restarts.
     e.run_sh("orphan", &["--restart", "always"], "exit 1");
-    // From the fourth wait on, the backoff is 800 ms or more: time enough
-    // to kill the monitor before it restarts the container.
-    let mon = poll(60, "orphan to wait for its restart", || {
-        let i = e.inspect("orphan");
-        (i["State"]["Restarting"] == true && i["RestartCount"].as_u64() >= Some(3))
-            .then(|| i["State"]["MonitorPid"].as_i64())
-            .flatten()
-    });
+    // The monitor is stopped (SIGSTOP) while its record says it waits to
+    // restart, so the record cannot move on before the kill (a slow host
+    // could otherwise see the wait end between the look and the kill).
+    let mon = poll(
+        60,
+        "orphan's monitor stopped while it waits to restart",
+        || {
+            let i = e.inspect("orphan");
+            let mon = i["State"]["MonitorPid"].as_i64().filter(|p| *p > 0)?;
+            if i["State"]["Restarting"] != true {
+                return None;
+            }
+            // SAFETY: kill with integers.
+            unsafe { libc::kill(mon as i32, libc::SIGSTOP) };
+            let i = e.inspect("orphan");
+            if i["State"]["Restarting"] == true && i["State"]["MonitorPid"].as_i64() == Some(mon) {
+                return Some(mon);
+            }
+            // SAFETY: kill with integers.
+            unsafe { libc::kill(mon as i32, libc::SIGCONT) };
+            None
+        },
+    );
     sigkill(&[mon]);
     let i = done("orphan");
     let err = i["State"]["Error"].as_str().unwrap_or("").to_string();
