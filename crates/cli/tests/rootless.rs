@@ -246,6 +246,40 @@ fn rootless_user_with_subordinate_ids_runs_real_images() {
         "{out}"
     );
 
+    // A rootless build: RUN and COPY --chown keep the image's owners,
+    // and the result runs.
+    let ctx = u.home.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Containerfile"),
+        format!(
+            "FROM {image}\nRUN mkdir /made && echo built > /made/f && chown 1000:1000 /made/f\nCOPY --chown=33:33 note /srv/www/note\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(ctx.join("note"), "copied\n").unwrap();
+    for f in ["", "Containerfile", "note"] {
+        std::os::unix::fs::chown(ctx.join(f), Some(u.uid), Some(u.uid)).unwrap();
+    }
+    u.ok(&[
+        "build",
+        "-q",
+        "--network",
+        "none",
+        "-t",
+        "localhost/rl-built:1",
+        ctx.to_str().unwrap(),
+    ]);
+    let out = u.sh(
+        "localhost/rl-built:1",
+        "stat -c '%u:%g' /made/f /srv/www/note; cat /made/f /srv/www/note",
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["1000:1000", "33:33", "built", "copied"],
+        "{out}"
+    );
+
     // A volume written inside belongs to the mapped ids outside.
     u.ok(&[
         "run",
