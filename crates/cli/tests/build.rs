@@ -250,8 +250,134 @@ fn a_multi_stage_build_runs_caches_and_is_read_by_other_tools() {
         ],
         "{out}"
     );
+    // ADD: a local tar is unpacked, a URL fetched (0600); ONBUILD
+    // triggers run in the next build, which does not inherit them.
+    let more = reg.dir.path().join("more");
+    write(&more, &[("t/inner.txt", "inner\n")]);
+    ok(&Command::new("tar")
+        .arg("-C")
+        .arg(&more)
+        .args(["-czf", "arch.tar.gz", "t"])
+        .current_dir(&more)
+        .output()
+        .unwrap());
+    std::fs::remove_dir_all(more.join("t")).unwrap();
+    write(
+        &more,
+        &[(
+            "Containerfile",
+            &format!(
+                "FROM {registry}/busybox:latest\nADD arch.tar.gz /x/\nADD http://{registry}/v2/busybox/tags/list /tags/\nONBUILD RUN echo triggered > /t\n"
+            ),
+        )],
+    );
+    let parent = h.ok(&[
+        "build",
+        "-q",
+        "--network",
+        "none",
+        "-t",
+        "localhost/parent:1",
+        more.to_str().unwrap(),
+    ]);
+    let out = h.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        parent.trim(),
+        "sh",
+        "-c",
+        "cat /x/t/inner.txt /tags/list; stat -c %a /tags/list; test -e /t || echo untriggered",
+    ]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "inner",
+            r#"{"name":"busybox","tags":["latest","oci"]}"#,
+            "600",
+            "untriggered"
+        ],
+        "{out}"
+    );
+    // The child: its Containerfile on stdin (`-`, no context), --label,
+    // --iidfile.
+    let iid = reg.dir.path().join("iid");
+    let mut c = h.cmd(&[
+        "build",
+        "--network",
+        "none",
+        "--label",
+        "k=v",
+        "--iidfile",
+        iid.to_str().unwrap(),
+        "-",
+    ]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        b"FROM localhost/parent:1\nCMD [\"cat\", \"/t\"]\n",
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    let child_id = ok(&o).trim().to_string();
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), child_id);
+    let out = h.ok(&["run", "--rm", "--network", "none", &child_id]);
+    assert_eq!(out.trim(), "triggered");
+    let c = config(&h, &child_id);
+    assert!(c["OnBuild"].is_null(), "{c}");
+    assert_eq!(c["Labels"]["k"], "v", "{c}");
+    // --target: the first stage alone; a tar of the context on stdin is
+    // the same context (every step cached, the same image).
+    let target = {
+        let (id, _) = build(&["--target", "build"]);
+        id
+    };
+    let out = h.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &target,
+        "cat",
+        "/out/made.txt",
+    ]);
+    assert_eq!(out.trim(), "made in stage one");
+    let tar = reg.dir.path().join("ctx.tar");
+    ok(&Command::new("tar")
+        .arg("-C")
+        .arg(&ctx)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .output()
+        .unwrap());
+    let mut c = h.cmd(&[
+        "build",
+        "--network",
+        "none",
+        "--build-arg",
+        "GREETING=hi there",
+        "--build-arg",
+        &format!("REGISTRY={registry}"),
+        "-",
+    ]);
+    let o = c
+        .stdin(std::fs::File::open(&tar).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(ok(&o).trim(), id, "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains(" ("),
+        "every step cached: {}",
+        stderr(&o)
+    );
     // Only the results are listed, not the steps.
-    assert_eq!(h.images().lines().count(), 3, "{}", h.images());
+    assert_eq!(h.images().lines().count(), 6, "{}", h.images());
 
     // No change: every step CACHED, the same image.
     let (again, log) = build(&["-t", "localhost/greet:1"]);

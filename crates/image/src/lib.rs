@@ -21,6 +21,7 @@ pub mod changes;
 pub mod compose;
 pub mod diff;
 pub mod digest;
+pub mod fetch;
 pub mod idmap;
 pub mod import;
 pub mod manifest;

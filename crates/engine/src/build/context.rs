@@ -21,7 +21,19 @@ pub struct Context {
 }
 
 /// A directory of ours, removed on drop.
-struct Scratch(PathBuf);
+pub(super) struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// A new empty directory under the data dir's tmp/.
+    pub fn new(dirs: &Dirs, what: &str) -> Result<Scratch> {
+        let d = dirs
+            .data
+            .join("tmp")
+            .join(format!("build-{what}-{}", &crate::util::random_id()?[..12]));
+        crate::dirs::mkdir_p(&d)?;
+        Ok(Scratch(d))
+    }
+}
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -58,12 +70,9 @@ pub fn open(dirs: &Dirs, spec: &str, file: Option<&Path>) -> Result<Context> {
     let mut scratch = None;
     let mut stdin_file = None;
     let root = if spec == "-" || Path::new(spec).is_file() {
-        let tmp = dirs.data.join("tmp").join(format!(
-            "build-context-{}",
-            &crate::util::random_id()?[..12]
-        ));
-        crate::dirs::mkdir_p(&tmp)?;
-        scratch = Some(Scratch(tmp.clone()));
+        let s = Scratch::new(dirs, "context")?;
+        let tmp = s.0.clone();
+        scratch = Some(s);
         let mut r: Box<dyn BufRead> = if spec == "-" {
             Box::new(std::io::BufReader::new(std::io::stdin()))
         } else {

@@ -45,6 +45,8 @@ pub enum Source {
     },
     /// A heredoc (`COPY <<EOF /dest`).
     Inline { name: String, data: Vec<u8> },
+    /// A file ADD downloaded (mode 0600, never unpacked, as Docker's).
+    Fetched { host: PathBuf, name: String },
 }
 
 impl Source {
@@ -245,6 +247,10 @@ pub fn digest(from: &From, sources: &[Source]) -> io::Result<String> {
             Source::Inline { name, data } => {
                 h.update(format!("inline {name} {}\n", data.len()));
                 h.update(data);
+            }
+            Source::Fetched { host, name } => {
+                h.update(format!("fetched {name}\n"));
+                hash_entry(&mut h, host, Path::new("."), &std::fs::metadata(host)?)?;
             }
             Source::Path { host, rel, name } => {
                 h.update(format!("source {name}\n"));
@@ -508,6 +514,12 @@ impl Copy<'_> {
                         .clone()
                         .unwrap_or_else(|| join(&target_dir, name)),
                     data,
+                )),
+                Source::Fetched { host, name } => plan.push(Entry::File(
+                    file_target
+                        .clone()
+                        .unwrap_or_else(|| join(&target_dir, name)),
+                    host,
                 )),
                 Source::Path { host, rel, name } => {
                     if host.is_dir() {

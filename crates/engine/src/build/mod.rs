@@ -976,15 +976,38 @@ impl Builder<'_> {
             });
             w.retain(|x| !x.starts_with("<<") || !x.ends_with(&h.name));
         }
-        if w.is_empty() || (w.len() < 2 && inline.is_empty()) {
+        let Some(dest_word) = w.pop() else {
+            return Err(self.err(ins, format!("{} SOURCE… DEST", ins.keyword)));
+        };
+        if w.is_empty() && inline.is_empty() {
             return Err(self.err(ins, format!("{} SOURCE… DEST", ins.keyword)));
         }
-        let dest_word = w.pop().expect("a destination");
-        if is_add && w.iter().any(|s| s.contains("://")) {
-            return Err(self.err(
-                ins,
-                "ADD of a URL is not supported by hako build (download it in a RUN step)",
-            ));
+        // ADD's URLs: downloaded here (by the builder, whatever the RUN
+        // network), the rest from the context.
+        let urls: Vec<String> = w
+            .iter()
+            .filter(|s| s.starts_with("http://") || s.starts_with("https://"))
+            .cloned()
+            .collect();
+        if !urls.is_empty() && !is_add {
+            return Err(self.err(ins, "COPY takes no URL (ADD does)"));
+        }
+        w.retain(|s| !urls.contains(s));
+        let fetched_dir = match urls.is_empty() {
+            true => None,
+            false => Some(context::Scratch::new(self.dirs, "fetch")?),
+        };
+        for (i, u) in urls.iter().enumerate() {
+            let dir = &fetched_dir.as_ref().expect("made above").0;
+            let to = dir.join(i.to_string());
+            let got = hako_image::fetch::download(u, &to).map_err(|e| self.err(ins, e))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| self.err(ins, e))?;
+            inline.push(copy::Source::Fetched {
+                host: to,
+                name: got.name,
+            });
         }
         let workdir = st.get("WorkingDir").unwrap_or_else(|| "/".into());
         let dest = if dest_word.starts_with('/') {
