@@ -389,6 +389,10 @@ fn a_multi_stage_build_runs_caches_and_is_read_by_other_tools() {
         .filter(|l| l.contains(": FROM ") || l.contains(": ARG "))
         .count();
     assert_eq!(cached, steps - no_image, "{log}");
+    // An ignored file never changes the cache key.
+    std::fs::write(ctx.join("src/secret.txt"), "changed, and still ignored\n").unwrap();
+    let (same, log) = build(&["-t", "localhost/greet:1"]);
+    assert_eq!(same, id, "{log}");
     // A changed COPY source: the steps before it CACHED, from it on not.
     std::fs::write(ctx.join("src/msg.txt"), "a new message\n").unwrap();
     let (changed, log) = build(&["-q"]);

@@ -28,7 +28,75 @@ fn opaque(p: &Path) -> bool {
         })
 }
 
-fn walk(b: &mut tar::Builder<impl Write>, root: &Path, rel: &Path) -> io::Result<()> {
+/// The entry's extended attributes for the layer: all but overlayfs's
+/// own (`trusted.overlay.*`, `user.overlay.*`), file capabilities
+/// (`security.capability`) included.
+fn xattrs(p: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let mut names = vec![0u8; 4096];
+    let n = match rustix::fs::llistxattr(p, &mut names[..]) {
+        Ok(n) => n,
+        // A filesystem without xattrs (or none to list).
+        Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+        Err(rustix::io::Errno::RANGE) => {
+            let need = rustix::fs::llistxattr(p, &mut [0u8; 0][..])?;
+            names.resize(need, 0);
+            rustix::fs::llistxattr(p, &mut names[..])?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for name in names[..n].split(|b| *b == 0).filter(|x| !x.is_empty()) {
+        let name = String::from_utf8_lossy(name).into_owned();
+        if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
+            continue;
+        }
+        let mut v = vec![0u8; 64 * 1024];
+        let len = rustix::fs::lgetxattr(p, name.as_str(), &mut v[..])?;
+        v.truncate(len);
+        out.push((name, v));
+    }
+    Ok(out)
+}
+
+/// One PAX record, `LEN key=value\n` (LEN counts itself).
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let body = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = body + 1;
+    while len != body + len.to_string().len() {
+        len = body + len.to_string().len();
+    }
+    let mut r = format!("{len} {key}=").into_bytes();
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    r
+}
+
+/// A PAX extended header carrying `xattrs` for the entry that follows
+/// (tar 0.4 reads these but has no writer for them).
+fn append_xattrs(b: &mut tar::Builder<impl Write>, xattrs: &[(String, Vec<u8>)]) -> io::Result<()> {
+    let data: Vec<u8> = xattrs
+        .iter()
+        .flat_map(|(k, v)| pax_record(&format!("SCHILY.xattr.{k}"), v))
+        .collect();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_path("PaxHeaders/xattrs")?;
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    h.set_cksum();
+    b.append(&h, &data[..])
+}
+
+/// Hard links seen: (device, inode) of a file with several links → the
+/// first path it was written under.
+type Links = std::collections::HashMap<(u64, u64), std::path::PathBuf>;
+
+fn walk(
+    b: &mut tar::Builder<impl Write>,
+    root: &Path,
+    rel: &Path,
+    links: &mut Links,
+) -> io::Result<()> {
     let mut names: Vec<_> = fs::read_dir(root.join(rel))?
         .map(|e| e.map(|e| e.file_name()))
         .collect::<io::Result<_>>()?;
@@ -43,12 +111,27 @@ fn walk(b: &mut tar::Builder<impl Write>, root: &Path, rel: &Path) -> io::Result
             marker(b, &rel.join(wh))?;
             continue;
         }
+        if md.is_file() && md.nlink() > 1 {
+            if let Some(first) = links.get(&(md.dev(), md.ino())) {
+                let mut h = tar::Header::new_gnu();
+                h.set_metadata_in_mode(&md, tar::HeaderMode::Complete);
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_size(0);
+                b.append_link(&mut h, &r, first)?;
+                continue;
+            }
+            links.insert((md.dev(), md.ino()), r.clone());
+        }
+        let x = xattrs(&p)?;
+        if !x.is_empty() {
+            append_xattrs(b, &x)?;
+        }
         b.append_path_with_name(&p, &r)?;
         if md.is_dir() {
             if opaque(&p) {
                 marker(b, &r.join(OPAQUE_MARKER))?;
             }
-            walk(b, root, &r)?;
+            walk(b, root, &r, links)?;
         }
     }
     Ok(())
@@ -56,9 +139,9 @@ fn walk(b: &mut tar::Builder<impl Write>, root: &Path, rel: &Path) -> io::Result
 
 impl Store {
     /// Writes the changes of `container_id` (its overlay upper directory)
-    /// to `out` as an uncompressed OCI layer. Hard links are written as
-    /// separate copies and extended attributes other than the overlay's
-    /// are not kept.
+    /// to `out` as an uncompressed OCI layer: hard links as links, and
+    /// extended attributes (file capabilities too) but overlayfs's own as
+    /// PAX records, times as they are.
     pub fn write_changes(&self, container_id: &str, out: impl Write) -> Result<(), StoreError> {
         check_container_id(container_id)?;
         let upper = self.containers_dir().join(container_id).join("upper");
@@ -70,7 +153,7 @@ impl Store {
         let mut b = tar::Builder::new(out);
         b.follow_symlinks(false);
         b.mode(tar::HeaderMode::Complete);
-        walk(&mut b, &upper, Path::new(""))
+        walk(&mut b, &upper, Path::new(""), &mut Links::new())
             .and_then(|()| b.finish())
             .map_err(io_err("archive the changes in", &upper))
     }
