@@ -554,6 +554,8 @@ fn hostile_or_failing_builds_say_where_and_leave_nothing() {
         (format!("RUN true\nFROM {base}\n"), "Containerfile:1: RUN before the first FROM"),
         (format!("FROM {base}\nCOPY <<EOF /x\nno end\n"), "Containerfile:2: the heredoc <<EOF is not closed"),
         (format!("FROM {base}\nENV\n"), "Containerfile:2: ENV requires at least one argument"),
+        (format!("FROM {base}\nADD --checksum=sha256:{} http://127.0.0.1:{}/v2/ /x\n", "0".repeat(64), reg.port), "Containerfile:2: ADD: http://127.0.0.1"),
+        (format!("FROM {base}\nCOPY --parents a /x\n"), "Containerfile:2: COPY: unknown flag --parents"),
     ];
     for (file, want) in &cases {
         let _ = std::fs::remove_dir_all(&ctx);

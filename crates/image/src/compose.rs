@@ -188,6 +188,16 @@ impl Store {
         Ok(())
     }
 
+    /// The build steps' images (the cache), which `list` hides.
+    pub fn intermediates(&self) -> Result<Vec<ImageId>, StoreError> {
+        Ok(self
+            .read_records()?
+            .into_iter()
+            .filter(|r| r.intermediate)
+            .map(|r| r.id)
+            .collect())
+    }
+
     /// Drops cache entries whose image is gone (after a prune).
     pub fn cache_gc(&self) {
         let Ok(rd) = fs::read_dir(self.cache_dir()) else {

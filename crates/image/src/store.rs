@@ -684,7 +684,7 @@ impl Store {
         self.root.join("images").join(format!("{}.json", id.hex()))
     }
 
-    fn read_records(&self) -> Result<Vec<ImageRecord>, StoreError> {
+    pub(crate) fn read_records(&self) -> Result<Vec<ImageRecord>, StoreError> {
         let dir = self.root.join("images");
         let mut out = Vec::new();
         for e in fs::read_dir(&dir).map_err(io_err("list images", &dir))? {

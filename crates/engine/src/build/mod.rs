@@ -943,7 +943,7 @@ impl Builder<'_> {
         let is_add = ins.keyword == "ADD";
         for (k, _) in &ins.flags {
             let known = matches!(k.as_str(), "from" | "chown" | "chmod" | "link")
-                || (is_add && matches!(k.as_str(), "checksum" | "keep-git-dir"));
+                || (is_add && k == "checksum");
             if !known {
                 return Err(self.err(ins, format!("unknown flag --{k}")));
             }
@@ -997,10 +997,27 @@ impl Builder<'_> {
             true => None,
             false => Some(context::Scratch::new(self.dirs, "fetch")?),
         };
+        let checksum = match ins.flag("checksum") {
+            Some(c) if urls.len() != 1 => {
+                return Err(self.err(ins, format!("--checksum={c} needs exactly one URL source")))
+            }
+            Some(c) => Some(
+                c.parse::<Digest>()
+                    .map_err(|e| self.err(ins, format!("--checksum={c}: {e}")))?,
+            ),
+            None => None,
+        };
         for (i, u) in urls.iter().enumerate() {
             let dir = &fetched_dir.as_ref().expect("made above").0;
             let to = dir.join(i.to_string());
             let got = hako_image::fetch::download(u, &to).map_err(|e| self.err(ins, e))?;
+            if let Some(want) = &checksum {
+                let bytes = std::fs::read(&to).map_err(|e| self.err(ins, e))?;
+                let have = Digest::of(&bytes);
+                if &have != want {
+                    return Err(self.err(ins, format!("{u}: checksum {have}, expected {want}")));
+                }
+            }
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| self.err(ins, e))?;

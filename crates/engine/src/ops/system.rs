@@ -44,6 +44,18 @@ pub fn prune_images(dirs: &Dirs, all: bool) -> Result<(Vec<String>, u64)> {
             }
         }
     }
+    // The build cache's step images go too (Docker's prune removes them
+    // with the dangling ones), and the cache entries that named them.
+    for id in store.intermediates()? {
+        if !in_use(&id) {
+            if let Ok(r) = store.remove(&id.to_string(), false, &in_use) {
+                if let Some(d) = r.deleted {
+                    gone.push(d.to_string());
+                }
+            }
+        }
+    }
+    store.cache_gc();
     let gc = store.gc()?;
     Ok((gone, gc.bytes_freed))
 }
