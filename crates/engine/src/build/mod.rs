@@ -851,7 +851,9 @@ impl Builder<'_> {
             return Ok(true);
         }
         for l in layers.iter().rev() {
-            let p = self.store.layer_path(&l.blob.digest).join(rel);
+            // A layer a build just made is unpacked when a root first
+            // uses it: now, then.
+            let p = self.store.ensure_layer(l)?.join(rel);
             if let Ok(md) = std::fs::symlink_metadata(&p) {
                 use std::os::unix::fs::{FileTypeExt, MetadataExt};
                 return Ok(!(md.file_type().is_char_device() && md.rdev() == 0));
@@ -952,9 +954,10 @@ impl Builder<'_> {
             return Err(self.err(ins, "ADD has no --from (use COPY --from)"));
         }
         let mut w = match &ins.args {
+            // Each element is one word, its variables expanded.
             Args::Json(v) => v
                 .iter()
-                .map(|x| self.expand(Some(st), ins, &format!("'{}'", x.replace('\'', "'\\''"))))
+                .map(|x| self.expand(Some(st), ins, &quoted(x, self.escape)))
                 .collect::<Result<Vec<_>>>()?,
             Args::Shell(s) => self.words(Some(st), ins, s)?,
         };
@@ -962,11 +965,7 @@ impl Builder<'_> {
         let mut inline = Vec::new();
         for h in &ins.heredocs {
             let body = if h.expand {
-                self.expand(
-                    Some(st),
-                    ins,
-                    &format!("\"{}\"", h.body.replace('"', "\\\"")),
-                )?
+                self.expand(Some(st), ins, &quoted(&h.body, self.escape))?
             } else {
                 h.body.clone()
             };
@@ -1269,6 +1268,21 @@ impl Builder<'_> {
         let layer = self.store.layer_from_changes(&id)?;
         self.push_layer(st, ins, layer)
     }
+}
+
+/// `s` as one double-quoted word for [`words::expand`]: its variables
+/// expand, its quotes stay (escaped with `escape`, the file's escape
+/// character).
+fn quoted(s: &str, escape: char) -> String {
+    let mut q = String::from("\"");
+    for c in s.chars() {
+        if c == '"' {
+            q.push(escape);
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q
 }
 
 /// FROM's `AS name`, if any.
