@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Container start, interleaved: `RUNTIME run` of /bin/true on one busybox
 bundle, the runtimes taking turns run by run so that load changes hit them
-alike. The order is shuffled every round. Reports the median wall time and the median CPU time (user + sys of
-the runtime and everything it waited for) of each.
+alike. The order is shuffled every round. Reports the median wall time, the
+median CPU time (user + sys of the runtime and everything it waited for)
+and the median peak RSS of each (in a pass of its own, under GNU time,
+whose wait4 sees the runtime alone: a child forked from this Python
+would count Python's pages).
 
     sudo python3 bench/interleaved.py RUNS NAME=BINARY [NAME=BINARY ...]
 
@@ -14,7 +17,6 @@ e.g. a hako-runc before and after a change, beside crun:
 import json
 import os
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -33,7 +35,7 @@ try:
     c = json.load(open(cfg))
     c["process"]["args"] = ["/bin/true"]
     json.dump(c, open(cfg, "w"))
-    res = {k: {"wall": [], "cpu": []} for k in rts}
+    res = {k: {"wall": [], "cpu": [], "rss": []} for k in rts}
     warmup = 10
     # A new order every round: the runtime that goes right after another
     # pays for the kernel's asynchronous teardown of that one's container
@@ -44,22 +46,30 @@ try:
     for i in range(runs + warmup):
         rng.shuffle(order)
         for k, b in order:
-            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
-            subprocess.run([b, "--root", f"{work}/state-{k}", "run", "-b", f"{work}/bundle", f"c-{k}"],
-                           check=True)
+            p = subprocess.Popen([b, "--root", f"{work}/state-{k}", "run", "-b", f"{work}/bundle", f"c-{k}"])
+            _, status, ru = os.wait4(p.pid, 0)
             t1 = time.perf_counter()
-            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise SystemExit(f"{k} exited with {os.waitstatus_to_exitcode(status)}")
             if i >= warmup:
                 res[k]["wall"].append((t1 - t0) * 1000)
-                res[k]["cpu"].append(((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)) * 1000)
+                res[k]["cpu"].append((ru.ru_utime + ru.ru_stime) * 1000)
+    for i in range(20):
+        rng.shuffle(order)
+        for k, b in order:
+            out = f"{work}/rss"
+            subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out, b, "--root", f"{work}/state-{k}",
+                            "run", "-b", f"{work}/bundle", f"c-{k}"], check=True)
+            res[k]["rss"].append(int(open(out).read().split()[-1]) / 1024)
     last = list(rts)[-1]
     base = {m: statistics.median(res[last][m]) for m in ("wall", "cpu")}
-    print(f"| runtime | wall median (ms) | cpu median (ms) | wall vs {last} | cpu vs {last} |")
-    print("|---|---|---|---|---|")
+    print(f"| runtime | wall median (ms) | cpu median (ms) | peak RSS (MiB) | wall vs {last} | cpu vs {last} |")
+    print("|---|---|---|---|---|---|")
     for k in rts:
         w = statistics.median(res[k]["wall"])
         u = statistics.median(res[k]["cpu"])
-        print(f"| {k} | {w:.2f} | {u:.2f} | {w / base['wall']:.2f}× | {u / base['cpu']:.2f}× |")
+        m = statistics.median(res[k]["rss"])
+        print(f"| {k} | {w:.2f} | {u:.2f} | {m:.1f} | {w / base['wall']:.2f}× | {u / base['cpu']:.2f}× |")
 finally:
     shutil.rmtree(work, ignore_errors=True)

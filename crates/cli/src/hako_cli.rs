@@ -460,6 +460,35 @@ pub struct RunArgs {
     pub help: Option<bool>,
     #[command(flatten)]
     pub opts: RunOptions,
+    /// The image, then the container's command and its arguments (default:
+    /// the image's). Everything after the image is the command's, words
+    /// that look like flags included (`run IMG -c x`), as in Docker.
+    #[arg(
+        value_name = "IMAGE [COMMAND [ARG]...]",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub image_and_command: Vec<String>,
+}
+
+impl RunArgs {
+    /// The options with the image and command in place; an unknown flag
+    /// before the image is said as such (not taken for an image name).
+    pub fn options(&self) -> hako_engine::Result<RunOptions> {
+        let mut o = self.opts.clone();
+        let mut w = self.image_and_command.iter().cloned();
+        o.image = w.next().unwrap_or_default();
+        if o.image.starts_with('-') {
+            return Err(hako_engine::Error::Usage(format!(
+                "unknown flag {} (see --help)",
+                o.image
+            )));
+        }
+        o.cmd = w.collect();
+        Ok(o)
+    }
 }
 
 #[derive(Args, Debug)]

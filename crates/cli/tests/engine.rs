@@ -415,6 +415,26 @@ fn published_ports_have_one_owner() {
 fn flags_env_volumes_workdir_readonly_limits() {
     need_root!();
     let e = Engine::new("flags");
+    // Everything after the image is the command's, flag-like words too
+    // (`-c` is also run's --cpu-shares); an unknown flag before the image
+    // is said as one.
+    let o = e.out(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "sh",
+        "busybox",
+        "-c",
+        "echo $0",
+        "zero",
+    ]);
+    assert_eq!(o.trim(), "zero");
+    e.fails(
+        &["run", "--bogus", "busybox", "true"],
+        "unknown flag --bogus",
+    );
     let vol = e.dir.path().join("vol");
     std::fs::create_dir_all(&vol).unwrap();
     std::fs::write(vol.join("in.txt"), "from-host\n").unwrap();

@@ -284,13 +284,12 @@ pub struct RunOptions {
     /// Override the image's entrypoint.
     #[cfg_attr(feature = "cli", arg(long))]
     pub entrypoint: Option<String>,
-    /// The image (name[:tag], or an id).
+    /// The image (name[:tag], or an id). (On the command line: the first
+    /// of the CLI's IMAGE [COMMAND]… words.)
+    #[cfg_attr(feature = "cli", arg(skip))]
     pub image: String,
     /// The command and its arguments (default: the image's).
-    #[cfg_attr(
-        feature = "cli",
-        arg(trailing_var_arg = true, allow_hyphen_values = true)
-    )]
+    #[cfg_attr(feature = "cli", arg(skip))]
     pub cmd: Vec<String>,
 }
 

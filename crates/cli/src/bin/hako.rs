@@ -78,9 +78,9 @@ fn real_main(cli: Cli) -> Result<i32> {
             let ready = unsafe { std::fs::File::from_raw_fd(1) };
             hako_engine::network::dns_main(dirs, &network, ready)?
         }
-        Cmd::Run(a) => verbs::run(dirs, &a.opts)?,
+        Cmd::Run(a) => verbs::run(dirs, &a.options()?)?,
         Cmd::Create(a) => {
-            println!("{}", ops::create(dirs, &a.opts)?);
+            println!("{}", ops::create(dirs, &a.options()?)?);
             0
         }
         Cmd::Ps {
