@@ -15,24 +15,13 @@ runs=${1:-10}
 bash scripts/setup.sh hyperfine buildah crun >/dev/null
 cargo build --release -q -p hako-cli --bin hako
 work=$(mktemp -d /tmp/hako-buildbench.XXXXXX)
-# crun 1.8 (buildah's runtime) refuses to run while the cgroup2 hierarchy
-# owns hugetlb (as on hybrid hosts): hugetlb gets its own v1 hierarchy for
-# the run, unmounted again afterwards if this script mounted it.
-mounted_hugetlb=
-if grep -qw hugetlb /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null && ! mountpoint -q /sys/fs/cgroup/hugetlb; then
-    mkdir -p /sys/fs/cgroup/hugetlb
-    mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb
-    mounted_hugetlb=1
-fi
+source bench/crun-hugetlb.sh
 bud() { buildah --root "$work/buildah/root" --runroot "$work/buildah/run" --storage-driver overlay "$@"; }
 cleanup() {
     bud rm -a >/dev/null 2>&1 || true
     bud rmi -a -f >/dev/null 2>&1 || true
     umount -R "$work/buildah/root/overlay" 2>/dev/null || true
     bash scripts/test-registry.sh stop "$work/registry" >/dev/null 2>&1 || true
-    if [ -n "$mounted_hugetlb" ]; then
-        umount /sys/fs/cgroup/hugetlb && rmdir /sys/fs/cgroup/hugetlb || true
-    fi
     rm -rf "$work"
 }
 trap cleanup EXIT

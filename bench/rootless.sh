@@ -16,19 +16,8 @@ cargo build --release -q -p hako-cli --bin hako
 work=$(mktemp -d /tmp/hako-rlbench.XXXXXX)
 chmod 755 "$work"
 user=hakobench
-# crun 1.8 refuses to run while the cgroup2 hierarchy owns hugetlb (as on
-# hybrid hosts): hugetlb gets its own v1 hierarchy for the run (as in
-# bench/run.sh), unmounted again afterwards if this script mounted it.
-mounted_hugetlb=
-if grep -qw hugetlb /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null && ! mountpoint -q /sys/fs/cgroup/hugetlb; then
-    mkdir -p /sys/fs/cgroup/hugetlb
-    mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb
-    mounted_hugetlb=1
-fi
+source bench/crun-hugetlb.sh
 cleanup() {
-    if [ -n "$mounted_hugetlb" ]; then
-        umount /sys/fs/cgroup/hugetlb && rmdir /sys/fs/cgroup/hugetlb || true
-    fi
     pkill -KILL -U "$user" 2>/dev/null || true
     sleep 0.2
     userdel "$user" 2>/dev/null || true

@@ -5,9 +5,8 @@
 #   sudo bash bench/run.sh [RUNS]      (default 200 runs per runtime)
 #
 # Needs root. Installs hyperfine, runc and crun from Debian if missing.
-# crun 1.8 refuses to run while the cgroup2 hierarchy owns hugetlb (as on
-# hybrid hosts), so hugetlb gets its own v1 hierarchy for the run; it is
-# unmounted again afterwards if this script mounted it.
+# On a hybrid host, hugetlb gets a v1 hierarchy of its own for crun (see
+# bench/crun-hugetlb.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-200}
@@ -17,7 +16,7 @@ cargo build --release -q -p hako-cli --no-default-features --bin hako-runc
 hako=$PWD/target/release/hako-runc
 
 work=$(mktemp -d /tmp/hako-bench.XXXXXX)
-mounted_hugetlb=
+source bench/crun-hugetlb.sh
 cleanup() {
     for rt in "$hako" crun runc; do
         "$rt" --root "$work/state-$(basename "$rt")" list -q 2>/dev/null | while read -r id; do
@@ -25,17 +24,8 @@ cleanup() {
         done
     done
     rm -rf "$work"
-    if [ -n "$mounted_hugetlb" ]; then
-        umount /sys/fs/cgroup/hugetlb && rmdir /sys/fs/cgroup/hugetlb || true
-    fi
 }
 trap cleanup EXIT
-
-if grep -qw hugetlb /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null && ! mountpoint -q /sys/fs/cgroup/hugetlb; then
-    mkdir -p /sys/fs/cgroup/hugetlb
-    mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb
-    mounted_hugetlb=1
-fi
 
 bash scripts/make-bundle.sh "$work/bundle" 2>/dev/null
 python3 - "$work/bundle/config.json" <<'PY'

@@ -183,7 +183,6 @@ fn a_multi_stage_build_runs_caches_and_is_read_by_other_tools() {
         "--entrypoint",
         "sh",
         "localhost/greet:1",
-        "--",
         "-c",
         "stat -c '%n %u:%g %a' /app/msg.txt /usr/local/bin/greet; cat /app/made.txt",
     ]);
