@@ -452,24 +452,17 @@ fn a_multi_stage_build_runs_caches_and_is_read_by_other_tools() {
         .unwrap());
     let greet = std::fs::read_to_string(bundle.join("rootfs/usr/local/bin/greet")).unwrap();
     assert!(greet.contains("hi there"), "{greet}");
-    let pd = reg.dir.path().join("podman");
     let podman = |args: &[&str]| {
-        let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(pd.join("root"))
-            .arg("--runroot")
-            .arg(pd.join("runroot"))
-            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
-            // crun refuses this hybrid host (cgroup2 holding hugetlb):
-            // podman drives hako-runc, which also shows it runs the image.
-            .args(["--runtime", bin()])
-            .args(args)
-            .stdin(Stdio::null());
+        let mut c = containers_tool("podman", &reg.dir.path().join("podman"));
+        // crun refuses this hybrid host (cgroup2 holding hugetlb): podman
+        // drives hako-runc, which also shows it runs the image.
+        c.args(["--cgroup-manager", "cgroupfs", "--runtime", bin()])
+            .args(args);
         run_with_timeout(c, Duration::from_secs(120))
     };
     ok(&podman(&["pull", "--tls-verify=false", &dest]));
     // (This host's bounding set lacks CAP_SYS_RESOURCE: podman's default
-    // nofile limit would be refused, so ask for the usual soft one.)
+    // nofile and nproc limits would be refused, so ask for usual ones.)
     let out = ok(&podman(&[
         "run",
         "--rm",
@@ -485,16 +478,9 @@ fn a_multi_stage_build_runs_caches_and_is_read_by_other_tools() {
     let _ = podman(&["rmi", "-a", "-f"]);
 
     // buildah's build of the same Containerfile runs under hako alike.
-    let bd = reg.dir.path().join("buildah");
     let buildah = |args: &[&str]| {
-        let mut c = Command::new("buildah");
-        c.arg("--root")
-            .arg(bd.join("root"))
-            .arg("--runroot")
-            .arg(bd.join("runroot"))
-            .args(["--storage-driver", "vfs"])
-            .args(args)
-            .stdin(Stdio::null());
+        let mut c = containers_tool("buildah", &reg.dir.path().join("buildah"));
+        c.args(args);
         run_with_timeout(c, Duration::from_secs(300))
     };
     std::fs::write(ctx.join("src/msg.txt"), "the message\n").unwrap();
@@ -623,6 +609,18 @@ fn hostile_or_failing_builds_say_where_and_leave_nothing() {
     h.assert_clean();
     assert_eq!(h.images(), before);
     drop(reg);
+}
+
+/// podman or buildah with a store of its own under `dir` (vfs).
+fn containers_tool(tool: &str, dir: &Path) -> Command {
+    let mut c = Command::new(tool);
+    c.arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("runroot"))
+        .args(["--storage-driver", "vfs"])
+        .stdin(Stdio::null());
+    c
 }
 
 fn run_with_timeout_child(child: std::process::Child, t: Duration) -> Output {
