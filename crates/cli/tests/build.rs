@@ -463,19 +463,29 @@ fn a_multi_stage_build_runs_caches_and_is_read_by_other_tools() {
     ok(&podman(&["pull", "--tls-verify=false", &dest]));
     // (This host's bounding set lacks CAP_SYS_RESOURCE: podman's default
     // nofile and nproc limits would be refused, so ask for usual ones.)
-    let out = ok(&podman(&[
+    // Its cgroups under a parent of this test's, removed after.
+    let parent = format!("hako-build-test-{}", std::process::id());
+    let out = podman(&[
         "run",
         "--rm",
         "--network",
         "none",
+        "--cgroup-parent",
+        &format!("/{parent}"),
         "--ulimit",
         "nofile=1024:1024",
         "--ulimit",
         "nproc=4096:4096",
         &dest,
-    ]));
-    assert_eq!(out.trim(), "hi there from 1234:1234 in /app: the message");
+    ]);
     let _ = podman(&["rmi", "-a", "-f"]);
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        rmdir_tree(&h.path().join(&parent));
+    }
+    assert_eq!(
+        ok(&out).trim(),
+        "hi there from 1234:1234 in /app: the message"
+    );
 
     // buildah's build of the same Containerfile runs under hako alike.
     let buildah = |args: &[&str]| {
@@ -609,6 +619,19 @@ fn hostile_or_failing_builds_say_where_and_leave_nothing() {
     h.assert_clean();
     assert_eq!(h.images(), before);
     drop(reg);
+}
+
+/// Removes the cgroup directory `p` and those under it (conmon's),
+/// deepest first; what still holds a process stays.
+fn rmdir_tree(p: &Path) {
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                rmdir_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(p);
 }
 
 /// podman or buildah with a store of its own under `dir` (vfs).
