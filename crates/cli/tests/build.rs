@@ -151,17 +151,18 @@ fn a_multi_stage_build_runs_caches_and_is_read_by_other_tools() {
             (".dockerignore", "# secrets stay here\n**/secret*\n"),
         ],
     );
+    let reg_arg = format!("REGISTRY={registry}");
+    let base_args = [
+        "build",
+        "--network",
+        "none",
+        "--build-arg",
+        "GREETING=hi there",
+        "--build-arg",
+        reg_arg.as_str(),
+    ];
     let build = |extra: &[&str]| {
-        let mut args = vec![
-            "build",
-            "--network",
-            "none",
-            "--build-arg",
-            "GREETING=hi there",
-            "--build-arg",
-        ];
-        let r = format!("REGISTRY={registry}");
-        args.push(&r);
+        let mut args = base_args.to_vec();
         args.extend_from_slice(extra);
         let c = ctx.to_string_lossy().into_owned();
         args.push(&c);
@@ -355,16 +356,7 @@ fn a_multi_stage_build_runs_caches_and_is_read_by_other_tools() {
         .arg(".")
         .output()
         .unwrap());
-    let mut c = h.cmd(&[
-        "build",
-        "--network",
-        "none",
-        "--build-arg",
-        "GREETING=hi there",
-        "--build-arg",
-        &format!("REGISTRY={registry}"),
-        "-",
-    ]);
+    let mut c = h.cmd(&[&base_args[..], &["-"]].concat());
     let o = c
         .stdin(std::fs::File::open(&tar).unwrap())
         .output()

@@ -638,8 +638,7 @@ impl Builder<'_> {
 
     /// CMD/ENTRYPOINT/HEALTHCHECK's command: the exec form, or the shell
     /// form under the stage's SHELL.
-    fn command(&self, st: &Stage, ins: &Instruction, args: &Args) -> Vec<String> {
-        let _ = ins;
+    fn command(&self, st: &Stage, args: &Args) -> Vec<String> {
         match args {
             Args::Json(v) => v.clone(),
             Args::Shell(s) => {
@@ -748,11 +747,11 @@ impl Builder<'_> {
                     .insert("StopSignal".into(), Value::String(s));
             }
             "CMD" => {
-                let v = self.command(st, ins, &ins.args);
+                let v = self.command(st, &ins.args);
                 st.run_config().insert("Cmd".into(), json!(v));
             }
             "ENTRYPOINT" => {
-                let v = self.command(st, ins, &ins.args);
+                let v = self.command(st, &ins.args);
                 let c = st.run_config();
                 c.insert("Entrypoint".into(), json!(v));
                 // Docker: an ENTRYPOINT resets the base image's CMD.
@@ -765,7 +764,7 @@ impl Builder<'_> {
                 _ => return Err(self.err(ins, "SHELL takes the JSON form: SHELL [\"sh\", \"-c\"]")),
             },
             "HEALTHCHECK" => {
-                let hc = self.healthcheck(st, ins)?;
+                let hc = self.healthcheck(ins)?;
                 st.run_config().insert("Healthcheck".into(), hc);
             }
             "ONBUILD" => {
@@ -793,7 +792,7 @@ impl Builder<'_> {
         Ok(self.store.compose_image(&layers, &st.config, &[], true)?)
     }
 
-    fn healthcheck(&self, st: &Stage, ins: &Instruction) -> Result<Value> {
+    fn healthcheck(&self, ins: &Instruction) -> Result<Value> {
         let rest = match &ins.args {
             Args::Shell(s) => s.trim().to_string(),
             Args::Json(_) => return Err(self.err(ins, "HEALTHCHECK [OPTIONS] CMD … or NONE")),
@@ -815,7 +814,6 @@ impl Builder<'_> {
             }
             Err(_) => vec!["CMD-SHELL".to_string(), cmd.trim().to_string()],
         };
-        let _ = st;
         let mut hc = json!({ "Test": test });
         for (k, v) in &ins.flags {
             let field = match k.as_str() {
