@@ -714,21 +714,22 @@ fn detached_logs_exec_stop_rm() {
 fn names_are_unique_under_concurrency_and_crashes_are_cleanable() {
     need_root!();
     let e = Engine::new("conc");
+    let same = [
+        "create",
+        "--name",
+        "same",
+        "--network",
+        "none",
+        "busybox",
+        "true",
+    ];
     let kids: Vec<Child> = (0..4)
         .map(|_| {
-            e.cmd(&[
-                "create",
-                "--name",
-                "same",
-                "--network",
-                "none",
-                "busybox",
-                "true",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+            e.cmd(&same)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
         })
         .collect();
     let ok = kids
@@ -767,6 +768,9 @@ fn names_are_unique_under_concurrency_and_crashes_are_cleanable() {
     assert_eq!(e.inspect("orphan")["State"]["Status"], "running");
     e.ok(&["rm", "-f", "orphan", "same"]);
     assert!(e.ps_names().is_empty());
+    // Their names are free again.
+    e.ok(&same);
+    e.ok(&["rm", "same"]);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use crate::dirs::{self, Dirs};
 use crate::record::{self, NetAddr, Record};
 use crate::status::{init_alive, keeper_alive, live, monitor_alive};
-use crate::Result;
+use crate::{Error, Result};
 
 /// Attach the created container's netns (called by the monitor).
 pub fn attach(dirs: &Dirs, rec: &Record, pid: i32) -> Result<Vec<NetAddr>> {
@@ -277,16 +277,18 @@ pub(crate) fn which(prog: &str) -> Option<std::path::PathBuf> {
 pub fn free_stale_leases(dirs: &Dirs) {
     let mgr = dirs.net_manager();
     let Ok(nets) = mgr.list() else { return };
-    let (good, bad) = record::scan(dirs);
     for n in nets {
         let Ok(info) = mgr.inspect(&n.name) else {
             continue;
         };
         for l in info.leases {
+            // One record per lease, not every record of the store: a
+            // bridged start costs O(leases), not O(containers).
             let id = &l.container_id;
-            let stale = match good.iter().find(|r| &r.id == id) {
-                Some(r) => !init_alive(r) && !monitor_alive(r) && !keeper_alive(r),
-                None => !bad.iter().any(|c| &c.id == id),
+            let stale = match record::load(dirs, id) {
+                Ok(r) => !init_alive(&r) && !monitor_alive(&r) && !keeper_alive(&r),
+                Err(Error::NoSuchContainer(_)) => true,
+                Err(_) => false,
             };
             if stale {
                 release(dirs, id);

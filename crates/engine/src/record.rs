@@ -481,8 +481,8 @@ pub fn save(dirs: &Dirs, r: &Record) -> Result<()> {
     util::atomic_write(&p, &b)
 }
 
-/// `rename`: the record and its name file change together, under the
-/// lock, and only to a valid name no other container has.
+/// `rename`: the index, the record and its name file change together,
+/// under the lock, and only to a valid name no other container has.
 pub fn rename(dirs: &Dirs, name: &str, new: &str) -> Result<Record> {
     check_name(new)?;
     let id = resolve(dirs, name)?;
@@ -491,20 +491,135 @@ pub fn rename(dirs: &Dirs, name: &str, new: &str) -> Result<Record> {
     if r.name == new {
         return Ok(r);
     }
-    if let Some(owner) = name_owner(dirs, new)? {
-        return Err(crate::Error::NameInUse {
-            name: new.to_string(),
-            id: owner,
+    claim_name(dirs, new, &id)?;
+    let old = std::mem::replace(&mut r.name, new.to_string());
+    let written =
+        util::atomic_write(&dirs.container(&id).join(NAME), new.as_bytes()).and_then(|()| {
+            util::atomic_write(
+                &dirs.container(&id).join(RECORD),
+                &serde_json::to_vec_pretty(&r).expect("record serialises"),
+            )
         });
+    match written {
+        Ok(()) => {
+            release_name(dirs, &old, &id);
+            Ok(r)
+        }
+        Err(e) => {
+            let _ = util::atomic_write(&dirs.container(&id).join(NAME), old.as_bytes());
+            release_name(dirs, new, &id);
+            Err(e)
+        }
     }
-    r.name = new.to_string();
-    util::atomic_write(&dirs.container(&id).join(NAME), new.as_bytes())?;
-    let p = dirs.container(&id).join(RECORD);
-    util::atomic_write(
-        &p,
-        &serde_json::to_vec_pretty(&r).expect("record serialises"),
-    )?;
-    Ok(r)
+}
+
+// The name index: `<containers>/.names/NAME` is a symlink to the id of
+// the container that holds NAME. symlink(2) fails with EEXIST when the
+// name is taken, so giving a name is one system call instead of reading
+// every record (which made each `run` cost O(containers)). An entry whose
+// container directory is gone (a crash between `rm`'s two steps, or
+// inside a create) is stale and taken over. `.complete` says every
+// container of the store is in the index: a store made before the index
+// is indexed once, under the lock, by the first command that gives a
+// name. Entries change only under the lock; `resolve` reads them without.
+
+fn names_dir(dirs: &Dirs) -> PathBuf {
+    dirs.containers().join(".names")
+}
+
+fn index_complete(dirs: &Dirs) -> PathBuf {
+    names_dir(dirs).join(".complete")
+}
+
+/// Container ids are lowercase hex: anything else read from the index
+/// (or typed by a user) never names a directory.
+fn is_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Under the lock: index a store made before the index. False while a
+/// corrupt record's name is unknown (no name file): such a store stays
+/// unindexed, and names are checked by scanning, as before.
+fn build_index(dirs: &Dirs) -> Result<bool> {
+    if index_complete(dirs).exists() {
+        return Ok(true);
+    }
+    crate::dirs::mkdir_p(&names_dir(dirs))?;
+    let (good, bad) = scan(dirs);
+    let named = good.iter().map(|r| (r.id.as_str(), r.name.as_str())).chain(
+        bad.iter()
+            .filter_map(|c| c.name.as_deref().map(|n| (c.id.as_str(), n))),
+    );
+    for (id, name) in named {
+        link_name(dirs, name, id)?;
+    }
+    if bad.iter().any(|c| c.name.is_none()) {
+        return Ok(false);
+    }
+    util::atomic_write(&index_complete(dirs), b"")?;
+    Ok(true)
+}
+
+/// The id an index entry points to, if its container still exists.
+fn indexed(dirs: &Dirs, name: &str) -> Option<String> {
+    if check_name(name).is_err() {
+        return None;
+    }
+    let t = std::fs::read_link(names_dir(dirs).join(name)).ok()?;
+    let id = t.to_str()?;
+    (is_id(id) && dirs.container(id).is_dir()).then(|| id.to_string())
+}
+
+/// Under the lock: point NAME at `id`, or say which live container holds it.
+fn link_name(dirs: &Dirs, name: &str, id: &str) -> Result<Option<String>> {
+    check_name(name)?;
+    let p = names_dir(dirs).join(name);
+    loop {
+        match std::os::unix::fs::symlink(id, &p) {
+            Ok(()) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match indexed(dirs, name) {
+                Some(owner) if owner == id => return Ok(None),
+                Some(owner) => return Ok(Some(owner)),
+                None => match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("remove stale name", &p)(e)),
+                },
+            },
+            Err(e) => return Err(io_err("index name", &p)(e)),
+        }
+    }
+}
+
+/// Under the lock: give NAME to container `id` (its directory may not
+/// exist yet), or fail naming the container that has it.
+pub fn claim_name(dirs: &Dirs, name: &str, id: &str) -> Result<()> {
+    let owner = if build_index(dirs)? {
+        link_name(dirs, name, id)?
+    } else {
+        match name_owner(dirs, name)? {
+            Some(owner) => Some(owner),
+            None => link_name(dirs, name, id)?,
+        }
+    };
+    match owner {
+        None => Ok(()),
+        Some(owner) => Err(Error::NameInUse {
+            name: name.to_string(),
+            id: owner,
+        }),
+    }
+}
+
+/// Under the lock: NAME is no longer `id`'s (left alone if another
+/// container holds it).
+pub fn release_name(dirs: &Dirs, name: &str, id: &str) {
+    let p = names_dir(dirs).join(name);
+    if check_name(name).is_ok()
+        && std::fs::read_link(&p).is_ok_and(|t| t.as_os_str() == std::ffi::OsStr::new(id))
+    {
+        let _ = std::fs::remove_file(&p);
+    }
 }
 
 /// Take the engine lock (creating the directories on first use).
@@ -603,18 +718,28 @@ pub fn all(dirs: &Dirs) -> Vec<Record> {
     v
 }
 
-/// A name, a full id, or a unique id prefix → the id.
+/// A full id, a name, or a unique id prefix → the id (Docker's order).
+/// With the name index, no record is read.
 pub fn resolve(dirs: &Dirs, name: &str) -> Result<String> {
     let name = name.strip_prefix('/').unwrap_or(name);
     if name.is_empty() {
         return Err(Error::NoSuchContainer(name.into()));
     }
-    let (recs, bad) = scan(dirs);
-    if let Some(r) = recs.iter().find(|r| r.name == name || r.id == name) {
-        return Ok(r.id.clone());
-    }
-    if let Some(c) = bad.iter().find(|c| c.name.as_deref() == Some(name)) {
-        return Ok(c.id.clone());
+    if index_complete(dirs).exists() {
+        if name.len() == 64 && is_id(name) && dirs.container(name).is_dir() {
+            return Ok(name.to_string());
+        }
+        if let Some(id) = indexed(dirs, name) {
+            return Ok(id);
+        }
+    } else {
+        let (recs, bad) = scan(dirs);
+        if let Some(r) = recs.iter().find(|r| r.name == name || r.id == name) {
+            return Ok(r.id.clone());
+        }
+        if let Some(c) = bad.iter().find(|c| c.name.as_deref() == Some(name)) {
+            return Ok(c.id.clone());
+        }
     }
     // Directories without a readable record still resolve by id prefix so
     // `rm -f` can clean them.
@@ -636,8 +761,9 @@ pub fn resolve(dirs: &Dirs, name: &str) -> Result<String> {
     }
 }
 
-/// Docker-like random names: adjective_noun.
-pub fn generate_name(dirs: &Dirs, id: &str) -> String {
+/// Under the lock: a Docker-like random name (adjective_noun), given to
+/// container `id` in the index.
+pub fn generate_name(dirs: &Dirs, id: &str) -> Result<String> {
     const ADJ: [&str; 12] = [
         "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
         "nifty", "quiet",
@@ -646,12 +772,7 @@ pub fn generate_name(dirs: &Dirs, id: &str) -> String {
         "hopper", "turing", "lovelace", "ritchie", "thompson", "torvalds", "knuth", "dijkstra",
         "hamilton", "liskov", "perlman", "wirth",
     ];
-    let (good, bad) = scan(dirs);
-    let taken: Vec<String> = good
-        .into_iter()
-        .map(|r| r.name)
-        .chain(bad.into_iter().filter_map(|c| c.name))
-        .collect();
+    let indexed = build_index(dirs)?;
     let seed = u64::from_str_radix(&id[..12.min(id.len())], 16).unwrap_or(7);
     for i in 0u64.. {
         let n = seed.wrapping_add(i.wrapping_mul(7919));
@@ -663,8 +784,13 @@ pub fn generate_name(dirs: &Dirs, id: &str) -> String {
         if i >= 144 {
             name.push_str(&format!("{i}"));
         }
-        if !taken.contains(&name) {
-            return name;
+        // An unindexed store (a corrupt record without a name file)
+        // checks by scanning; an unknown name is not refused here.
+        if !indexed && name_owner(dirs, &name).ok().flatten().is_some() {
+            continue;
+        }
+        if link_name(dirs, &name, id)?.is_none() {
+            return Ok(name);
         }
     }
     unreachable!()
@@ -761,7 +887,7 @@ mod tests {
             Err(Error::NoSuchContainer(_))
         ));
         assert_eq!(all(&dirs).len(), 2);
-        let n = generate_name(&dirs, "abc123");
+        let n = generate_name(&dirs, "abc123").unwrap();
         assert!(n.contains('_') && n != "web");
         assert!(check_name("ok-name_1.x").is_ok() && check_name("-bad").is_err());
     }
@@ -785,10 +911,117 @@ mod tests {
         assert_eq!(name_owner(&dirs, "web").unwrap().as_deref(), Some("abc123"));
         assert_eq!(name_owner(&dirs, "db").unwrap(), None);
         assert_eq!(resolve(&dirs, "web").unwrap(), "abc123");
-        assert_ne!(generate_name(&dirs, "abc123"), "web");
+        assert_ne!(generate_name(&dirs, "abc999").unwrap(), "web");
         // Without a name file (made before them) the name is unknown: no
         // new name can be checked, so every one is refused.
         std::fs::remove_file(dirs.container("abc123").join(NAME)).unwrap();
         assert!(name_owner(&dirs, "db").is_err());
+    }
+
+    fn dirs_in(t: &tempfile::TempDir) -> Dirs {
+        Dirs {
+            config: Default::default(),
+            cgroup_manager_flag: None,
+            data: t.path().join("data"),
+            run: t.path().join("run"),
+        }
+    }
+
+    /// What create does under the lock: the name first, then the record.
+    fn create(dirs: &Dirs, id: &str, name: &str) -> Result<()> {
+        claim_name(dirs, name, id)?;
+        crate::dirs::mkdir_p(&dirs.container(id)).unwrap();
+        save(dirs, &rec(id, name))
+    }
+
+    #[test]
+    fn the_name_index_gives_each_name_once() {
+        let t = tempfile::tempdir().unwrap();
+        let dirs = dirs_in(&t);
+        create(&dirs, "aaa111", "web").unwrap();
+        assert!(index_complete(&dirs).exists());
+        match create(&dirs, "bbb222", "web") {
+            Err(Error::NameInUse { id, .. }) => assert_eq!(id, "aaa111"),
+            other => panic!("second web: {other:?}"),
+        }
+        assert!(!dirs.container("bbb222").exists());
+        // Resolving reads no record: a corrupt one still resolves by name
+        // and still holds it.
+        std::fs::write(dirs.container("aaa111").join(RECORD), b"{").unwrap();
+        assert_eq!(resolve(&dirs, "web").unwrap(), "aaa111");
+        assert!(claim_name(&dirs, "web", "ccc333").is_err());
+        // Removed (directory first, then the entry): the name is free.
+        crate::teardown::remove_all(&dirs, "aaa111").unwrap();
+        assert!(matches!(
+            resolve(&dirs, "web"),
+            Err(Error::NoSuchContainer(_))
+        ));
+        create(&dirs, "bbb222", "web").unwrap();
+        // An entry left by a crash after the directory went is taken over.
+        std::fs::remove_dir_all(dirs.container("bbb222")).unwrap();
+        create(&dirs, "ccc333", "web").unwrap();
+        assert_eq!(resolve(&dirs, "web").unwrap(), "ccc333");
+        // Generated names avoid taken ones and are indexed too.
+        let g = generate_name(&dirs, "ddd444").unwrap();
+        assert_ne!(g, "web");
+        crate::dirs::mkdir_p(&dirs.container("ddd444")).unwrap();
+        assert!(claim_name(&dirs, &g, "eee555").is_err());
+        // Names that are not names never reach the file system.
+        assert!(claim_name(&dirs, "../x", "fff666").is_err());
+        assert!(matches!(
+            resolve(&dirs, ".complete"),
+            Err(Error::NoSuchContainer(_))
+        ));
+    }
+
+    #[test]
+    fn rename_moves_the_index_entry() {
+        let t = tempfile::tempdir().unwrap();
+        let dirs = dirs_in(&t);
+        create(&dirs, "aaa111", "web").unwrap();
+        create(&dirs, "bbb222", "db").unwrap();
+        assert!(matches!(
+            rename(&dirs, "web", "db"),
+            Err(Error::NameInUse { .. })
+        ));
+        let r = rename(&dirs, "web", "site").unwrap();
+        assert_eq!(r.name, "site");
+        assert_eq!(load(&dirs, "aaa111").unwrap().name, "site");
+        assert_eq!(resolve(&dirs, "site").unwrap(), "aaa111");
+        assert!(resolve(&dirs, "web").is_err());
+        create(&dirs, "ccc333", "web").unwrap();
+    }
+
+    #[test]
+    fn a_store_from_before_the_index_is_indexed_once() {
+        let t = tempfile::tempdir().unwrap();
+        let dirs = dirs_in(&t);
+        for (id, name) in [("aaa111", "web"), ("bbb222", "db")] {
+            crate::dirs::mkdir_p(&dirs.container(id)).unwrap();
+            save(&dirs, &rec(id, name)).unwrap();
+        }
+        // Old stores resolve by scanning.
+        assert_eq!(resolve(&dirs, "db").unwrap(), "bbb222");
+        assert!(claim_name(&dirs, "web", "ccc333").is_err());
+        assert!(index_complete(&dirs).exists());
+        assert_eq!(resolve(&dirs, "db").unwrap(), "bbb222");
+        assert_eq!(indexed(&dirs, "web").as_deref(), Some("aaa111"));
+    }
+
+    #[test]
+    fn an_unknown_name_keeps_the_store_unindexed() {
+        let t = tempfile::tempdir().unwrap();
+        let dirs = dirs_in(&t);
+        crate::dirs::mkdir_p(&dirs.container("aaa111")).unwrap();
+        save(&dirs, &rec("aaa111", "web")).unwrap();
+        std::fs::write(dirs.container("aaa111").join(RECORD), b"{").unwrap();
+        std::fs::remove_file(dirs.container("aaa111").join(NAME)).unwrap();
+        // Its name could be any: every name is refused, and no index is
+        // trusted until it is removed.
+        assert!(claim_name(&dirs, "db", "bbb222").is_err());
+        assert!(!index_complete(&dirs).exists());
+        crate::teardown::remove_all(&dirs, "aaa111").unwrap();
+        create(&dirs, "bbb222", "db").unwrap();
+        assert!(index_complete(&dirs).exists());
     }
 }

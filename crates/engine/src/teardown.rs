@@ -66,10 +66,18 @@ pub fn remove_all(dirs: &Dirs, id: &str) -> Result<()> {
         store.remove_rootfs(id)?;
     }
     let _l = record::lock(dirs)?;
+    let name = std::fs::read_to_string(dirs.container(id).join(record::NAME));
     match std::fs::remove_dir_all(dirs.container(id)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(io_err("remove", dirs.container(id))(e))
         }
-        _ => Ok(()),
+        _ => {
+            // After the directory: a crash between leaves a stale entry,
+            // which the next claim of the name takes over.
+            if let Ok(name) = name {
+                record::release_name(dirs, &name, id);
+            }
+            Ok(())
+        }
     }
 }

@@ -285,18 +285,11 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
         let _l = record::lock(dirs)?;
         name = match &opts.name {
             Some(n) => {
-                if let Some(id) = record::name_owner(dirs, n)? {
-                    return Err(Error::NameInUse {
-                        name: n.clone(),
-                        id,
-                    });
-                }
+                record::claim_name(dirs, n, &id)?;
                 n.clone()
             }
-            None => record::generate_name(dirs, &id),
+            None => record::generate_name(dirs, &id)?,
         };
-        let dir = dirs.container(&id);
-        dirs::mkdir_p(&dir)?;
         let mut rec = Record::new(
             id.clone(),
             name.clone(),
@@ -306,7 +299,12 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
         );
         rec.cgroup_manager = cgroup_manager;
         rec.healthcheck = healthcheck;
-        record::save(dirs, &rec)?;
+        let dir = dirs.container(&id);
+        if let Err(e) = dirs::mkdir_p(&dir).and_then(|()| record::save(dirs, &rec)) {
+            let _ = std::fs::remove_dir_all(&dir);
+            record::release_name(dirs, &name, &id);
+            return Err(e);
+        }
     }
     let made = prepare(dirs, &store, &id, opts, ic, cgroup_manager, &fresh).and_then(|()| {
         match &opts.cidfile {
