@@ -88,15 +88,15 @@ mkdir -p "$payload/hako-vm"
     echo '    [ "$try" = 120 ] && { echo "hako-vm: systemd is not on the bus"; rc=1; }'
     echo '    sleep 1'
     echo 'done'
-    # Who sends SIGKILL to whom (the kernel's signal_generate trace event),
+    # Who sends which signal to whom (the kernel's signal_generate event),
     # shown for a failing test binary: a process of hako's that died
     # without a word is named here with its killer.
     echo 'tr=/sys/kernel/tracing; [ -d $tr/events ] || mount -t tracefs tracefs $tr 2>/dev/null'
-    echo 'if [ -w $tr/events/signal/signal_generate/filter ]; then echo 4096 > $tr/buffer_size_kb; echo "sig == 9" > $tr/events/signal/signal_generate/filter; echo 1 > $tr/events/signal/signal_generate/enable; else tr=; fi'
+    echo 'if [ -w $tr/events/signal/signal_generate/filter ]; then echo 4096 > $tr/buffer_size_kb; echo "sig != 17 && sig != 28" > $tr/events/signal/signal_generate/filter; echo 1 > $tr/events/signal/signal_generate/enable; else tr=; fi'
     echo 'failed() {'
     echo '    echo "hako-vm: $1 failed; the journal since it started (without the rootless tests'"'"' noise):"'
     echo '    journalctl -b --no-pager -o short-monotonic 2>/dev/null | awk -v t0="$2" '"'"'{ s = $0; sub(/^\[ */, "", s) } s + 0 >= t0'"'"' | grep -vE "failed to set xattr on upper|No external routable|entered (blocking|disabled|forwarding) state|promiscuous mode|link becomes ready|user(add|del)\\[" | tail -n 200'
-    echo '    [ -n "$tr" ] && { echo "hako-vm: SIGKILLs sent to hako processes meanwhile:"; grep "comm=hako " $tr/trace | tail -n 60; }'
+    echo '    [ -n "$tr" ] && { echo "hako-vm: signals (but SIGCHLD, SIGWINCH) sent to hako processes meanwhile:"; grep "comm=hako " $tr/trace | tail -n 200; }'
     echo '}'
     for i in "${!exes[@]}"; do
         e=${exes[$i]}

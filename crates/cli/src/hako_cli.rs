@@ -424,19 +424,6 @@ pub enum Cmd {
     Network(NetCmd),
     #[command(name = "__dns", hide = true)]
     Dns { network: String },
-    #[command(name = "__monitor", hide = true)]
-    Monitor {
-        /// Foreground: share the caller's terminal; the caller is the keeper.
-        #[arg(long)]
-        attached: bool,
-        /// Foreground: the keys that detach.
-        #[arg(long)]
-        detach_keys: Option<String>,
-        /// Foreground: pass our signals on to the container.
-        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-        sig_proxy: bool,
-        id: String,
-    },
     /// The rootless namespace's holder (see hako_engine::rootless).
     #[command(name = "__pause", hide = true)]
     PauseNs {

@@ -922,7 +922,10 @@ fn supervise(dirs: &Dirs, id: &str, fg: Option<&Foreground>, st: Started) -> i32
 /// constants of the runtime, network and JSON paths) are dropped; the loop
 /// faults back the few pages it uses. Mappings with anonymous (COW'd)
 /// pages, such as RELRO after relocation, are left alone: dropping them
-/// would undo the dynamic linker's writes.
+/// would undo the dynamic linker's writes. The stack's pages below this
+/// frame (argument parsing and the container start went deep once) are
+/// dropped too.
+#[inline(never)]
 fn shrink() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns free memory of the allocator.
@@ -934,6 +937,7 @@ fn shrink() {
     };
     let mut current: Option<(usize, usize)> = None;
     let mut zap = Vec::new();
+    let mut stack = None;
     for line in smaps.lines() {
         let mut f = line.split_whitespace();
         let first = f.next().unwrap_or("");
@@ -941,17 +945,37 @@ fn shrink() {
             current = None;
             let perms = f.next().unwrap_or("");
             let path = f.nth(3).unwrap_or("");
+            let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            else {
+                continue;
+            };
             if perms.starts_with('r') && !perms.contains('w') && path.starts_with('/') {
-                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
-                {
-                    current = Some((a, b));
-                }
+                current = Some((a, b));
+            } else if path == "[stack]" {
+                stack = Some(a);
             }
         } else if first == "Anonymous:" {
             if let Some(range) = current.take() {
                 if f.next() == Some("0") {
                     zap.push(range);
                 }
+            }
+        }
+    }
+    // Everything more than 8 KiB below this frame is free stack: what
+    // runs later (the loop, signal handlers) faults in zeroed pages there.
+    let here = std::ptr::addr_of!(smaps) as usize;
+    let page = 4096;
+    if let Some(low) = stack {
+        let top = (here.saturating_sub(8 * 1024)) & !(page - 1);
+        if top > low {
+            // SAFETY: [low, top) is the main thread's stack below the
+            // frames in use (this one and its callers, all above `here`,
+            // plus an 8 KiB margin for the calls we are in): its contents
+            // are dead, so dropping the pages (zero-filled on the next
+            // touch) changes nothing the program can observe.
+            unsafe {
+                libc::madvise(low as *mut libc::c_void, top - low, libc::MADV_DONTNEED);
             }
         }
     }
@@ -980,10 +1004,29 @@ fn single_threaded() -> bool {
     std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
 }
 
+/// Allocator settings for a process that stays beside a container for
+/// its whole life, where every resident page is paid once per container:
+/// one arena (the short-lived thread of a network-namespace call would
+/// otherwise keep a 64 KiB arena top that malloc_trim never returns), and
+/// a fixed mmap threshold, so the setup's large temporaries (spec, smaps
+/// text, buffers) are mapped and unmapped whole instead of leaving holes
+/// between small long-lived objects on the heap (glibc raises the
+/// threshold after each such free by default).
+fn tune_allocator() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes the allocator's parameters; it is
+    // called before this process starts any thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * 1024);
+    }
+}
+
 /// `hako __monitor ID` (detached): fork into keeper (parent) and monitor
 /// (child). Must be called while the process is single-threaded; if it is
 /// not, the monitor runs without a keeper.
 pub fn detached(dirs: &Dirs, id: &str, ready: OwnedFd) -> Result<i32> {
+    tune_allocator();
     if !single_threaded() || os::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0).is_err() {
         return run(dirs, id, None, Some(ready));
     }

@@ -20,6 +20,14 @@ use clap::Parser;
 use hako_cli::{Cli, Cmd, ContainerCmd, HealthCmd, NsCmd};
 use hako_engine::{ops, record, util, Dirs};
 
+/// The engine's directories, entering the rootless user's namespace first
+/// (a no-op as root).
+fn engine_dirs() -> Result<Dirs> {
+    let dirs = Dirs::from_env()?;
+    hako_engine::rootless::enter(&dirs.run, dirs.config.engine.rootless_single_id)?;
+    Ok(dirs)
+}
+
 fn real_main(cli: Cli) -> Result<i32> {
     // The in-container init (`--init`) has no engine state to look at.
     if let Cmd::Init { cmd } = &cli.cmd {
@@ -40,7 +48,6 @@ fn real_main(cli: Cli) -> Result<i32> {
             | Cmd::Restart { .. }
             | Cmd::Exec(_)
             | Cmd::Healthcheck(_)
-            | Cmd::Monitor { .. }
             | Cmd::Ns(NsCmd::Enter { .. })
     ) {
         hako_runtime::reexec_protected()?;
@@ -54,22 +61,9 @@ fn real_main(cli: Cli) -> Result<i32> {
     if let Some(m) = cli.cgroup_manager {
         std::env::set_var("HAKO_CGROUP_MANAGER", m.to_string());
     }
-    let dirs = &Dirs::from_env()?;
-    // Rootless: into the user's namespace first (a no-op as root).
-    hako_engine::rootless::enter(&dirs.run, dirs.config.engine.rootless_single_id)?;
+    let dirs = &engine_dirs()?;
     let code = match cli.cmd {
         Cmd::Init { .. } | Cmd::PauseNs { .. } => unreachable!("handled above"),
-        Cmd::Monitor {
-            attached,
-            detach_keys,
-            sig_proxy,
-            id,
-        } => {
-            let fg = attached
-                .then(|| verbs::foreground(detach_keys.as_deref(), sig_proxy))
-                .transpose()?;
-            verbs::monitor(dirs, &id, fg)?
-        }
         Cmd::Dns { network } => {
             // "ok" (or why not) on stdout for the engine that started us.
             use std::os::fd::FromRawFd;
@@ -355,8 +349,49 @@ fn each(names: &[String], mut f: impl FnMut(&str) -> hako_engine::Result<()>) ->
     }))
 }
 
+/// The monitor role, `__monitor [--attached] [--detach-keys=K]
+/// [--sig-proxy=B] ID`, read without clap: only the engine starts it
+/// (monitor::foreground, ops::start), and clap's tree of every verb
+/// would otherwise stay in the heap of every monitor for its container's
+/// life (about 0.3 MiB of each container's cost, docs/benchmarks.md).
+fn monitor_role(args: &[std::ffi::OsString]) -> Option<Result<i32>> {
+    if args.get(1).map(|a| a.as_os_str()) != Some("__monitor".as_ref()) {
+        return None;
+    }
+    Some((|| {
+        let (mut attached, mut keys, mut sig_proxy, mut id) = (false, None, true, None);
+        for a in &args[2..] {
+            let a = a
+                .to_str()
+                .ok_or_else(|| anyhow::anyhow!("__monitor: non-UTF-8 argument"))?;
+            if a == "--attached" {
+                attached = true;
+            } else if let Some(k) = a.strip_prefix("--detach-keys=") {
+                keys = Some(k.to_string());
+            } else if let Some(b) = a.strip_prefix("--sig-proxy=") {
+                sig_proxy = b.parse().map_err(|_| anyhow::anyhow!("__monitor: {a}"))?;
+            } else if id.is_none() && !a.starts_with('-') {
+                id = Some(a.to_string());
+            } else {
+                anyhow::bail!("__monitor: unexpected argument {a:?}");
+            }
+        }
+        let id = id.ok_or_else(|| anyhow::anyhow!("__monitor: no container id"))?;
+        hako_runtime::reexec_protected()?;
+        let dirs = &engine_dirs()?;
+        let fg = attached
+            .then(|| verbs::foreground(keys.as_deref(), sig_proxy))
+            .transpose()?;
+        verbs::monitor(dirs, &id, fg)
+    })())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(r) = monitor_role(&args) {
+        return exit(r);
+    }
+    let cli = Cli::parse_from(args);
     if matches!(
         cli.cmd,
         Cmd::Ps { .. }
@@ -382,7 +417,12 @@ fn main() -> ExitCode {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     let _ = record::RECORD;
-    match real_main(cli) {
+    exit(real_main(cli))
+}
+
+/// The process's exit code: the verb's, or Docker's for its error.
+fn exit(r: Result<i32>) -> ExitCode {
+    match r {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             let msg = hako_runtime::chain_message(e.as_ref());
