@@ -195,6 +195,8 @@ disabled_plugins = [
             .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            // Dot names are the runtime's caches (.seccomp), never ids.
+            .filter(|n| !n.starts_with('.'))
             .collect()
     }
 

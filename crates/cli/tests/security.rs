@@ -406,7 +406,7 @@ fn rootless_container_maps_root_to_the_user() {
         xdg.join("hako-runc").is_dir(),
         "state not under XDG_RUNTIME_DIR"
     );
-    assert_eq!(std::fs::read_dir(xdg.join("hako-runc")).unwrap().count(), 0);
+    assert_eq!(state_left(&xdg.join("hako-runc")), Vec::<String>::new());
 
     // A range beyond one's own uid needs newuidmap and /etc/subuid.
     cfg["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
@@ -418,7 +418,7 @@ fn rootless_container_maps_root_to_the_user() {
         e.contains("newuidmap") && e.contains("linux.uidMappings"),
         "{e}"
     );
-    assert_eq!(std::fs::read_dir(xdg.join("hako-runc")).unwrap().count(), 0);
+    assert_eq!(state_left(&xdg.join("hako-runc")), Vec::<String>::new());
 }
 
 /// Bad security input is refused at create, naming the problem, with

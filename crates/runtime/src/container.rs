@@ -406,7 +406,7 @@ fn prepare(opts: &CreateOpts, foreground: bool) -> Result<Prepared> {
         ));
     }
     let seccomp = match &plan.seccomp {
-        Some(s) => Some(crate::seccomp::compile(s)?),
+        Some(s) => Some(crate::seccomp::compile(s, &opts.root)?),
         None => None,
     };
     let joins = open_joins(&plan)?;

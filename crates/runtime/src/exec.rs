@@ -72,7 +72,7 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
     let spec = plan::load_spec(&st.bundle)?;
     let seccomp_spec = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
     let seccomp = match &seccomp_spec {
-        Some(s) => Some(crate::seccomp::compile(s)?),
+        Some(s) => Some(crate::seccomp::compile(s, &opts.root)?),
         None => None,
     };
     // As for the init: a notify filter's fd goes to the listener with the

@@ -15,11 +15,14 @@ use crate::error::{Error, Result};
 
 pub use hako_seccomp::CompiledFilter as Filter;
 
-/// Compile `linux.seccomp`; warnings (e.g. a syscall unknown on this
-/// architecture) go to the log.
-pub fn compile(spec: &LinuxSeccomp) -> Result<Filter> {
+/// Compile `linux.seccomp`, or read the program compiled for the same
+/// filter before from `<root>/.seccomp` (hako_seccomp::compile_cached;
+/// container ids never start with a dot). Warnings (e.g. a syscall
+/// unknown on this architecture) go to the log when it is compiled.
+pub fn compile(spec: &LinuxSeccomp, root: &std::path::Path) -> Result<Filter> {
     // hako-seccomp's messages already name the field (linux.seccomp.…).
-    let f = hako_seccomp::compile(spec).map_err(|e| Error::Other(format!("config.json: {e}")))?;
+    let f = hako_seccomp::compile_cached(spec, &root.join(".seccomp"))
+        .map_err(|e| Error::Other(format!("config.json: {e}")))?;
     // runc skips such names silently; podman's profile has several, and
     // users would see them on every exec. Debug level only.
     for w in f.warnings() {

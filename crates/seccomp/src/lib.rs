@@ -53,12 +53,14 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod cache;
 mod compile;
 mod error;
 mod filter;
 mod listener;
 mod profile;
 
+pub use cache::compile_cached;
 pub use compile::compile;
 pub use error::{SeccompError, Warning};
 pub use filter::{flags, CompiledFilter, BPF_MAXINSNS};

@@ -248,6 +248,16 @@ pub fn ok(o: &Output) -> String {
     stdout(o)
 }
 
+/// Containers a runtime root still has state for: its entries but the
+/// runtime's dot-named caches (.seccomp), which are never container ids.
+pub fn state_left(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect()
+}
+
 pub fn host_mounts() -> String {
     std::fs::read_to_string("/proc/self/mountinfo").unwrap()
 }
