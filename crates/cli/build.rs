@@ -21,9 +21,9 @@ fn main() {
         "/lib64/libc.so.6".to_string(),
         "/usr/lib64/libc.so.6".to_string(),
     ];
-    let knows_relr = libc.iter().any(|p| {
-        std::fs::read(p).is_ok_and(|b| b.windows(17).any(|w| w == b"GLIBC_ABI_DT_RELR"))
-    });
+    let knows_relr = libc
+        .iter()
+        .any(|p| std::fs::read(p).is_ok_and(|b| b.windows(17).any(|w| w == b"GLIBC_ABI_DT_RELR")));
     if knows_relr {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }

@@ -629,6 +629,51 @@ impl Store {
 
     /// Unpacks a layer blob once; later calls return the existing directory.
     /// The uncompressed digest must equal `diff_id`.
+    /// [`Store::ensure_layer`] for each layer, several at once: they are
+    /// independent directories, and unpacking (decompression and the
+    /// diff's sha256) is CPU-bound, so a pull's layers use every core. The
+    /// first error (in layer order) is returned once the workers stop;
+    /// nothing is taken after an error.
+    pub(crate) fn ensure_layers(&self, layers: &[LayerRecord]) -> Result<(), StoreError> {
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(layers.len());
+        if workers <= 1 {
+            return layers
+                .iter()
+                .try_for_each(|l| self.ensure_layer(l).map(drop));
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let mut errors: Vec<(usize, StoreError)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut errs = Vec::new();
+                        while !failed.load(std::sync::atomic::Ordering::Relaxed) {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(l) = layers.get(i) else { break };
+                            if let Err(e) = self.ensure_layer(l) {
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                errs.push((i, e));
+                            }
+                        }
+                        errs
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("a layer worker panicked"))
+                .collect()
+        });
+        errors.sort_by_key(|(i, _)| *i);
+        match errors.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     pub fn ensure_layer(&self, layer: &LayerRecord) -> Result<PathBuf, StoreError> {
         let dst = self.layer_path(&layer.blob.digest);
         if dst.is_dir() {
@@ -767,9 +812,7 @@ impl Store {
                 diff_id: diff_id.clone(),
             })
             .collect();
-        for l in &layers {
-            self.ensure_layer(l)?;
-        }
+        self.ensure_layers(&layers)?;
         let id = m.config.digest.clone();
         let _g = self.meta_lock()?;
         let records = self.read_records()?;
@@ -1201,6 +1244,45 @@ mod tests {
         assert_eq!(s.read_blob(&good).unwrap(), b"hello");
         let (d, n) = s.put_blob(&b"xyz"[..], None).unwrap();
         assert_eq!((d, n), (Digest::of(b"xyz"), 3));
+    }
+
+    #[test]
+    fn layers_unpack_at_once_and_the_first_error_in_order_is_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let layer = |i: usize| {
+            let mut b = tar::Builder::new(Vec::new());
+            let data = format!("layer {i}\n");
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, format!("f{i}"), data.as_bytes())
+                .unwrap();
+            let tar = b.into_inner().unwrap();
+            let blob = s
+                .put_blob_bytes(&tar, "application/vnd.oci.image.layer.v1.tar")
+                .unwrap();
+            LayerRecord {
+                blob,
+                diff_id: Digest::of(&tar),
+            }
+        };
+        let good: Vec<LayerRecord> = (0..6).map(layer).collect();
+        s.ensure_layers(&good).unwrap();
+        for (i, l) in good.iter().enumerate() {
+            let f = s.layer_path(&l.blob.digest).join(format!("f{i}"));
+            assert_eq!(fs::read_to_string(f).unwrap(), format!("layer {i}\n"));
+        }
+        // Layer 2 is not what its diff id says, layer 3's blob is gone:
+        // layer 2's error is the one told, whichever worker ended first.
+        let mut bad: Vec<LayerRecord> = (6..10).map(layer).collect();
+        bad[2].diff_id = Digest::of(b"something else");
+        fs::remove_file(s.blob_path(&bad[3].blob.digest)).unwrap();
+        let e = s.ensure_layers(&bad).unwrap_err();
+        assert!(matches!(e, StoreError::DiffId { .. }), "{e}");
+        assert!(!s.layer_path(&bad[2].blob.digest).exists());
+        assert_eq!(fs::read_dir(s.root().join("tmp")).unwrap().count(), 0);
     }
 
     #[test]
