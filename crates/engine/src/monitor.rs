@@ -1053,10 +1053,11 @@ pub fn detached(dirs: &Dirs, id: &str, ready: OwnedFd) -> Result<i32> {
 /// --attached ID`, a child sharing our terminal; we are its keeper.
 /// Returns the container's exit code, or 0 when the user detached.
 pub fn foreground(dirs: &Dirs, id: &str, fg: &Foreground) -> Result<i32> {
-    let exe = hako_runtime::self_exe().map_err(|e| Error::Other(format!("find hako: {e}")))?;
+    let mut cmd =
+        hako_runtime::self_command().map_err(|e| Error::Other(format!("find hako: {e}")))?;
     os::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0)
         .map_err(crate::sys_err("become a child subreaper"))?;
-    let child = std::process::Command::new(exe)
+    let child = cmd
         .arg("__monitor")
         .arg("--attached")
         .arg(format!("--detach-keys={}", fg.detach_keys))

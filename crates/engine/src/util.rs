@@ -99,9 +99,8 @@ pub fn spawn_reporting(
 ) -> Result<(std::process::Child, String)> {
     use std::io::Read;
     use std::os::unix::process::CommandExt;
-    let exe =
-        hako_runtime::self_exe().map_err(|e| crate::Error::Other(format!("find hako: {e}")))?;
-    let mut cmd = std::process::Command::new(exe);
+    let mut cmd =
+        hako_runtime::self_command().map_err(|e| crate::Error::Other(format!("find hako: {e}")))?;
     cmd.args(args)
         .env("HAKO_DATA_DIR", &dirs.data)
         .env("HAKO_RUN_DIR", &dirs.run)

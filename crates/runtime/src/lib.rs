@@ -40,6 +40,6 @@ pub use error::{chain_message, Error, Result};
 pub use json::from_slice as json_from_slice;
 pub use mounts::ROOTFS_SUID_ANNOTATION;
 pub use plan::{sysctl_namespace, NsKind, Plan};
-pub use protect::{reexec_protected, self_exe};
+pub use protect::{fix_own_name, reexec_protected, self_command, self_exe};
 pub use signal::parse as parse_signal;
 pub use state::now_rfc3339;

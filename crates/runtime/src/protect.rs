@@ -45,6 +45,47 @@ pub fn self_exe() -> std::io::Result<std::path::PathBuf> {
     }
 }
 
+/// A command that runs this program again (a verb of its own, e.g. the
+/// engine's monitor). When this process already runs from its read-only
+/// copy, the child runs from the same one (/proc/self/exe) and is told so,
+/// with the binary's real path: its [`reexec_protected`] then returns at
+/// once instead of paying a second exec of the binary.
+pub fn self_command() -> std::io::Result<std::process::Command> {
+    let path = self_exe()?;
+    if !exe_is_protected() {
+        return Ok(std::process::Command::new(path));
+    }
+    let mut c = std::process::Command::new("/proc/self/exe");
+    // argv[0] as a normal spawn's; the kernel names the process after the
+    // path ("exe"), which [`fix_own_name`] undoes in the child.
+    std::os::unix::process::CommandExt::arg0(&mut c, &path);
+    c.env(MARK, "1").env(EXE_PATH, path);
+    Ok(c)
+}
+
+/// A process started through [`self_command`] is named "exe" by the
+/// kernel (the last part of the path it was executed by): give it its
+/// binary's name back, so `ps`, `pgrep -x` and signal traces see it as
+/// they see every other process of this binary.
+pub fn fix_own_name() {
+    let Ok(comm) = std::fs::read("/proc/self/comm") else {
+        return;
+    };
+    if comm != b"exe\n" {
+        return;
+    }
+    let Some(name) = std::env::args_os()
+        .next()
+        .and_then(|a| Path::new(&a).file_name().map(|n| n.as_bytes().to_vec()))
+        .and_then(|n| CString::new(n).ok())
+    else {
+        return;
+    };
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string (the kernel
+    // copies at most 16 bytes) that outlives the call.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}
+
 /// Whether /proc/self/exe lives on a read-only mount.
 pub fn exe_is_protected() -> bool {
     sys::fstatfs_flags(Path::new("/proc/self/exe")).is_ok_and(|f| f & libc::ST_RDONLY != 0)

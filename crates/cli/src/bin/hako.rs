@@ -387,6 +387,7 @@ fn monitor_role(args: &[std::ffi::OsString]) -> Option<Result<i32>> {
 }
 
 fn main() -> ExitCode {
+    hako_runtime::fix_own_name();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(r) = monitor_role(&args) {
         return exit(r);
