@@ -44,6 +44,16 @@ cleanup() {
     ip link del hkbench0 2>/dev/null || true
     nft delete table inet hako_bench 2>/dev/null || true
     [ "$podman_had_bridge" = 1 ] || ip link del podman0 2>/dev/null || true
+    # netavark leaves its iptables-nft base chains behind: remove its
+    # tables when nothing but netavark's chains is in them (as the clients
+    # test does).
+    local t chains
+    for t in nat filter; do
+        chains=$(nft list table ip "$t" 2>/dev/null | awk '$1 == "chain" {print $2}')
+        echo "$chains" | grep -q NETAVARK || continue
+        echo "$chains" | grep -vqE '^(NETAVARK.*|POSTROUTING|PREROUTING|OUTPUT|FORWARD)$' ||
+            nft delete table ip "$t" 2>/dev/null || true
+    done
     for d in /sys/fs/cgroup/*/libpod_parent; do
         [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
     done
