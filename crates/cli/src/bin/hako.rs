@@ -444,6 +444,30 @@ fn exit(r: Result<i32>) -> ExitCode {
 mod tests {
     use clap::CommandFactory;
 
+    /// `__monitor` is read by hand: other verbs are not taken for it, and
+    /// what the engine never passes is refused before anything runs.
+    #[test]
+    fn the_monitor_role_reads_only_its_own_arguments() {
+        let args = |v: &[&str]| -> Vec<std::ffi::OsString> { v.iter().map(Into::into).collect() };
+        assert!(super::monitor_role(&args(&["hako", "ps"])).is_none());
+        assert!(super::monitor_role(&args(&["hako", "run", "__monitor"])).is_none());
+        for (bad, why) in [
+            (vec!["hako", "__monitor"], "no container id"),
+            (
+                vec!["hako", "__monitor", "--bogus", "id"],
+                "unexpected argument",
+            ),
+            (vec!["hako", "__monitor", "a", "b"], "unexpected argument"),
+            (
+                vec!["hako", "__monitor", "--sig-proxy=maybe", "id"],
+                "--sig-proxy=maybe",
+            ),
+        ] {
+            let e = super::monitor_role(&args(&bad)).unwrap().unwrap_err();
+            assert!(e.to_string().contains(why), "{bad:?}: {e}");
+        }
+    }
+
     /// Every verb and every flag says what it does in --help (and so in
     /// the manual pages and completions made from them).
     #[test]
