@@ -21,6 +21,9 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --no-fail-fast -- --include-ignored --test-threads=2 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# Each test binary's shared fixtures (a busybox bundle made once, kept in a
+# static that is never dropped): every test process is gone now.
+rm -rf /tmp/hako-test-bundle-* /tmp/hako-engine-bb-* /tmp/hako-engine-fixtures-*
 # The real-hosts stage: the cgroup and runtime tests again, inside a Debian
 # 12 VM with systemd as PID 1 and cgroup2 only (scripts/vm-tests.sh). Its
 # output joins the log, so the checks below cover it too.
