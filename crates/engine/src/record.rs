@@ -531,8 +531,8 @@ fn index_complete(dirs: &Dirs) -> PathBuf {
     names_dir(dirs).join(".complete")
 }
 
-/// Container ids are lowercase hex: anything else read from the index
-/// (or typed by a user) never names a directory.
+/// Container ids are hex (util::random_id): anything else read from the
+/// index (or typed by a user) never names a directory.
 fn is_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
