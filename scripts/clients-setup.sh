@@ -26,19 +26,7 @@ flock 9
 # (dockerd for crates/cli/tests/docker.rs), podman 4.3 (conmon,
 # containers-common), skopeo and umoci to build the image, busybox for it.
 pkgs=(containerd podman conmon skopeo umoci busybox-static docker.io containernetworking-plugins)
-missing=()
-for p in "${pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "clients-setup: installing ${missing[*]}" >&2
-    # Another apt may be running on a shared machine: wait for its lock.
-    apt=(apt-get -o DPkg::Lock::Timeout=600 install -y -qq)
-    "${apt[@]}" "${missing[@]}" >/dev/null 2>&1 || {
-        apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
-        "${apt[@]}" "${missing[@]}" >/dev/null
-    }
-fi
+bash "$here/apt-install.sh" -q "${pkgs[@]}"
 # The Debian packages enable system services; the tests start private
 # daemons and never use those, and on a machine without systemd they are
 # simply not running.

@@ -8,13 +8,7 @@ dir=${1:?usage: make-bundle.sh DIR}
 
 busybox=/bin/busybox
 is_static() { [ -x "$1" ] && { ldd "$1" 2>&1 || true; } | grep -q "not a dynamic executable"; }
-if ! is_static "$busybox"; then
-    echo "installing busybox-static" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq busybox-static >/dev/null 2>&1 || {
-        apt-get update -qq >/dev/null && apt-get install -y -qq busybox-static >/dev/null
-    }
-fi
+is_static "$busybox" || bash "$(dirname "$0")/apt-install.sh" -q busybox-static
 if ! is_static "$busybox"; then
     echo "make-bundle: $busybox is not a static busybox" >&2
     exit 1

@@ -11,17 +11,7 @@ pkgs=(busybox-static libseccomp-dev pkg-config iproute2 nftables util-linux pass
 # Extra packages a caller needs (benchmarks, client tests) come as arguments.
 pkgs+=("$@")
 
-missing=()
-for p in "${pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "setup: installing ${missing[*]}" >&2
-    apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 || {
-        apt-get update -qq >/dev/null
-        apt-get install -y -qq "${missing[@]}" >/dev/null
-    }
-fi
+bash "$(dirname "$0")/apt-install.sh" -q "${pkgs[@]}"
 # Rootless networking (pasta) opens /dev/net/tun as the user: udev makes it
 # 0666 on a normal boot; a machine without udev may have it 0600.
 # fuse-overlayfs (rootless roots where configured) opens /dev/fuse: the same.

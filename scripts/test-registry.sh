@@ -28,6 +28,7 @@
 # With HAKO_REGISTRY_HTPASSWD=FILE (bcrypt htpasswd) the registry requires
 # basic auth, and HAKO_REGISTRY_CREDS=user:password is used to push.
 set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
 
 usage() { echo "usage: $0 start|stop DIR [PORT]" >&2; exit 2; }
 [ $# -ge 2 ] || usage
@@ -43,13 +44,7 @@ install_deps() {
     command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
     dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
     [ ${#missing[@]} -eq 0 ] && return 0
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    # Try the existing package lists first; refresh them only if that fails.
-    if ! apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}" >&2; then
-        apt-get -o DPkg::Lock::Timeout=300 update -qq >&2
-        apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}" >&2
-    fi
+    bash "$here/apt-install.sh" "${missing[@]}"
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

@@ -13,18 +13,7 @@ export DEBIAN_FRONTEND=noninteractive
 here=$(cd "$(dirname "$0")" && pwd)
 cache_root=${HAKO_VM_CACHE:-/var/cache/hako-vm}
 
-need=(mmdebstrap qemu-system-x86 cpio busybox-static)
-missing=()
-for p in "${need[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "vm: installing ${missing[*]}" >&2
-    apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null 2>&1 || {
-        apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
-        apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null
-    }
-fi
+bash "$here/../apt-install.sh" -q mmdebstrap qemu-system-x86 cpio busybox-static
 
 key=$(cat "$0" "$here/init" "$here/hako-vm-tests.service" | sha256sum | cut -c1-16)
 out="$cache_root/$key"
