@@ -74,13 +74,21 @@ pub fn attach(dirs: &Dirs, name: &str, o: &AttachOptions) -> Result<Attached> {
     let dir_path = dirs.run_container(&id);
     let dir = File::open(&dir_path).map_err(crate::io_err("open", &dir_path))?;
     let sock_path = format!("/proc/self/fd/{}/attach.sock", dir.as_raw_fd());
-    let mut sock = UnixStream::connect(&sock_path).map_err(|e| Error::State {
-        id: r.name.clone(),
-        msg: format!("cannot be attached: its monitor does not answer ({e})"),
-    })?;
-    drop(dir);
-
+    // Signals are blocked before the monitor knows us: one that comes as
+    // soon as we are attached is handled (passed on, or ending the attach
+    // with 128+sig), never the default action that kills us unannounced.
     let old_mask = os::block_all_signals().map_err(crate::sys_err("block signals"))?;
+    let mut sock = match UnixStream::connect(&sock_path) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = os::set_sigmask(&old_mask);
+            return Err(Error::State {
+                id: r.name.clone(),
+                msg: format!("cannot be attached: its monitor does not answer ({e})"),
+            });
+        }
+    };
+    drop(dir);
     let sfd = os::signalfd_all().map_err(crate::sys_err("signalfd"));
     let end = sfd.and_then(|sfd| {
         let _raw = if tty && stdin {
