@@ -13,6 +13,11 @@ e.g. a hako-runc before and after a change, beside crun:
 
     sudo python3 bench/interleaved.py 400 before=/tmp/old/hako-runc \\
         after=target/release/hako-runc crun=crun
+
+GAP_MS=N in the environment waits N ms before each start, for isolated
+starts: back to back, the kernel's cgroup migration lock is mostly still
+in its writer state from the last start and a migration skips its RCU
+wait (docs/benchmarks.md, "The measured floor").
 """
 import json
 import os
@@ -43,9 +48,11 @@ try:
     # up to 0.5 ms (measured: one binary under two names, 2026-12-04).
     rng = random.Random(1)
     order = list(rts.items())
+    gap = float(os.environ.get("GAP_MS", "0")) / 1000
     for i in range(runs + warmup):
         rng.shuffle(order)
         for k, b in order:
+            time.sleep(gap)
             t0 = time.perf_counter()
             p = subprocess.Popen([b, "--root", f"{work}/state-{k}", "run", "-b", f"{work}/bundle", f"c-{k}"])
             _, status, ru = os.wait4(p.pid, 0)

@@ -83,7 +83,12 @@ pub trait Manager: Send + Sync + std::fmt::Debug {
     /// The resolved directories; serialize it into the container state.
     fn config(&self) -> &CgroupConfig;
     /// Creates the cgroup in every hierarchy (v1 controllers and/or the
-    /// unified one), enabling v2 controllers on the way, and moves `pid` in.
+    /// unified one), enabling v2 controllers on the way, with no process in
+    /// it: on a cgroup2-only host a process can then be started straight
+    /// inside (clone3 with CLONE_INTO_CGROUP), with no pid to move. The
+    /// systemd driver refuses: its unit is made with its first process.
+    fn create(&self) -> Result<()>;
+    /// [`Manager::create`], then moves `pid` in.
     fn apply(&self, pid: i32) -> Result<()>;
     /// Moves `pid` into the existing cgroup (a process `exec`ed into a
     /// running container); creates nothing.

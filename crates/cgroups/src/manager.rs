@@ -247,7 +247,7 @@ impl Manager for FsManager {
         &self.cfg
     }
 
-    fn apply(&self, pid: i32) -> Result<()> {
+    fn create(&self) -> Result<()> {
         for (ctl, dir) in &self.cfg.v1 {
             fs::mkdir_all(dir)?;
             if ctl == "cpuset" {
@@ -264,6 +264,11 @@ impl Manager for FsManager {
                 v2::enable_controllers(&u.root, &u.dir)?;
             }
         }
+        Ok(())
+    }
+
+    fn apply(&self, pid: i32) -> Result<()> {
+        self.create()?;
         let pid = pid.to_string();
         for dir in self.dirs() {
             fs::write_file(&dir.join("cgroup.procs"), &pid)?;

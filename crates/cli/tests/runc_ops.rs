@@ -132,6 +132,75 @@ fn exec_joins_the_container() {
     assert!(stderr(&o).contains("does not exist"));
 }
 
+/// The init and an exec process are in the container's cgroup from their
+/// first instruction. Where that cgroup is one cgroup2 directory (a
+/// cgroup2-only host) they are cloned into it (clone3 CLONE_INTO_CGROUP)
+/// rather than moved after the clone: the init with the cgroupfs driver
+/// (systemd makes its unit with the process), every exec process.
+#[test]
+#[ignore = "needs root"]
+fn init_and_exec_start_in_the_container_cgroup() {
+    need_root!();
+    let mut b = Bundle::new();
+    b.args(&["sleep", "60"]);
+    let log = b.path().join("runtime.log");
+    let p = b.path().to_string_lossy().into_owned();
+    let debug = ["--debug", "--log", log.to_str().unwrap()];
+    ok(&b.runc(&[&debug[..], &["run", "-d", "-b", &p, "incg"]].concat()));
+    let pf = b.path().join("exec.pid");
+    ok(&b.runc(
+        &[
+            &debug[..],
+            &[
+                "exec",
+                "-d",
+                "--pid-file",
+                pf.to_str().unwrap(),
+                "incg",
+                "sleep",
+                "60",
+            ],
+        ]
+        .concat(),
+    ));
+    let init = b.state("incg")["pid"].as_i64().unwrap();
+    let exec: i64 = std::fs::read_to_string(&pf).unwrap().parse().unwrap();
+    let hierarchy = if unified_only() { "" } else { "memory" };
+    let want = default_cgroup(hierarchy, "incg");
+    let want = want
+        .strip_prefix(Path::new("/sys/fs/cgroup").join(hierarchy))
+        .unwrap();
+    for pid in [init, exec] {
+        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let line = cg
+            .lines()
+            .find(|l| {
+                let f: Vec<&str> = l.splitn(3, ':').collect();
+                if unified_only() {
+                    f[0] == "0"
+                } else {
+                    f[1].split(',').any(|c| c == "memory")
+                }
+            })
+            .unwrap_or_else(|| panic!("{cg}"));
+        assert_eq!(
+            Path::new(line.splitn(3, ':').nth(2).unwrap()),
+            Path::new("/").join(want),
+            "{pid}: {cg}"
+        );
+    }
+    let log = std::fs::read_to_string(&log).unwrap();
+    let cloned = |what: &str| log.contains(&format!("the {what} cloned into"));
+    assert_eq!(
+        cloned("init was"),
+        unified_only() && !systemd_driver(),
+        "{log}"
+    );
+    assert_eq!(cloned("exec process was"), unified_only(), "{log}");
+    ok(&b.runc(&["delete", "--force", "incg"]));
+    assert!(memory_dir("incg").is_none(), "cgroup left after delete");
+}
+
 #[test]
 #[ignore = "needs root"]
 fn exec_with_a_terminal_through_the_console_socket() {

@@ -2,7 +2,8 @@
 //! and the init's first step, so the init (and everything it forks) is
 //! accounted from the start; rebuilt from state.json by later commands.
 
-use std::path::Path;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 
 use hako_cgroups::{CgroupConfig, Manager};
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
@@ -138,6 +139,82 @@ pub fn missing_parents(m: &dyn Manager) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Whether /sys/fs/cgroup is a cgroup2 mount, as on a cgroup2-only host
+/// (one statfs, runc's test): only there can a container's cgroup be one
+/// directory to clone its init into, so only there is the layout read
+/// before the clone.
+pub(crate) fn unified_only() -> bool {
+    crate::sys::statfs_type(Path::new("/sys/fs/cgroup"))
+        .is_ok_and(|t| t == libc::CGROUP2_SUPER_MAGIC)
+}
+
+/// The one cgroup2 directory that holds every controller of `cfg`, where a
+/// process can be started with clone3(CLONE_INTO_CGROUP) instead of being
+/// moved in after it exists; None when its pid has to be written to v1
+/// hierarchies as well (v1 and hybrid hosts).
+pub(crate) fn clone_target(cfg: &CgroupConfig) -> Option<&Path> {
+    if !cfg.v1.is_empty() {
+        return None;
+    }
+    cfg.unified.as_ref().map(|u| u.dir.as_path())
+}
+
+/// The init's cgroup manager and the directory to clone the init into,
+/// when the cgroupfs driver runs on a cgroup2-only host; None otherwise
+/// (the systemd driver makes its unit with the process; v1 and hybrid hosts
+/// move the pid in after the clone, and resolving there first would only
+/// delay it). Nothing is created yet.
+pub(crate) fn clone_into(plan: &Plan, id: &str) -> Result<Option<(Box<dyn Manager>, PathBuf)>> {
+    if !unified_only() || !can_manage() {
+        return Ok(None);
+    }
+    let Some(m) = manager(plan, id, false)? else {
+        return Ok(None);
+    };
+    Ok(clone_target(m.config())
+        .map(Path::to_path_buf)
+        .map(|dir| (m, dir)))
+}
+
+/// Create the cgroup with no process in it yet, and open its directory for
+/// clone3(CLONE_INTO_CGROUP).
+pub(crate) fn create_for_clone(m: &dyn Manager, dir: &Path) -> Result<OwnedFd> {
+    m.create()
+        .map_err(|e| cg_err("create the container's cgroup", e))?;
+    open_dir(dir)
+}
+
+/// An existing container's cgroup opened for clone3(CLONE_INTO_CGROUP)
+/// (an `exec` process), when it is one cgroup2 directory.
+pub(crate) fn open_for_clone(m: &dyn Manager) -> Option<OwnedFd> {
+    clone_target(m.config()).and_then(|d| open_dir(d).ok())
+}
+
+fn open_dir(dir: &Path) -> Result<OwnedFd> {
+    crate::sys::openat(None, dir, libc::O_DIRECTORY | libc::O_RDONLY, 0)
+        .map_err(|e| Error::Other(format!("open cgroup {}: {e}", dir.display())))
+}
+
+/// Whether a clone3(CLONE_INTO_CGROUP) that failed with `errno` is tried
+/// again as a plain clone whose pid is then written to cgroup.procs: the
+/// kernel predates the flag (E2BIG, EINVAL), or the cgroup takes no process
+/// this way (EPERM, EACCES outside a delegated tree; EBUSY, EOPNOTSUPP for
+/// a domain-invalid or threaded cgroup), where the write says why, or
+/// succeeds as it did before the flag existed.
+pub(crate) fn retry_without_cgroup(errno: Option<i32>) -> bool {
+    matches!(
+        errno,
+        Some(
+            libc::E2BIG
+                | libc::EINVAL
+                | libc::EPERM
+                | libc::EACCES
+                | libc::EBUSY
+                | libc::EOPNOTSUPP
+        )
+    )
+}
+
 /// Create the cgroup and move `pid` into it.
 pub fn join(m: &dyn Manager, pid: i32) -> Result<()> {
     m.apply(pid)
@@ -233,5 +310,59 @@ pub fn remove_empty_group(name: &str) {
     }
     for h in hako_cgroups::hierarchies() {
         let _ = std::fs::remove_dir(h.mountpoint.join(name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn cfg(v1: &[&str], unified: bool) -> CgroupConfig {
+        CgroupConfig {
+            cgroups_path: "/c".into(),
+            v1: v1
+                .iter()
+                .map(|c| (c.to_string(), Path::new("/sys/fs/cgroup").join(c).join("c")))
+                .collect::<BTreeMap<_, _>>(),
+            unified: unified.then(|| hako_cgroups::UnifiedDir {
+                root: "/sys/fs/cgroup/unified".into(),
+                dir: "/sys/fs/cgroup/unified/c".into(),
+                controllers: vec!["memory".into(), "pids".into()],
+            }),
+            systemd: None,
+        }
+    }
+
+    #[test]
+    fn only_a_cgroup2_only_layout_is_cloned_into() {
+        // cgroup2 only: the one directory.
+        assert_eq!(
+            clone_target(&cfg(&[], true)),
+            Some(Path::new("/sys/fs/cgroup/unified/c"))
+        );
+        // Hybrid: v1 hierarchies need the pid written as well.
+        assert_eq!(clone_target(&cfg(&["memory", "pids"], true)), None);
+        // v1 only.
+        assert_eq!(clone_target(&cfg(&["memory"], false)), None);
+        assert_eq!(clone_target(&cfg(&[], false)), None);
+    }
+
+    #[test]
+    fn clone_into_cgroup_falls_back_on_refusals_not_on_other_errors() {
+        for e in [
+            libc::E2BIG,
+            libc::EINVAL,
+            libc::EPERM,
+            libc::EACCES,
+            libc::EBUSY,
+        ] {
+            assert!(retry_without_cgroup(Some(e)), "{e}");
+        }
+        // Out of pids or memory: a plain clone would fail the same way.
+        for e in [libc::EAGAIN, libc::ENOMEM, libc::ENOSPC] {
+            assert!(!retry_without_cgroup(Some(e)), "{e}");
+        }
+        assert!(!retry_without_cgroup(None));
     }
 }

@@ -309,6 +309,8 @@ struct Cloned {
     pidfd: OwnedFd,
     chan: Channel,
     own_console: Option<OwnedFd>,
+    /// Cloned straight into its cgroup: no pid to move in.
+    in_cgroup: bool,
 }
 
 /// `create` as a checklist; each step is a function below. Until the state
@@ -327,19 +329,24 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
         armed: true,
     };
     let fifo = make_exec_fifo(&p)?;
+    let cgroup_fd = match &cgroup {
+        None => precreate_cgroup(&p.plan, &opts.id, &mut cleanup)?,
+        Some(_) => None,
+    };
     let Cloned {
         pid,
         pidfd,
         chan,
         own_console,
-    } = clone_init(opts, p.clone_parts(), joins, &fifo, foreground)?;
+        in_cgroup,
+    } = clone_init(opts, p.clone_parts(), joins, &fifo, cgroup_fd, foreground)?;
     cleanup.child = Some((pid, pidfd));
     // The init has its copies; ours would only keep a listener waiting.
     drop(p.seccomp_listener.take());
     drop(p.handoff.take());
     let mut st = initial_state(opts, &p, pid);
     p.dir.save(&st)?;
-    join_cgroup(&p, cgroup, &opts.id, &mut st, &mut cleanup)?;
+    join_cgroup(&p, cgroup, &opts.id, &mut st, &mut cleanup, in_cgroup)?;
     set_oom_score_adj(&p.process, pid)?;
     release_init(&p, &chan, &mut st, &mut cleanup)?;
     run_parent_hooks(&p.plan, &st, &chan)?;
@@ -470,14 +477,31 @@ fn make_exec_fifo(p: &Prepared) -> Result<OwnedFd> {
     sys::openat(None, &fifo_path, libc::O_PATH, 0).ctx(|| "open exec fifo".into())
 }
 
+/// Step 2b, on a cgroup2-only host with the cgroupfs driver: make the
+/// init's cgroup now, held by the guard from before it exists, and open it
+/// for the clone, so the init starts inside it and no pid is moved (the
+/// first move waits for an RCU grace period, 6-11 ms; docs/benchmarks.md).
+/// Resources are still written after the clone, as on other hosts, while
+/// the init waits: a tight memory limit then cannot fail the clone itself.
+fn precreate_cgroup(plan: &Plan, id: &str, cleanup: &mut Cleanup<'_>) -> Result<Option<OwnedFd>> {
+    let Some((m, dir)) = crate::cgroup::clone_into(plan, id)? else {
+        return Ok(None);
+    };
+    cleanup.cgroup_parents = crate::cgroup::missing_parents(m.as_ref());
+    let m = cleanup.cgroup.insert(m);
+    crate::cgroup::create_for_clone(m.as_ref(), &dir).map(Some)
+}
+
 /// Step 3: clone the init into its new namespaces (entering pid and time
-/// namespaces just for the clone), with every signal blocked so none is lost
-/// between clone and `run`'s signalfd. In the child this never returns.
+/// namespaces just for the clone) and, given `cgroup`, into its cgroup,
+/// with every signal blocked so none is lost between clone and `run`'s
+/// signalfd. In the child this never returns.
 fn clone_init(
     opts: &CreateOpts,
     parts: CloneParts<'_>,
     joins: Vec<(NsKind, OwnedFd)>,
     fifo: &OwnedFd,
+    cgroup: Option<OwnedFd>,
     foreground: bool,
 ) -> Result<Cloned> {
     let plan = parts.plan;
@@ -518,7 +542,18 @@ fn clone_init(
     // and the signalfd of `run`; the init restores the caller's mask.
     let old_mask = sys::block_all_signals().ctx(|| "block signals".into())?;
 
-    let forked = sys::clone3_fork(clone_flags);
+    let mut in_cgroup = cgroup.is_some();
+    let mut forked = sys::clone3_fork(clone_flags, cgroup.as_ref().map(|f| f.as_fd()));
+    if let Err(e) = &forked {
+        if in_cgroup && crate::cgroup::retry_without_cgroup(e.raw_os_error()) {
+            // Moved in after the clone instead, as on other hosts.
+            in_cgroup = false;
+            forked = sys::clone3_fork(clone_flags, None);
+        }
+    }
+    // Closed in the init too: no host cgroup directory is open in it while
+    // it resolves the container's cwd (CVE-2024-21626 was such an fd).
+    drop(cgroup);
     let (pid, pidfd) = match forked {
         Err(e) => {
             let _ = sys::set_sigmask(&old_mask);
@@ -547,6 +582,9 @@ fn clone_init(
         }
         Ok(sys::Forked::Parent { pid, pidfd }) => (pid, pidfd),
     };
+    if in_cgroup {
+        log::debug("the init was cloned into its cgroup");
+    }
     if !foreground {
         // `create` and `run -d` have no signals to forward.
         let _ = sys::set_sigmask(&old_mask);
@@ -559,6 +597,7 @@ fn clone_init(
         pidfd,
         chan: Channel::new(parent_sock),
         own_console,
+        in_cgroup,
     })
 }
 
@@ -582,26 +621,33 @@ fn initial_state(opts: &CreateOpts, p: &Prepared, pid: i32) -> State {
 }
 
 /// Step 4: put the init in its cgroup before it does anything (or forks),
-/// then write the resources. The guard holds the cgroup before resources
-/// are written: if that fails, the init is killed first and the cgroup can
-/// then be removed at once.
+/// unless it was cloned there, then write the resources. The guard holds
+/// the cgroup before resources are written: if that fails, the init is
+/// killed first and the cgroup can then be removed at once.
 fn join_cgroup(
     p: &Prepared,
     cgroup: Option<Box<dyn hako_cgroups::Manager>>,
     id: &str,
     st: &mut State,
     cleanup: &mut Cleanup<'_>,
+    in_cgroup: bool,
 ) -> Result<()> {
-    cleanup.cgroup = match cgroup {
-        Some(systemd) => Some(systemd),
-        None => crate::cgroup::manager(&p.plan, id, false)?,
-    };
+    if cleanup.cgroup.is_none() {
+        cleanup.cgroup = match cgroup {
+            Some(systemd) => Some(systemd),
+            None => crate::cgroup::manager(&p.plan, id, false)?,
+        };
+        if let Some(m) = &cleanup.cgroup {
+            cleanup.cgroup_parents = crate::cgroup::missing_parents(m.as_ref());
+        }
+    }
     if let Some(m) = &cleanup.cgroup {
         st.cgroup = crate::cgroup::to_state(m.as_ref());
-        st.cgroup_parents = crate::cgroup::missing_parents(m.as_ref());
-        cleanup.cgroup_parents = st.cgroup_parents.clone();
+        st.cgroup_parents = cleanup.cgroup_parents.clone();
         p.dir.save(st)?;
-        crate::cgroup::join(m.as_ref(), st.pid)?;
+        if !in_cgroup {
+            crate::cgroup::join(m.as_ref(), st.pid)?;
+        }
         crate::cgroup::apply_resources(&p.plan, m.as_ref())?;
     }
     Ok(())

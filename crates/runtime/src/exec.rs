@@ -3,8 +3,9 @@
 //! The parent opens the init's namespace files, enters the pid and time
 //! namespaces for its children only, and forks once; the child joins the
 //! user namespace first, then the rest, the mount namespace last (setns on
-//! a mount namespace moves root and cwd to the container's root). The parent
-//! moves the child into the container's cgroup before letting it go on.
+//! a mount namespace moves root and cwd to the container's root). The child
+//! starts in the container's cgroup when that is one cgroup2 directory;
+//! otherwise the parent moves it in before letting it go on.
 //! Success is the sync socket closing on execve (it is close-on-exec).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -129,8 +130,23 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
     // fork, come back after.
     let (restore, child_joins) = crate::container::enter_for_children(joins)?;
 
+    // On a cgroup2-only host the process starts in the container's cgroup
+    // (no pid to move; the first move waits for an RCU grace period).
+    let cgroup = crate::cgroup::from_state(&st);
+    let cgroup_fd = cgroup.as_deref().and_then(crate::cgroup::open_for_clone);
+    let mut in_cgroup = cgroup_fd.is_some();
+
     let old_mask = sys::block_all_signals().ctx(|| "block signals".into())?;
-    let forked = sys::clone3_fork(0);
+    let mut forked = sys::clone3_fork(0, cgroup_fd.as_ref().map(|f| f.as_fd()));
+    if let Err(e) = &forked {
+        if in_cgroup && crate::cgroup::retry_without_cgroup(e.raw_os_error()) {
+            in_cgroup = false;
+            forked = sys::clone3_fork(0, None);
+        }
+    }
+    // In the child too: no host cgroup directory stays open while it
+    // resolves its cwd in the container (CVE-2024-21626 was such an fd).
+    drop(cgroup_fd);
     let (pid, child_pidfd) = match forked {
         Err(e) => {
             let _ = sys::set_sigmask(&old_mask);
@@ -161,6 +177,9 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
         }
         Ok(sys::Forked::Parent { pid, pidfd }) => (pid, pidfd),
     };
+    if in_cgroup {
+        crate::log::debug("the exec process was cloned into the container's cgroup");
+    }
     if opts.detach {
         let _ = sys::set_sigmask(&old_mask);
     }
@@ -186,7 +205,7 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
         let _ = sys::set_sigmask(&sys::empty_sigmask());
         e
     };
-    if let Some(m) = crate::cgroup::from_state(&st) {
+    if let Some(m) = cgroup.filter(|_| !in_cgroup) {
         match m.enter(pid) {
             Ok(()) => {}
             // Rootless, moving a process into the container's cgroup needs

@@ -416,18 +416,10 @@ fn mount_one(ctx: &MountCtx<'_>, root: BorrowedFd<'_>, m: &MountPlan) -> Result<
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 
 fn check_fstype(fd: BorrowedFd<'_>, magic: i64) -> std::io::Result<()> {
-    let p = sys::fd_path(fd);
-    let c = sys::cstr(&p)?;
-    // SAFETY: zeroed statfs is a valid out value.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and out pointer.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if st.f_type != magic {
+    let t = sys::statfs_type(&sys::fd_path(fd))?;
+    if t != magic {
         return Err(std::io::Error::other(format!(
-            "filesystem type {:#x} is not the one mounted",
-            st.f_type
+            "filesystem type {t:#x} is not the one mounted"
         )));
     }
     Ok(())

@@ -60,18 +60,28 @@ pub enum Forked {
     Parent { pid: libc::pid_t, pidfd: OwnedFd },
 }
 
+/// clone3's CLONE_INTO_CGROUP (linux/sched.h; Linux 5.7), not in libc.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
 /// fork(2)-like clone3 with namespace flags, returning a pidfd in the parent.
+/// With `cgroup` (an fd of a cgroup2 directory) the child starts in that
+/// cgroup: no pid is written to cgroup.procs, and so no process migration,
+/// whose first write waits for an RCU grace period (docs/benchmarks.md).
 ///
 /// The caller must be single-threaded: the child continues on a copy of the
 /// caller's stack, like after fork(2).
-pub fn clone3_fork(ns_flags: u64) -> io::Result<Forked> {
+pub fn clone3_fork(ns_flags: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Forked> {
     let mut pidfd: libc::c_int = -1;
-    let args = CloneArgs {
+    let mut args = CloneArgs {
         flags: ns_flags | libc::CLONE_PIDFD as u64,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
         exit_signal: libc::SIGCHLD as u64,
         ..Default::default()
     };
+    if let Some(fd) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd.as_raw_fd() as u64;
+    }
     // SAFETY: clone3 without CLONE_VM and with a null stack behaves like fork:
     // the child gets a private copy of the address space and continues here.
     // `args` and `pidfd` outlive the call. The hako-runc process is
@@ -544,6 +554,16 @@ pub fn fstatfs_flags(path: &Path) -> io::Result<u64> {
     // SAFETY: valid path and out-pointer.
     check(unsafe { libc::statvfs(p.as_ptr(), &mut st) })?;
     Ok(st.f_flag)
+}
+
+/// statfs(2)'s f_type: the filesystem's magic number.
+pub fn statfs_type(path: &Path) -> io::Result<i64> {
+    let c = cstr(path)?;
+    // SAFETY: zeroed statfs is a valid out value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and out pointer.
+    check(unsafe { libc::statfs(c.as_ptr(), &mut st) })?;
+    Ok(st.f_type)
 }
 
 /// The magic-link path naming an fd, for syscalls that only take paths.

@@ -135,6 +135,15 @@ impl Manager for SystemdManager {
         self.fs.config()
     }
 
+    /// A transient scope is made with the process it holds: there is no
+    /// empty unit to start a process in.
+    fn create(&self) -> Result<()> {
+        Err(Error::Systemd {
+            what: format!("create unit {}", self.unit.unit),
+            reason: "the systemd driver makes a unit with its first process".into(),
+        })
+    }
+
     fn apply(&self, pid: i32) -> Result<()> {
         let u = &self.unit;
         let mut ps: Vec<Property> = vec![
