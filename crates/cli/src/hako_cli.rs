@@ -250,12 +250,17 @@ pub enum Cmd {
     /// Namespace tools.
     #[command(subcommand)]
     Ns(NsCmd),
-    /// Pull an image from a registry.
+    /// Pull an image from a registry; its id goes to stdout, progress to
+    /// stderr.
     Pull {
         image: String,
         /// Allow plain HTTP.
         #[arg(long)]
         insecure: bool,
+        /// No progress, only the image id (as podman; Docker prints the
+        /// image's name instead).
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Push an image to a registry (credentials from `login`).
     Push {
@@ -640,6 +645,10 @@ pub enum NsCmd {
 pub enum ImageCmd {
     /// Details of images as JSON.
     Inspect {
+        /// A Go template for each object, or `json` for one per line (as
+        /// `inspect --format`).
+        #[arg(short, long)]
+        format: Option<String>,
         #[arg(required = true)]
         images: Vec<String>,
     },
@@ -695,6 +704,10 @@ pub enum VolCmd {
     },
     /// Details of volumes as JSON.
     Inspect {
+        /// A Go template for each object, or `json` for one per line (as
+        /// `inspect --format`).
+        #[arg(short, long)]
+        format: Option<String>,
         #[arg(required = true)]
         volumes: Vec<String>,
     },
@@ -752,6 +765,10 @@ pub enum NetCmd {
     },
     /// Details of networks as JSON.
     Inspect {
+        /// A Go template for each object, or `json` for one per line (as
+        /// `inspect --format`).
+        #[arg(short, long)]
+        format: Option<String>,
         #[arg(required = true)]
         networks: Vec<String>,
     },

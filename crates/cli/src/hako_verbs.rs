@@ -308,9 +308,14 @@ pub fn ns(dirs: &Dirs, c: NsCmd) -> Result<i32> {
 }
 
 /// `pull`: the image id.
-pub fn pull(dirs: &Dirs, image: &str, insecure: bool) -> Result<i32> {
+pub fn pull(dirs: &Dirs, image: &str, insecure: bool, quiet: bool) -> Result<i32> {
     let opts = hako_image::PullOptions {
         insecure,
+        progress: if quiet {
+            hako_image::Progress::Quiet
+        } else {
+            hako_image::Progress::Auto
+        },
         ..Default::default()
     };
     let id = dirs.image_store()?.pull(image, &opts)?;
@@ -503,13 +508,8 @@ pub fn history(dirs: &Dirs, image: &str, no_trunc: bool, quiet: bool) -> Result<
 pub fn image(dirs: &Dirs, c: ImageCmd) -> Result<i32> {
     match c {
         ImageCmd::Ls { quiet, format } => return images(dirs, quiet, format.as_deref()),
-        ImageCmd::Inspect { images } => {
-            let store = dirs.image_store()?;
-            let out = images
-                .iter()
-                .map(|i| store.inspect(i))
-                .collect::<Result<Vec<_>, _>>()?;
-            output::pretty(&out)?;
+        ImageCmd::Inspect { images, format } => {
+            return inspect(dirs, Some("image"), &images, format.as_deref())
         }
         ImageCmd::Rm { force, images } => return rmi(dirs, &images, force),
         ImageCmd::Prune { all, .. } => {
@@ -644,15 +644,8 @@ pub fn network(dirs: &Dirs, c: NetCmd) -> Result<i32> {
             println!("{}", n.name);
         }
         NetCmd::Ls { format } => output::networks(&mgr.list()?, format.as_deref())?,
-        NetCmd::Inspect { networks } => {
-            let mut out = Vec::new();
-            for n in &networks {
-                let info = mgr.inspect(n)?;
-                let mut v = serde_json::to_value(&info.network)?;
-                v["containers"] = serde_json::to_value(&info.leases)?;
-                out.push(v);
-            }
-            output::pretty(&out)?;
+        NetCmd::Inspect { networks, format } => {
+            return inspect(dirs, Some("network"), &networks, format.as_deref())
         }
         NetCmd::Rm { networks } => {
             // Leases left by a reboot or a crash must not keep it in use.
@@ -699,12 +692,8 @@ pub fn volume(dirs: &Dirs, c: VolCmd) -> Result<i32> {
         VolCmd::Ls { quiet, format } => {
             output::volumes(dirs, &volume::list(dirs), quiet, format.as_deref())?
         }
-        VolCmd::Inspect { volumes } => {
-            let mut out = Vec::new();
-            for n in &volumes {
-                out.push(volume::get(dirs, n)?.inspect(dirs));
-            }
-            output::pretty(&out)?;
+        VolCmd::Inspect { volumes, format } => {
+            return inspect(dirs, Some("volume"), &volumes, format.as_deref())
         }
         VolCmd::Rm { force, volumes } => {
             return Ok(each_named(&volumes, |n| {

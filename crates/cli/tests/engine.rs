@@ -928,6 +928,16 @@ fn two_containers_on_a_bridge_talk() {
     assert!(ip.starts_with("10.215.9."), "{ip}");
     let info: Value = serde_json::from_str(&e.out(&["network", "inspect", &net])).unwrap();
     assert_eq!(info[0]["containers"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        e.out(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{len .containers}}",
+            &net
+        ]),
+        "1\n"
+    );
     // By name (through /etc/hosts) from a second container.
     let mut got = String::new();
     for _ in 0..20 {
@@ -2743,6 +2753,10 @@ fn volumes_live_apart_from_containers() {
     let mp = PathBuf::from(i[0]["Mountpoint"].as_str().unwrap());
     assert_eq!(mp, e.data().join("volumes/v1/_data"));
     assert!(mp.is_dir());
+    assert_eq!(
+        e.out(&["volume", "inspect", "-f", "{{.Name}} {{.Labels.a}}", "v1"]),
+        "v1 b\n"
+    );
     // Bad names and unknown volumes: one line, exit 125, nothing made.
     refused(&["volume", "create", "../x"], "not a volume name");
     assert!(!e.data().join("x").exists() && !e.data().join("volumes/../x").exists());

@@ -108,7 +108,28 @@ fn pulled_and_loaded_images_run() {
         err.contains("No CA certificates") && err.lines().count() == 1,
         "{err}"
     );
-    ok(&hako(d, &["pull", &image]));
+    // -q: the id alone, no progress.
+    let o = hako(d, &["pull", "-q", &image]);
+    let id = ok(&o);
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(id.lines().count(), 1, "{id}");
+    let shown = ok(&hako(
+        d,
+        &["image", "inspect", "--format", "{{.Id}}", &image],
+    ));
+    assert!(
+        shown
+            .trim()
+            .ends_with(id.trim().trim_start_matches("sha256:")),
+        "{id} / {shown}"
+    );
+    let o = hako(d, &["pull", &image]);
+    assert_eq!(ok(&o), id, "a second pull names the same image");
+    assert!(!o.stderr.is_empty(), "without -q, progress goes to stderr");
     let out = ok(&hako(
         d,
         &[

@@ -228,7 +228,11 @@ fn real_main(cli: Cli) -> Result<i32> {
         } => verbs::stats(dirs, containers, no_stream, format.as_deref())?,
         Cmd::Wait { containers } => verbs::wait(dirs, &containers)?,
         Cmd::Ns(c) => verbs::ns(dirs, c)?,
-        Cmd::Pull { image, insecure } => verbs::pull(dirs, &image, insecure)?,
+        Cmd::Pull {
+            image,
+            insecure,
+            quiet,
+        } => verbs::pull(dirs, &image, insecure, quiet)?,
         Cmd::Push {
             insecure,
             image,
