@@ -345,7 +345,6 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
     drop(p.seccomp_listener.take());
     drop(p.handoff.take());
     let mut st = initial_state(opts, &p, pid);
-    p.dir.save(&st)?;
     join_cgroup(&p, cgroup, &opts.id, &mut st, &mut cleanup, in_cgroup)?;
     set_oom_score_adj(&p.process, pid)?;
     release_init(&p, &chan, &mut st, &mut cleanup)?;
@@ -620,10 +619,12 @@ fn initial_state(opts: &CreateOpts, p: &Prepared, pid: i32) -> State {
     }
 }
 
-/// Step 4: put the init in its cgroup before it does anything (or forks),
-/// unless it was cloned there, then write the resources. The guard holds
-/// the cgroup before resources are written: if that fails, the init is
-/// killed first and the cgroup can then be removed at once.
+/// Step 4: save the state (the init's pid and its cgroup, so a later
+/// `delete` finds both), put the init in its cgroup before it does
+/// anything (or forks), unless it was cloned there, then write the
+/// resources. The guard holds the cgroup before resources are written: if
+/// that fails, the init is killed first and the cgroup can then be
+/// removed at once.
 fn join_cgroup(
     p: &Prepared,
     cgroup: Option<Box<dyn hako_cgroups::Manager>>,
@@ -644,7 +645,9 @@ fn join_cgroup(
     if let Some(m) = &cleanup.cgroup {
         st.cgroup = crate::cgroup::to_state(m.as_ref());
         st.cgroup_parents = cleanup.cgroup_parents.clone();
-        p.dir.save(st)?;
+    }
+    p.dir.save(st)?;
+    if let Some(m) = &cleanup.cgroup {
         if !in_cgroup {
             crate::cgroup::join(m.as_ref(), st.pid)?;
         }
