@@ -757,12 +757,11 @@ fn require(op: &str, id: &str, status: Status) -> Result<()> {
 pub fn start(root: &Path, id: &str) -> Result<()> {
     let dir = StateDir::new(root, id)?;
     let _lock = dir.lock()?;
-    let mut st = dir.load()?;
+    let st = dir.load()?;
     let status = state::derive_status(&dir, &st, crate::cgroup::is_frozen);
     require("start", id, status)?;
     release_fifo(&dir, &st)?;
-    st.status = Status::Running;
-    dir.save(&st)?;
+    // Running now that the fifo is gone: nothing to save (State::status).
     let hs = st.spec_json(Status::Running).to_string().into_bytes();
     let spec_hooks = plan::load_spec(&st.bundle)
         .ok()

@@ -47,6 +47,10 @@ pub struct State {
     #[serde(rename = "ociVersion")]
     pub oci_version: String,
     pub id: String,
+    /// As saved: Creating until `create` is done, then Created. Whether a
+    /// container is created, running, paused or stopped is derived when it
+    /// is read ([`derive_status`]: the init's life, the exec fifo, the
+    /// freezer), so `start` does not rewrite the file.
     pub status: Status,
     pub pid: i32,
     pub bundle: PathBuf,
