@@ -3779,6 +3779,57 @@ fn stats_stream_until_the_containers_stop() {
     e.ok(&["rm", "busy"]);
 }
 
+/// A container's processes start with no signal blocked, whatever the
+/// process that started them blocks (the monitor reads its signals from a
+/// signalfd): detached, in the foreground, exec'd and restarted. A blocked
+/// SIGTERM would make every `stop` wait for its timeout.
+#[test]
+#[ignore = "needs root"]
+fn containers_start_with_no_signal_blocked() {
+    need_root!();
+    let e = Engine::new("sigmask");
+    let unblocked = |out: &str| {
+        let masks: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("SigBlk:"))
+            .map(str::trim)
+            .collect();
+        assert!(!masks.is_empty(), "{out}");
+        for m in masks {
+            assert_eq!(m, "0000000000000000", "{out}");
+        }
+    };
+    let grep = "grep SigBlk /proc/self/status";
+    e.run_sh("det", &[], &format!("{grep}; sleep 600"));
+    poll(30, "the detached container's line", || {
+        e.out(&["logs", "det"]).contains("SigBlk").then_some(())
+    });
+    unblocked(&e.out(&["logs", "det"]));
+    unblocked(&e.out(&["exec", "det", "grep", "SigBlk", "/proc/self/status"]));
+    unblocked(&e.out(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "grep",
+        "SigBlk",
+        "/proc/self/status",
+    ]));
+    // Started again by its monitor, which has blocked its signals by then.
+    e.run_sh(
+        "again",
+        &["--restart", "on-failure:1"],
+        &format!("{grep}; exit 1"),
+    );
+    let out = poll(60, "the restarted container's line", || {
+        let l = e.out(&["logs", "again"]);
+        (l.matches("SigBlk").count() == 2).then_some(l)
+    });
+    unblocked(&out);
+    e.ok(&["rm", "-f", "det", "again"]);
+}
+
 #[test]
 #[ignore = "needs root"]
 fn restart_policies_as_docker() {

@@ -201,6 +201,85 @@ fn init_and_exec_start_in_the_container_cgroup() {
     assert!(memory_dir("incg").is_none(), "cgroup left after delete");
 }
 
+/// The container's init and an exec process start with nothing blocked
+/// even when hako-runc's caller blocks signals (as crun; a shim or a
+/// monitor reading its signals from a signalfd has them all blocked).
+#[test]
+#[ignore = "needs root"]
+fn processes_start_with_no_signal_blocked() {
+    need_root!();
+    use std::os::unix::process::CommandExt;
+    let mut b = Bundle::new();
+    b.args(&["sh", "-c", "grep SigBlk /proc/self/status; sleep 60"]);
+    b.write();
+    let blocked = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.arg("--root").arg(b.state_root());
+        if systemd_driver() {
+            cmd.arg("--systemd-cgroup");
+        }
+        cmd.args(args);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigfillset(&mut set);
+                libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        run_with_timeout(cmd, std::time::Duration::from_secs(30))
+    };
+    let p = b.path().to_string_lossy().into_owned();
+    let log = b.path().join("init.out");
+    let o = blocked(&[
+        "create",
+        "-b",
+        &p,
+        "--pid-file",
+        log.with_extension("pid").to_str().unwrap(),
+        "sigm",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pid: i32 = std::fs::read_to_string(log.with_extension("pid"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    ok(&blocked(&["start", "sigm"]));
+    let mask = |pid: i32| {
+        poll_status(pid)
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:").map(|m| m.trim().to_string()))
+            .unwrap()
+    };
+    assert_eq!(mask(pid), "0000000000000000");
+    let out = ok(&blocked(&[
+        "exec",
+        "sigm",
+        "grep",
+        "SigBlk",
+        "/proc/self/status",
+    ]));
+    assert_eq!(out.trim(), "SigBlk:\t0000000000000000", "{out}");
+    ok(&b.runc(&["delete", "--force", "sigm"]));
+}
+
+/// /proc/PID/status once the process has exec'd its program (sh, not the
+/// runtime's init any more).
+fn poll_status(pid: i32) -> String {
+    let t0 = std::time::Instant::now();
+    loop {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        if s.lines()
+            .any(|l| l.starts_with("Name:") && !l.contains("hako"))
+        {
+            return s;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "{s}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 #[ignore = "needs root"]
 fn exec_with_a_terminal_through_the_console_socket() {

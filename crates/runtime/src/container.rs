@@ -538,7 +538,7 @@ fn clone_init(
     }
 
     // Block signals before the child exists so none is lost between clone
-    // and the signalfd of `run`; the init restores the caller's mask.
+    // and the signalfd of `run`; the init unblocks them all before exec.
     let old_mask = sys::block_all_signals().ctx(|| "block signals".into())?;
 
     let mut in_cgroup = cgroup.is_some();
@@ -572,7 +572,6 @@ fn clone_init(
                 no_pivot: opts.no_pivot,
                 no_new_keyring: opts.no_new_keyring,
                 preserve_fds: opts.preserve_fds,
-                sigmask: old_mask,
                 seccomp: parts.seccomp,
                 seccomp_listener: parts.seccomp_listener,
                 dmz: parts.dmz,

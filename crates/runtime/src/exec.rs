@@ -161,7 +161,6 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
                 joins: &child_joins,
                 console: console.as_ref().map(|c| c.as_fd()),
                 preserve_fds: opts.preserve_fds,
-                sigmask: old_mask,
                 seccomp: seccomp.as_ref(),
                 seccomp_listener: seccomp_listener.as_ref().map(|s| s.as_fd()),
                 listener_state: &listener_state,
@@ -288,7 +287,6 @@ struct ChildArgs<'a> {
     joins: &'a [(NsKind, OwnedFd)],
     console: Option<BorrowedFd<'a>>,
     preserve_fds: u32,
-    sigmask: libc::sigset_t,
     seccomp: Option<&'a crate::seccomp::Filter>,
     seccomp_listener: Option<BorrowedFd<'a>>,
     /// The listener's message, without the pid.
@@ -306,7 +304,6 @@ fn child(a: &ChildArgs<'_>) -> Result<()> {
             process: a.process,
             userns: a.userns,
             preserve_fds: a.preserve_fds,
-            sigmask: a.sigmask,
             seccomp: a.seccomp,
             seccomp_listener: a.seccomp_listener,
             dmz: a.dmz,

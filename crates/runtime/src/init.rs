@@ -41,8 +41,6 @@ pub struct InitArgs<'a> {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
-    /// Signal mask to restore before execve.
-    pub sigmask: libc::sigset_t,
     /// Compiled seccomp filter (see crate::seccomp for when it is loaded).
     pub seccomp: Option<&'a crate::seccomp::Filter>,
     /// Connected socket to linux.seccomp.listenerPath, for SCMP_ACT_NOTIFY.
@@ -112,7 +110,6 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
             process: a.process,
             userns: false,
             preserve_fds: a.preserve_fds,
-            sigmask: a.sigmask,
             seccomp: a.seccomp,
             seccomp_listener: a.seccomp_listener,
             dmz: a.dmz,

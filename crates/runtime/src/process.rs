@@ -15,7 +15,7 @@
 //!  5. no_new_privs, umask;
 //!  6. the caller's last step (the init: report Ready, wait for `start`,
 //!     startContainer hooks);
-//!  7. default signal dispositions and the caller's signal mask;
+//!  7. default signal dispositions and an empty signal mask;
 //!  8. with no_new_privs the filter loads last, so nothing of ours runs
 //!     under it but the exec;
 //!  9. execve through the sealed helper (crate::dmz, CVE-2019-5736).
@@ -36,8 +36,6 @@ pub(crate) struct Handover<'a> {
     /// In a user namespace (ours or the container's).
     pub userns: bool,
     pub preserve_fds: u32,
-    /// Signal mask to restore before execve.
-    pub sigmask: libc::sigset_t,
     pub seccomp: Option<&'a crate::seccomp::Filter>,
     /// Connected socket to linux.seccomp.listenerPath, for SCMP_ACT_NOTIFY.
     pub seccomp_listener: Option<BorrowedFd<'a>>,
@@ -133,8 +131,13 @@ impl Handover<'_> {
                     .ctx(|| "clear parent-death signal".into())?;
             }
             Step::ResetSignals => {
+                // The program starts with default dispositions and nothing
+                // blocked, whatever its runtime's caller had blocked (a
+                // monitor reading signals from a signalfd, a shim): as
+                // crun does. A blocked SIGTERM would make every stop wait
+                // for its timeout.
                 sys::reset_signal_dispositions();
-                sys::set_sigmask(&self.sigmask).ctx(|| "restore the signal mask".into())?;
+                sys::set_sigmask(&sys::empty_sigmask()).ctx(|| "clear the signal mask".into())?;
             }
             Step::Exec => {
                 let Some((exe, argv, envp)) = &self.prepared else {
