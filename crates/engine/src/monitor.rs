@@ -1031,6 +1031,10 @@ pub fn detached(dirs: &Dirs, id: &str, ready: OwnedFd) -> Result<i32> {
         return run(dirs, id, None, Some(ready));
     }
     let keeper = os::getpid();
+    // Blocked before the monitor exists, so that no signal reaches the
+    // keeper unhandled (keep() reads them from a signalfd); the monitor
+    // blocks them itself too.
+    let _ = os::block_all_signals();
     // SAFETY: the process has a single thread (checked above), so the child
     // is a complete copy that may run any code; the parent only waits.
     let pid = unsafe { libc::fork() };
@@ -1057,7 +1061,11 @@ pub fn foreground(dirs: &Dirs, id: &str, fg: &Foreground) -> Result<i32> {
         hako_runtime::self_command().map_err(|e| Error::Other(format!("find hako: {e}")))?;
     os::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0)
         .map_err(crate::sys_err("become a child subreaper"))?;
-    let child = cmd
+    // Blocked before the monitor exists: a signal from then on is the
+    // keeper's to pass on or act on (keep()), never its default action.
+    // (std's spawn resets the mask in the child.)
+    let old_mask = os::block_all_signals().map_err(crate::sys_err("block signals"))?;
+    let child = match cmd
         .arg("__monitor")
         .arg("--attached")
         .arg(format!("--detach-keys={}", fg.detach_keys))
@@ -1066,7 +1074,13 @@ pub fn foreground(dirs: &Dirs, id: &str, fg: &Foreground) -> Result<i32> {
         .env("HAKO_DATA_DIR", &dirs.data)
         .env("HAKO_RUN_DIR", &dirs.run)
         .spawn()
-        .map_err(|e| Error::Other(format!("start the monitor: {e}")))?;
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = os::set_sigmask(&old_mask);
+            return Err(Error::Other(format!("start the monitor: {e}")));
+        }
+    };
     // Reaped by `keep` (a std Child neither kills nor waits on drop).
     let pid = child.id() as i32;
     drop(child);
