@@ -20,6 +20,7 @@ missing() {
 }
 [ -n "$(missing "$@")" ] || exit 0
 
+mkdir -p /run/lock
 exec 9>/run/lock/hako-apt-install.lock
 flock 9
 # Another caller may have installed them while we waited.
