@@ -3779,6 +3779,38 @@ fn stats_stream_until_the_containers_stop() {
     e.ok(&["rm", "busy"]);
 }
 
+/// A usage error (unknown flag or verb, a missing argument) is bad input:
+/// Docker's exit code 125 and the error on stderr; --help and --version
+/// succeed on stdout. (No root needed: nothing is run.)
+#[test]
+fn usage_errors_exit_125_and_help_exits_0() {
+    let hako = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_hako"))
+            .args(args)
+            .env("HAKO_DATA_DIR", "/nonexistent/hako-usage-test")
+            .output()
+            .unwrap()
+    };
+    for bad in [
+        &["volume", "create", "--bogus"][..],
+        &["run"],
+        &["nosuchverb"],
+        &["ps", "--format"],
+    ] {
+        let o = hako(bad);
+        assert_eq!(o.status.code(), Some(125), "{bad:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.starts_with("error: "), "{bad:?}: {err}");
+        assert!(o.stdout.is_empty(), "{bad:?}");
+    }
+    for good in [&["--help"][..], &["--version"], &["run", "--help"]] {
+        let o = hako(good);
+        assert_eq!(o.status.code(), Some(0), "{good:?}");
+        assert!(!o.stdout.is_empty(), "{good:?}");
+    }
+    assert!(!std::path::Path::new("/nonexistent/hako-usage-test").exists());
+}
+
 /// A container's processes start with no signal blocked, whatever the
 /// process that started them blocks (the monitor reads its signals from a
 /// signalfd): detached, in the foreground, exec'd and restarted. A blocked

@@ -396,7 +396,16 @@ fn main() -> ExitCode {
     if let Some(r) = monitor_role(&args) {
         return exit(r);
     }
-    let cli = Cli::parse_from(args);
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; a usage
+            // error (unknown flag or verb, missing argument) is bad input:
+            // Docker's 125, not clap's 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 125 } else { 0 });
+        }
+    };
     if matches!(
         cli.cmd,
         Cmd::Ps { .. }
