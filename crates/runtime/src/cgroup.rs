@@ -195,13 +195,30 @@ fn open_dir(dir: &Path) -> Result<OwnedFd> {
         .map_err(|e| Error::Other(format!("open cgroup {}: {e}", dir.display())))
 }
 
+/// clone3 with `ns_flags`, into `cgroup` when given; when the kernel
+/// refuses that (see [`retry_without_cgroup`]), a plain clone whose pid the
+/// caller then moves in. Also returns whether the child started in the
+/// cgroup. The caller must be single-threaded (see [`crate::sys::clone3_fork`]).
+pub(crate) fn clone_into_or_after(
+    ns_flags: u64,
+    cgroup: Option<std::os::fd::BorrowedFd<'_>>,
+) -> (std::io::Result<crate::sys::Forked>, bool) {
+    let forked = crate::sys::clone3_fork(ns_flags, cgroup);
+    match &forked {
+        Err(e) if cgroup.is_some() && retry_without_cgroup(e.raw_os_error()) => {
+            (crate::sys::clone3_fork(ns_flags, None), false)
+        }
+        _ => (forked, cgroup.is_some()),
+    }
+}
+
 /// Whether a clone3(CLONE_INTO_CGROUP) that failed with `errno` is tried
 /// again as a plain clone whose pid is then written to cgroup.procs: the
 /// kernel predates the flag (E2BIG, EINVAL), or the cgroup takes no process
 /// this way (EPERM, EACCES outside a delegated tree; EBUSY, EOPNOTSUPP for
 /// a domain-invalid or threaded cgroup), where the write says why, or
 /// succeeds as it did before the flag existed.
-pub(crate) fn retry_without_cgroup(errno: Option<i32>) -> bool {
+fn retry_without_cgroup(errno: Option<i32>) -> bool {
     matches!(
         errno,
         Some(

@@ -541,15 +541,8 @@ fn clone_init(
     // and the signalfd of `run`; the init unblocks them all before exec.
     let old_mask = sys::block_all_signals().ctx(|| "block signals".into())?;
 
-    let mut in_cgroup = cgroup.is_some();
-    let mut forked = sys::clone3_fork(clone_flags, cgroup.as_ref().map(|f| f.as_fd()));
-    if let Err(e) = &forked {
-        if in_cgroup && crate::cgroup::retry_without_cgroup(e.raw_os_error()) {
-            // Moved in after the clone instead, as on other hosts.
-            in_cgroup = false;
-            forked = sys::clone3_fork(clone_flags, None);
-        }
-    }
+    let (forked, in_cgroup) =
+        crate::cgroup::clone_into_or_after(clone_flags, cgroup.as_ref().map(|f| f.as_fd()));
     // Closed in the init too: no host cgroup directory is open in it while
     // it resolves the container's cwd (CVE-2024-21626 was such an fd).
     drop(cgroup);

@@ -134,16 +134,10 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
     // (no pid to move; the first move waits for an RCU grace period).
     let cgroup = crate::cgroup::from_state(&st);
     let cgroup_fd = cgroup.as_deref().and_then(crate::cgroup::open_for_clone);
-    let mut in_cgroup = cgroup_fd.is_some();
 
     let old_mask = sys::block_all_signals().ctx(|| "block signals".into())?;
-    let mut forked = sys::clone3_fork(0, cgroup_fd.as_ref().map(|f| f.as_fd()));
-    if let Err(e) = &forked {
-        if in_cgroup && crate::cgroup::retry_without_cgroup(e.raw_os_error()) {
-            in_cgroup = false;
-            forked = sys::clone3_fork(0, None);
-        }
-    }
+    let (forked, in_cgroup) =
+        crate::cgroup::clone_into_or_after(0, cgroup_fd.as_ref().map(|f| f.as_fd()));
     // In the child too: no host cgroup directory stays open while it
     // resolves its cwd in the container (CVE-2024-21626 was such an fd).
     drop(cgroup_fd);
