@@ -4283,6 +4283,11 @@ fn containers_resolve_each_other_by_name_on_a_user_network() {
     // Other names go to the network's upstream.
     let out = String::from_utf8_lossy(&look("example.org").stdout).into_owned();
     assert!(out.contains("203.0.113.5"), "{out}");
+    // Over TCP too (where clients retry after a truncated answer).
+    assert_eq!(
+        tcp_dns_a(&gw, "database"),
+        vec![db_ip.parse::<std::net::Ipv4Addr>().unwrap()]
+    );
     // Disconnected, db is no longer a name on the network.
     e.ok(&["network", "disconnect", "appnet", "db"]);
     let o = look("db");
@@ -4297,6 +4302,50 @@ fn containers_resolve_each_other_by_name_on_a_user_network() {
         .output()
         .unwrap();
     assert!(servers.stdout.is_empty(), "a name server is left");
+}
+
+/// The A records for `name` from the name server at `server`:53 over TCP
+/// (RFC 7766: a two-byte length before each message), the query and the
+/// answer's records read by hand.
+fn tcp_dns_a(server: &str, name: &str) -> Vec<std::net::Ipv4Addr> {
+    use std::io::{Read, Write};
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let mut s = std::net::TcpStream::connect((server, 53)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = (q.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(&q);
+    s.write_all(&out).unwrap();
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).unwrap();
+    let mut r = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut r).unwrap();
+    assert_eq!(&r[..2], &[0x12, 0x34], "the answer to our query");
+    let answers = u16::from_be_bytes([r[6], r[7]]);
+    // Past the header and the question (as sent), each answer: a name
+    // (a 2-byte pointer from this server), type, class, TTL, length, data.
+    let mut at = q.len();
+    let mut ips = Vec::new();
+    for _ in 0..answers {
+        at += 2;
+        let typ = u16::from_be_bytes([r[at], r[at + 1]]);
+        let rdlen = u16::from_be_bytes([r[at + 8], r[at + 9]]) as usize;
+        at += 10;
+        if typ == 1 && rdlen == 4 {
+            ips.push(std::net::Ipv4Addr::new(
+                r[at],
+                r[at + 1],
+                r[at + 2],
+                r[at + 3],
+            ));
+        }
+        at += rdlen;
+    }
+    ips
 }
 
 #[test]

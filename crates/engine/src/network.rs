@@ -375,6 +375,11 @@ pub fn dns_main(dirs: &Dirs, network: &str, ready: std::fs::File) -> Result<i32>
             return Err(crate::Error::Other(m));
         }
     };
+    // TCP too, for clients that retry there after a truncated answer.
+    // The UDP port is ours (above), and a stale server of ours held both;
+    // should TCP still be refused, UDP serves alone rather than no names
+    // at all.
+    let tcp = std::net::TcpListener::bind((net.gateway, 53)).ok();
     let upstream = if net.dns.is_empty() {
         hako_net::dns::upstreams(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
     } else {
@@ -400,7 +405,10 @@ pub fn dns_main(dirs: &Dirs, network: &str, ready: std::fs::File) -> Result<i32>
             let _keep = lock;
             let r = hako_net::dns::serve(
                 sock,
-                move || mgr.inspect(&name).map(|i| i.leases).unwrap_or_default(),
+                tcp,
+                std::sync::Arc::new(move || {
+                    mgr.inspect(&name).map(|i| i.leases).unwrap_or_default()
+                }),
                 upstream,
             );
             Ok(i32::from(r.is_err()))

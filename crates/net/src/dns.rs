@@ -1,12 +1,15 @@
 //! The name server of a user network, as Docker's embedded DNS and
-//! podman's aardvark-dns: on the network's gateway address, port 53 (UDP),
+//! podman's aardvark-dns: on the network's gateway address, port 53 (UDP,
+//! and TCP for clients that retry there after a truncated answer),
 //! it answers A and AAAA queries for the containers attached to the
 //! network, by name, network alias or short id, from the network's leases
 //! as they are at each query (so a disconnected container is gone at
 //! once), and forwards every other query to the host's resolvers. DNS
 //! messages are read and written with hickory-proto.
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
@@ -104,6 +107,47 @@ fn forward(query: &[u8], upstream: &[SocketAddr]) -> Option<Vec<u8>> {
     None
 }
 
+/// As [`forward`], over TCP (RFC 7766: a two-byte length before each
+/// message): for a client that asked us over TCP, typically after a
+/// truncated UDP answer, so the upstream's full answer is wanted.
+fn forward_tcp(query: &[u8], upstream: &[SocketAddr]) -> Option<Vec<u8>> {
+    for u in upstream {
+        let Ok(mut s) = TcpStream::connect_timeout(u, Duration::from_secs(2)) else {
+            continue;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+        if write_framed(&mut s, query).is_err() {
+            continue;
+        }
+        if let Ok(Some(reply)) = read_framed(&mut s) {
+            return Some(reply);
+        }
+    }
+    None
+}
+
+/// One length-prefixed DNS message from a TCP stream; None at a clean end.
+fn read_framed(s: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    match s.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut msg)?;
+    Ok(Some(msg))
+}
+
+fn write_framed(s: &mut impl Write, msg: &[u8]) -> std::io::Result<()> {
+    let len = u16::try_from(msg.len())
+        .map_err(|_| std::io::Error::other("a DNS message over 65535 bytes"))?;
+    let mut out = len.to_be_bytes().to_vec();
+    out.extend_from_slice(msg);
+    s.write_all(&out)
+}
+
 /// A SERVFAIL for a query no upstream answered.
 fn servfail(query: &[u8]) -> Option<Vec<u8>> {
     let msg = Message::from_vec(query).ok()?;
@@ -134,16 +178,25 @@ pub fn upstreams(resolv: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Serves on `sock` forever: names from `leases()` (read at each query),
-/// the rest forwarded to `upstream` (each in its own thread, so a slow
-/// upstream holds up no other query).
+/// The network's names, read at each query.
+pub type Leases = Arc<dyn Fn() -> Vec<Lease> + Send + Sync>;
+
+/// Serves on `sock` (and, given, on `tcp`) forever: names from `leases()`
+/// (read at each query), the rest forwarded to `upstream` (each UDP query
+/// and each TCP connection in its own thread, so a slow upstream or
+/// client holds up no other).
 pub fn serve(
     sock: UdpSocket,
-    leases: impl Fn() -> Vec<Lease>,
+    tcp: Option<TcpListener>,
+    leases: Leases,
     upstream: Vec<SocketAddr>,
 ) -> std::io::Result<()> {
-    let sock = std::sync::Arc::new(sock);
-    let upstream = std::sync::Arc::new(upstream);
+    let sock = Arc::new(sock);
+    let upstream = Arc::new(upstream);
+    if let Some(l) = tcp {
+        let (leases, upstream) = (leases.clone(), upstream.clone());
+        std::thread::spawn(move || serve_tcp(l, leases, upstream));
+    }
     let mut buf = vec![0u8; 4096];
     loop {
         let (n, from) = match sock.recv_from(&mut buf) {
@@ -160,6 +213,28 @@ pub fn serve(
         std::thread::spawn(move || {
             if let Some(resp) = forward(&query, &upstream).or_else(|| servfail(&query)) {
                 let _ = sock.send_to(&resp, from);
+            }
+        });
+    }
+}
+
+/// DNS over TCP: the same answers, queries forwarded over TCP; a
+/// connection may carry several queries, and is dropped after 10 s idle.
+fn serve_tcp(listener: TcpListener, leases: Leases, upstream: Arc<Vec<SocketAddr>>) {
+    for conn in listener.incoming() {
+        let Ok(mut c) = conn else { continue };
+        let (leases, upstream) = (leases.clone(), upstream.clone());
+        std::thread::spawn(move || {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = c.set_write_timeout(Some(Duration::from_secs(10)));
+            while let Ok(Some(query)) = read_framed(&mut c) {
+                let resp = answer(&query, &leases())
+                    .or_else(|| forward_tcp(&query, &upstream))
+                    .or_else(|| servfail(&query));
+                match resp {
+                    Some(r) if write_framed(&mut c, &r).is_ok() => {}
+                    _ => break,
+                }
             }
         });
     }
@@ -230,6 +305,42 @@ mod tests {
         assert!(answer(b"garbage", &l).is_none());
         let f = Message::from_vec(&servfail(&query("x.", RecordType::A)).unwrap()).unwrap();
         assert_eq!(f.response_code(), ResponseCode::ServFail);
+    }
+
+    /// Over TCP (RFC 7766 framing), on one connection: a name of the
+    /// network is answered, another query goes to the upstream over TCP.
+    #[test]
+    fn tcp_answers_names_and_forwards_over_tcp() {
+        let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+        let up_addr = upstream.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut c, _) = upstream.accept().unwrap();
+            let q = Message::from_vec(&read_framed(&mut c).unwrap().unwrap()).unwrap();
+            let mut r = Message::new();
+            r.set_id(q.id())
+                .set_message_type(MessageType::Response)
+                .set_response_code(ResponseCode::NXDomain)
+                .add_query(q.queries()[0].clone());
+            write_framed(&mut c, &r.to_vec().unwrap()).unwrap();
+        });
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let leases: Leases = Arc::new(|| vec![lease("web", "0123456789abcdef", "10.1.0.2", &[])]);
+        std::thread::spawn(move || serve(udp, Some(tcp), leases, vec![up_addr]));
+
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write_framed(&mut c, &query("web.", RecordType::A)).unwrap();
+        let r = Message::from_vec(&read_framed(&mut c).unwrap().unwrap()).unwrap();
+        assert_eq!(r.id(), 77);
+        assert_eq!(
+            r.answers()[0].data(),
+            &RData::A(rdata::A("10.1.0.2".parse().unwrap()))
+        );
+        write_framed(&mut c, &query("example.org.", RecordType::A)).unwrap();
+        let r = Message::from_vec(&read_framed(&mut c).unwrap().unwrap()).unwrap();
+        assert_eq!((r.id(), r.response_code()), (77, ResponseCode::NXDomain));
     }
 
     #[test]
