@@ -627,8 +627,6 @@ impl Store {
         self.root.join("layers").join(blob.hex())
     }
 
-    /// Unpacks a layer blob once; later calls return the existing directory.
-    /// The uncompressed digest must equal `diff_id`.
     /// [`Store::ensure_layer`] for each layer, several at once: they are
     /// independent directories, and unpacking (decompression and the
     /// diff's sha256) is CPU-bound, so a pull's layers use every core. The
@@ -674,6 +672,8 @@ impl Store {
         }
     }
 
+    /// Unpacks a layer blob once; later calls return the existing directory.
+    /// The uncompressed digest must equal `diff_id`.
     pub fn ensure_layer(&self, layer: &LayerRecord) -> Result<PathBuf, StoreError> {
         let dst = self.layer_path(&layer.blob.digest);
         if dst.is_dir() {
