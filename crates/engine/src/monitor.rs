@@ -1189,10 +1189,10 @@ fn record_unrecorded_end(dirs: &Dirs, id: &str, why: String) {
 /// our process group got itself) on to the monitor; Some(false): such a
 /// signal ends us alone and the monitor goes on detached.
 /// Returns the monitor's exit code (the container's, or its own error's),
-/// or 0 when the user detached.
+/// or 0 when the user detached. The caller blocked every signal before it
+/// made the monitor; they are read here from a signalfd.
 pub fn keep(dirs: &Dirs, id: &str, monitor: i32, sig_proxy: Option<bool>) -> i32 {
     let forward = sig_proxy == Some(true);
-    let _ = os::block_all_signals();
     let sfd = os::signalfd_all().ok();
     let mut monitor_alive = true;
     loop {
