@@ -193,6 +193,14 @@ pub struct Hierarchy {
     pub own: PathBuf,
 }
 
+/// Whether /sys/fs/cgroup is itself a cgroup2 mount, as on a cgroup2-only
+/// host ([`Layout::V2`]): one statfs (runc's test), for callers that must
+/// decide before they read the whole layout with [`Host::detect`].
+pub fn unified_only() -> bool {
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
+    statfs("/sys/fs/cgroup").is_ok_and(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC)
+}
+
 /// Every cgroup mount of this mount namespace, in mount order (empty when
 /// /proc cannot be read).
 pub fn hierarchies() -> Vec<Hierarchy> {

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 
 pub use bpf::{BpfError, Insn};
 pub use error::{Error, Result};
-pub use layout::{hierarchies, Hierarchy, Host, Layout, LayoutError, ProcFiles};
+pub use layout::{hierarchies, unified_only, Hierarchy, Host, Layout, LayoutError, ProcFiles};
 pub use manager::{CgroupConfig, FsManager, UnifiedDir};
 pub use normalize::{normalize, validate};
 pub use plan::{Op, Plan};

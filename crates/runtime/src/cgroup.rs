@@ -1,6 +1,9 @@
-//! The container's cgroup: created and joined by the parent between clone
-//! and the init's first step, so the init (and everything it forks) is
-//! accounted from the start; rebuilt from state.json by later commands.
+//! The container's cgroup: the init is in it before its first step, so it
+//! (and everything it forks) is accounted from the start: on a cgroup2-only
+//! host with the cgroupfs driver the cgroup is made before the clone and
+//! the init cloned into it; elsewhere the parent makes it and moves the
+//! init in between the clone and the init's first step. Rebuilt from
+//! state.json by later commands.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -139,15 +142,6 @@ pub fn missing_parents(m: &dyn Manager) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// Whether /sys/fs/cgroup is a cgroup2 mount, as on a cgroup2-only host
-/// (one statfs, runc's test): only there can a container's cgroup be one
-/// directory to clone its init into, so only there is the layout read
-/// before the clone.
-pub(crate) fn unified_only() -> bool {
-    crate::sys::statfs_type(Path::new("/sys/fs/cgroup"))
-        .is_ok_and(|t| t == libc::CGROUP2_SUPER_MAGIC)
-}
-
 /// The one cgroup2 directory that holds every controller of `cfg`, where a
 /// process can be started with clone3(CLONE_INTO_CGROUP) instead of being
 /// moved in after it exists; None when its pid has to be written to v1
@@ -163,9 +157,10 @@ pub(crate) fn clone_target(cfg: &CgroupConfig) -> Option<&Path> {
 /// when the cgroupfs driver runs on a cgroup2-only host; None otherwise
 /// (the systemd driver makes its unit with the process; v1 and hybrid hosts
 /// move the pid in after the clone, and resolving there first would only
-/// delay it). Nothing is created yet.
+/// delay it: only on a cgroup2-only host is the layout read before the
+/// clone). Nothing is created yet.
 pub(crate) fn clone_into(plan: &Plan, id: &str) -> Result<Option<(Box<dyn Manager>, PathBuf)>> {
-    if !unified_only() || !can_manage() {
+    if !hako_cgroups::unified_only() || !can_manage() {
         return Ok(None);
     }
     let Some(m) = manager(plan, id, false)? else {

@@ -639,13 +639,13 @@ fn join_cgroup(
         st.cgroup_parents = cleanup.cgroup_parents.clone();
     }
     p.dir.save(st)?;
-    if let Some(m) = &cleanup.cgroup {
-        if !in_cgroup {
-            crate::cgroup::join(m.as_ref(), st.pid)?;
-        }
-        crate::cgroup::apply_resources(&p.plan, m.as_ref())?;
+    let Some(m) = &cleanup.cgroup else {
+        return Ok(());
+    };
+    if !in_cgroup {
+        crate::cgroup::join(m.as_ref(), st.pid)?;
     }
-    Ok(())
+    crate::cgroup::apply_resources(&p.plan, m.as_ref())
 }
 
 fn set_oom_score_adj(process: &ProcessPlan, pid: i32) -> Result<()> {
