@@ -38,14 +38,7 @@ port=${3:-5000}
 
 log() { echo "test-registry: $*" >&2; }
 
-install_deps() {
-    local missing=()
-    [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
-    command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
-    dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
-    [ ${#missing[@]} -eq 0 ] && return 0
-    bash "$here/apt-install.sh" "${missing[@]}"
-}
+install_deps() { bash "$here/apt-install.sh" docker-registry skopeo busybox-static; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 

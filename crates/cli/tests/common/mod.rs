@@ -145,6 +145,12 @@ impl Bundle {
     /// `hako-runc --root R <args…>`, with a timeout (and
     /// `--systemd-cgroup` when the run is for the systemd driver).
     pub fn runc(&self, args: &[&str]) -> Output {
+        run_with_timeout(self.runc_cmd(args), Duration::from_secs(30))
+    }
+
+    /// The command [`Bundle::runc`] runs, for a caller that changes it
+    /// before it runs (config.json written).
+    pub fn runc_cmd(&self, args: &[&str]) -> Command {
         self.write();
         let mut cmd = Command::new(bin());
         cmd.arg("--root").arg(self.root.path());
@@ -152,7 +158,7 @@ impl Bundle {
             cmd.arg("--systemd-cgroup");
         }
         cmd.args(args);
-        run_with_timeout(cmd, Duration::from_secs(30))
+        cmd
     }
 
     /// `run` this bundle in the foreground.
