@@ -928,16 +928,16 @@ fn two_containers_on_a_bridge_talk() {
     assert!(ip.starts_with("10.215.9."), "{ip}");
     let info: Value = serde_json::from_str(&e.out(&["network", "inspect", &net])).unwrap();
     assert_eq!(info[0]["containers"].as_array().unwrap().len(), 1);
-    assert_eq!(
+    let attached = |e: &Engine| {
         e.out(&[
             "network",
             "inspect",
             "--format",
             "{{len .containers}}",
-            &net
-        ]),
-        "1\n"
-    );
+            &net,
+        ])
+    };
+    assert_eq!(attached(&e), "1\n");
     // By name (through /etc/hosts) from a second container.
     let mut got = String::new();
     for _ in 0..20 {
@@ -968,6 +968,33 @@ fn two_containers_on_a_bridge_talk() {
         .unwrap();
     assert!(stdout(&o).contains("hello-over-bridge"), "{o:?}");
     e.ok(&["rm", "-f", "srv"]);
+    // A `run --rm` has left nothing another command could trip on by the
+    // time it returns, although the kernel may still be unregistering its
+    // veth (deleted in the background, under the network store's lock):
+    // its published port is free again, its lease gone, its network
+    // removable; and the veth goes soon after.
+    for _ in 0..2 {
+        let o = e.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            &net,
+            "-p",
+            &publish,
+            "busybox",
+            "echo",
+            "once",
+        ]);
+        assert_eq!(stdout(&o), "once\n");
+    }
+    assert_eq!(attached(&e), "0\n");
+    poll(10, "the bridge's veths gone", || {
+        let o = Command::new("ip")
+            .args(["-o", "link", "show", "master", &net])
+            .output()
+            .unwrap();
+        (o.status.success() && o.stdout.is_empty()).then_some(())
+    });
     e.ok(&["network", "rm", &net]);
     e.networks.clear();
 }

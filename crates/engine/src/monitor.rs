@@ -285,6 +285,10 @@ fn run_and_restart(dirs: &Dirs, id: &str, fg: Option<&Foreground>, first: Starte
     loop {
         let t0 = std::time::Instant::now();
         let code = supervise(dirs, id, fg, started);
+        // Every way on from here releases the network (`finish` or
+        // `finish_for_restart`); started now, before any lock is taken
+        // that the releasing child would inherit.
+        crate::network::release_in_background(dirs, id);
         if let Ok(r) = record::load(dirs, id) {
             crate::events::container(dirs, "die", &r, &[("exitCode", &code.to_string())]);
         }

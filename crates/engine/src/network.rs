@@ -8,6 +8,7 @@ use crate::{Error, Result};
 
 /// Attach the created container's netns (called by the monitor).
 pub fn attach(dirs: &Dirs, rec: &Record, pid: i32) -> Result<Vec<NetAddr>> {
+    RELEASING.lock().unwrap_or_else(|e| e.into_inner()).take();
     let mode_s = rec.opts.network.as_deref().unwrap_or("bridge");
     let mode: hako_net::NetworkMode = mode_s.parse()?;
     if dirs::rootless() {
@@ -185,10 +186,65 @@ pub fn release(dirs: &Dirs, id: &str) {
         if mgr.leases_of(id).is_ok_and(|l| !l.is_empty()) {
             let _ = in_rootless_netns(dirs, || Ok(mgr.release(id)?));
         }
-    } else {
+    } else if RELEASING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_deref()
+        != Some(id)
+    {
         let _ = mgr.release(id);
     }
     unbind_netns(dirs, id);
+}
+
+/// The container whose leases a child of this process is releasing (see
+/// [`release_in_background`]): [`release`] leaves them to it, until the
+/// next [`attach`] makes new ones.
+static RELEASING: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The start of [`release`] for a monitor whose container ended: its
+/// published ports are free when this returns, and its veths and leases
+/// go in a child process that holds the network store's lock until they
+/// are gone (see [`hako_net::Manager::begin_release`]): every hako command
+/// that looks at leases waits for it, but `hako run --rm` returns without
+/// waiting ~15 ms per veth for the kernel to unregister it. Falls back to
+/// releasing here if the child cannot be made; rootless leases are
+/// released by [`release`] (in the user's network namespace).
+pub fn release_in_background(dirs: &Dirs, id: &str) {
+    if dirs::rootless() {
+        return;
+    }
+    let mgr = dirs.net_manager();
+    let Ok(rel) = mgr.begin_release(id) else {
+        return;
+    };
+    match hako_runtime::os::fork() {
+        Ok(None) => {
+            // Nothing of the user's stays open here: a terminal or a pipe
+            // reader (`$(hako run …)`) sees its end when the monitor exits.
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                for n in 0..3 {
+                    let _ = hako_runtime::os::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), n);
+                }
+            }
+            let _ = rel.finish();
+            // SAFETY: _exit ends the forked child without the parent's
+            // destructors or atexit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(Some(_)) => {
+            // Reaped by whoever inherits it (the monitor exits first).
+            drop(rel);
+            *RELEASING.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.to_owned());
+        }
+        Err(_) => {
+            let _ = rel.finish();
+        }
+    }
 }
 
 /// Run `f` in a child process inside the user's rootless network

@@ -76,7 +76,9 @@ pub mod subnet;
 pub mod sysctl;
 
 pub use ipam::{Lease, Network};
-pub use manager::{Attach, Manager, NetConfig, NetError, NetworkInfo, NetworkMode, NetworkSpec};
+pub use manager::{
+    Attach, Manager, NetConfig, NetError, NetworkInfo, NetworkMode, NetworkSpec, Release,
+};
 pub use names::NameFiles;
 pub use netns::Netns;
 pub use ports::{PortMapping, Proto};

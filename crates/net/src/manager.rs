@@ -763,16 +763,16 @@ impl Manager {
     /// Best-effort removal of a lease's kernel state (rules, veth); the
     /// container's end of the veth goes with the host end.
     fn unplumb(&self, lease: &Lease) -> Result<(), NetError> {
-        let mut first = None;
-        if let Err(e) = Nft::new(&self.cfg.nft_table)
-            .and_then(|mut n| n.delete_tagged(&ctr_tag(&lease.container_id, &lease.network)))
-        {
-            first.get_or_insert(NetError::from(e));
-        }
-        if let Err(e) = Rtnl::new().and_then(|mut r| r.delete(&lease.host_veth)) {
-            first.get_or_insert(NetError::from(e));
-        }
-        first.map_or(Ok(()), Err)
+        let rules = self.delete_rules(lease);
+        let veth = delete_veth(lease);
+        rules.and(veth)
+    }
+
+    /// The DNAT rules of a lease's published ports.
+    fn delete_rules(&self, lease: &Lease) -> Result<(), NetError> {
+        Nft::new(&self.cfg.nft_table)
+            .and_then(|mut n| n.delete_tagged(&ctr_tag(&lease.container_id, &lease.network)))?;
+        Ok(())
     }
 
     /// Detaches a container from one network: rules, veth, lease.
@@ -792,21 +792,34 @@ impl Manager {
     }
 
     /// Detaches a container from every network (call when it is removed,
-    /// or when it stopped and its netns is gone: the veth then vanished
-    /// with the namespace and only rules and leases are left to delete).
+    /// or when it stopped: its port rules, veths and leases).
     pub fn release(&self, container_id: &str) -> Result<(), NetError> {
+        self.begin_release(container_id)?.finish()
+    }
+
+    /// [`Manager::release`] in two halves, for a caller that need not wait
+    /// for the kernel: this one takes the store's lock and deletes the
+    /// container's port rules; [`Release::finish`] deletes its veths (each
+    /// `RTM_DELLINK` waits ~15 ms for the kernel's RCU grace periods) and
+    /// then its leases, under the same lock. Every other user of the store
+    /// waits for that lock, so none sees the state in between, and the
+    /// lock is an flock(2): a child process that inherited it can `finish`
+    /// while its parent goes on (closing the parent's copy keeps it held).
+    pub fn begin_release(&self, container_id: &str) -> Result<Release<'_>, NetError> {
         let lk = self.store.lock(true)?;
-        let mut first = None;
-        for l in lk.leases_of(container_id)? {
-            if let Err(e) = self.unplumb(&l) {
-                first.get_or_insert(e);
-                continue;
-            }
-            let mut leases = lk.leases(&l.network)?;
-            leases.retain(|x| x.container_id != container_id);
-            lk.save_leases(&l.network, &leases)?;
-        }
-        first.map_or(Ok(()), Err)
+        let leases = lk
+            .leases_of(container_id)?
+            .into_iter()
+            .map(|l| {
+                let rules = self.delete_rules(&l);
+                (l, rules)
+            })
+            .collect();
+        Ok(Release {
+            lk,
+            container_id: container_id.to_owned(),
+            leases,
+        })
     }
 
     /// A renamed container: its leases carry the new name (what peers'
@@ -913,6 +926,41 @@ impl Manager {
         own.extend(opts.extra_hosts.iter().cloned());
         let hosts = names::hosts(&own, &peers);
         Ok(names::write_files(dir, hostname, &resolv, &hosts)?)
+    }
+}
+
+/// A host veth, and with it its peer in the container (the kernel
+/// deletes both ends of a pair).
+fn delete_veth(lease: &Lease) -> Result<(), NetError> {
+    Rtnl::new().and_then(|mut r| r.delete(&lease.host_veth))?;
+    Ok(())
+}
+
+/// A container's release with its port rules gone and the store still
+/// locked: see [`Manager::begin_release`].
+pub struct Release<'a> {
+    lk: Locked<'a>,
+    container_id: String,
+    /// Each lease with the outcome of deleting its rules.
+    leases: Vec<(Lease, Result<(), NetError>)>,
+}
+
+impl Release<'_> {
+    /// Deletes the veths, then each lease whose kernel state is all gone
+    /// (one that failed stays, for a later release to retry); the first
+    /// error, if any, once the rest is done.
+    pub fn finish(self) -> Result<(), NetError> {
+        let mut first = None;
+        for (l, rules) in self.leases {
+            if let Err(e) = rules.and(delete_veth(&l)) {
+                first.get_or_insert(e);
+                continue;
+            }
+            let mut all = self.lk.leases(&l.network)?;
+            all.retain(|x| x.container_id != self.container_id);
+            self.lk.save_leases(&l.network, &all)?;
+        }
+        first.map_or(Ok(()), Err)
     }
 }
 

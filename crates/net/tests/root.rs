@@ -666,6 +666,52 @@ fn connect_adds_eth1_and_disconnect_removes_it() {
     assert!(fx.mgr.leases_of("ctr-multi").unwrap().is_empty());
 }
 
+/// `begin_release` then `finish` in a child: the port rules are gone at
+/// once, and the store stays locked until the child has deleted the veth
+/// and the lease, so a reader never sees the lease without its veth or
+/// the veth without its lease.
+#[test]
+#[ignore = "needs root"]
+fn release_finished_by_a_child_holds_the_store_until_done() {
+    let _g = root_test!();
+    let fx = Fixture::new();
+    let net = fx.network(0);
+    let ctr = NsProc::new();
+    let ns = ctr.netns();
+    let ports: Vec<PortMapping> = vec!["127.0.0.1:18090:80".parse().unwrap()];
+    let lease = fx
+        .mgr
+        .connect(&net, &attach("ctr-bg", &ns, &ports))
+        .unwrap();
+    assert!(fx.nft_table_listing().contains("hako:ctr:"));
+    // (The container stays alive: its veth goes by the release alone.)
+    let rel = fx.mgr.begin_release("ctr-bg").unwrap();
+    let listing = fx.nft_table_listing();
+    assert!(!listing.contains("hako:ctr:"), "{listing}");
+    // SAFETY: the child only finishes the release (netlink and file
+    // writes) and _exits; the test harness's other threads are not used.
+    match unsafe { libc::fork() } {
+        0 => {
+            // Long enough that a reader not waiting for the lock would
+            // come first.
+            std::thread::sleep(Duration::from_millis(300));
+            let code = i32::from(rel.finish().is_err());
+            // SAFETY: ends the child without the harness's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        child => {
+            assert!(child > 0, "fork: {}", std::io::Error::last_os_error());
+            drop(rel);
+            assert!(fx.mgr.leases_of("ctr-bg").unwrap().is_empty());
+            assert!(!link_exists(&lease.host_veth));
+            let mut st = 0;
+            // SAFETY: waits for our own child; st is a valid out-pointer.
+            assert_eq!(unsafe { libc::waitpid(child, &mut st, 0) }, child);
+            assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "{st}");
+        }
+    }
+}
+
 #[test]
 #[ignore = "needs root"]
 fn dual_stack_network_gives_ipv6() {
