@@ -218,6 +218,9 @@ pub fn release_in_background(dirs: &Dirs, id: &str) {
     let Ok(rel) = mgr.begin_release(id) else {
         return;
     };
+    if rel.is_empty() {
+        return;
+    }
     match hako_runtime::os::fork() {
         Ok(None) => {
             // Nothing of the user's stays open here: a terminal or a pipe

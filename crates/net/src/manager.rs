@@ -946,6 +946,11 @@ pub struct Release<'a> {
 }
 
 impl Release<'_> {
+    /// Whether the container had no leases (nothing for `finish` to wait on).
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty()
+    }
+
     /// Deletes the veths, then each lease whose kernel state is all gone
     /// (one that failed stays, for a later release to retry); the first
     /// error, if any, once the rest is done.
