@@ -213,7 +213,7 @@ pub fn print(rows: &[Value], format: &Format) -> Result<()> {
             for r in rows {
                 let s = tmpl
                     .render(&Context::from(to_g(r)))
-                    .map_err(|e| anyhow!("--format: {e}"))?;
+                    .map_err(|e| anyhow!("--format: {}", one_line(&e.to_string())))?;
                 lines.push(s);
             }
             if *table {
@@ -232,6 +232,16 @@ pub fn print(rows: &[Value], format: &Format) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A template error without the dump of the object it was rendering
+/// (the template crate appends it: "no field X for {…}").
+fn one_line(e: &str) -> &str {
+    let e = e.lines().next().unwrap_or_default();
+    match e.find(" for ") {
+        Some(i) if e.starts_with("no field ") => &e[..i],
+        _ => e,
+    }
 }
 
 /// Prints with `format` when one is given; false when the caller's own
@@ -267,6 +277,13 @@ mod tests {
         assert_eq!(render("{{upper .Names}}", row.clone()), "WEB");
         assert_eq!(render("{{truncate .Names 2}}", row.clone()), "we");
         assert_eq!(render("{{.Names}}\\t{{.Names}}", row), "web\tweb");
+    }
+
+    #[test]
+    fn missing_fields_are_named_without_the_object() {
+        let f = parse("{{.Nope}}").unwrap();
+        let e = print(&[serde_json::json!({"Name": "x"})], &f).unwrap_err();
+        assert_eq!(e.to_string(), "--format: no field Nope");
     }
 
     #[test]

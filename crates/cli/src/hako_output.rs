@@ -384,21 +384,15 @@ pub fn networks(list: &[hako_net::Network], format: Option<&str>) -> Result<()> 
         return json_lines(list);
     }
     if let Some(f) = format {
-        // Docker's field names (`.Name`, `.Driver`) over the JSON's.
+        // `network inspect`'s fields (Docker's), with the table's columns
+        // as `.Bridge`, `.Subnet` and `.Gateway`, and Docker's `.IPv6`.
         let mut rows = Vec::new();
         for n in list {
-            let mut v = serde_json::to_value(n)?;
-            let fields: Vec<(String, Value)> = v
-                .as_object()
-                .map(|o| o.iter().map(|(k, x)| (k.clone(), x.clone())).collect())
-                .unwrap_or_default();
-            for (k, x) in fields {
-                let mut c = k.chars();
-                if let Some(first) = c.next() {
-                    v[first.to_uppercase().chain(c).collect::<String>()] = x;
-                }
-            }
-            v["Driver"] = "bridge".into();
+            let mut v = hako_engine::network::view(n, &[]);
+            v["Bridge"] = n.bridge.clone().into();
+            v["Subnet"] = n.subnet.to_string().into();
+            v["Gateway"] = n.gateway.to_string().into();
+            v["IPv6"] = n.subnet6.is_some().into();
             rows.push(v);
         }
         crate::format::print(&rows, &crate::format::parse(f)?)?;

@@ -161,9 +161,7 @@ pub fn inspect(
             }
             if wants("network") {
                 if let Ok(i) = dirs.net_manager().inspect(n) {
-                    let mut v = serde_json::to_value(&i.network).ok()?;
-                    v["containers"] = serde_json::to_value(&i.leases).ok()?;
-                    return Some(v);
+                    return Some(hako_engine::network::view(&i.network, &i.leases));
                 }
             }
             None

@@ -927,13 +927,27 @@ fn two_containers_on_a_bridge_talk() {
         .to_string();
     assert!(ip.starts_with("10.215.9."), "{ip}");
     let info: Value = serde_json::from_str(&e.out(&["network", "inspect", &net])).unwrap();
-    assert_eq!(info[0]["containers"].as_array().unwrap().len(), 1);
+    let members = info[0]["Containers"].as_object().unwrap();
+    assert_eq!(members.len(), 1, "{info}");
+    let member = members.values().next().unwrap();
+    assert_eq!(member["Name"], "srv");
+    assert_eq!(member["IPv4Address"], format!("{ip}/24"));
+    assert_eq!(
+        e.out(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}} {{.Driver}}",
+            &net
+        ]),
+        "10.215.9.0/24 10.215.9.1 bridge\n"
+    );
     let attached = |e: &Engine| {
         e.out(&[
             "network",
             "inspect",
             "--format",
-            "{{len .containers}}",
+            "{{len .Containers}}",
             &net,
         ])
     };
@@ -1550,9 +1564,9 @@ fn after_a_reboot_containers_start_and_networks_work_again() {
     e.ok(&["run", "--rm", "--network", net, "busybox", "true"]);
     // Only a holds a lease: the stale one of its first start is freed.
     let info: Value = serde_json::from_str(&e.out(&["network", "inspect", net])).unwrap();
-    let leases = info[0]["containers"].as_array().unwrap();
-    assert_eq!(leases.len(), 1, "{leases:?}");
-    assert_eq!(leases[0]["container_id"], id_a.as_str());
+    let members = info[0]["Containers"].as_object().unwrap();
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert!(members.contains_key(&id_a), "{members:?}");
     let rows = ps_rows(&e);
     let states: Vec<(String, String)> = rows
         .iter()
@@ -2474,7 +2488,12 @@ fn default_network_comes_from_the_settings_file() {
     let net: Value = serde_json::from_str(&e.out(&["network", "inspect", "hako"])).unwrap();
     let settings = std::fs::read_to_string(e.dir.path().join("hako.toml")).unwrap();
     assert!(
-        settings.contains(&format!("\"{}\"", net[0]["bridge"].as_str().unwrap())),
+        settings.contains(&format!(
+            "\"{}\"",
+            net[0]["Options"]["com.docker.network.bridge.name"]
+                .as_str()
+                .unwrap()
+        )),
         "{net} vs {settings}"
     );
 

@@ -523,6 +523,56 @@ pub fn stop_dns(dirs: &Dirs, network: &str) {
     let _ = std::fs::remove_file(dns_dir(dirs).join(format!("{network}.lock")));
 }
 
+/// `network inspect`'s object, in Docker's shape (`.Name`, `.IPAM.Config`,
+/// `.Containers` by id with each one's `IPv4Address`, the bridge's name
+/// in `.Options`), with podman's `DNSEnabled` and the network's own
+/// nameservers (`network create --dns`) as `DNS`.
+pub fn view(network: &hako_net::Network, leases: &[hako_net::Lease]) -> serde_json::Value {
+    use serde_json::json;
+    let n = network;
+    let mut config =
+        vec![json!({"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()})];
+    if let (Some(s6), Some(g6)) = (n.subnet6, n.gateway6) {
+        config.push(json!({"Subnet": s6.to_string(), "Gateway": g6.to_string()}));
+    }
+    let containers: serde_json::Map<String, serde_json::Value> = leases
+        .iter()
+        .map(|l| {
+            let v6 = l
+                .ipv6
+                .zip(n.subnet6)
+                .map(|(a, s)| format!("{a}/{}", s.prefix()))
+                .unwrap_or_default();
+            let entry = json!({
+                "Name": l.container_name,
+                "MacAddress": l.mac,
+                "IPv4Address": format!("{}/{}", l.ipv4, n.subnet.prefix()),
+                "IPv6Address": v6,
+                "Aliases": l.aliases,
+            });
+            (l.container_id.clone(), entry)
+        })
+        .collect();
+    json!({
+        "Name": n.name,
+        "Scope": "local",
+        "Driver": "bridge",
+        "EnableIPv6": n.subnet6.is_some(),
+        "IPAM": {"Driver": "default", "Options": {}, "Config": config},
+        "Internal": n.internal,
+        "Attachable": false,
+        "Ingress": false,
+        "Containers": containers,
+        "Options": {
+            "com.docker.network.bridge.name": n.bridge,
+            "com.docker.network.driver.mtu": n.mtu.to_string(),
+        },
+        "Labels": {},
+        "DNSEnabled": n.dns_enabled,
+        "DNS": n.dns,
+    })
+}
+
 /// `network rm`: its name server, then the network.
 pub fn remove(dirs: &Dirs, network: &str) -> Result<()> {
     let mgr = dirs.net_manager();
