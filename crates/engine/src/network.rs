@@ -240,7 +240,8 @@ pub fn release_in_background(dirs: &Dirs, id: &str) {
             unsafe { libc::_exit(0) }
         }
         Ok(Some(_)) => {
-            // Reaped by whoever inherits it (the monitor exits first).
+            // Reaped by the next supervise (a restart reaps any child), or
+            // by whoever inherits it once the monitor exits.
             drop(rel);
             *RELEASING.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.to_owned());
         }
