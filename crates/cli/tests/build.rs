@@ -610,6 +610,54 @@ fn hostile_or_failing_builds_say_where_and_leave_nothing() {
     assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
     h.assert_clean();
     assert_eq!(h.images(), before);
+
+    // A build killed outright (SIGKILL: no destructor runs) during a RUN,
+    // and another during an ADD's download (a server that never answers):
+    // the next build removes what they left (the running step, the
+    // download's directory).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}/f", silent.local_addr().unwrap().port());
+    let tmp = h.dir.join("data/tmp");
+    let kill_when = |file: String, started: &dyn Fn() -> bool| {
+        let _ = std::fs::remove_dir_all(&ctx);
+        write(&ctx, &[("Containerfile", &file)]);
+        let mut child = h
+            .cmd(&["build", "--network", "none", ctx.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !started() {
+            assert!(Instant::now() < deadline, "the step never started: {file}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    };
+    let running = || {
+        h.ok(&["ps", "--format", "{{.Names}}"])
+            .contains("hako-build-")
+    };
+    let fetching = || {
+        std::fs::read_dir(&tmp).is_ok_and(|mut d| {
+            d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("build-fetch-")))
+        })
+    };
+    kill_when(format!("FROM {base}\nRUN sleep 600\n"), &running);
+    assert!(running(), "the killed build's step runs on");
+    // (The next build, at its start, removes that step.)
+    kill_when(format!("FROM {base}\nADD {url} /f\n"), &fetching);
+    assert!(!running(), "the dead build's step was removed");
+    assert!(fetching(), "the killed build's download directory is left");
+    let _ = std::fs::remove_dir_all(&ctx);
+    write(
+        &ctx,
+        &[("Containerfile", &format!("FROM {base}\nENV A=1\n"))],
+    );
+    h.ok(&["build", "--network", "none", ctx.to_str().unwrap()]);
+    h.assert_clean();
+    drop(silent);
     drop(reg);
 }
 

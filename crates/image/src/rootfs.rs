@@ -428,6 +428,16 @@ impl Store {
         Ok(out)
     }
 
+    /// The ids of every root filesystem in the store.
+    pub fn rootfs_ids(&self) -> Vec<String> {
+        fs::read_dir(self.containers_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect()
+    }
+
     /// Removes a container's root filesystem by id (for a container whose
     /// [`RootfsMount`] value is gone, e.g. after an engine restart).
     pub fn remove_rootfs(&self, container_id: &str) -> Result<(), StoreError> {

@@ -26,10 +26,11 @@ pub(super) struct Scratch(pub PathBuf);
 impl Scratch {
     /// A new empty directory under the data dir's tmp/.
     pub fn new(dirs: &Dirs, what: &str) -> Result<Scratch> {
-        let d = dirs
-            .data
-            .join("tmp")
-            .join(format!("build-{what}-{}", &crate::util::random_id()?[..12]));
+        let d = dirs.data.join("tmp").join(format!(
+            "build-{what}-{}-{}",
+            super::owner_tag(),
+            &crate::util::random_id()?[..12]
+        ));
         crate::dirs::mkdir_p(&d)?;
         Ok(Scratch(d))
     }

@@ -154,6 +154,7 @@ pub fn build(dirs: &Dirs, o: &BuildOptions) -> Result<ImageId> {
     let _ = hako_runtime::os::block_all_signals();
     let signals = hako_runtime::os::signalfd_all().ok();
     let store = dirs.image_store()?;
+    sweep_dead_builds(dirs, &store);
     let mut b = Builder {
         dirs,
         store,
@@ -873,7 +874,7 @@ impl Builder<'_> {
     /// removed on drop.
     fn scratch_root(&self, st: &mut Stage) -> Result<ScratchRoot<'_>> {
         let image = self.materialize(st)?;
-        let id = format!("build-{}", crate::util::random_id()?);
+        let id = format!("build-{}-{}", owner_tag(), &crate::util::random_id()?[..12]);
         let m = self
             .store
             .prepare_rootfs_with(&image.to_string(), &id, &self.rootfs_options())?;
@@ -1217,7 +1218,11 @@ impl Builder<'_> {
             env: self.run_args(st),
             network,
             no_healthcheck: true,
-            name: Some(format!("hako-build-{}", &crate::util::random_id()?[..12])),
+            name: Some(format!(
+                "hako-build-{}-{}",
+                owner_tag(),
+                &crate::util::random_id()?[..6]
+            )),
             ..Default::default()
         };
         let id = crate::ops::create(self.dirs, &opts)?;
@@ -1302,6 +1307,54 @@ impl Drop for BuildContainer<'_> {
     }
 }
 
+/// `<pid>.<start time>` of this process: in the names of a build's scratch
+/// roots, directories and RUN containers, so that a later build tells the
+/// leftovers of a builder that died without its destructors (SIGKILL)
+/// from those of one still running (pid reuse included).
+pub(super) fn owner_tag() -> String {
+    let pid = std::process::id() as i32;
+    format!("{pid}.{}", crate::util::proc_start_time(pid))
+}
+
+/// Whether the builder whose [`owner_tag`] is in `name` (`…-TAG-RANDOM`)
+/// is gone; false for a name without one.
+fn owner_gone(name: &str) -> bool {
+    let Some((before, _)) = name.rsplit_once('-') else {
+        return false;
+    };
+    let tag = before.rsplit('-').next().unwrap_or_default();
+    let Some((pid, start)) = tag.split_once('.') else {
+        return false;
+    };
+    match (pid.parse::<i32>(), start.parse::<u64>()) {
+        (Ok(pid), Ok(start)) => crate::util::proc_start_time(pid) != start,
+        _ => false,
+    }
+}
+
+/// What builds that died left behind: their scratch roots (mounted
+/// overlays nobody lists), their directories in the data dir's tmp/
+/// (context, downloads) and their RUN containers (killed if running).
+fn sweep_dead_builds(dirs: &Dirs, store: &Store) {
+    for id in store.rootfs_ids() {
+        if id.starts_with("build-") && owner_gone(&id) {
+            let _ = store.remove_rootfs(&id);
+        }
+    }
+    let tmp = dirs.data.join("tmp");
+    for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("build-") && owner_gone(&name) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    for r in crate::record::scan(dirs).0 {
+        if r.name.starts_with("hako-build-") && owner_gone(&r.name) {
+            let _ = crate::ops::rm(dirs, &r.id, true, true);
+        }
+    }
+}
+
 /// A file step's root filesystem, unmounted and removed on drop.
 struct ScratchRoot<'a> {
     store: &'a Store,
@@ -1337,4 +1390,27 @@ fn quietly<T>(f: impl FnOnce() -> T) -> Result<T> {
         }
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_of_dead_builders_only() {
+        let mine = owner_tag();
+        assert!(!owner_gone(&format!("build-{mine}-0123456789ab")));
+        assert!(!owner_gone(&format!("build-fetch-{mine}-0123456789ab")));
+        assert!(!owner_gone(&format!("hako-build-{mine}-012345")));
+        // This pid with another start time: the pid was reused.
+        let (pid, start) = mine.split_once('.').unwrap();
+        let reused = format!("{pid}.{}", start.parse::<u64>().unwrap() + 1);
+        assert!(owner_gone(&format!("build-{reused}-0123456789ab")));
+        // A pid above any pid_max.
+        assert!(owner_gone("build-context-2147483647.5-0123456789ab"));
+        // Names of older builds, or not a build's: never taken.
+        assert!(!owner_gone("build-0123456789abcdef"));
+        assert!(!owner_gone("hako-build-0123456789ab"));
+        assert!(!owner_gone("build"));
+    }
 }
