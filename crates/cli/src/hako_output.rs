@@ -109,11 +109,7 @@ pub fn top(rows: &[[String; 4]]) {
 
 /// `stats`: memory use against the limit and the process count.
 pub fn stats(rows: &[Value], format: Option<&str>) -> Result<()> {
-    let mib = |v: Option<u64>| {
-        // The kernel's "no limit" is a huge number: shown as "-".
-        v.filter(|l| *l < 1 << 60)
-            .map_or("-".into(), |m| format!("{:.1}MiB", m as f64 / 1048576.0))
-    };
+    let size = |v: Option<u64>| v.map_or("--".into(), binary_bytes);
     // Docker's template fields next to the JSON's.
     let rows: Vec<Value> = rows
         .iter()
@@ -121,10 +117,11 @@ pub fn stats(rows: &[Value], format: Option<&str>) -> Result<()> {
             let mut r = r.clone();
             let st = r["Stats"].clone();
             r["Container"] = r["ID"].clone();
+            // Without a limit, the host's memory (as Docker shows it).
             r["MemUsage"] = format!(
                 "{} / {}",
-                mib(st["memory"]["usage"]["usage"].as_u64()),
-                mib(st["memory"]["usage"]["limit"].as_u64())
+                size(st["memory"]["usage"]["usage"].as_u64()),
+                size(r["MemLimit"].as_u64())
             )
             .into();
             r
@@ -139,16 +136,11 @@ pub fn stats(rows: &[Value], format: Option<&str>) -> Result<()> {
     let t: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            let st = &r["Stats"];
             vec![
                 text(r, "ID"),
                 text(r, "Name"),
                 text(r, "CPUPerc"),
-                format!(
-                    "{} / {}",
-                    mib(st["memory"]["usage"]["usage"].as_u64()),
-                    mib(st["memory"]["usage"]["limit"].as_u64())
-                ),
+                text(r, "MemUsage"),
                 text(r, "MemPerc"),
                 r["PIDs"].to_string(),
             ]
@@ -298,6 +290,31 @@ pub fn history(id: &str, h: &[hako_image::HistoryEntry], no_trunc: bool, quiet: 
         &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
         &rows,
     );
+}
+
+/// Docker's memory sizes in `stats`: 244.1KiB, 23.45GiB (powers of 1024,
+/// four significant digits, as Go's `%.4g`).
+pub fn binary_bytes(b: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    let decimals = match v {
+        v if v >= 1000.0 => 0,
+        v if v >= 100.0 => 1,
+        v if v >= 10.0 => 2,
+        _ => 3,
+    };
+    let s = format!("{v:.decimals$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &s
+    };
+    format!("{s}{}", UNITS[u])
 }
 
 /// Docker's sizes: 512B, 1.2kB, 4.3MB, 2.1GB (powers of 1000).
@@ -496,4 +513,18 @@ pub fn version(format: Option<&str>) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_as_docker_stats() {
+        assert_eq!(binary_bytes(0), "0B");
+        assert_eq!(binary_bytes(512), "512B");
+        assert_eq!(binary_bytes(250_000), "244.1KiB");
+        assert_eq!(binary_bytes(2 << 20), "2MiB");
+        assert_eq!(binary_bytes(25_179_189_248), "23.45GiB");
+    }
 }

@@ -243,6 +243,9 @@ pub fn stats(
                 .as_u64()
                 .filter(|l| *l < 1 << 60)
                 .or_else(host_memory);
+            if let Some(l) = limit {
+                r["MemLimit"] = l.into();
+            }
             r["MemPerc"] = match (usage, limit) {
                 (Some(u), Some(l)) if l > 0 => format!("{:.2}%", u as f64 / l as f64 * 100.0),
                 _ => "--".into(),

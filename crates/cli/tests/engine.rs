@@ -3793,6 +3793,34 @@ fn stats_stream_until_the_containers_stop() {
         lines[0].contains("CPU %") && lines[0].contains("MEM %"),
         "{one}"
     );
+    // Memory as Docker shows it: binary units, and without a limit the
+    // host's memory as the limit.
+    let mem = e.out(&["stats", "--no-stream", "--format", "{{.MemUsage}}", "busy"]);
+    let (used, limit) = mem.trim().split_once(" / ").unwrap();
+    let binary = |s: &str| ["B", "KiB", "MiB", "GiB"].iter().any(|u| s.ends_with(u));
+    assert!(binary(used) && binary(limit), "{mem}");
+    let host_kib: f64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    let shown_kib = ["KiB", "MiB", "GiB"]
+        .iter()
+        .enumerate()
+        .find_map(|(i, u)| {
+            let n: f64 = limit.strip_suffix(u)?.parse().ok()?;
+            Some(n * 1024f64.powi(i as i32))
+        })
+        .unwrap();
+    assert!(
+        (shown_kib / host_kib - 1.0).abs() < 0.01,
+        "{mem} vs {host_kib} KiB"
+    );
     // Streaming: a line a second, busy using CPU; it ends by itself when
     // the container stops.
     let mut child = e
