@@ -3715,6 +3715,15 @@ fn go_templates_format_the_listings() {
     ]);
     e.ok(&["volume", "create", "fmtvol"]);
     assert_eq!(e.out(&["ps", "--format", "{{.Names}}"]).trim(), "f1");
+    assert_eq!(
+        e.out(&["ps", "--format", "{{.Names}} {{.Networks}} {{.Image}}"])
+            .trim(),
+        "f1 none busybox"
+    );
+    assert_eq!(
+        e.out(&["inspect", "-f", "{{.Config.Image}}", "f1"]).trim(),
+        "busybox"
+    );
     let t = e.out(&["ps", "--format", "table {{.ID}}\\t{{.Names}}"]);
     let lines: Vec<&str> = t.lines().collect();
     assert!(

@@ -112,6 +112,7 @@ pub fn inspect(dirs: &Dirs, name: &str) -> Result<Value> {
         },
         "Config": {
             "Hostname": r.hostname,
+            "Image": r.image,
             "Env": spec["process"]["env"],
             "Cmd": r.opts.cmd,
             "WorkingDir": spec["process"]["cwd"],

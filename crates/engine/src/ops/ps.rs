@@ -133,6 +133,7 @@ pub fn ps(dirs: &Dirs, all: bool, filters: &Filters) -> Vec<Value> {
             "Status": format!("Corrupt record ({})", c.error),
             "Ports": "",
             "Names": c.name.unwrap_or_default(),
+            "Networks": "",
         }));
     }
     for r in good {
@@ -156,6 +157,7 @@ pub fn ps(dirs: &Dirs, all: bool, filters: &Filters) -> Vec<Value> {
             "Status": status_text(s, &r),
             "Ports": r.opts.publish.join(", "),
             "Names": r.name,
+            "Networks": r.opts.network.as_deref().unwrap_or("bridge"),
         }));
     }
     out
