@@ -194,6 +194,15 @@ fn remove_lines_of(file: &str, name: &str) {
     std::fs::write(file, kept).unwrap();
 }
 
+/// A host port nobody holds now (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -380,11 +389,7 @@ fn rootless_user_with_subordinate_ids_runs_real_images() {
     // slirp4netns, podman's other choice (and ours without pasta), its
     // ports through its API socket. Each port is free again after `rm`.
     let serve = |name: &str| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let publish = format!("127.0.0.1:{port}:80");
         u.ok(&[
             "run", "-d", "--name", name, "-p", &publish, &image, "httpd", "-f", "-p", "80", "-h",
@@ -450,8 +455,12 @@ fn rootless_user_with_subordinate_ids_runs_real_images() {
         !Path::new("/sys/class/net").join(&bridge).exists(),
         "a rootless network made a host bridge"
     );
-    // -p there would lead nowhere: refused, nothing made.
-    let o = u.hako(&[
+    // -p there: through hako's forwarder (a host port, the container's
+    // address in the user's network namespace), free again after rm; UDP
+    // is refused, nothing made.
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    u.ok(&[
         "run",
         "-d",
         "--name",
@@ -459,13 +468,43 @@ fn rootless_user_with_subordinate_ids_runs_real_images() {
         "--network",
         "rnet",
         "-p",
-        "8080:80",
+        &publish,
+        &image,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/srv/www",
+    ]);
+    let page = common::host::poll(Duration::from_secs(30), || {
+        http_get(port, "/index.html").filter(|r| r.contains("page"))
+    });
+    assert!(page.is_some(), "no answer through the forwarder on {port}");
+    // Twice more: each connection is relayed on its own.
+    for _ in 0..2 {
+        assert!(http_get(port, "/index.html").is_some_and(|r| r.contains("page")));
+    }
+    u.ok(&["rm", "-f", "n3"]);
+    common::host::poll(Duration::from_secs(10), || {
+        std::net::TcpListener::bind(("127.0.0.1", port)).ok()
+    })
+    .unwrap_or_else(|| panic!("port {port} still taken after rm"));
+    let o = u.hako(&[
+        "run",
+        "-d",
+        "--name",
+        "n4",
+        "--network",
+        "rnet",
+        "-p",
+        "8053:53/udp",
         &image,
         "true",
     ]);
     assert_eq!(o.status.code(), Some(125), "{o:?}");
-    assert!(stderr(&o).contains("default network only"), "{o:?}");
-    assert!(!u.ok(&["ps", "-a", "--format", "{{.Names}}"]).contains("n3"));
+    assert!(stderr(&o).contains("publishes TCP ports only"), "{o:?}");
+    assert!(!u.ok(&["ps", "-a", "--format", "{{.Names}}"]).contains("n4"));
     u.ok(&["rm", "-f", "n1", "n2"]);
     u.ok(&["network", "rm", "rnet"]);
     u.ok(&["rm", "-f", "d"]);

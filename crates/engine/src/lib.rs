@@ -28,6 +28,7 @@ pub mod monitor;
 pub mod network;
 pub mod ns;
 pub mod ops;
+pub mod portfwd;
 pub mod record;
 pub mod restart;
 pub mod rootless;

@@ -535,11 +535,32 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
                 continue;
             };
             match m.reserve() {
-                Ok(fd) => held_ports.push(fd),
+                Ok(fd) => held_ports.push((m, fd)),
                 Err(e) => return Err(fail(crate::Error::Usage(e.to_string()))),
             }
         }
     }
+    // A rootless user network: the held ports lead there through a
+    // forwarder (see crate::portfwd); its listening sockets are these.
+    if crate::dirs::rootless() && !held_ports.is_empty() {
+        let ip = networks[0].ip.parse::<std::net::Ipv4Addr>();
+        let tcp: Vec<(BorrowedFd<'_>, u16)> = held_ports
+            .iter()
+            .filter(|(m, _)| m.proto == hako_net::Proto::Tcp)
+            .map(|(m, fd)| (fd.as_fd(), m.container_port))
+            .collect();
+        let started = match ip {
+            Ok(ip) => crate::portfwd::start(dirs, &tcp, ip),
+            Err(e) => Err(crate::Error::Other(format!(
+                "the container's address {:?}: {e}",
+                networks[0].ip
+            ))),
+        };
+        if let Err(e) = started {
+            return Err(fail(e));
+        }
+    }
+    let held_ports: Vec<OwnedFd> = held_ports.into_iter().map(|(_, fd)| fd).collect();
     let monitor_pid = os::getpid();
     if let Err(e) = record::update(dirs, id, |r| {
         r.phase = Phase::Running;

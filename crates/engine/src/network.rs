@@ -225,15 +225,7 @@ pub fn release_in_background(dirs: &Dirs, id: &str) {
         Ok(None) => {
             // Nothing of the user's stays open here: a terminal or a pipe
             // reader (`$(hako run …)`) sees its end when the monitor exits.
-            if let Ok(null) = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/null")
-            {
-                for n in 0..3 {
-                    let _ = hako_runtime::os::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), n);
-                }
-            }
+            crate::util::stdio_to_null();
             let _ = rel.finish();
             // SAFETY: _exit ends the forked child without the parent's
             // destructors or atexit handlers.
@@ -293,6 +285,7 @@ pub fn in_rootless_netns<T: serde::Serialize + serde::de::DeserializeOwned>(
 
 fn unbind_netns(dirs: &Dirs, id: &str) {
     SLIRP_EXIT.lock().unwrap_or_else(|e| e.into_inner()).take();
+    crate::portfwd::stop();
     // Now, not at its next look at the exit pipe: its ports are free once
     // the container is gone.
     let pid_file = dirs.run_container(id).join("slirp.pid");

@@ -348,16 +348,7 @@ pub fn pause_main(single_id: bool) -> i32 {
     let _ = out.flush();
     // Away from the caller's terminal and session; nothing but SIGKILL
     // (or a SIGTERM on purpose) ends us.
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        use std::os::fd::AsRawFd;
-        for n in 0..3 {
-            let _ = os::dup2(null.as_raw_fd(), n);
-        }
-    }
+    crate::util::stdio_to_null();
     // SAFETY: setsid and signal dispositions have no memory effects.
     unsafe {
         libc::setsid();

@@ -190,6 +190,22 @@ pub fn proc_start_time(pid: i32) -> u64 {
     hako_runtime::os::proc_stat(pid).map_or(0, |s| s.start_time)
 }
 
+/// Standard input, output and error onto /dev/null, for a process that
+/// goes on in the background and must not hold its caller's terminal or
+/// pipes (a reader of `$(hako …)` waits for every writer). Best effort.
+pub fn stdio_to_null() {
+    use std::os::fd::AsRawFd;
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for n in 0..3 {
+            let _ = hako_runtime::os::dup2(null.as_raw_fd(), n);
+        }
+    }
+}
+
 /// A pipe with both ends close-on-exec: (read, write).
 pub fn pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
     use std::os::fd::FromRawFd;

@@ -404,14 +404,15 @@ fn prepare(
         // Docker's warning: there is no container address to forward to.
         eprintln!("hako: warning: published ports are discarded with --network {net_name}");
     }
-    if rootless && !opts.publish.is_empty() && matches!(&net_mode, Nm::Bridge(n) if !n.is_empty()) {
-        // A rootless user network lives in the user's own network
-        // namespace: no host port leads there (podman needs its
-        // rootlessport helper for it).
-        return Err(Error::Usage(format!(
-            "-p: a rootless container publishes ports on the default network only, not on \
-             --network {net_name}"
-        )));
+    if rootless && matches!(&net_mode, Nm::Bridge(n) if !n.is_empty()) {
+        // A rootless user network's ports go through hako's forwarder,
+        // which relays TCP (see crate::portfwd).
+        if let Some(p) = opts.publish.iter().find(|p| p.ends_with("/udp")) {
+            return Err(Error::Usage(format!(
+                "-p {p}: a rootless container on a user network (--network {net_name}) \
+                 publishes TCP ports only"
+            )));
+        }
     }
     let host_network = net_mode == Nm::Host;
     let hostname = match (&opts.hostname, &net_mode) {
