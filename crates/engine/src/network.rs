@@ -24,6 +24,29 @@ pub fn attach(dirs: &Dirs, rec: &Record, pid: i32) -> Result<Vec<NetAddr>> {
     attach_bridges(dirs, rec, pid, &mode)
 }
 
+/// The address a container asks for on `network`, the `index`-th of its
+/// networks: its `--ip` on the first one (checked at create), else on a
+/// restore its address before the checkpoint if that is free still.
+fn ipv4_choice(rec: &Record, network: &str, index: usize) -> hako_net::Ipv4Choice {
+    use hako_net::Ipv4Choice as C;
+    if let (0, Some(ip)) = (index, &rec.opts.ip) {
+        if let Ok(ip) = ip.parse() {
+            return C::Exactly(ip);
+        }
+    }
+    if rec.restoring {
+        if let Some(ip) = rec
+            .networks
+            .iter()
+            .find(|a| a.network == network)
+            .and_then(|a| a.ip.parse().ok())
+        {
+            return C::Preferably(ip);
+        }
+    }
+    C::Any
+}
+
 /// Attach to bridge networks (or `none`): root in the host's network
 /// namespace, rootless in the user's (see [`in_rootless_netns`]).
 fn attach_bridges(
@@ -55,6 +78,7 @@ fn attach_bridges(
                     netns: &netns,
                     ports: p,
                     aliases: &rec.opts.network_alias,
+                    ipv4: ipv4_choice(rec, n, i),
                 };
                 mgr.connect(n, &at)?;
                 ensure_dns(dirs, n)?;
@@ -667,6 +691,7 @@ pub fn connect(dirs: &Dirs, network: &str, name: &str) -> Result<()> {
             netns: &netns,
             ports: &[],
             aliases: &r.opts.network_alias,
+            ipv4: hako_net::Ipv4Choice::Any,
         },
     )?;
     ensure_dns(dirs, network)?;

@@ -99,6 +99,10 @@ pub struct RunOptions {
     /// network's name server).
     #[cfg_attr(feature = "cli", arg(long))]
     pub network_alias: Vec<String>,
+    /// The container's IPv4 address on its first user network (Docker's
+    /// --ip; the default network takes none, as Docker's).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "IPV4"))]
+    pub ip: Option<String>,
     /// A nameserver for the container (over the network's and the host's).
     #[cfg_attr(feature = "cli", arg(long))]
     pub dns: Vec<String>,

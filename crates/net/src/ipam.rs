@@ -12,10 +12,10 @@
 //! handed the same address. Files are replaced by rename, so a crash leaves
 //! either the old or the new file, never half of one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -41,6 +41,31 @@ pub enum IpamError {
     Write { path: PathBuf, source: io::Error },
     #[error("network {network}: subnet {subnet} has no free address left")]
     Exhausted { network: String, subnet: Subnet },
+    #[error("{ip} is not an address for containers in network {network}'s subnet {subnet}")]
+    NotInSubnet {
+        ip: IpAddr,
+        network: String,
+        subnet: Subnet,
+    },
+    #[error("{ip} on network {network} is taken by {owner}")]
+    AddressTaken {
+        ip: IpAddr,
+        network: String,
+        owner: String,
+    },
+}
+
+/// Which IPv4 address a container gets on a network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Ipv4Choice {
+    /// The lowest free one.
+    #[default]
+    Any,
+    /// This one, or an error saying why not (`--ip`).
+    Exactly(Ipv4Addr),
+    /// This one if it is free, else the lowest free one (a restored
+    /// container's address before its checkpoint).
+    Preferably(Ipv4Addr),
 }
 
 /// A bridge network as stored on disk.
@@ -68,6 +93,29 @@ pub struct Network {
     /// name server on the gateway (user networks, as Docker's).
     #[serde(default)]
     pub dns_enabled: bool,
+}
+
+impl Network {
+    /// Whether `ip` can be a container's address here: inside the subnet,
+    /// neither its network nor its broadcast address, nor the gateway.
+    /// Its offset in the subnet.
+    pub fn check_address(&self, ip: IpAddr) -> Result<u128, IpamError> {
+        if ip == self.gateway {
+            return Err(IpamError::AddressTaken {
+                ip,
+                network: self.name.clone(),
+                owner: "the network's gateway".into(),
+            });
+        }
+        self.subnet
+            .offset(ip)
+            .filter(|o| self.subnet.host_range().contains(o))
+            .ok_or_else(|| IpamError::NotInSubnet {
+                ip,
+                network: self.name.clone(),
+                subnet: self.subnet,
+            })
+    }
 }
 
 /// One container's attachment to one network.
@@ -259,35 +307,65 @@ impl Locked<'_> {
 pub(crate) fn pick_addresses(
     net: &Network,
     leases: &[Lease],
+    choice: Ipv4Choice,
 ) -> Result<(IpAddr, Option<IpAddr>), IpamError> {
-    let used: HashSet<IpAddr> = leases
+    // Who holds each address (the gateway counts as taken).
+    let held: HashMap<IpAddr, &str> = leases
         .iter()
-        .map(|l| l.ipv4)
-        .chain(std::iter::once(net.gateway))
+        .flat_map(|l| {
+            let name = l.container_name.as_str();
+            std::iter::once((l.ipv4, name)).chain(l.ipv6.map(|a| (a, name)))
+        })
         .collect();
-    let used6: HashSet<IpAddr> = leases
-        .iter()
-        .filter_map(|l| l.ipv6)
-        .chain(net.gateway6)
-        .collect();
-    for off in net.subnet.host_range() {
-        let Some(ip) = net.subnet.nth(off) else { break };
-        if used.contains(&ip) {
-            continue;
+    let owner = |ip: IpAddr| -> Option<String> {
+        if ip == net.gateway || Some(ip) == net.gateway6 {
+            return Some("the network's gateway".into());
+        }
+        held.get(&ip).map(|n| format!("container {n}"))
+    };
+    // The addresses at offset `off`, or who holds one of them.
+    let at = |off: u128| -> Result<(IpAddr, Option<IpAddr>), (IpAddr, String)> {
+        let ip = net.subnet.nth(off).expect("offset inside the subnet");
+        if let Some(o) = owner(ip) {
+            return Err((ip, o));
         }
         let ip6 = match net.subnet6 {
             Some(s6) => match s6.nth(off) {
-                Some(a) if !used6.contains(&a) => Some(a),
-                _ => continue,
+                Some(a) => match owner(a) {
+                    Some(o) => return Err((a, o)),
+                    None => Some(a),
+                },
+                None => return Err((ip, "no IPv6 address at the same offset".into())),
             },
             None => None,
         };
-        return Ok((ip, ip6));
+        Ok((ip, ip6))
+    };
+    let wanted = match choice {
+        Ipv4Choice::Any => None,
+        Ipv4Choice::Exactly(a) | Ipv4Choice::Preferably(a) => Some(IpAddr::V4(a)),
+    };
+    if let Some(ip) = wanted {
+        let got = net.check_address(ip).and_then(|off| {
+            at(off).map_err(|(ip, owner)| IpamError::AddressTaken {
+                ip,
+                network: net.name.clone(),
+                owner,
+            })
+        });
+        match (got, choice) {
+            (Ok(a), _) => return Ok(a),
+            (Err(e), Ipv4Choice::Exactly(_)) => return Err(e),
+            (Err(_), _) => {}
+        }
     }
-    Err(IpamError::Exhausted {
-        network: net.name.clone(),
-        subnet: net.subnet,
-    })
+    net.subnet
+        .host_range()
+        .find_map(|off| at(off).ok())
+        .ok_or_else(|| IpamError::Exhausted {
+            network: net.name.clone(),
+            subnet: net.subnet,
+        })
 }
 
 /// The lowest `ethN` not yet used by the container.
@@ -338,21 +416,51 @@ mod tests {
     fn picks_lowest_free_and_exhausts() {
         let n = net();
         let mut leases = Vec::new();
-        let (a, a6) = pick_addresses(&n, &leases).unwrap();
+        let (a, a6) = pick_addresses(&n, &leases, Ipv4Choice::Any).unwrap();
         assert_eq!(a, "10.213.0.2".parse::<IpAddr>().unwrap());
         assert_eq!(a6, Some("fd00:213::2".parse().unwrap()));
         for i in 2..=6 {
             leases.push(lease(&format!("10.213.0.{i}"), "eth0"));
         }
         assert!(matches!(
-            pick_addresses(&n, &leases),
+            pick_addresses(&n, &leases, Ipv4Choice::Any),
             Err(IpamError::Exhausted { .. })
         ));
         leases.remove(1);
         assert_eq!(
-            pick_addresses(&n, &leases).unwrap().0,
+            pick_addresses(&n, &leases, Ipv4Choice::Any).unwrap().0,
             "10.213.0.3".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn a_wanted_address_exactly_or_preferably() {
+        let n = net();
+        let leases = vec![lease("10.213.0.2", "eth0")];
+        let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+        let (a, a6) = pick_addresses(&n, &leases, Ipv4Choice::Exactly(ip("10.213.0.5"))).unwrap();
+        assert_eq!(a.to_string(), "10.213.0.5");
+        assert_eq!(a6.unwrap().to_string(), "fd00:213::5");
+        let e = pick_addresses(&n, &leases, Ipv4Choice::Exactly(ip("10.213.0.2"))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "10.213.0.2 on network n is taken by container c"
+        );
+        let e = pick_addresses(&n, &leases, Ipv4Choice::Exactly(ip("10.213.0.1"))).unwrap_err();
+        assert!(e.to_string().contains("the network's gateway"), "{e}");
+        for outside in ["10.9.9.9", "10.213.0.0", "10.213.0.7"] {
+            let e = pick_addresses(&n, &leases, Ipv4Choice::Exactly(ip(outside))).unwrap_err();
+            assert!(matches!(e, IpamError::NotInSubnet { .. }), "{outside}: {e}");
+        }
+        // Preferably: the wanted one when free, else the lowest free one.
+        let p = |s| {
+            pick_addresses(&n, &leases, Ipv4Choice::Preferably(ip(s)))
+                .unwrap()
+                .0
+        };
+        assert_eq!(p("10.213.0.4").to_string(), "10.213.0.4");
+        assert_eq!(p("10.213.0.2").to_string(), "10.213.0.3");
+        assert_eq!(p("10.9.9.9").to_string(), "10.213.0.3");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! # A container's lifecycle, from the engine
 //!
 //! ```no_run
-//! use hako_net::{Attach, Manager, NetConfig, NetworkMode, Netns, PortMapping};
+//! use hako_net::{Attach, Ipv4Choice, Manager, NetConfig, NetworkMode, Netns, PortMapping};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mgr = Manager::new(NetConfig::new("/var/lib/hako/net"));
 //! let mode: NetworkMode = "bridge".parse()?;            // --network
@@ -39,6 +39,7 @@
 //!                 netns: &netns,
 //!                 ports: p,
 //!                 aliases: &[], // --network-alias
+//!                 ipv4: Ipv4Choice::Any, // or Exactly(--ip)
 //!             };
 //!             mgr.connect(n, &at)?; // eth0, eth1, …
 //!         }
@@ -75,7 +76,7 @@ pub mod rootless;
 pub mod subnet;
 pub mod sysctl;
 
-pub use ipam::{Lease, Network};
+pub use ipam::{Ipv4Choice, Lease, Network};
 pub use manager::{
     Attach, Manager, NetConfig, NetError, NetworkInfo, NetworkMode, NetworkSpec, Release,
 };

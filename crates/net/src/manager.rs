@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::ipam::{self, IpamError, Lease, Locked, Network, Store};
+use crate::ipam::{self, IpamError, Ipv4Choice, Lease, Locked, Network, Store};
 use crate::link::{self, LinkChange, LinkError, Rtnl, VethPeer};
 use crate::names::{self, HostEntry, NameFiles, NamesError};
 use crate::netns::{Netns, NetnsError};
@@ -215,6 +215,8 @@ pub struct Attach<'a> {
     pub ports: &'a [PortMapping],
     /// More names for it on the network (`--network-alias`).
     pub aliases: &'a [String],
+    /// Its IPv4 address there (`--ip`, or a restored one's), or any.
+    pub ipv4: Ipv4Choice,
 }
 
 /// `network inspect`: the definition plus who is attached.
@@ -610,7 +612,7 @@ impl Manager {
         self.ensure_kernel_state(&lk, &mut rtnl, &net)?;
         let mine = lk.leases_of(ctr.container_id)?;
         let ifname = ipam::next_ifname(&mine);
-        let (ipv4, ipv6) = ipam::pick_addresses(&net, &leases)?;
+        let (ipv4, ipv6) = ipam::pick_addresses(&net, &leases, ctr.ipv4)?;
         let IpAddr::V4(v4) = ipv4 else {
             unreachable!("IPv4 subnet yields IPv4 addresses")
         };

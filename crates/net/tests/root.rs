@@ -222,6 +222,7 @@ fn attach<'a>(id: &'a str, ns: &'a Netns, ports: &'a [PortMapping]) -> Attach<'a
         netns: ns,
         ports,
         aliases: &[],
+        ipv4: hako_net::Ipv4Choice::Any,
     }
 }
 

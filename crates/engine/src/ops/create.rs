@@ -331,6 +331,30 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
     }
 }
 
+/// `--ip`: an IPv4 address for the container on its first user network
+/// (Docker takes none on its default network), inside that network's
+/// subnet; whether another container holds it is seen at start.
+fn check_ip(dirs: &Dirs, ip: &str, mode: &hako_net::NetworkMode) -> Result<()> {
+    let usage = |m: String| Error::Usage(format!("--ip {ip}: {m}"));
+    let a: std::net::Ipv4Addr = ip
+        .parse()
+        .map_err(|_| usage("not an IPv4 address".into()))?;
+    let network = match mode {
+        hako_net::NetworkMode::Bridge(nets) if !nets.is_empty() => &nets[0],
+        _ => {
+            return Err(usage(
+                "an address is given on a user-defined network only (--network NAME), as \
+                 Docker does"
+                    .into(),
+            ))
+        }
+    };
+    let net = dirs.net_manager().inspect(network)?.network;
+    net.check_address(a.into())
+        .map(drop)
+        .map_err(|e| Error::Usage(format!("--ip: {e}")))
+}
+
 fn prepare(
     dirs: &Dirs,
     store: &hako_image::Store,
@@ -413,6 +437,9 @@ fn prepare(
                  publishes TCP ports only"
             )));
         }
+    }
+    if let Some(ip) = &opts.ip {
+        check_ip(dirs, ip, &net_mode)?;
     }
     let host_network = net_mode == Nm::Host;
     let hostname = match (&opts.hostname, &net_mode) {
