@@ -778,7 +778,13 @@ pub enum NetCmd {
         networks: Vec<String>,
     },
     /// Attach a running container to a network.
-    Connect { network: String, container: String },
+    Connect {
+        /// Its IPv4 address there (else the lowest free one).
+        #[arg(long, value_name = "IPV4")]
+        ip: Option<String>,
+        network: String,
+        container: String,
+    },
     /// Detach a container from a network.
     Disconnect { network: String, container: String },
 }

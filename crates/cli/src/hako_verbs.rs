@@ -663,8 +663,19 @@ pub fn network(dirs: &Dirs, c: NetCmd) -> Result<i32> {
                 println!("{n}");
             }
         }
-        NetCmd::Connect { network, container } => {
-            hako_engine::network::connect(dirs, &network, &container)?
+        NetCmd::Connect {
+            ip,
+            network,
+            container,
+        } => {
+            let ip = ip
+                .map(|a| {
+                    a.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                        hako_engine::Error::Usage(format!("--ip {a}: not an IPv4 address"))
+                    })
+                })
+                .transpose()?;
+            hako_engine::network::connect(dirs, &network, &container, ip)?
         }
         NetCmd::Disconnect { network, container } => {
             hako_engine::network::disconnect(dirs, &network, &container)?

@@ -1034,6 +1034,33 @@ fn two_containers_on_a_bridge_talk() {
         );
         assert!(!e.ps_names().contains(&"bad-ip".to_string()), "{a:?}");
     }
+    // network connect --ip: a second NIC at that address; disconnected,
+    // it is gone.
+    let net2 = format!("{net}b");
+    e.networks.push(net2.clone());
+    e.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.215.10.0/24",
+        "--bridge",
+        &net2,
+        &net2,
+    ]);
+    let o = e.run(&["network", "connect", "--ip", "10.215.9.9", &net2, "srv"]);
+    assert_eq!(o.status.code(), Some(125), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not an address for containers"),
+        "{o:?}"
+    );
+    e.ok(&["network", "connect", "--ip", "10.215.10.9", &net2, "srv"]);
+    let eth1 = e.out(&["exec", "srv", "ip", "-4", "-o", "addr", "show", "eth1"]);
+    assert!(eth1.contains("10.215.10.9/24"), "{eth1}");
+    e.ok(&["network", "disconnect", &net2, "srv"]);
+    let links = e.out(&["exec", "srv", "ip", "-o", "link"]);
+    assert!(!links.contains("eth1"), "{links}");
+    e.ok(&["network", "rm", &net2]);
+    e.networks.retain(|n| *n != net2);
     e.ok(&["rm", "-f", "srv"]);
     // A `run --rm` has left nothing another command could trip on by the
     // time it returns, although the kernel may still be unregistering its

@@ -675,10 +675,16 @@ fn refresh_peers(dirs: &Dirs, id: &str) {
     }
 }
 
-/// `network connect NET CONTAINER`: a new NIC in the running container.
-pub fn connect(dirs: &Dirs, network: &str, name: &str) -> Result<()> {
+/// `network connect [--ip IP] NET CONTAINER`: a new NIC in the running
+/// container, at `ip` if given.
+pub fn connect(
+    dirs: &Dirs,
+    network: &str,
+    name: &str,
+    ip: Option<std::net::Ipv4Addr>,
+) -> Result<()> {
     if dirs::rootless() && !crate::rootless::inside_netns() {
-        return in_rootless_netns(dirs, || connect(dirs, network, name));
+        return in_rootless_netns(dirs, || connect(dirs, network, name, ip));
     }
     let (id, r) = live(dirs, name)?;
     let mgr = dirs.net_manager();
@@ -691,7 +697,7 @@ pub fn connect(dirs: &Dirs, network: &str, name: &str) -> Result<()> {
             netns: &netns,
             ports: &[],
             aliases: &r.opts.network_alias,
-            ipv4: hako_net::Ipv4Choice::Any,
+            ipv4: ip.map_or(hako_net::Ipv4Choice::Any, hako_net::Ipv4Choice::Exactly),
         },
     )?;
     ensure_dns(dirs, network)?;
