@@ -827,6 +827,10 @@ fn init_reaps_orphaned_zombies() {
         cats("withinit") == 0 && count("withinit", "Z") == 0
     });
     poll("noinit: 100 zombies", &|| count("noinit", "Z") >= 100);
+    // The init is named as Docker's docker-init is, not after the loader
+    // that runs it.
+    let comm = e.out(&["exec", "withinit", "cat", "/proc/1/comm"]);
+    assert_eq!(comm.trim(), "hako-init");
     // The init forwards SIGTERM to the command: it ends by SIGTERM (143),
     // not by the SIGKILL that follows the stop timeout (137).
     e.ok(&["stop", "-t", "30", "withinit"]);

@@ -14,6 +14,10 @@ pub fn main(cmd: &[String]) -> i32 {
         eprintln!("hako-init: no command given");
         return 2;
     };
+    // Run through the host's loader, we would show in `ps` as "ld.so";
+    // Docker's shows as docker-init.
+    // (PR_SET_NAME reads at most 16 bytes from a valid C string.)
+    let _ = os::prctl(libc::PR_SET_NAME, c"hako-init".as_ptr() as libc::c_ulong, 0);
     // Block signals before the fork so none is lost before the signalfd.
     let old = match os::block_all_signals() {
         Ok(m) => m,
