@@ -168,7 +168,8 @@ pub enum Cmd {
         #[arg(long)]
         format: Option<String>,
     },
-    /// Container commands.
+    /// Container commands: prune, checkpoint, restore, and every container
+    /// verb in Docker's form (`container ls` is `ps`, `container rm` is `rm`).
     #[command(subcommand)]
     Container(ContainerCmd),
     /// Health check commands.
@@ -282,7 +283,8 @@ pub enum Cmd {
         #[arg(long)]
         format: Option<String>,
     },
-    /// Image commands.
+    /// Image commands: ls, inspect, rm, prune, and every image verb in
+    /// Docker's form (`image pull` is `pull`, `image history` is `history`).
     #[command(subcommand)]
     Image(ImageCmd),
     /// Remove images.
@@ -570,6 +572,8 @@ pub enum HealthCmd {
     Run { container: String },
 }
 
+/// `container VERB`: Docker's management form of every container verb
+/// (`container ls` is `ps`, `container rm` is `rm`, …), and these.
 #[derive(Subcommand, Debug)]
 pub enum ContainerCmd {
     /// Remove every container that is not running.
@@ -612,6 +616,10 @@ pub enum ContainerCmd {
         #[arg(required_unless_present = "import")]
         containers: Vec<String>,
     },
+    /// Any other verb: the top-level one of that name (`ls` and `list`
+    /// are `ps`).
+    #[command(external_subcommand)]
+    Other(Vec<String>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -680,6 +688,10 @@ pub enum ImageCmd {
         #[arg(short, long)]
         force: bool,
     },
+    /// Any other verb: the top-level one of that name (`image pull` is
+    /// `pull`, `image history` is `history`, …).
+    #[command(external_subcommand)]
+    Other(Vec<String>),
 }
 
 #[derive(Subcommand, Debug)]

@@ -518,6 +518,8 @@ pub fn image(dirs: &Dirs, c: ImageCmd) -> Result<i32> {
             output::deleted("Images", &gone);
             println!("Total reclaimed space: {}", output::human_bytes(bytes));
         }
+        // Made a top-level verb before dispatch (bin/hako.rs docker_form).
+        ImageCmd::Other(v) => anyhow::bail!("image {}: not an image verb", v.join(" ")),
     }
     Ok(0)
 }

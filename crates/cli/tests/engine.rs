@@ -3813,6 +3813,19 @@ fn go_templates_format_the_listings() {
         e.out(&["inspect", "-f", "{{.Config.Image}}", "f1"]).trim(),
         "busybox"
     );
+    // Docker's management forms name the same verbs.
+    assert_eq!(
+        e.out(&["container", "ls", "--format", "{{.Names}}"]).trim(),
+        "f1"
+    );
+    assert_eq!(
+        e.out(&["container", "inspect", "-f", "{{.Name}}", "f1"])
+            .trim(),
+        "f1"
+    );
+    assert!(e.out(&["image", "history", "busybox"]).starts_with("IMAGE"));
+    let o = e.run(&["container", "frobnicate"]);
+    assert_eq!(o.status.code(), Some(125), "{o:?}");
     let t = e.out(&["ps", "--format", "table {{.ID}}\\t{{.Names}}"]);
     let lines: Vec<&str> = t.lines().collect();
     assert!(

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use hako_cli::{Cli, Cmd, ContainerCmd, HealthCmd, NsCmd};
+use hako_cli::{Cli, Cmd, ContainerCmd, HealthCmd, ImageCmd, NsCmd};
 use hako_engine::{ops, record, util, Dirs};
 
 /// The engine's directories, entering the rootless user's namespace first
@@ -29,6 +29,10 @@ fn engine_dirs() -> Result<Dirs> {
 }
 
 fn real_main(cli: Cli) -> Result<i32> {
+    let cli = match docker_form(cli) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
     // The in-container init (`--init`) has no engine state to look at.
     if let Cmd::Init { cmd } = &cli.cmd {
         return Ok(hako_engine::initproc::main(cmd));
@@ -190,6 +194,10 @@ fn real_main(cli: Cli) -> Result<i32> {
         }
         Cmd::Container(ContainerCmd::Restore { containers, .. }) => {
             each(&containers, |c| ops::restore(dirs, c).map(drop))?
+        }
+        // Made a top-level verb before dispatch (docker_form).
+        Cmd::Container(ContainerCmd::Other(v)) => {
+            anyhow::bail!("container {}: not a container verb", v.join(" "))
         }
         Cmd::Version { format } => output::version(format.as_deref())?,
         Cmd::Completion { shell, dir } => verbs::completion(&shell, dir.as_deref())?,
@@ -432,6 +440,35 @@ fn main() -> ExitCode {
     }
     let _ = record::RECORD;
     exit(real_main(cli))
+}
+
+/// Docker's management forms (`container ls`, `image pull`, …) as the
+/// top-level verbs they name, with the global flags given before them;
+/// the exit code of a usage error (printed) otherwise.
+fn docker_form(cli: Cli) -> std::result::Result<Cli, i32> {
+    let verb = match &cli.cmd {
+        Cmd::Container(ContainerCmd::Other(v)) => {
+            let mut v = v.clone();
+            if matches!(v[0].as_str(), "ls" | "list") {
+                v[0] = "ps".into();
+            }
+            v
+        }
+        Cmd::Image(ImageCmd::Other(v)) => v.clone(),
+        _ => return Ok(cli),
+    };
+    match Cli::try_parse_from(std::iter::once("hako".to_string()).chain(verb)) {
+        Ok(mut inner) => {
+            inner.data_root = inner.data_root.or(cli.data_root);
+            inner.run_root = inner.run_root.or(cli.run_root);
+            inner.cgroup_manager = inner.cgroup_manager.or(cli.cgroup_manager);
+            Ok(inner)
+        }
+        Err(e) => {
+            let _ = e.print();
+            Err(if e.use_stderr() { 125 } else { 0 })
+        }
+    }
 }
 
 /// The process's exit code: the verb's, or Docker's for its error.
