@@ -278,6 +278,11 @@ pub enum Cmd {
         /// Only ids.
         #[arg(short, long)]
         quiet: bool,
+        /// KEY=VALUE, all must hold: dangling (true: untagged images;
+        /// false: tagged ones), reference (a pattern of repository[:tag],
+        /// `*` within a path element, as Docker's).
+        #[arg(short, long)]
+        filter: Vec<String>,
         /// `json` for one JSON object per line, or a Go template (`{{.Names}}`,
         /// `{{json .}}`, `table {{.ID}}\t{{.Names}}`).
         #[arg(long)]
@@ -665,6 +670,11 @@ pub enum ImageCmd {
         /// Only ids.
         #[arg(short, long)]
         quiet: bool,
+        /// KEY=VALUE, all must hold: dangling (true: untagged images;
+        /// false: tagged ones), reference (a pattern of repository[:tag],
+        /// `*` within a path element, as Docker's).
+        #[arg(short, long)]
+        filter: Vec<String>,
         /// `json` for one JSON object per line, or a Go template (`{{.Names}}`,
         /// `{{json .}}`, `table {{.ID}}\t{{.Names}}`).
         #[arg(long)]

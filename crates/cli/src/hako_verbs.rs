@@ -421,9 +421,71 @@ pub fn push(dirs: &Dirs, image: &str, destination: Option<&str>, insecure: bool)
 }
 
 /// `images` and `image ls`.
-pub fn images(dirs: &Dirs, quiet: bool, format: Option<&str>) -> Result<i32> {
-    output::images(&dirs.image_store()?.list()?, quiet, format)?;
+/// `images [-q] [--filter K=V…] [--format F]`.
+pub fn images(dirs: &Dirs, quiet: bool, filter: &[String], format: Option<&str>) -> Result<i32> {
+    let f = ImageFilter::parse(filter)?;
+    let list: Vec<_> = dirs
+        .image_store()?
+        .list()?
+        .into_iter()
+        .filter_map(|i| f.apply(i))
+        .collect();
+    output::images(&list, quiet, format)?;
     Ok(0)
+}
+
+/// Docker's `images --filter`: dangling=true|false, reference=PATTERN
+/// (path.Match on the tag's familiar `repository:tag` or `repository`,
+/// as `busybox:latest` for docker.io/library/busybox:latest).
+struct ImageFilter {
+    dangling: Option<bool>,
+    references: Vec<String>,
+}
+
+impl ImageFilter {
+    /// Bad filters fail before anything is listed.
+    fn parse(filter: &[String]) -> Result<ImageFilter> {
+        let mut f = ImageFilter {
+            dangling: None,
+            references: Vec::new(),
+        };
+        for s in filter {
+            match s.split_once('=') {
+                Some(("dangling", v)) => {
+                    f.dangling = Some(match v {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => bail!("--filter {s}: dangling is true or false"),
+                    })
+                }
+                Some(("reference", v)) if !v.is_empty() => f.references.push(v.to_string()),
+                _ => bail!("--filter {s}: not one of dangling=BOOL, reference=PATTERN"),
+            }
+        }
+        Ok(f)
+    }
+
+    /// The image with only its tags that match, or None.
+    fn apply(&self, mut i: hako_image::ImageSummary) -> Option<hako_image::ImageSummary> {
+        if self.dangling.is_some_and(|d| d != i.repo_tags.is_empty()) {
+            return None;
+        }
+        if self.references.is_empty() {
+            return Some(i);
+        }
+        i.repo_tags.retain(|t| {
+            let familiar = t
+                .strip_prefix("docker.io/library/")
+                .or_else(|| t.strip_prefix("docker.io/"))
+                .unwrap_or(t);
+            let repo = familiar.rsplit_once(':').map_or(familiar, |(r, _)| r);
+            self.references.iter().any(|p| {
+                hako_engine::build::ignore::matches(p, familiar)
+                    || hako_engine::build::ignore::matches(p, repo)
+            })
+        });
+        (!i.repo_tags.is_empty()).then_some(i)
+    }
 }
 
 /// A tar to `output` (removed if writing fails) or to stdout, which must
@@ -508,7 +570,11 @@ pub fn history(dirs: &Dirs, image: &str, no_trunc: bool, quiet: bool) -> Result<
 /// `image ls|inspect|rm|prune`.
 pub fn image(dirs: &Dirs, c: ImageCmd) -> Result<i32> {
     match c {
-        ImageCmd::Ls { quiet, format } => return images(dirs, quiet, format.as_deref()),
+        ImageCmd::Ls {
+            quiet,
+            filter,
+            format,
+        } => return images(dirs, quiet, &filter, format.as_deref()),
         ImageCmd::Inspect { images, format } => {
             return inspect(dirs, Some("image"), &images, format.as_deref())
         }

@@ -3848,6 +3848,15 @@ fn go_templates_format_the_listings() {
         images.lines().any(|l| l.ends_with("busybox:latest")),
         "{images}"
     );
+    // --filter: reference by Docker's familiar name, per tag; dangling.
+    e.ok(&["tag", "busybox", "example.com/team/bb:v1"]);
+    let tags = |f: &str| e.out(&["images", "-f", f, "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(tags("reference=busy*").trim().ends_with("busybox:latest"));
+    assert_eq!(tags("reference=*/team/*").trim(), "example.com/team/bb:v1");
+    assert_eq!(tags("dangling=true"), "");
+    let o = e.run(&["images", "-f", "size=big"]);
+    assert_eq!(o.status.code(), Some(125), "{o:?}");
+    e.ok(&["rmi", "example.com/team/bb:v1"]);
     assert_eq!(
         e.out(&["volume", "ls", "--format", "{{.Name}}"]).trim(),
         "fmtvol"

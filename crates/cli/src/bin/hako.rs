@@ -246,7 +246,11 @@ fn real_main(cli: Cli) -> Result<i32> {
             image,
             destination,
         } => verbs::push(dirs, &image, destination.as_deref(), insecure)?,
-        Cmd::Images { quiet, format } => verbs::images(dirs, quiet, format.as_deref())?,
+        Cmd::Images {
+            quiet,
+            filter,
+            format,
+        } => verbs::images(dirs, quiet, &filter, format.as_deref())?,
         Cmd::Image(c) => verbs::image(dirs, c)?,
         Cmd::Rmi { force, images } => verbs::rmi(dirs, &images, force)?,
         Cmd::Import {
