@@ -478,6 +478,20 @@ fn flags_env_volumes_workdir_readonly_limits() {
     assert!(s.contains("\nro\n"), "{s}");
     assert!(s.contains("tmpfs-ok"), "{s}");
     assert!(e.data().join("volumes/named1/_data").is_dir());
+    // A working directory the image lacks is made (Docker's and podman's
+    // behaviour), even with a read-only root.
+    let o = e.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--read-only",
+        "-w",
+        "/not/there",
+        "busybox",
+        "pwd",
+    ]);
+    assert_eq!(stdout(&o), "/not/there\n");
     // The limits go into the spec (and inspect).
     e.ok(&[
         "create",

@@ -69,6 +69,16 @@ pub struct InitHelper {
 
 pub const INIT_DIR: &str = "/.hako";
 
+/// The container's working directory: `-w`, else the image's WorkingDir.
+pub fn workdir(o: &RunOptions, ic: &serde_json::Value) -> Option<String> {
+    o.workdir.clone().or_else(|| {
+        ic["WorkingDir"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    })
+}
+
 impl InitHelper {
     /// Find our own loader and libc directory in /proc/self/maps.
     pub fn discover() -> Result<InitHelper> {
@@ -666,16 +676,7 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
         a.append(&mut args);
         args = a;
     }
-    let cwd = o
-        .workdir
-        .clone()
-        .or_else(|| {
-            ic["WorkingDir"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "/".into());
+    let cwd = workdir(o, ic).unwrap_or_else(|| "/".into());
     if !cwd.starts_with('/') {
         return Err(Error::Usage(format!(
             "the working directory {cwd:?} is not absolute"

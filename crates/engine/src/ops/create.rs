@@ -503,6 +503,11 @@ fn prepare(
     for (d, is_file) in dests {
         mount_point_in_rootfs(&rootfs, &d, is_file)?;
     }
+    // The working directory (-w, else the image's), made if missing, as
+    // Docker and podman do.
+    if let Some(w) = spec::workdir(opts, &ic).filter(|w| w.starts_with('/')) {
+        mount_point_in_rootfs(&rootfs, &w, false)?;
+    }
     let mut env_file_lines = Vec::new();
     for f in &opts.env_files {
         let s = std::fs::read_to_string(f).map_err(io_err("read env file", f))?;
