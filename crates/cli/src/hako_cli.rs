@@ -719,6 +719,10 @@ pub enum VolCmd {
         /// Names only.
         #[arg(short, long)]
         quiet: bool,
+        /// KEY=VALUE, all must hold: dangling (true: used by no
+        /// container), name (a part of it), label (KEY or KEY=VALUE).
+        #[arg(short, long)]
+        filter: Vec<String>,
         /// `json` for one JSON object per line, or a Go template (`{{.Names}}`,
         /// `{{json .}}`, `table {{.ID}}\t{{.Names}}`).
         #[arg(long)]
@@ -780,10 +784,24 @@ pub enum NetCmd {
     },
     /// List networks.
     Ls {
+        /// Names only.
+        #[arg(short, long)]
+        quiet: bool,
+        /// KEY=VALUE, all must hold: dangling (true: no container on it),
+        /// name (a part of it).
+        #[arg(short, long)]
+        filter: Vec<String>,
         /// `json` for one JSON object per line, or a Go template (`{{.Names}}`,
         /// `{{json .}}`, `table {{.ID}}\t{{.Names}}`).
         #[arg(long)]
         format: Option<String>,
+    },
+    /// Remove every user network no container is on (not the default
+    /// one).
+    Prune {
+        /// Do not ask (hako never asks; accepted for Docker's scripts).
+        #[arg(short, long)]
+        force: bool,
     },
     /// Details of networks as JSON.
     Inspect {

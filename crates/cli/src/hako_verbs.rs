@@ -434,6 +434,30 @@ pub fn images(dirs: &Dirs, quiet: bool, filter: &[String], format: Option<&str>)
     Ok(0)
 }
 
+/// A listing's `--filter KEY=VALUE…`, each key one of `keys`: the pairs,
+/// or one usage line naming the bad one.
+fn filters<'a>(filter: &'a [String], keys: &[&str]) -> Result<Vec<(&'a str, &'a str)>> {
+    filter
+        .iter()
+        .map(|f| match f.split_once('=') {
+            Some((k, v)) if keys.contains(&k) && !v.is_empty() => Ok((k, v)),
+            _ => {
+                let known: Vec<String> = keys.iter().map(|k| format!("{k}=…")).collect();
+                bail!("--filter {f}: not one of {}", known.join(", "))
+            }
+        })
+        .collect()
+}
+
+/// A filter's true or false (Docker also takes 1 and 0).
+fn parse_bool(key: &str, v: &str) -> Result<bool> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => bail!("--filter {key}={v}: {key} is true or false"),
+    }
+}
+
 /// Docker's `images --filter`: dangling=true|false, reference=PATTERN
 /// (path.Match on the tag's familiar `repository:tag` or `repository`,
 /// as `busybox:latest` for docker.io/library/busybox:latest).
@@ -449,17 +473,10 @@ impl ImageFilter {
             dangling: None,
             references: Vec::new(),
         };
-        for s in filter {
-            match s.split_once('=') {
-                Some(("dangling", v)) => {
-                    f.dangling = Some(match v {
-                        "true" | "1" => true,
-                        "false" | "0" => false,
-                        _ => bail!("--filter {s}: dangling is true or false"),
-                    })
-                }
-                Some(("reference", v)) if !v.is_empty() => f.references.push(v.to_string()),
-                _ => bail!("--filter {s}: not one of dangling=BOOL, reference=PATTERN"),
+        for (k, v) in filters(filter, &["dangling", "reference"])? {
+            match k {
+                "dangling" => f.dangling = Some(parse_bool(k, v)?),
+                _ => f.references.push(v.to_string()),
             }
         }
         Ok(f)
@@ -712,7 +729,34 @@ pub fn network(dirs: &Dirs, c: NetCmd) -> Result<i32> {
             );
             println!("{}", n.name);
         }
-        NetCmd::Ls { format } => output::networks(&mgr.list()?, format.as_deref())?,
+        NetCmd::Ls {
+            quiet,
+            filter,
+            format,
+        } => {
+            let f = filters(&filter, &["dangling", "name"])?;
+            let mut list = Vec::new();
+            for n in mgr.list()? {
+                let mut keep = true;
+                for (k, v) in &f {
+                    keep &= match *k {
+                        "dangling" => parse_bool(k, v)? == mgr.inspect(&n.name)?.leases.is_empty(),
+                        _ => n.name.contains(v),
+                    };
+                }
+                if keep {
+                    list.push(n);
+                }
+            }
+            if quiet {
+                list.iter().for_each(|n| println!("{}", n.name));
+            } else {
+                output::networks(&list, format.as_deref())?
+            }
+        }
+        NetCmd::Prune { .. } => {
+            output::deleted("Networks", &hako_engine::network::prune(dirs)?);
+        }
         NetCmd::Inspect { networks, format } => {
             return inspect(dirs, Some("network"), &networks, format.as_deref())
         }
@@ -769,8 +813,32 @@ pub fn volume(dirs: &Dirs, c: VolCmd) -> Result<i32> {
             hako_engine::events::emit(dirs, "volume", "create", &v.name, &[("driver", "local")]);
             println!("{}", v.name);
         }
-        VolCmd::Ls { quiet, format } => {
-            output::volumes(dirs, &volume::list(dirs), quiet, format.as_deref())?
+        VolCmd::Ls {
+            quiet,
+            filter,
+            format,
+        } => {
+            let f = filters(&filter, &["dangling", "name", "label"])?;
+            let mut list = Vec::new();
+            for v in volume::list(dirs) {
+                let mut keep = true;
+                for (k, want) in &f {
+                    keep &= match *k {
+                        "dangling" => {
+                            parse_bool(k, want)? == volume::users(dirs, &v.name).is_empty()
+                        }
+                        "name" => v.name.contains(want),
+                        _ => match want.split_once('=') {
+                            Some((lk, lv)) => v.labels.get(lk).is_some_and(|x| x == lv),
+                            None => v.labels.contains_key(*want),
+                        },
+                    };
+                }
+                if keep {
+                    list.push(v);
+                }
+            }
+            output::volumes(dirs, &list, quiet, format.as_deref())?
         }
         VolCmd::Inspect { volumes, format } => {
             return inspect(dirs, Some("volume"), &volumes, format.as_deref())

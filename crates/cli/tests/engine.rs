@@ -4609,6 +4609,26 @@ fn system_df_info_and_prune() {
         "1 1 2"
     );
     assert!(e.out(&["info"]).contains("CgroupVersion: "));
+    // Listing filters (Docker's): an unused network and volume.
+    assert!(e
+        .out(&[
+            "network",
+            "ls",
+            "-q",
+            "-f",
+            "dangling=true",
+            "-f",
+            "name=sysn"
+        ])
+        .lines()
+        .eq(["sysnet"]));
+    assert_eq!(
+        e.out(&["volume", "ls", "-q", "-f", "dangling=true"]).trim(),
+        "sysvol"
+    );
+    assert_eq!(e.out(&["volume", "ls", "-q", "-f", "name=nope"]), "");
+    let o = e.run(&["volume", "ls", "-f", "size=1"]);
+    assert_eq!(o.status.code(), Some(125), "{o:?}");
     // prune: the stopped container, the unused network, the image without
     // a name; not the running container, its image, or the volume.
     let out = e.out(&["system", "prune", "-f"]);
@@ -4616,6 +4636,12 @@ fn system_df_info_and_prune() {
     assert!(out.contains(&dangling), "{out}");
     assert_eq!(e.ps_names(), ["keep"]);
     assert!(!e.out(&["network", "ls"]).contains("sysnet"));
+    // network prune alone: a new unused network goes.
+    e.ok(&["network", "create", "sysnet2"]);
+    e.networks.push("sysnet2".into());
+    let out = e.out(&["network", "prune", "-f"]);
+    assert!(out.contains("sysnet2"), "{out}");
+    assert_eq!(e.out(&["network", "ls", "-q", "-f", "name=sysnet"]), "");
     e.networks.clear();
     assert_eq!(e.out(&["images", "-q"]).lines().count(), 1);
     assert_eq!(e.out(&["volume", "ls", "-q"]).trim(), "sysvol");

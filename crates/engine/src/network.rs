@@ -591,6 +591,25 @@ pub fn view(network: &hako_net::Network, leases: &[hako_net::Lease]) -> serde_js
     })
 }
 
+/// `network prune` (and `system prune`'s networks): every user network no
+/// container is on, after freeing the leases of containers that are gone;
+/// never the default one. The names removed.
+pub fn prune(dirs: &Dirs) -> Result<Vec<String>> {
+    let mgr = dirs.net_manager();
+    free_stale_leases(dirs);
+    let default = mgr.default_name().to_string();
+    let mut gone = Vec::new();
+    for n in mgr.list()? {
+        if n.name != default
+            && mgr.inspect(&n.name).is_ok_and(|i| i.leases.is_empty())
+            && remove(dirs, &n.name).is_ok()
+        {
+            gone.push(n.name);
+        }
+    }
+    Ok(gone)
+}
+
 /// `network rm`: its name server, then the network.
 pub fn remove(dirs: &Dirs, network: &str) -> Result<()> {
     let mgr = dirs.net_manager();

@@ -69,19 +69,7 @@ pub fn prune(dirs: &Dirs, all: bool, volumes: bool) -> Result<Pruned> {
         containers: super::prune(dirs)?,
         ..Default::default()
     };
-    let mgr = dirs.net_manager();
-    crate::network::free_stale_leases(dirs);
-    let default = mgr.default_name().to_string();
-    for n in mgr.list()? {
-        if n.name == default {
-            continue;
-        }
-        if mgr.inspect(&n.name).is_ok_and(|i| i.leases.is_empty())
-            && crate::network::remove(dirs, &n.name).is_ok()
-        {
-            p.networks.push(n.name);
-        }
-    }
+    p.networks = crate::network::prune(dirs)?;
     let (images, bytes) = prune_images(dirs, all)?;
     p.images = images;
     p.bytes = bytes;
