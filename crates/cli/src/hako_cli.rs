@@ -255,6 +255,10 @@ pub enum Cmd {
     /// stderr.
     Pull {
         image: String,
+        /// OS/ARCH (Docker's form): this host's platform only, as hako
+        /// runs no emulator.
+        #[arg(long, value_name = "OS/ARCH")]
+        platform: Option<String>,
         /// Allow plain HTTP.
         #[arg(long)]
         insecure: bool,
@@ -306,6 +310,10 @@ pub enum Cmd {
     /// image id goes to stdout, the steps to stderr; a failure exits 1
     /// (Docker's code, for bad input and failed steps alike).
     Build {
+        /// OS/ARCH (Docker's form): this host's platform only, as hako
+        /// runs no emulator.
+        #[arg(long, value_name = "OS/ARCH")]
+        platform: Option<String>,
         /// NAME[:TAG] for the image (repeatable).
         #[arg(short, long = "tag")]
         tag: Vec<String>,

@@ -3177,6 +3177,45 @@ fn publish_all_and_free_host_ports_as_docker() {
         .collect();
     let ctr: Vec<&str> = mapped.iter().map(|m| m.0).collect();
     assert_eq!(ctr, ["7070/tcp", "8080/tcp", "9090/udp"], "{lines}");
+    // --expose adds to what -P publishes (a range, another protocol).
+    #[rustfmt::skip]
+    e.ok(&[
+        "run", "-d", "--name", "p2", "-P", "--expose", "6060-6061", "--expose", "5353/udp",
+        "busybox", "sleep", "60",
+    ]);
+    let p2 = e.out(&["port", "p2"]);
+    let ctr2: Vec<&str> = p2.lines().filter_map(|l| l.split(" -> ").next()).collect();
+    assert_eq!(ctr2, ["5353/udp", "6060/tcp", "6061/tcp"], "{p2}");
+    e.ok(&["rm", "-f", "p2"]);
+    // A bad --expose, and --platform other than the host's: one line, 125.
+    for args in [
+        vec!["--expose", "70000"],
+        vec!["--platform", "linux/riscv64"],
+    ] {
+        let mut a = vec!["run", "--rm", "--network", "none"];
+        a.extend(args);
+        a.extend(["busybox", "true"]);
+        let o = e.run(&a);
+        assert_eq!(o.status.code(), Some(125), "{a:?}: {o:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr).lines().count(),
+            1,
+            "{o:?}"
+        );
+    }
+    let host = std::env::consts::ARCH
+        .replace("x86_64", "amd64")
+        .replace("aarch64", "arm64");
+    e.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--platform",
+        &format!("linux/{host}"),
+        "busybox",
+        "true",
+    ]);
     assert!(mapped[0].1.starts_with("127.0.0.1:"), "{lines}");
     assert!(mapped[1].1.starts_with("0.0.0.0:"), "{lines}");
     let host = e.out(&["port", "p1", "8080"]);

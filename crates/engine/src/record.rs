@@ -99,6 +99,14 @@ pub struct RunOptions {
     /// network's name server).
     #[cfg_attr(feature = "cli", arg(long))]
     pub network_alias: Vec<String>,
+    /// OS/ARCH of the image (Docker's form): this host's platform only,
+    /// as hako runs no emulator.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "OS/ARCH"))]
+    pub platform: Option<String>,
+    /// A port the container listens on (PORT[/PROTO] or a range), as the
+    /// image's EXPOSE: what -P publishes.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "PORT"))]
+    pub expose: Vec<String>,
     /// The container's IPv4 address on its first user network (Docker's
     /// --ip; the default network takes none, as Docker's).
     #[cfg_attr(feature = "cli", arg(long, value_name = "IPV4"))]

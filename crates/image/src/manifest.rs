@@ -88,6 +88,31 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// A `--platform` value (`os[/arch[/variant]]`, Docker's form) that
+    /// names this host's platform, or why it does not: images of another
+    /// architecture would need an emulator, which hako does not run.
+    pub fn check_runnable(wanted: &str) -> Result<(), String> {
+        let here = Self::current();
+        let mut parts = wanted.split('/');
+        let os = parts.next().unwrap_or_default();
+        let arch = parts.next().map(|a| match a {
+            "x86_64" | "x86-64" => "amd64",
+            "aarch64" => "arm64",
+            a => a,
+        });
+        let ok = os == here.os && arch.is_none_or(|a| a == here.architecture);
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "--platform {wanted}: this host runs {here} images only (hako does not emulate \
+                 other platforms)"
+            ))
+        }
+    }
+}
+
 impl std::fmt::Display for Platform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.os, self.architecture)?;
@@ -282,6 +307,25 @@ mod tests {
             d('5'),
             m = media::DOCKER_MANIFEST
         )
+    }
+
+    #[test]
+    fn platforms_other_than_the_hosts_are_refused() {
+        let here = Platform::current();
+        assert!(Platform::check_runnable("linux").is_ok());
+        assert!(Platform::check_runnable(&here.to_string()).is_ok());
+        assert!(Platform::check_runnable(&format!("linux/{}", here.architecture)).is_ok());
+        let other = if here.architecture == "amd64" {
+            "linux/arm64"
+        } else {
+            "linux/amd64"
+        };
+        let e = Platform::check_runnable(other).unwrap_err();
+        assert!(
+            e.starts_with(&format!("--platform {other}: this host runs linux/")),
+            "{e}"
+        );
+        assert!(Platform::check_runnable("windows/amd64").is_err());
     }
 
     #[test]

@@ -238,9 +238,13 @@ fn real_main(cli: Cli) -> Result<i32> {
         Cmd::Ns(c) => verbs::ns(dirs, c)?,
         Cmd::Pull {
             image,
+            platform,
             insecure,
             quiet,
-        } => verbs::pull(dirs, &image, insecure, quiet)?,
+        } => {
+            check_platform(platform.as_deref())?;
+            verbs::pull(dirs, &image, insecure, quiet)?
+        }
         Cmd::Push {
             insecure,
             image,
@@ -266,6 +270,7 @@ fn real_main(cli: Cli) -> Result<i32> {
         }
         Cmd::Load { input } => verbs::load(dirs, &input)?,
         Cmd::Build {
+            platform,
             tag,
             file,
             build_arg,
@@ -277,22 +282,25 @@ fn real_main(cli: Cli) -> Result<i32> {
             iidfile,
             quiet,
             context,
-        } => verbs::build(
-            dirs,
-            &hako_engine::build::BuildOptions {
-                context,
-                file,
-                tags: tag,
-                build_args: build_arg,
-                target,
-                no_cache,
-                pull,
-                network,
-                labels: label,
-                iidfile,
-                quiet,
-            },
-        )?,
+        } => {
+            check_platform(platform.as_deref())?;
+            verbs::build(
+                dirs,
+                &hako_engine::build::BuildOptions {
+                    context,
+                    file,
+                    tags: tag,
+                    build_args: build_arg,
+                    target,
+                    no_cache,
+                    pull,
+                    network,
+                    labels: label,
+                    iidfile,
+                    quiet,
+                },
+            )?
+        }
         Cmd::Commit {
             author,
             message,
@@ -473,6 +481,15 @@ fn docker_form(cli: Cli) -> std::result::Result<Cli, i32> {
             Err(if e.use_stderr() { 125 } else { 0 })
         }
     }
+}
+
+/// `--platform` of pull and build: this host's, or a usage error.
+fn check_platform(p: Option<&str>) -> Result<()> {
+    if let Some(p) = p {
+        hako_engine::hako_image::manifest::Platform::check_runnable(p)
+            .map_err(hako_engine::Error::Usage)?;
+    }
+    Ok(())
 }
 
 /// The process's exit code: the verb's, or Docker's for its error.

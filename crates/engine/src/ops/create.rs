@@ -197,11 +197,13 @@ fn publish_ports(o: &RunOptions, ic: &Value) -> Result<Vec<String>> {
             .ok_or_else(|| Error::Usage(format!("-p {p}: {cp:?} is not a port")))?;
         random.push((ip.to_string(), cp, proto.to_string()));
     }
+    let exposed = expose_keys(&o.expose)?;
     if o.publish_all {
         for key in ic["ExposedPorts"]
             .as_object()
             .into_iter()
             .flat_map(|m| m.keys())
+            .chain(exposed.iter())
         {
             let (cp, proto) = key.split_once('/').unwrap_or((key, "tcp"));
             let Ok(cp) = cp.parse::<u16>() else { continue };
@@ -226,6 +228,27 @@ fn publish_ports(o: &RunOptions, ic: &Value) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// `--expose PORT[/PROTO]` or a range `FIRST-LAST[/PROTO]`, as the
+/// image's ExposedPorts keys (`80/tcp`).
+fn expose_keys(expose: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in expose {
+        let (ports, proto) = e.rsplit_once('/').unwrap_or((e, "tcp"));
+        let port = |s: &str| s.parse::<u16>().ok().filter(|p| *p > 0);
+        let range = match ports.split_once('-') {
+            Some((a, b)) => port(a).zip(port(b)).filter(|(a, b)| a <= b),
+            None => port(ports).map(|p| (p, p)),
+        };
+        let Some((first, last)) = range.filter(|_| matches!(proto, "tcp" | "udp")) else {
+            return Err(Error::Usage(format!(
+                "--expose {e}: not PORT[/tcp|udp] or FIRST-LAST[/tcp|udp]"
+            )));
+        };
+        out.extend((first..=last).map(|p| format!("{p}/{proto}")));
+    }
+    Ok(out)
+}
+
 /// A host port nothing uses now (the kernel's pick for port 0).
 fn free_port(ip: &str, proto: &str) -> Result<u16> {
     let addr = format!("{}:0", if ip.is_empty() { "0.0.0.0" } else { ip });
@@ -244,6 +267,9 @@ fn free_port(ip: &str, proto: &str) -> Result<u16> {
 
 /// `create`: record, rootfs, name files, config.json. Returns the id.
 pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
+    if let Some(p) = &opts.platform {
+        hako_image::manifest::Platform::check_runnable(p).map_err(Error::Usage)?;
+    }
     if let Some(n) = &opts.name {
         record::check_name(n)?;
     }
