@@ -512,6 +512,27 @@ fn flags_env_volumes_workdir_readonly_limits() {
     assert_eq!(i["HostConfig"]["Memory"], 64 << 20);
     assert_eq!(i["HostConfig"]["PidsLimit"], 50);
     assert_eq!(i["HostConfig"]["NanoCpus"], 500_000_000);
+    // Or as a quota per period (Docker's older flags), not with --cpus.
+    #[rustfmt::skip]
+    e.ok(&[
+        "create", "--name", "quota", "--network", "none", "--cpu-quota", "25000",
+        "--cpu-period", "50000", "busybox", "true",
+    ]);
+    let i = e.inspect("quota");
+    assert_eq!(i["HostConfig"]["CpuQuota"], 25_000);
+    assert_eq!(i["HostConfig"]["CpuPeriod"], 50_000);
+    assert_eq!(i["HostConfig"]["NanoCpus"], 0);
+    for args in [
+        vec!["--cpus", "1", "--cpu-quota", "50000"],
+        vec!["--cpu-quota", "10"],
+        vec!["--cpu-period", "10"],
+    ] {
+        let mut a = vec!["create", "--network", "none"];
+        a.extend(args);
+        a.extend(["busybox", "true"]);
+        let o = e.run(&a);
+        assert_eq!(o.status.code(), Some(125), "{a:?}: {o:?}");
+    }
     assert_eq!(i["State"]["Status"], "created");
     // Default capabilities, masked paths and no-new-privileges.
     let caps = i["Capabilities"].as_array().unwrap();

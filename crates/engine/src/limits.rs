@@ -106,7 +106,30 @@ pub fn to_resources(l: &Limits) -> Result<LinuxResources> {
             .set_period(Some(100_000));
         any_cpu = true;
     }
+    if l.cpus.is_some() && (l.cpu_quota.is_some() || l.cpu_period.is_some()) {
+        return Err(usage(
+            "--cpus and --cpu-quota/--cpu-period cannot both be set (as Docker)".into(),
+        ));
+    }
     // 0 is "unset", as in Docker (and runc).
+    if let Some(q) = l.cpu_quota.filter(|q| *q != 0) {
+        if q != -1 && q < 1000 {
+            return Err(usage(format!(
+                "--cpu-quota {q}: at least 1000 (microseconds), or -1"
+            )));
+        }
+        cpu.set_quota(Some(q));
+        any_cpu = true;
+    }
+    if let Some(p) = l.cpu_period.filter(|p| *p > 0) {
+        if !(1000..=1_000_000).contains(&p) {
+            return Err(usage(format!(
+                "--cpu-period {p}: the range is 1000 to 1000000 (microseconds)"
+            )));
+        }
+        cpu.set_period(Some(p));
+        any_cpu = true;
+    }
     if let Some(s) = l.cpu_shares.filter(|s| *s > 0) {
         if s < 2 {
             return Err(usage(format!("--cpu-shares {s}: the minimum is 2")));
@@ -162,7 +185,10 @@ pub fn merge(base: &mut LinuxResources, new: &LinuxResources) {
     if let Some(n) = new.cpu() {
         let mut c = base.cpu().clone().unwrap_or_default();
         if n.quota().is_some() {
-            c.set_quota(n.quota()).set_period(n.period());
+            c.set_quota(n.quota());
+        }
+        if n.period().is_some() {
+            c.set_period(n.period());
         }
         if n.shares().is_some() {
             c.set_shares(n.shares());
@@ -203,6 +229,7 @@ mod tests {
             cpuset_mems: Some("0".into()),
             blkio_weight: Some(300),
             pids_limit: Some(-1),
+            ..l()
         })
         .unwrap();
         let m = res.memory().unwrap();

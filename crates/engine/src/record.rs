@@ -42,6 +42,14 @@ pub struct Limits {
     /// Number of CPUs (e.g. 1.5).
     #[cfg_attr(feature = "cli", arg(long))]
     pub cpus: Option<f64>,
+    /// CPU time per period, in microseconds (at least 1000; -1:
+    /// unlimited); with --cpu-period, instead of --cpus.
+    #[cfg_attr(feature = "cli", arg(long, allow_hyphen_values = true))]
+    pub cpu_quota: Option<i64>,
+    /// The CPU quota's period, in microseconds (1000 to 1000000; the
+    /// kernel's default 100000).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub cpu_period: Option<u64>,
     /// Relative CPU weight (default 1024; 0: unset).
     #[cfg_attr(feature = "cli", arg(short = 'c', long))]
     pub cpu_shares: Option<u64>,
@@ -78,6 +86,8 @@ impl Limits {
             memory_swap,
             memory_reservation,
             cpus,
+            cpu_quota,
+            cpu_period,
             cpu_shares,
             cpuset_cpus,
             cpuset_mems,

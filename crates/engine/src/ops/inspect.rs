@@ -86,7 +86,9 @@ pub fn inspect(dirs: &Dirs, name: &str) -> Result<Value> {
         })).collect::<Vec<_>>()).unwrap_or_default(),
         "HostConfig": {
             "Memory": res["memory"]["limit"].as_i64().unwrap_or(0),
-            "NanoCpus": res["cpu"]["quota"].as_i64().map_or(0, |q| q * 10_000),
+            "NanoCpus": r.opts.limits.cpus.map_or(0, |c| (c * 1e9) as i64),
+            "CpuQuota": if r.opts.limits.cpus.is_none() { res["cpu"]["quota"].as_i64().unwrap_or(0) } else { 0 },
+            "CpuPeriod": if r.opts.limits.cpus.is_none() { res["cpu"]["period"].as_u64().unwrap_or(0) } else { 0 },
             "PidsLimit": res["pids"]["limit"].as_i64().unwrap_or(0),
             "Privileged": r.opts.privileged,
             "UsernsMode": r.opts.userns.as_deref().unwrap_or(""),
