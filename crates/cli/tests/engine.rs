@@ -492,6 +492,18 @@ fn flags_env_volumes_workdir_readonly_limits() {
         "pwd",
     ]);
     assert_eq!(stdout(&o), "/not/there\n");
+    let o = e.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--domainname",
+        "example.org",
+        "busybox",
+        "cat",
+        "/proc/sys/kernel/domainname",
+    ]);
+    assert_eq!(stdout(&o), "example.org\n");
     // The limits go into the spec (and inspect).
     e.ok(&[
         "create",

@@ -150,6 +150,13 @@ fn pulled_and_loaded_images_run() {
         vec!["hello", "no-motd", "new"],
         "{out}"
     );
+    // run -q pulls without a word (Docker's), run alone shows progress.
+    let base = ["run", "--rm", "--network", "none", "--pull", "always"];
+    let loud = hako(d, &[&base[..], &[&image, "true"]].concat());
+    assert!(loud.status.success() && !loud.stderr.is_empty(), "{loud:?}");
+    let quiet = hako(d, &[&base[..], &["-q", &image, "true"]].concat());
+    assert!(quiet.status.success(), "{quiet:?}");
+    assert_eq!(String::from_utf8_lossy(&quiet.stderr), "", "run -q");
 
     // An OCI image layout directory.
     let out = ok(&hako(

@@ -109,6 +109,12 @@ pub struct RunOptions {
     /// network's name server).
     #[cfg_attr(feature = "cli", arg(long))]
     pub network_alias: Vec<String>,
+    /// No progress while pulling the image (as Docker's run -q).
+    #[cfg_attr(feature = "cli", arg(short, long))]
+    pub quiet: bool,
+    /// The container's NIS domain name (its own UTS namespace).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub domainname: Option<String>,
     /// OS/ARCH of the image (Docker's form): this host's platform only,
     /// as hako runs no emulator.
     #[cfg_attr(feature = "cli", arg(long, value_name = "OS/ARCH"))]

@@ -1023,9 +1023,10 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
     // --uts host the container sees the host's (as Docker does).
     if ns_mode(&o.uts) != Some("host") {
         spec.set_hostname(Some(inp.hostname.clone()));
-    } else if o.hostname.is_some() {
+        spec.set_domainname(o.domainname.clone());
+    } else if o.hostname.is_some() || o.domainname.is_some() {
         return Err(Error::Usage(
-            "conflicting options: --hostname and --uts host".into(),
+            "conflicting options: --hostname or --domainname, and --uts host".into(),
         ));
     }
     Ok(spec)

@@ -43,11 +43,20 @@ fn image_config(
     store: &hako_image::Store,
     image: &str,
     pull: Option<&str>,
+    quiet: bool,
 ) -> Result<(String, Value)> {
+    let opts = hako_image::PullOptions {
+        progress: if quiet {
+            hako_image::Progress::Quiet
+        } else {
+            hako_image::PullOptions::default().progress
+        },
+        ..Default::default()
+    };
     match pull {
         None | Some("missing") => {}
         Some("always") => {
-            store.pull(image, &hako_image::PullOptions::default())?;
+            store.pull(image, &opts)?;
         }
         Some("never") => {
             return store
@@ -69,8 +78,10 @@ fn image_config(
     match store.inspect(image) {
         Ok(i) => Ok((i.id, i.config)),
         Err(hako_image::StoreError::NoSuchImage(_)) => {
-            eprintln!("Unable to find image '{image}' locally; pulling");
-            store.pull(image, &hako_image::PullOptions::default())?;
+            if !quiet {
+                eprintln!("Unable to find image '{image}' locally; pulling");
+            }
+            store.pull(image, &opts)?;
             let i = store.inspect(image)?;
             Ok((i.id, i.config))
         }
@@ -297,7 +308,7 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
         );
     }
     let store = dirs.image_store()?;
-    let (image_id, ic) = image_config(&store, &opts.image, opts.pull.as_deref())?;
+    let (image_id, ic) = image_config(&store, &opts.image, opts.pull.as_deref(), opts.quiet)?;
     // A bad --health-*, --dns* or --add-host flag fails here, before
     // anything exists.
     let healthcheck = crate::health::config(&expanded, &ic)?;
