@@ -4475,6 +4475,18 @@ fn dns_flags_and_extra_hosts() {
             vec!["run", "--add-host", "x:1.2.3", "busybox", "true"],
             "--add-host",
         ),
+        (
+            vec![
+                "run",
+                "--network",
+                "none",
+                "--add-host",
+                "gw:host-gateway",
+                "busybox",
+                "true",
+            ],
+            "--add-host gw:host-gateway: --network none has no gateway",
+        ),
     ] {
         e.fails(&args, flag);
     }

@@ -478,6 +478,19 @@ fn prepare(
     if let Some(ip) = &opts.ip {
         check_ip(dirs, ip, &net_mode)?;
     }
+    // host-gateway names the network's gateway: there is none without a
+    // network of the container's own (it was silently left out).
+    if matches!(net_mode, Nm::None | Nm::Container(_)) {
+        if let Some(h) = opts
+            .add_host
+            .iter()
+            .find(|h| h.ends_with(":host-gateway") || h.ends_with("=host-gateway"))
+        {
+            return Err(Error::Usage(format!(
+                "--add-host {h}: --network {net_name} has no gateway to name"
+            )));
+        }
+    }
     let host_network = net_mode == Nm::Host;
     let hostname = match (&opts.hostname, &net_mode) {
         (Some(h), _) => h.clone(),
