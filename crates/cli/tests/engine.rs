@@ -3086,6 +3086,27 @@ fn process_and_namespace_flags_reach_the_container() {
          df -k /dev/shm | tail -1 | awk '{print $2}'; cat /proc/sys/net/ipv4/ip_forward",
     ]);
     assert_eq!(stdout(&o), "100\n200\n77\n500\n0 5 1234\n8192\n1\n");
+    // --cgroupns: its own (the default: its cgroup is its root) or the
+    // host's (the whole path shows); anything else is refused.
+    let own = |ns: Option<&str>| {
+        let mut a = vec!["run", "--rm", "--network", "none"];
+        if let Some(n) = ns {
+            a.extend(["--cgroupns", n]);
+        }
+        a.extend(["busybox", "cat", "/proc/self/cgroup"]);
+        stdout(&e.ok(&a))
+    };
+    for ns in [None, Some("private")] {
+        let c = own(ns);
+        assert!(c.lines().all(|l| l.ends_with(":/")), "{ns:?}: {c}");
+    }
+    let c = own(Some("host"));
+    assert!(
+        c.lines().any(|l| l.len() > 20 && !l.ends_with(":/")),
+        "host: {c}"
+    );
+    let o = e.run(&["run", "--rm", "--cgroupns", "both", "busybox", "true"]);
+    assert_eq!(o.status.code(), Some(125), "{o:?}");
     // Labels (flags over files) and the stop settings, in inspect.
     let lf = e.dir.path().join("labels");
     std::fs::write(&lf, "team=core\ntier=file\n").unwrap();

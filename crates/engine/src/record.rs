@@ -306,6 +306,10 @@ pub struct RunOptions {
     /// host (the container then has the host's hostname).
     #[cfg_attr(feature = "cli", arg(long))]
     pub uts: Option<String>,
+    /// private (the default: the container sees its own cgroup as the
+    /// root) or host (the host's cgroup tree).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub cgroupns: Option<String>,
     /// Seconds (both clocks) or monotonic=S,boottime=S: a new time namespace.
     #[cfg_attr(feature = "cli", arg(long))]
     pub time_offset: Option<String>,

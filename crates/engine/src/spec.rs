@@ -839,6 +839,11 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
             "pid" => ns_mode(&o.pid),
             "ipc" => ns_mode(&o.ipc),
             "uts" => ns_mode(&o.uts),
+            "cgroup" => match o.cgroupns.as_deref() {
+                None | Some("private") => None,
+                Some("host") => Some("host"),
+                Some(v) => return Err(Error::Usage(format!("--cgroupns {v:?}: host or private"))),
+            },
             _ => None,
         };
         if flag == Some("host") || (t == "network" && inp.host_network && join(t).is_none()) {
