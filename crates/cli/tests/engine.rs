@@ -3532,6 +3532,63 @@ fn ps_filters_and_log_windows() {
         "{}",
         stderr(&o)
     );
+
+    // --log-opt max-size/max-file: the log rotates, at most that many
+    // files stay, `logs` reads them oldest first, and `logs -f` follows
+    // across rotations to the last line.
+    #[rustfmt::skip]
+    run(&[
+        "-d", "--name", "rot", "--log-opt", "max-size=4k", "--log-opt", "max-file=3", "busybox",
+        "sh", "-c", "sleep 0.5; i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo line-$i; \
+         usleep 5000; done",
+    ]);
+    let follow = e
+        .cmd(&["logs", "-f", "rot"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = wait_output(follow, Duration::from_secs(60), &["logs", "-f"]);
+    let got: Vec<u32> = stdout(&o)
+        .lines()
+        .filter_map(|l| l.strip_prefix("line-")?.parse().ok())
+        .collect();
+    assert_eq!(got.last(), Some(&300), "{got:?}");
+    assert!(
+        got.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order, none lost: {got:?}"
+    );
+    let all: Vec<u32> = e
+        .out(&["logs", "rot"])
+        .lines()
+        .filter_map(|l| l.strip_prefix("line-")?.parse().ok())
+        .collect();
+    assert!(all.len() < 300 && all.last() == Some(&300), "{all:?}");
+    assert!(all.windows(2).all(|w| w[1] == w[0] + 1), "{all:?}");
+    let id = e.out(&["inspect", "-f", "{{.Id}}", "rot"]);
+    let files = std::fs::read_dir(e.data().join("containers").join(id.trim()))
+        .unwrap()
+        .filter(|f| {
+            f.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("container.log")
+        })
+        .count();
+    assert_eq!(files, 3);
+    // The none driver keeps nothing; other drivers and options are refused.
+    run(&["--rm", "--log-driver", "none", "busybox", "true"]);
+    for bad in [
+        ["--log-driver", "syslog"],
+        ["--log-opt", "max-file=2"],
+        ["--log-opt", "compress=true"],
+    ] {
+        let mut a = vec!["run", "--rm", "--network", "none"];
+        a.extend(bad);
+        a.extend(["busybox", "true"]);
+        let o = e.run(&a);
+        assert_eq!(o.status.code(), Some(125), "{bad:?}: {o:?}");
+    }
 }
 
 #[path = "common/criu.rs"]

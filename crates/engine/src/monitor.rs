@@ -55,29 +55,166 @@ use crate::{Error, Result};
 pub struct LogWriter {
     file: Option<File>,
     partial: [Vec<u8>; 2],
+    path: std::path::PathBuf,
+    cfg: LogConfig,
+    /// Bytes in the current file.
+    size: u64,
+}
+
+/// `--log-driver` and `--log-opt`, as Docker's json-file driver takes
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `--log-driver none`: nothing is kept.
+    pub none: bool,
+    /// Rotate the file at this size.
+    pub max_size: Option<u64>,
+    /// Files kept in all, the current one included (rotated ones are
+    /// `container.log.1` (the newest) … `.N-1`).
+    pub max_files: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            none: false,
+            max_size: None,
+            max_files: 1,
+        }
+    }
+}
+
+impl LogConfig {
+    /// The container's logging flags, or one usage error naming the bad one.
+    pub fn of(o: &crate::record::RunOptions) -> Result<LogConfig> {
+        let usage = |m: String| Error::Usage(m);
+        let none = match o.log_driver.as_deref() {
+            None | Some("json-file" | "k8s-file") => false,
+            Some("none") => true,
+            Some(d) => {
+                return Err(usage(format!(
+                    "--log-driver {d}: json-file (k8s-file) or none"
+                )))
+            }
+        };
+        let mut c = LogConfig {
+            none,
+            ..Default::default()
+        };
+        for opt in &o.log_opt {
+            match opt.split_once('=') {
+                Some(("max-size", v)) => {
+                    let n = crate::util::parse_bytes(v)
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| usage(format!("--log-opt {opt}: not a size")))?;
+                    c.max_size = Some(n as u64);
+                }
+                Some(("max-file", v)) => {
+                    c.max_files =
+                        v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                            usage(format!("--log-opt {opt}: not a count of files"))
+                        })?;
+                }
+                _ => {
+                    return Err(usage(format!(
+                        "--log-opt {opt}: max-size=SIZE or max-file=N"
+                    )))
+                }
+            }
+        }
+        if c.max_files > 1 && c.max_size.is_none() {
+            return Err(usage("--log-opt max-file needs max-size".into()));
+        }
+        Ok(c)
+    }
+}
+
+/// The rotated log files of `path`, oldest first (`container.log.2`,
+/// `container.log.1`), then `path` itself: the order `logs` reads them in.
+pub fn log_files(path: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let rotated = |n: u32| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(format!(".{n}"));
+        std::path::PathBuf::from(p)
+    };
+    let mut v: Vec<_> = (1..).map(rotated).take_while(|p| p.exists()).collect();
+    v.reverse();
+    v.push(path.to_path_buf());
+    v
 }
 
 impl LogWriter {
-    pub fn open(path: &std::path::Path) -> LogWriter {
+    pub fn open(path: &std::path::Path, cfg: LogConfig) -> LogWriter {
+        let file = if cfg.none {
+            None
+        } else {
+            Self::open_file(path)
+        };
+        let size = file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
+        LogWriter {
+            file,
+            partial: [Vec::new(), Vec::new()],
+            path: path.to_path_buf(),
+            cfg,
+            size,
+        }
+    }
+
+    fn open_file(path: &std::path::Path) -> Option<File> {
         use std::os::unix::fs::OpenOptionsExt;
         // Owner-only: the container's output is nobody else's to read.
-        let file = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(path)
-            .ok();
-        LogWriter {
-            file,
-            partial: [Vec::new(), Vec::new()],
+            .ok()
+    }
+
+    /// The current file becomes `.1` (the others move up one, the oldest
+    /// beyond max-file goes), and a new one starts.
+    fn rotate(&mut self) {
+        let name = |n: u32| {
+            let mut p = self.path.as_os_str().to_owned();
+            p.push(format!(".{n}"));
+            std::path::PathBuf::from(p)
+        };
+        let keep = self.cfg.max_files.saturating_sub(1);
+        if keep == 0 {
+            let _ = std::fs::remove_file(&self.path);
+        } else {
+            let _ = std::fs::remove_file(name(keep));
+            for n in (1..keep).rev() {
+                let _ = std::fs::rename(name(n), name(n + 1));
+            }
+            let _ = std::fs::rename(&self.path, name(1));
         }
+        self.file = Self::open_file(&self.path);
+        self.size = 0;
     }
 
     fn emit(&mut self, stream: usize, line: &[u8]) {
-        let Some(f) = &mut self.file else { return };
+        if self.file.is_none() {
+            return;
+        }
         let mut out = Vec::with_capacity(line.len() + 80);
         encode_line(&mut out, stream, line, std::time::SystemTime::now());
-        let _ = f.write_all(&out);
+        if self
+            .cfg
+            .max_size
+            .is_some_and(|m| self.size > 0 && self.size + out.len() as u64 > m)
+        {
+            self.rotate();
+        }
+        if let Some(f) = &mut self.file {
+            if f.write_all(&out).is_ok() {
+                self.size += out.len() as u64;
+            }
+        }
     }
 
     pub fn write(&mut self, stream: usize, data: &[u8]) {
@@ -707,7 +844,11 @@ fn supervise(dirs: &Dirs, id: &str, fg: Option<&Foreground>, st: Started) -> i32
     let mut escape = fg.map(|f| crate::attach::Escape::new(&f.detach_keys));
     let rec = record::load(dirs, id).ok();
     let interactive = rec.as_ref().is_some_and(|r| r.opts.interactive);
-    let mut log = LogWriter::open(&record::log_path(dirs, id));
+    let log_cfg = rec
+        .as_ref()
+        .and_then(|r| LogConfig::of(&r.opts).ok())
+        .unwrap_or_default();
+    let mut log = LogWriter::open(&record::log_path(dirs, id), log_cfg);
     let _ = os::block_all_signals();
     let sfd = os::signalfd_all().ok();
     // SAFETY: fd 0 stays open for the life of the process.

@@ -109,6 +109,15 @@ pub struct RunOptions {
     /// network's name server).
     #[cfg_attr(feature = "cli", arg(long))]
     pub network_alias: Vec<String>,
+    /// Where the container's output is kept: json-file (the default;
+    /// podman's k8s-file is taken as it) or none (no log: `logs` has
+    /// nothing to show).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DRIVER"))]
+    pub log_driver: Option<String>,
+    /// max-size=SIZE (rotate the log at that size, e.g. 10m) or
+    /// max-file=N (keep N files in all, with max-size; default 1).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "OPT"))]
+    pub log_opt: Vec<String>,
     /// No progress while pulling the image (as Docker's run -q).
     #[cfg_attr(feature = "cli", arg(short, long))]
     pub quiet: bool,

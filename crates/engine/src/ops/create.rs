@@ -478,6 +478,7 @@ fn prepare(
     if let Some(ip) = &opts.ip {
         check_ip(dirs, ip, &net_mode)?;
     }
+    crate::monitor::LogConfig::of(opts)?;
     // host-gateway names the network's gateway: there is none without a
     // network of the container's own (it was silently left out).
     if matches!(net_mode, Nm::None | Nm::Container(_)) {

@@ -66,6 +66,13 @@ pub fn logs(
         t.is_some_and(|t| opts.since.is_none_or(|s| t >= s) && opts.until.is_none_or(|u| t < u))
     };
     let id = record::resolve(dirs, name)?;
+    if let Ok(r) = record::load(dirs, &id) {
+        if crate::monitor::LogConfig::of(&r.opts).is_ok_and(|c| c.none) {
+            return Err(Error::Usage(format!(
+                "{name}: its log driver is none: there is no log to read (as Docker)"
+            )));
+        }
+    }
     let path = record::log_path(dirs, &id);
     let mut f = loop {
         match std::fs::File::open(&path) {
@@ -101,7 +108,13 @@ pub fn logs(
             Err(e) => Err(Error::Other(format!("write the log: {e}"))),
         }
     };
+    // Rotated files first (`--log-opt max-size`), oldest first.
     let mut content = String::new();
+    for p in crate::monitor::log_files(&path) {
+        if p != path {
+            let _ = std::fs::File::open(&p).and_then(|mut r| r.read_to_string(&mut content));
+        }
+    }
     f.read_to_string(&mut content)
         .map_err(io_err("read", &path))?;
     let mut lines: Vec<&str> = content.lines().collect();
@@ -124,6 +137,13 @@ pub fn logs(
             let s = status(dirs, &r);
             s.is_live() || (r.phase == Phase::Running && monitor_alive(&r))
         });
+        // Rotated since (`--log-opt max-size`): the rest of the old file,
+        // then the new one from its start.
+        use std::os::unix::fs::MetadataExt;
+        let rotated = std::fs::metadata(&path)
+            .ok()
+            .zip(f.metadata().ok())
+            .is_some_and(|(now, open)| now.ino() != open.ino());
         let mut r = std::io::BufReader::new(&f);
         let _ = r.seek(std::io::SeekFrom::Start(pos));
         let mut got = false;
@@ -142,6 +162,31 @@ pub fn logs(
                         partial.clear();
                     }
                 }
+            }
+        }
+        drop(r);
+        if rotated {
+            // The files rotated after ours (ours is `.k`, or gone if the
+            // rotations outran us), each in full, then the current one.
+            let files = crate::monitor::log_files(&path);
+            let ours = f.metadata().map(|m| m.ino()).ok();
+            let after = files
+                .iter()
+                .position(|p| std::fs::metadata(p).ok().map(|m| m.ino()) == ours)
+                .map_or(0, |i| i + 1);
+            for p in &files[after..files.len() - 1] {
+                let mut text = String::new();
+                let _ = std::fs::File::open(p).and_then(|mut r| r.read_to_string(&mut text));
+                for l in text.lines() {
+                    if !print(l, out, err)? {
+                        return Ok(());
+                    }
+                }
+            }
+            if let Ok(new) = std::fs::File::open(&path) {
+                f = new;
+                pos = 0;
+                continue;
             }
         }
         if !live && !got {
