@@ -130,15 +130,20 @@ impl LogConfig {
     }
 }
 
+/// The `n`-th rotated log file of `path` (`container.log.N`).
+fn rotated(path: &std::path::Path, n: u32) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(format!(".{n}"));
+    std::path::PathBuf::from(p)
+}
+
 /// The rotated log files of `path`, oldest first (`container.log.2`,
 /// `container.log.1`), then `path` itself: the order `logs` reads them in.
 pub fn log_files(path: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let rotated = |n: u32| {
-        let mut p = path.as_os_str().to_owned();
-        p.push(format!(".{n}"));
-        std::path::PathBuf::from(p)
-    };
-    let mut v: Vec<_> = (1..).map(rotated).take_while(|p| p.exists()).collect();
+    let mut v: Vec<_> = (1..)
+        .map(|n| rotated(path, n))
+        .take_while(|p| p.exists())
+        .collect();
     v.reverse();
     v.push(path.to_path_buf());
     v
@@ -178,11 +183,7 @@ impl LogWriter {
     /// The current file becomes `.1` (the others move up one, the oldest
     /// beyond max-file goes), and a new one starts.
     fn rotate(&mut self) {
-        let name = |n: u32| {
-            let mut p = self.path.as_os_str().to_owned();
-            p.push(format!(".{n}"));
-            std::path::PathBuf::from(p)
-        };
+        let name = |n: u32| rotated(&self.path, n);
         let keep = self.cfg.max_files.saturating_sub(1);
         if keep == 0 {
             let _ = std::fs::remove_file(&self.path);
