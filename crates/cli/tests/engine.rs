@@ -306,6 +306,18 @@ fn own_hostname_pid1_and_proc() {
     ]);
     assert_eq!(o.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--hostname and --uts host"));
+    let o = e.run(&[
+        "run",
+        "--rm",
+        "--uts",
+        "host",
+        "--domainname",
+        "x.org",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--domainname and --uts host"));
 }
 
 /// Issue 14: `-v ../../x:/data` used to create `<data>/../../x/_data` (and

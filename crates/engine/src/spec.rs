@@ -1029,10 +1029,13 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
     if ns_mode(&o.uts) != Some("host") {
         spec.set_hostname(Some(inp.hostname.clone()));
         spec.set_domainname(o.domainname.clone());
-    } else if o.hostname.is_some() || o.domainname.is_some() {
-        return Err(Error::Usage(
-            "conflicting options: --hostname or --domainname, and --uts host".into(),
-        ));
+    } else if let Some(flag) = [("--hostname", &o.hostname), ("--domainname", &o.domainname)]
+        .iter()
+        .find_map(|(f, v)| v.is_some().then_some(*f))
+    {
+        return Err(Error::Usage(format!(
+            "conflicting options: {flag} and --uts host"
+        )));
     }
     Ok(spec)
 }
