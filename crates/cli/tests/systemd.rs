@@ -360,7 +360,7 @@ fn the_engine_puts_containers_in_systemd_scopes_by_default() {
     ok(&e(&["unpause", "s1"]));
     assert_eq!(read(dir.join("cgroup.freeze")), "0");
     let s = ok(&e(&["stats", "--no-stream", "s1"]));
-    assert!(s.contains("/ 32.0MiB"), "{s}");
+    assert!(s.contains("/ 32MiB"), "{s}");
     ok(&e(&["rm", "-f", "s1"]));
     assert!(unit_gone(&unit), "{}", show(&unit, "LoadState"));
     assert!(!dir.exists());
