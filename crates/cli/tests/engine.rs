@@ -294,30 +294,14 @@ fn own_hostname_pid1_and_proc() {
     ]);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     assert_eq!(stdout(&o).trim(), host.trim());
-    let o = e.run(&[
-        "run",
-        "--rm",
-        "--uts",
-        "host",
-        "--hostname",
-        "x",
-        "busybox",
-        "true",
-    ]);
-    assert_eq!(o.status.code(), Some(125));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--hostname and --uts host"));
-    let o = e.run(&[
-        "run",
-        "--rm",
-        "--uts",
-        "host",
-        "--domainname",
-        "x.org",
-        "busybox",
-        "true",
-    ]);
-    assert_eq!(o.status.code(), Some(125));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--domainname and --uts host"));
+    for flag in ["--hostname", "--domainname"] {
+        let o = e.run(&[
+            "run", "--rm", "--uts", "host", flag, "x.org", "busybox", "true",
+        ]);
+        assert_eq!(o.status.code(), Some(125));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&format!("{flag} and --uts host")), "{err}");
+    }
 }
 
 /// Issue 14: `-v ../../x:/data` used to create `<data>/../../x/_data` (and

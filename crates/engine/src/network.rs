@@ -221,9 +221,9 @@ pub fn release(dirs: &Dirs, id: &str) {
     unbind_netns(dirs, id);
 }
 
-/// The container whose leases a child of this process is releasing (see
-/// [`release_in_background`]): [`release`] leaves them to it, until the
-/// next [`attach`] makes new ones.
+/// The container whose leases a child of this process is releasing, or
+/// that had none (see [`release_in_background`]): [`release`] leaves them
+/// alone until the next [`attach`] makes new ones.
 static RELEASING: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
 /// The start of [`release`] for a monitor whose container ended: its
@@ -242,7 +242,11 @@ pub fn release_in_background(dirs: &Dirs, id: &str) {
     let Ok(rel) = mgr.begin_release(id) else {
         return;
     };
+    let handed = || *RELEASING.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.to_owned());
     if rel.is_empty() {
+        // Nothing to release: [`release`] need not look again.
+        drop(rel);
+        handed();
         return;
     }
     match hako_runtime::os::fork() {
@@ -259,7 +263,7 @@ pub fn release_in_background(dirs: &Dirs, id: &str) {
             // Reaped by the next supervise (a restart reaps any child), or
             // by whoever inherits it once the monitor exits.
             drop(rel);
-            *RELEASING.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.to_owned());
+            handed();
         }
         Err(_) => {
             let _ = rel.finish();
