@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+use common::criu::criu_works;
+use common::{attacker_verdict, fixture_binary};
+
 fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -1864,38 +1868,6 @@ fn foreground_run_rm_stays_supervised_when_its_cli_is_killed() {
     poll(10, "the monitor exits", || (!pid_alive(mon)).then_some(()));
 }
 
-/// tests/fixtures/NAME.c built static, once per test binary.
-fn fixture_binary(name: &str) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, p)) = built.iter().find(|(n, _)| n == name) {
-        return p.clone();
-    }
-    // In the target directory's scratch space, not /tmp: kept between runs
-    // (rebuilt when the source is newer), and the VM stage's payload
-    // carries them built (the VM has no compiler).
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = repo_root().join(format!("crates/cli/tests/fixtures/{name}.c"));
-    let out = dir.join(name);
-    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    if mtime(&out).is_none() || mtime(&out) < mtime(&src) {
-        // Another test binary may build it at the same time: build aside,
-        // then rename into place.
-        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
-        let st = Command::new("gcc")
-            .args(["-static", "-O2", "-o"])
-            .arg(&tmp)
-            .arg(&src)
-            .status()
-            .expect("run gcc");
-        assert!(st.success(), "gcc -static {name}.c failed");
-        std::fs::rename(&tmp, &out).unwrap();
-    }
-    built.push((name.to_string(), out.clone()));
-    out
-}
-
 /// An image made of busybox plus `extra` (path inside, host file, mode).
 fn import_image_with(e: &Engine, name: &str, extra: &[(&str, &Path, u32)]) {
     use std::os::unix::fs::PermissionsExt;
@@ -2070,22 +2042,6 @@ fn userns_leaves_the_store_owner_only_and_rootfs_nosuid() {
     assert_eq!(mode_of(&ctr.join("config.json")), 0o600);
 }
 
-/// What the exe attacker (tests/fixtures/exe_attacker.c) logged once it
-/// reached a verdict, or whatever it logged by the deadline.
-fn attacker_verdict(log: &Path) -> String {
-    let t0 = Instant::now();
-    loop {
-        let s = std::fs::read_to_string(log).unwrap_or_default();
-        if s.contains("overwrote") || s.contains("refused") || s.contains("gave up") {
-            return s;
-        }
-        if t0.elapsed() > Duration::from_secs(40) {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// CVE-2019-5736 through the engine, with CAP_SYS_PTRACE given to the
 /// container: its process holds /proc/PID/exe of `hako exec` (and of a
 /// `hako run --pid container:…` joining it) while hako is inside, and
@@ -2175,7 +2131,7 @@ fn ptrace_capable_container_cannot_overwrite_hako() {
             victim(i);
             i += 1;
         }
-        attacker_verdict(log)
+        attacker_verdict(log, Duration::from_secs(40))
     };
 
     let log = run_attacker("victim-exec");
@@ -3586,10 +3542,6 @@ fn ps_filters_and_log_windows() {
         assert_eq!(o.status.code(), Some(125), "{bad:?}: {o:?}");
     }
 }
-
-#[path = "common/criu.rs"]
-mod criu;
-use criu::criu_works;
 
 /// The numbers a counter container printed so far (its log).
 fn counted(e: &Engine, name: &str) -> Vec<u64> {

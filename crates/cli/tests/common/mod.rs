@@ -293,33 +293,43 @@ pub fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
     }
 }
 
-/// tests/fixtures/exe_attacker.c built static (once per test binary): a
-/// hostile container process that tries to overwrite the runtime's binary
-/// through /proc/PID/exe (CVE-2019-5736).
-pub fn exe_attacker() -> &'static Path {
-    static A: OnceLock<PathBuf> = OnceLock::new();
-    A.get_or_init(|| {
-        // In the target directory's scratch space (as the engine tests'
-        // fixtures), not a /tmp directory per run: kept, rebuilt when the
-        // source is newer, built aside and renamed for concurrent builds.
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
-        std::fs::create_dir_all(&dir).unwrap();
-        let src = repo_root().join("crates/cli/tests/fixtures/exe_attacker.c");
-        let out = dir.join("exe_attacker");
-        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        if mtime(&out).is_none() || mtime(&out) < mtime(&src) {
-            let tmp = dir.join(format!(".exe_attacker.{}", std::process::id()));
-            let st = Command::new("gcc")
-                .args(["-static", "-O2", "-o"])
-                .arg(&tmp)
-                .arg(&src)
-                .status()
-                .expect("run gcc (the C compiler is part of the build toolchain)");
-            assert!(st.success(), "gcc -static exe_attacker.c failed");
-            std::fs::rename(&tmp, &out).unwrap();
-        }
-        out
-    })
+/// tests/fixtures/NAME.c built static, once per test binary.
+pub fn fixture_binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, p)) = built.iter().find(|(n, _)| n == name) {
+        return p.clone();
+    }
+    // In the target directory's scratch space, not /tmp: kept between runs
+    // (rebuilt when the source is newer), and the VM stage's payload
+    // carries them built (the VM has no compiler).
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = repo_root().join(format!("crates/cli/tests/fixtures/{name}.c"));
+    let out = dir.join(name);
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if mtime(&out).is_none() || mtime(&out) < mtime(&src) {
+        // Another test binary may build it at the same time: build aside,
+        // then rename into place.
+        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+        let st = Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&tmp)
+            .arg(&src)
+            .status()
+            .expect("run gcc");
+        assert!(st.success(), "gcc -static {name}.c failed");
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    built.push((name.to_string(), out.clone()));
+    out
+}
+
+/// tests/fixtures/exe_attacker.c built static: a hostile container
+/// process that tries to overwrite the runtime's binary through
+/// /proc/PID/exe (CVE-2019-5736).
+pub fn exe_attacker() -> PathBuf {
+    fixture_binary("exe_attacker")
 }
 
 /// What an exe attacker logged, once it reached a verdict (or "" if the
