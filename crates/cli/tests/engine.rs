@@ -2830,6 +2830,62 @@ fn update_changes_limits_and_the_cgroup_manager_is_chosen_as_podman_does() {
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("set --memory too"), "{}", stderr(&o));
     e.ok(&["rm", "-f", "u2"]);
+
+    // --cgroup-parent: a path with cgroupfs, a slice with systemd; the
+    // container's cgroup is made there, limits and all.
+    let tag = format!("hakotest{}", std::process::id());
+    let (parent, expect) = if systemd_host {
+        (format!("{tag}.slice"), format!("/{tag}.slice/hako-"))
+    } else {
+        (format!("/{tag}/jobs"), format!("/{tag}/jobs/"))
+    };
+    #[rustfmt::skip]
+    e.ok(&[
+        "run", "-d", "--name", "u3", "--network", "none", "--memory", "64m",
+        "--cgroup-parent", &parent, "busybox", "sleep", "1000",
+    ]);
+    let i = e.inspect("u3");
+    assert_eq!(i["HostConfig"]["CgroupParent"], parent.as_str());
+    let pid = i["State"]["Pid"].as_i64().unwrap();
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let id = i["Id"].as_str().unwrap();
+    assert!(
+        cg.lines().any(|l| l.contains(&expect) && l.contains(id)),
+        "{cg}"
+    );
+    assert_eq!(mem(pid), (64u64 << 20).to_string());
+    e.ok(&["rm", "-f", "u3"]);
+    // Left in place, as Docker leaves it: a parent may be shared.
+    if !systemd_host {
+        for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let _ = std::fs::remove_dir(h.path().join(&tag).join("jobs"));
+            let _ = std::fs::remove_dir(h.path().join(&tag));
+        }
+    }
+    // The wrong kind for the manager, or a path out of the hierarchy: one
+    // line, 125, nothing made.
+    let wrong = if systemd_host {
+        "/jobs"
+    } else {
+        "/a/../../etc"
+    };
+    let o = e.run(&[
+        "create",
+        "--name",
+        "u4",
+        "--cgroup-parent",
+        wrong,
+        "busybox",
+        "true",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(
+        err.starts_with(&format!("hako: --cgroup-parent {wrong:?}")),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(e.ps_names().is_empty());
 }
 
 #[test]

@@ -319,6 +319,11 @@ pub struct RunOptions {
     /// root) or host (the host's cgroup tree).
     #[cfg_attr(feature = "cli", arg(long))]
     pub cgroupns: Option<String>,
+    /// The cgroup to make the container's cgroup in: a path (the cgroupfs
+    /// manager; default /hako) or a slice (systemd; default machine.slice,
+    /// user.slice rootless), made if missing and left in place afterwards.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "PATH|SLICE"))]
+    pub cgroup_parent: Option<String>,
     /// Seconds (both clocks) or monotonic=S,boottime=S: a new time namespace.
     #[cfg_attr(feature = "cli", arg(long))]
     pub time_offset: Option<String>,

@@ -946,16 +946,13 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
             rules.extend(inp.device_rules.iter().cloned());
             res.set_devices(Some(rules));
         }
-        // systemd: `hako-<id>.scope` in machine.slice (as podman's
-        // libpod-<id>.scope), or in the user manager's user.slice.
-        let path = match (systemd, inp.rootless) {
-            (true, false) => format!("machine.slice:hako:{}", inp.id),
-            (true, true) => format!("user.slice:hako:{}", inp.id),
-            (false, _) => format!("/hako/{}", inp.id),
-        };
-        linux
-            .set_resources(Some(res))
-            .set_cgroups_path(Some(path.into()));
+        linux.set_resources(Some(res)).set_cgroups_path(Some(
+            cgroups_path(o, systemd, inp.rootless, &inp.id)?.into(),
+        ));
+    } else if o.cgroup_parent.is_some() {
+        return Err(Error::Usage(
+            "--cgroup-parent: a rootless container has a cgroup only through systemd (cgroup_manager = \"systemd\" in hako.toml)".into(),
+        ));
     }
     let security = security_opts(o)?;
     if inp.seccomp_supported {
@@ -1038,6 +1035,42 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
         )));
     }
     Ok(spec)
+}
+
+/// The container's `cgroupsPath`. systemd: `hako-<id>.scope` in
+/// machine.slice (as podman's libpod-<id>.scope), in the user manager's
+/// user.slice rootless, or in the `--cgroup-parent` slice; cgroupfs:
+/// `<parent>/<id>`, the parent /hako unless given (as Docker's /docker).
+fn cgroups_path(o: &RunOptions, systemd: bool, rootless: bool, id: &str) -> Result<String> {
+    let parent = o.cgroup_parent.as_deref().filter(|p| !p.is_empty());
+    let bad =
+        |why: String| Error::Usage(format!("--cgroup-parent {:?}: {why}", parent.unwrap_or("")));
+    if systemd {
+        let slice = match parent {
+            Some(p) => {
+                hako_cgroups::systemd::unit::expand_slice(p)
+                    .map_err(|e| bad(format!("{e}; the systemd cgroup manager takes a slice")))?;
+                p
+            }
+            None if rootless => "user.slice",
+            None => "machine.slice",
+        };
+        return Ok(format!("{slice}:hako:{id}"));
+    }
+    let Some(p) = parent else {
+        return Ok(format!("/hako/{id}"));
+    };
+    // Relative or absolute, it is a path from the hierarchy's root (as
+    // Docker's and podman's), and may not climb out of it.
+    let mut path = String::new();
+    for part in p.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        if part == ".." {
+            return Err(bad("a cgroup path may not contain \"..\"".into()));
+        }
+        path.push('/');
+        path.push_str(part);
+    }
+    Ok(format!("{path}/{id}"))
 }
 
 #[cfg(test)]
@@ -1238,6 +1271,34 @@ mod tests {
             l["cgroupsPath"].is_null() && l["resources"].is_null(),
             "{l}"
         );
+        // --cgroup-parent: a path for cgroupfs, a slice for systemd.
+        let parent = |p: &str, m, rootless| {
+            let o = RunOptions {
+                cgroup_parent: Some(p.into()),
+                ..Default::default()
+            };
+            let mut i = inputs();
+            i.cgroup_manager = m;
+            i.rootless = rootless;
+            build(&o, &i).map(|s| serde_json::to_value(s).unwrap()["linux"]["cgroupsPath"].clone())
+        };
+        for (p, m, rootless, want) in [
+            ("/ci/jobs/", Cgroupfs, false, "/ci/jobs/abc"),
+            ("ci//./jobs", Cgroupfs, false, "/ci/jobs/abc"),
+            ("ci-jobs.slice", Systemd, false, "ci-jobs.slice:hako:abc"),
+            ("mine.slice", Systemd, true, "mine.slice:hako:abc"),
+        ] {
+            assert_eq!(parent(p, m, rootless).unwrap(), want, "{p}");
+        }
+        for (p, m, rootless, why) in [
+            ("/a/../../etc", Cgroupfs, false, "may not contain \"..\""),
+            ("/ci/jobs", Systemd, false, "takes a slice"),
+            ("a--b.slice", Systemd, false, "not a valid slice name"),
+            ("/ci", Cgroupfs, true, "only through systemd"),
+        ] {
+            let e = parent(p, m, rootless).unwrap_err().to_string();
+            assert!(e.contains("--cgroup-parent") && e.contains(why), "{p}: {e}");
+        }
     }
 
     #[test]

@@ -111,6 +111,7 @@ pub fn inspect(dirs: &Dirs, name: &str) -> Result<Value> {
             "SecurityOpt": r.opts.security_opt,
             "Init": r.opts.init,
             "CgroupManager": r.cgroup_manager.to_string(),
+            "CgroupParent": r.opts.cgroup_parent.clone().unwrap_or_default(),
         },
         "Config": {
             "Hostname": r.hostname,
