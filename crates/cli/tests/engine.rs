@@ -1042,16 +1042,34 @@ fn two_containers_on_a_bridge_talk() {
         &net,
         "--ip",
         "10.215.9.200",
+        "--mac-address",
+        "92:d0:c6:0a:29:33",
         "busybox",
-        "ip",
-        "-4",
-        "-o",
-        "addr",
-        "show",
-        "eth0",
+        "sh",
+        "-c",
+        "ip -4 -o addr show eth0; cat /sys/class/net/eth0/address",
     ]);
     assert!(stdout(&o).contains("10.215.9.200/24"), "{o:?}");
+    // --mac-address: that address on the interface.
+    assert!(stdout(&o).contains("\n92:d0:c6:0a:29:33\n"), "{o:?}");
+    let srv_mac = e.inspect("srv")["NetworkSettings"]["MacAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(srv_mac.starts_with("02:42:0a:d7:09:"), "{srv_mac}");
     for (args, want) in [
+        (
+            vec!["--network", &net, "--mac-address", &srv_mac],
+            format!("--mac-address {srv_mac}: already used on network {net} by container srv"),
+        ),
+        (
+            vec!["--network", &net, "--mac-address", "01:00:5e:00:00:01"],
+            "--mac-address 01:00:5e:00:00:01: a multicast address".into(),
+        ),
+        (
+            vec!["--network", "none", "--mac-address", "92:d0:c6:0a:29:33"],
+            "--network none gives the container no interface of its own".into(),
+        ),
         (
             vec!["--network", &net, "--ip", &ip],
             "is taken by container srv".to_string(),

@@ -79,6 +79,12 @@ fn attach_bridges(
                     ports: p,
                     aliases: &rec.opts.network_alias,
                     ipv4: ipv4_choice(rec, n, i),
+                    mac: rec
+                        .opts
+                        .mac_address
+                        .as_deref()
+                        .filter(|_| i == 0)
+                        .and_then(|m| hako_net::link::parse_mac(m).ok()),
                 };
                 mgr.connect(n, &at)?;
                 ensure_dns(dirs, n)?;
@@ -721,6 +727,7 @@ pub fn connect(
             ports: &[],
             aliases: &r.opts.network_alias,
             ipv4: ip.map_or(hako_net::Ipv4Choice::Any, hako_net::Ipv4Choice::Exactly),
+            mac: None,
         },
     )?;
     ensure_dns(dirs, network)?;

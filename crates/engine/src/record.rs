@@ -136,6 +136,10 @@ pub struct RunOptions {
     /// --ip; the default network takes none, as Docker's).
     #[cfg_attr(feature = "cli", arg(long, value_name = "IPV4"))]
     pub ip: Option<String>,
+    /// The MAC address of the container's interface on its first network
+    /// (default: 02:42 and its IPv4 address).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "MAC"))]
+    pub mac_address: Option<String>,
     /// A nameserver for the container (over the network's and the host's).
     #[cfg_attr(feature = "cli", arg(long))]
     pub dns: Vec<String>,

@@ -366,9 +366,61 @@ pub fn mac_for(ip: std::net::Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
+/// A MAC address a container's interface can have: six hex bytes split
+/// by ':' or '-', unicast, not all zero.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    let mut mac = [0u8; 6];
+    if parts.len() != 6 {
+        return Err("not a MAC address (six hex bytes, e.g. 92:d0:c6:0a:29:33)".into());
+    }
+    for (b, p) in mac.iter_mut().zip(&parts) {
+        *b = match p.len() {
+            1 | 2 => u8::from_str_radix(p, 16).map_err(|_| format!("{p:?} is not a hex byte"))?,
+            _ => return Err(format!("{p:?} is not a hex byte")),
+        };
+    }
+    if mac[0] & 1 != 0 {
+        return Err("a multicast address (the first byte is odd)".into());
+    }
+    if mac == [0; 6] {
+        return Err("the zero address".into());
+    }
+    Ok(mac)
+}
+
 pub fn format_mac(mac: &[u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_as_docker_takes_them() {
+        assert_eq!(
+            parse_mac("92:d0:c6:0a:29:33").unwrap(),
+            [0x92, 0xd0, 0xc6, 0x0a, 0x29, 0x33]
+        );
+        assert_eq!(parse_mac("2-42-a-0-0-1").unwrap(), [2, 0x42, 10, 0, 0, 1]);
+        assert_eq!(
+            format_mac(&parse_mac("02:42:0A:00:00:01").unwrap()),
+            "02:42:0a:00:00:01"
+        );
+        for (bad, why) in [
+            ("92:d0:c6:0a:29", "six hex bytes"),
+            ("92:d0:c6:0a:29:33:44", "six hex bytes"),
+            ("92:d0:c6:0a:29:zz", "\"zz\" is not a hex byte"),
+            ("92:d0:c6:0a:29:333", "\"333\" is not a hex byte"),
+            ("01:00:5e:00:00:01", "multicast"),
+            ("00:00:00:00:00:00", "zero"),
+        ] {
+            let e = parse_mac(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
 }

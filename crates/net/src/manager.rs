@@ -93,6 +93,12 @@ pub enum NetError {
     NoFreeSubnet { name: String, pool: Subnet },
     #[error("network {name} is in use by container(s) {containers}")]
     InUse { name: String, containers: String },
+    #[error("--mac-address {mac}: already used on network {network} by container {owner}")]
+    MacTaken {
+        mac: String,
+        network: String,
+        owner: String,
+    },
     #[error("container {container} is already connected to network {network}")]
     AlreadyConnected { container: String, network: String },
     #[error("container {container} is not connected to network {network}")]
@@ -217,6 +223,9 @@ pub struct Attach<'a> {
     pub aliases: &'a [String],
     /// Its IPv4 address there (`--ip`, or a restored one's), or any.
     pub ipv4: Ipv4Choice,
+    /// Its interface's MAC address (`--mac-address`), else one derived
+    /// from the IPv4 address (02:42 and the address, as Docker's).
+    pub mac: Option<[u8; 6]>,
 }
 
 /// `network inspect`: the definition plus who is attached.
@@ -616,7 +625,15 @@ impl Manager {
         let IpAddr::V4(v4) = ipv4 else {
             unreachable!("IPv4 subnet yields IPv4 addresses")
         };
-        let mac = link::mac_for(v4);
+        let mac = ctr.mac.unwrap_or_else(|| link::mac_for(v4));
+        // Two equal addresses on one bridge would each get half the frames.
+        if let Some(l) = leases.iter().find(|l| l.mac == link::format_mac(&mac)) {
+            return Err(NetError::MacTaken {
+                mac: l.mac.clone(),
+                network: network.to_owned(),
+                owner: l.container_name.clone(),
+            });
+        }
 
         let mut host_veth = String::new();
         for salt in 0u32.. {

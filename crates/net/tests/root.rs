@@ -223,6 +223,7 @@ fn attach<'a>(id: &'a str, ns: &'a Netns, ports: &'a [PortMapping]) -> Attach<'a
         ports,
         aliases: &[],
         ipv4: hako_net::Ipv4Choice::Any,
+        mac: None,
     }
 }
 

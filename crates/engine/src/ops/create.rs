@@ -478,6 +478,15 @@ fn prepare(
     if let Some(ip) = &opts.ip {
         check_ip(dirs, ip, &net_mode)?;
     }
+    if let Some(mac) = &opts.mac_address {
+        let usage = |m: String| Error::Usage(format!("--mac-address {mac}: {m}"));
+        hako_net::link::parse_mac(mac).map_err(usage)?;
+        if !matches!(net_mode, Nm::Bridge(_)) {
+            return Err(usage(format!(
+                "--network {net_name} gives the container no interface of its own"
+            )));
+        }
+    }
     crate::monitor::LogConfig::of(opts)?;
     // host-gateway names the network's gateway: there is none without a
     // network of the container's own (it was silently left out).

@@ -130,6 +130,7 @@ pub fn inspect(dirs: &Dirs, name: &str) -> Result<Value> {
         "Seccomp": if spec["linux"]["seccomp"].is_null() { "unconfined" } else { "default" },
         "NetworkSettings": {
             "IPAddress": r.networks.first().map(|n| n.ip.clone()).unwrap_or_default(),
+            "MacAddress": r.networks.first().map(|n| n.mac.clone()).unwrap_or_default(),
             "Networks": nets,
             "Ports": r.opts.publish,
         },
