@@ -2849,6 +2849,39 @@ fn update_changes_limits_and_the_cgroup_manager_is_chosen_as_podman_does() {
     assert!(stderr(&o).contains("set --memory too"), "{}", stderr(&o));
     e.ok(&["rm", "-f", "u2"]);
 
+    // --memory-swappiness and --oom-kill-disable: in the v1 memory
+    // cgroup; discarded with a warning where cgroup v2 has no such knobs.
+    #[rustfmt::skip]
+    let o = e.ok(&[
+        "run", "-d", "--name", "u5", "--network", "none", "--memory", "64m",
+        "--memory-swappiness", "10", "--oom-kill-disable", "busybox", "sleep", "1000",
+    ]);
+    let i = e.inspect("u5");
+    assert_eq!(i["HostConfig"]["MemorySwappiness"], 10);
+    assert_eq!(i["HostConfig"]["OomKillDisable"], true);
+    let pid = i["State"]["Pid"].as_i64().unwrap();
+    if unified {
+        let err = stderr(&o);
+        assert!(
+            err.contains("--memory-swappiness is discarded")
+                && err.contains("--oom-kill-disable is discarded"),
+            "{err}"
+        );
+    } else {
+        let swappiness = cgroup_limit(pid, "memory", "-", "memory.swappiness");
+        assert_eq!(swappiness, "10");
+        let oom = cgroup_limit(pid, "memory", "-", "memory.oom_control");
+        assert!(oom.contains("oom_kill_disable 1"), "{oom}");
+    }
+    e.ok(&["rm", "-f", "u5"]);
+    let o = e.run(&["run", "--memory-swappiness", "101", "busybox", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("the range is 0 to 100"),
+        "{}",
+        stderr(&o)
+    );
+
     // --cgroup-parent: a path with cgroupfs, a slice with systemd; the
     // container's cgroup is made there, limits and all.
     let tag = format!("hakotest{}", std::process::id());

@@ -166,6 +166,48 @@ pub fn to_resources(l: &Limits) -> Result<LinuxResources> {
     Ok(res)
 }
 
+/// `--memory-swappiness` and `--oom-kill-disable` (run/create only; the
+/// runtime applies them on cgroup v1, where they exist).
+pub fn memory_behaviour(o: &crate::record::RunOptions, res: &mut LinuxResources) -> Result<()> {
+    let swappiness = match o.memory_swappiness {
+        None | Some(-1) => None,
+        Some(s @ 0..=100) => Some(s as u64),
+        Some(s) => {
+            return Err(usage(format!(
+                "--memory-swappiness {s}: the range is 0 to 100 (-1: the host's)"
+            )))
+        }
+    };
+    if swappiness.is_none() && !o.oom_kill_disable {
+        return Ok(());
+    }
+    let mut m = res.memory().unwrap_or_default();
+    m.set_swappiness(swappiness);
+    if o.oom_kill_disable {
+        m.set_disable_oom_killer(Some(true));
+    }
+    res.set_memory(Some(m));
+    Ok(())
+}
+
+/// Docker's warnings for what `o` asks that this host will not do.
+pub fn warnings(o: &crate::record::RunOptions, unified: bool) -> Vec<String> {
+    let mut w = Vec::new();
+    if unified && o.memory_swappiness.is_some_and(|s| s != -1) {
+        w.push("--memory-swappiness is discarded: cgroup v2 has no per-cgroup swappiness".into());
+    }
+    if unified && o.oom_kill_disable {
+        w.push("--oom-kill-disable is discarded: cgroup v2 cannot turn the OOM killer off".into());
+    } else if o.oom_kill_disable && o.limits.memory.is_none() {
+        w.push(
+            "disabling the OOM killer without a --memory limit may be dangerous: the host's \
+             OOM killer then ends other processes instead"
+                .into(),
+        );
+    }
+    w
+}
+
 /// `new`'s set fields over `base`, field by field (an update of the
 /// memory limit keeps the stored reservation).
 pub fn merge(base: &mut LinuxResources, new: &LinuxResources) {
@@ -215,6 +257,53 @@ mod tests {
 
     fn l() -> Limits {
         Limits::default()
+    }
+
+    #[test]
+    fn swappiness_and_the_oom_killer_as_docker() {
+        use crate::record::RunOptions;
+        let with = |swappiness, oom_kill_disable, memory: Option<&str>| RunOptions {
+            memory_swappiness: swappiness,
+            oom_kill_disable,
+            limits: Limits {
+                memory: memory.map(Into::into),
+                ..l()
+            },
+            ..Default::default()
+        };
+        let mut res = to_resources(&with(None, false, Some("64m")).limits).unwrap();
+        memory_behaviour(&with(Some(10), true, Some("64m")), &mut res).unwrap();
+        let m = res.memory().unwrap();
+        assert_eq!(
+            (m.limit(), m.swappiness(), m.disable_oom_killer()),
+            (Some(64 << 20), Some(10), Some(true))
+        );
+        // -1 is the host's: nothing set.
+        let mut res = LinuxResources::default();
+        memory_behaviour(&with(Some(-1), false, None), &mut res).unwrap();
+        assert!(res.memory().is_none());
+        let e = memory_behaviour(&with(Some(101), false, None), &mut res).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--memory-swappiness 101: the range is 0 to 100"),
+            "{e}"
+        );
+        // Warnings: discarded on cgroup v2, dangerous without --memory.
+        assert_eq!(
+            warnings(&with(Some(10), true, Some("64m")), false),
+            Vec::<String>::new()
+        );
+        let w = warnings(&with(Some(10), true, Some("64m")), true);
+        assert!(
+            w.len() == 2 && w[0].contains("--memory-swappiness is discarded"),
+            "{w:?}"
+        );
+        assert!(w[1].contains("--oom-kill-disable is discarded"), "{w:?}");
+        let w = warnings(&with(None, true, None), false);
+        assert!(
+            w.len() == 1 && w[0].contains("without a --memory limit"),
+            "{w:?}"
+        );
     }
 
     #[test]

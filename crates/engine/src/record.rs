@@ -323,6 +323,19 @@ pub struct RunOptions {
     /// root) or host (the host's cgroup tree).
     #[cfg_attr(feature = "cli", arg(long))]
     pub cgroupns: Option<String>,
+    /// How readily the kernel swaps the container's memory out, 0 to 100
+    /// (-1: the host's vm.swappiness); cgroup v1 only (v2 has none per
+    /// cgroup: discarded with a warning, as Docker does).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, allow_hyphen_values = true, value_name = "0-100")
+    )]
+    pub memory_swappiness: Option<i64>,
+    /// At its memory limit the container's processes wait for memory
+    /// instead of being OOM-killed; cgroup v1 only (discarded on v2 with a
+    /// warning, as Docker does).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub oom_kill_disable: bool,
     /// The cgroup to make the container's cgroup in: a path (the cgroupfs
     /// manager; default /hako) or a slice (systemd; default machine.slice,
     /// user.slice rootless), made if missing and left in place afterwards.

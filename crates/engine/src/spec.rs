@@ -934,6 +934,7 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
     let systemd = inp.cgroup_manager == crate::config::CgroupManager::Systemd;
     // Checked even where they cannot apply (rootless without systemd).
     let mut res = crate::limits::to_resources(&o.limits)?;
+    crate::limits::memory_behaviour(o, &mut res)?;
     // Rootless, only systemd's delegation gives a cgroup to set limits in.
     if !inp.rootless || systemd {
         // Device rules need root (a BPF program on cgroup2).

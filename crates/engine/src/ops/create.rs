@@ -488,6 +488,9 @@ fn prepare(
         }
     }
     crate::monitor::LogConfig::of(opts)?;
+    for w in crate::limits::warnings(opts, hako_cgroups::unified_only()) {
+        eprintln!("hako: warning: {w}");
+    }
     // host-gateway names the network's gateway: there is none without a
     // network of the container's own (it was silently left out).
     if matches!(net_mode, Nm::None | Nm::Container(_)) {

@@ -90,6 +90,8 @@ pub fn inspect(dirs: &Dirs, name: &str) -> Result<Value> {
             "CpuQuota": if r.opts.limits.cpus.is_none() { res["cpu"]["quota"].as_i64().unwrap_or(0) } else { 0 },
             "CpuPeriod": if r.opts.limits.cpus.is_none() { res["cpu"]["period"].as_u64().unwrap_or(0) } else { 0 },
             "PidsLimit": res["pids"]["limit"].as_i64().unwrap_or(0),
+            "MemorySwappiness": r.opts.memory_swappiness,
+            "OomKillDisable": r.opts.oom_kill_disable,
             "Privileged": r.opts.privileged,
             "UsernsMode": r.opts.userns.as_deref().unwrap_or(""),
             // podman's: container:host:size, for uids and gids.
