@@ -126,7 +126,97 @@ fn truncate(args: &[G]) -> Result<G, FuncError> {
     Ok(G::String(s.chars().take(n).collect()))
 }
 
-const FUNCS: [(&str, Func); 7] = [
+/// A value as Go's text/template prints it: `map[a:1 b:2]` (keys sorted),
+/// `[x y]`, `<nil>`; the template crate would print Rust's debug form.
+fn go_text(v: &G) -> String {
+    match v {
+        G::String(s) => s.clone(),
+        G::NoValue => "<no value>".into(),
+        G::Nil | G::Function(_) => "<nil>".into(),
+        G::Bool(b) => b.to_string(),
+        G::Number(n) => n.to_string(),
+        G::Array(a) => format!("[{}]", a.iter().map(go_text).collect::<Vec<_>>().join(" ")),
+        G::Object(m) | G::Map(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let pairs: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{k}:{}", go_text(&m[k])))
+                .collect();
+            format!("map[{}]", pairs.join(" "))
+        }
+    }
+}
+
+/// Every printed pipeline of the template goes through this, see
+/// [`go_printing`].
+fn go_print(args: &[G]) -> Result<G, FuncError> {
+    Ok(G::String(go_text(arg(args, 0, GO_PRINT)?)))
+}
+
+const GO_PRINT: &str = "__hako_print";
+
+/// `body` with each action that prints (not `if`, `range`, `end`, …, a
+/// comment or a variable's declaration) piped into [`go_print`]: the
+/// template crate prints maps and lists in Rust's debug form and offers
+/// no hook for how values print, so the printing is made explicit.
+fn go_printing(body: &str) -> String {
+    const KEYWORDS: [&str; 10] = [
+        "if", "else", "end", "range", "with", "define", "template", "block", "break", "continue",
+    ];
+    let mut out = String::with_capacity(body.len() + 16);
+    let mut rest = body;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i + 2]);
+        rest = &rest[i + 2..];
+        // The action's end: the first "}}" outside a quoted string.
+        let b = rest.as_bytes();
+        let (mut k, mut quote) = (0, None);
+        while k < b.len() {
+            match (quote, b[k]) {
+                (Some(_), b'\\') => k += 1,
+                (Some(q), c) if c == q => quote = None,
+                (None, c @ (b'"' | b'`' | b'\'')) => quote = Some(c),
+                (None, b'}') if b.get(k + 1) == Some(&b'}') => break,
+                _ => {}
+            }
+            k += 1;
+        }
+        let action = &rest[..k.min(rest.len())];
+        // Go's trim markers: "{{- " and " -}}".
+        let (inner, trim) = match action.strip_suffix(" -") {
+            Some(a) => (a, " -"),
+            None => (action, ""),
+        };
+        let words = inner.trim_start().trim_start_matches("- ");
+        let first = words
+            .split(|c: char| c.is_whitespace() || c == '(')
+            .next()
+            .unwrap_or("");
+        let declares = first.starts_with('$') && {
+            let after = words[first.len()..].trim_start();
+            after.starts_with(":=") || after.starts_with('=') || after.starts_with(',')
+        };
+        if words.trim().is_empty()
+            || words.starts_with("/*")
+            || KEYWORDS.contains(&first)
+            || declares
+        {
+            out.push_str(action);
+        } else {
+            out.push_str(inner);
+            out.push_str(" | ");
+            out.push_str(GO_PRINT);
+            out.push_str(trim);
+        }
+        rest = &rest[action.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+const FUNCS: [(&str, Func); 8] = [
+    (GO_PRINT, go_print),
     ("json", json),
     ("join", join),
     ("lower", lower),
@@ -147,10 +237,15 @@ pub fn parse(s: &str) -> Result<Format> {
     };
     // Docker's escapes: a literal \t or \n in the argument.
     let body = body.replace("\\t", "\t").replace("\\n", "\n");
-    let mut tmpl = Template::default();
-    tmpl.add_funcs(&FUNCS);
-    tmpl.parse(body.clone())
-        .map_err(|e| anyhow!("--format {s:?}: {e}"))?;
+    let parsed = |t: &str| {
+        let mut tmpl = Template::default();
+        tmpl.add_funcs(&FUNCS);
+        tmpl.parse(t).map(|()| tmpl).map_err(|e| e.to_string())
+    };
+    // The user's template is checked as given (errors name their text),
+    // then used with Go's printing (go_printing).
+    parsed(&body).map_err(|e| anyhow!("--format {s:?}: {e}"))?;
+    let tmpl = parsed(&go_printing(&body)).map_err(|e| anyhow!("--format {s:?}: {e}"))?;
     Ok(Format::Template {
         table,
         source: body,
@@ -277,6 +372,43 @@ mod tests {
         assert_eq!(render("{{upper .Names}}", row.clone()), "WEB");
         assert_eq!(render("{{truncate .Names 2}}", row.clone()), "we");
         assert_eq!(render("{{.Names}}\\t{{.Names}}", row), "web\tweb");
+    }
+
+    #[test]
+    fn values_print_as_go_prints_them() {
+        let row = json!({
+            "Labels": {"b": "2", "a": "1"}, "Args": ["x", "y"], "Health": null,
+            "Mounts": [{"Source": "/s", "RW": true}], "N": 3, "S": "a}}b",
+        });
+        assert_eq!(render("{{.Labels}}", row.clone()), "map[a:1 b:2]");
+        assert_eq!(render("{{.Args}} {{.Health}}", row.clone()), "[x y] <nil>");
+        assert_eq!(
+            render("{{.Mounts}}", row.clone()),
+            "[map[RW:true Source:/s]]"
+        );
+        // Functions, control, trim markers, declarations and quoted "}}".
+        assert_eq!(
+            render("{{json .Labels}}", row.clone()),
+            r#"{"a":"1","b":"2"}"#
+        );
+        assert_eq!(
+            render(
+                "{{range $i, $v := .Args}}{{$i}}={{$v}} {{end}}",
+                row.clone()
+            ),
+            "0=x 1=y "
+        );
+        assert_eq!(
+            render("{{if .N}}n={{.N}}{{else}}none{{end}}", row.clone()),
+            "n=3"
+        );
+        assert_eq!(render("x {{- .N -}} y", row.clone()), "x3y");
+        assert_eq!(render("{{$s := .S}}{{$s}}", row.clone()), "a}}b");
+        assert_eq!(
+            render("{{/* note */}}{{printf \"%s}}\" .S}}", row.clone()),
+            "a}}b}}"
+        );
+        assert_eq!(render("{{.Labels.a}}{{index .Args 1}}", row), "1y");
     }
 
     #[test]

@@ -371,7 +371,7 @@ pub fn info(v: &Value, format: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// `network ls`.
+/// `volume ls`.
 pub fn volumes(
     dirs: &hako_engine::Dirs,
     list: &[hako_engine::volume::Volume],
@@ -384,7 +384,16 @@ pub fn volumes(
         }
         return Ok(());
     }
-    let objs: Vec<serde_json::Value> = list.iter().map(|v| v.inspect(dirs)).collect();
+    // inspect's object, with the labels as one string (Docker's ls row).
+    let objs: Vec<serde_json::Value> = list
+        .iter()
+        .map(|v| {
+            let mut o = v.inspect(dirs);
+            let labels: Vec<String> = v.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            o["Labels"] = labels.join(",").into();
+            o
+        })
+        .collect();
     if crate::format::custom(&objs, format)? {
         return Ok(());
     }

@@ -2993,6 +2993,15 @@ fn volumes_live_apart_from_containers() {
         e.out(&["volume", "inspect", "-f", "{{.Name}} {{.Labels.a}}", "v1"]),
         "v1 b\n"
     );
+    // Maps print as Go prints them; ls has the labels as one string.
+    assert_eq!(
+        e.out(&["volume", "inspect", "-f", "{{.Labels}} {{.Options}}", "v1"]),
+        "map[a:b] map[]\n"
+    );
+    assert!(e
+        .out(&["volume", "ls", "--format", "{{.Name}} {{.Labels}}"])
+        .lines()
+        .any(|l| l == "v1 a=b"));
     // Bad names and unknown volumes: one line, exit 125, nothing made.
     refused(&["volume", "create", "../x"], "not a volume name");
     assert!(!e.data().join("x").exists() && !e.data().join("volumes/../x").exists());
