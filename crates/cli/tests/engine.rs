@@ -1125,6 +1125,10 @@ fn two_containers_on_a_bridge_talk() {
     e.ok(&["network", "connect", "--ip", "10.215.10.9", &net2, "srv"]);
     let eth1 = e.out(&["exec", "srv", "ip", "-4", "-o", "addr", "show", "eth1"]);
     assert!(eth1.contains("10.215.10.9/24"), "{eth1}");
+    assert!(e
+        .out(&["ps", "--format", "{{.Names}} {{.Networks}}"])
+        .lines()
+        .any(|l| l == format!("srv {net},{net2}")));
     e.ok(&["network", "disconnect", &net2, "srv"]);
     let links = e.out(&["exec", "srv", "ip", "-o", "link"]);
     assert!(!links.contains("eth1"), "{links}");

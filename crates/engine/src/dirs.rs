@@ -141,6 +141,12 @@ impl Dirs {
     }
 
     pub fn net_manager(&self) -> hako_net::Manager {
+        hako_net::Manager::new(self.net_config())
+    }
+
+    /// The network settings: state under the data root, the nft table
+    /// (HAKO_NFT_TABLE), and the settings file's default network.
+    pub fn net_config(&self) -> hako_net::NetConfig {
         let mut cfg = hako_net::NetConfig::new(self.net_state());
         if let Some(t) = std::env::var("HAKO_NFT_TABLE")
             .ok()
@@ -149,7 +155,7 @@ impl Dirs {
             cfg.nft_table = t;
         }
         self.config.apply(&mut cfg);
-        hako_net::Manager::new(cfg)
+        cfg
     }
 
     pub fn image_store(&self) -> crate::Result<hako_image::Store> {

@@ -115,11 +115,31 @@ impl Filters {
     }
 }
 
+/// Docker's NETWORKS column: the networks the container is on (as
+/// `network connect/disconnect` left them), else those it asked for, the
+/// default network by its name; none, host or container:NAME as given.
+fn networks(r: &crate::record::Record, default: &str) -> String {
+    if !r.networks.is_empty() {
+        let mut names: Vec<&str> = Vec::new();
+        for a in &r.networks {
+            if !names.contains(&a.network.as_str()) {
+                names.push(&a.network);
+            }
+        }
+        return names.join(",");
+    }
+    match r.opts.network.as_deref() {
+        None | Some("bridge") => default.to_string(),
+        Some(n) => n.to_string(),
+    }
+}
+
 /// `ps` rows as JSON objects (the table is printed by the CLI).
 pub fn ps(dirs: &Dirs, all: bool, filters: &Filters) -> Vec<Value> {
     let all = all || filters.wants_stopped();
     let mut out = Vec::new();
     let (good, bad) = record::scan(dirs);
+    let default_net = dirs.net_config().default_network.name;
     // A record that cannot be read is shown (it may be a running
     // container), never silently dropped.
     for c in bad.into_iter().filter(|_| all) {
@@ -157,7 +177,7 @@ pub fn ps(dirs: &Dirs, all: bool, filters: &Filters) -> Vec<Value> {
             "Status": status_text(s, &r),
             "Ports": r.opts.publish.join(", "),
             "Names": r.name,
-            "Networks": r.opts.network.as_deref().unwrap_or("bridge"),
+            "Networks": networks(&r, &default_net),
         }));
     }
     out
