@@ -226,10 +226,14 @@ pub enum Cmd {
         private: Option<String>,
     },
     /// Change containers' limits (the running cgroup and the stored
-    /// configuration), as `docker update`.
+    /// configuration) or restart policy, as `docker update`.
     Update {
         #[command(flatten)]
         limits: hako_engine::Limits,
+        /// The restart policy: no, on-failure[:N], always or
+        /// unless-stopped (applies from the container's next exit).
+        #[arg(long)]
+        restart: Option<String>,
         #[arg(required = true)]
         containers: Vec<String>,
     },

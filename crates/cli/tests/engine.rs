@@ -4321,6 +4321,34 @@ fn restart_policies_as_docker() {
             .count(),
         4
     );
+    // update --restart: the policy a created container then runs with;
+    // bad policies and --rm containers refused in one line.
+    #[rustfmt::skip]
+    e.ok(&["create", "--name", "upd", "--network", "none", "busybox", "sh", "-c", "echo run; exit 2"]);
+    e.ok(&["update", "--restart", "on-failure:2", "upd"]);
+    assert_eq!(
+        e.inspect("upd")["HostConfig"]["RestartPolicy"],
+        serde_json::json!({"Name": "on-failure", "MaximumRetryCount": 2})
+    );
+    e.ok(&["start", "upd"]);
+    let i = done("upd");
+    assert_eq!(i["RestartCount"], 2, "{i}");
+    for (args, says) in [
+        (vec!["update", "--restart", "sometimes", "upd"], "sometimes"),
+        (vec!["update", "--restart", "always", "rmd"], "(--rm)"),
+    ] {
+        if args[3] == "rmd" {
+            e.run_sh("rmd", &["--rm"], "sleep 600");
+        }
+        let o = e.run(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+        assert!(
+            err.contains(says) && err.trim().lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+    e.ok(&["rm", "-f", "upd", "rmd"]);
     // A monitor killed while it waits to restart: its keeper records the
     // end, with why, instead of leaving a container that never restarts.
     e.run_sh("orphan", &["--restart", "always"], "exit 1");

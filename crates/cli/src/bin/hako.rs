@@ -213,9 +213,13 @@ fn real_main(cli: Cli) -> Result<i32> {
             &ops::port(dirs, &container)?,
             private.as_deref(),
         )?,
-        Cmd::Update { limits, containers } => {
-            each(&containers, |c| ops::update(dirs, c, &limits).map(drop))?
-        }
+        Cmd::Update {
+            limits,
+            restart,
+            containers,
+        } => each(&containers, |c| {
+            ops::update(dirs, c, &limits, restart.as_deref()).map(drop)
+        })?,
         Cmd::Pause { containers } => each(&containers, |c| ops::pause(dirs, c, true).map(drop))?,
         Cmd::Unpause { containers } => each(&containers, |c| ops::pause(dirs, c, false).map(drop))?,
         Cmd::Exec(a) => verbs::exec(dirs, a)?,

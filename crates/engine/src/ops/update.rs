@@ -1,7 +1,8 @@
 //! `update`: change a container's limits, as `docker update` does: a live
 //! container's cgroup at once (through the runtime, which checks the whole
 //! change before writing any of it), and for every container the stored
-//! configuration, so `inspect` and the next start see the new values.
+//! configuration, so `inspect` and the next start see the new values; and
+//! its restart policy (`--restart`).
 
 use hako_runtime::container;
 use oci_spec::runtime::Spec;
@@ -14,15 +15,32 @@ use crate::record::Limits;
 use crate::status::status;
 use crate::{io_err, util, Error, Result};
 
-pub fn update(dirs: &Dirs, name: &str, l: &Limits) -> Result<String> {
-    if l.is_empty() {
+/// Changes `name`'s limits `l` and, given, its restart policy (which the
+/// monitor reads at the container's next exit).
+pub fn update(dirs: &Dirs, name: &str, l: &Limits, restart: Option<&str>) -> Result<String> {
+    if l.is_empty() && restart.is_none() {
         return Err(Error::Usage(
             "you must provide one or more flags when using this command".into(),
         ));
     }
+    let policy = restart
+        .map(|p| p.parse::<crate::restart::Policy>().map(|_| p.to_string()))
+        .transpose()?;
     let res = limits::to_resources(l)?;
     let id = record::resolve(dirs, name)?;
     let r = record::load(dirs, &id)?;
+    if let Some(p) = &policy {
+        if r.opts.rm && p.parse::<crate::restart::Policy>()? != crate::restart::Policy::No {
+            return Err(Error::State {
+                id: r.name,
+                msg: "is removed when it exits (--rm): its restart policy cannot be changed".into(),
+            });
+        }
+    }
+    if l.is_empty() {
+        record::update(dirs, &id, |r| r.opts.restart = policy.clone())?;
+        return Ok(id);
+    }
     if dirs::rootless() && r.cgroup_manager == CgroupManager::Cgroupfs {
         return Err(Error::State {
             id: r.name,
@@ -46,6 +64,11 @@ pub fn update(dirs: &Dirs, name: &str, l: &Limits) -> Result<String> {
     }
     let json = serde_json::to_string_pretty(&s).expect("a spec serializes");
     util::atomic_write(&cfg, json.as_bytes())?;
-    record::update(dirs, &id, |r| r.opts.limits.overlay(l))?;
+    record::update(dirs, &id, |r| {
+        r.opts.limits.overlay(l);
+        if policy.is_some() {
+            r.opts.restart = policy.clone();
+        }
+    })?;
     Ok(id)
 }
