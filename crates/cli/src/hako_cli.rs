@@ -49,10 +49,19 @@ pub enum Cmd {
         #[arg(long)]
         format: Option<String>,
         /// KEY=VALUE: id, name, label (KEY or KEY=VALUE), status (created,
-        /// running, paused, exited), ancestor (image), exited (code).
-        /// Values of one key are alternatives; different keys must all match.
+        /// running, paused, exited), ancestor (image), exited (code),
+        /// health (starting, healthy, unhealthy, none), network, volume
+        /// (name or mount point), before and since (a container: created
+        /// before or after it). Values of one key are alternatives;
+        /// different keys must all match.
         #[arg(short, long)]
         filter: Vec<String>,
+        /// Only the N last created containers, of every state.
+        #[arg(short = 'n', long, value_name = "N")]
+        last: Option<usize>,
+        /// Only the last created container, of any state (-n 1).
+        #[arg(short, long, conflicts_with = "last")]
+        latest: bool,
         /// Full ids and commands.
         #[arg(long)]
         no_trunc: bool,

@@ -217,7 +217,7 @@ pub fn stats(
         let names: Vec<String> = if named {
             containers.clone()
         } else {
-            ops::ps(dirs, false, &Default::default())
+            ops::ps(dirs, false, &Default::default(), None)?
                 .iter()
                 .filter_map(|r| r["ID"].as_str().map(str::to_string))
                 .collect()

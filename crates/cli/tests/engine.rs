@@ -3523,7 +3523,7 @@ fn ps_filters_and_log_windows() {
         e.ok(&a);
     };
     run(&[
-        "-d", "--name", "c1", "--label", "team=a", "busybox", "sleep", "100",
+        "-d", "--name", "c1", "--label", "team=a", "-v", "fv:/data", "busybox", "sleep", "100",
     ]);
     run(&[
         "--name", "c2", "--label", "team=b", "busybox", "sh", "-c", "exit 0",
@@ -3573,6 +3573,42 @@ fn ps_filters_and_log_windows() {
         "{}",
         stderr(&o)
     );
+    // Newest first; -n/-l: the last created, of every state, after the
+    // filters; before/since a container, network, volume, health.
+    let lines =
+        |args: &[&str]| -> Vec<String> { e.out(args).lines().map(str::to_string).collect() };
+    let f = ["--format", "{{.Names}}"];
+    assert_eq!(lines(&[&["ps", "-a"], &f[..]].concat()), ["c3", "c2", "c1"]);
+    assert_eq!(lines(&[&["ps", "-n", "2"], &f[..]].concat()), ["c3", "c2"]);
+    assert_eq!(lines(&[&["ps", "-l"], &f[..]].concat()), ["c3"]);
+    assert_eq!(
+        lines(&[&["ps", "-n", "1", "--filter", "name=c1"], &f[..]].concat()),
+        ["c1"]
+    );
+    assert_eq!(
+        lines(&[&["ps", "-a", "--filter", "before=c3"], &f[..]].concat()),
+        ["c2", "c1"]
+    );
+    assert_eq!(
+        lines(&[&["ps", "-a", "--filter", "since=c1"], &f[..]].concat()),
+        ["c3", "c2"]
+    );
+    assert_eq!(names(&["network=none"]), ["c1"]);
+    assert_eq!(names(&["volume=fv"]), ["c1"]);
+    assert_eq!(names(&["volume=/data"]), ["c1"]);
+    assert_eq!(names(&["health=none"]), ["c1"]);
+    assert!(names(&["health=healthy"]).is_empty());
+    for (filter, says) in [
+        ("before=nosuch", "nosuch"),
+        (
+            "health=fine",
+            "health is starting, healthy, unhealthy or none",
+        ),
+    ] {
+        let o = e.run(&["ps", "--filter", filter]);
+        assert_eq!(o.status.code(), Some(125), "{filter}");
+        assert!(stderr(&o).contains(says), "{filter}: {}", stderr(&o));
+    }
     let full = e.out(&["ps", "-q", "--no-trunc"]);
     assert_eq!(full.trim().len(), 64, "{full}");
     assert_eq!(full.trim(), e.inspect("c1")["Id"].as_str().unwrap());

@@ -88,8 +88,11 @@ fn real_main(cli: Cli) -> Result<i32> {
             filter,
             no_trunc,
             size,
+            last,
+            latest,
         } => {
-            let mut rows = ops::ps(dirs, all, &ops::Filters::parse(&filter)?);
+            let last = if latest { Some(1) } else { last };
+            let mut rows = ops::ps(dirs, all, &ops::Filters::parse(&filter)?, last)?;
             if size {
                 verbs::add_sizes(dirs, &mut rows)?;
             }

@@ -50,7 +50,10 @@ fn status_text(s: Status, r: &Record) -> String {
 pub struct Filters(Vec<(String, String)>);
 
 impl Filters {
-    const KEYS: [&str; 6] = ["id", "name", "label", "status", "ancestor", "exited"];
+    const KEYS: [&str; 11] = [
+        "id", "name", "label", "status", "ancestor", "exited", "health", "network", "volume",
+        "before", "since",
+    ];
 
     pub fn parse(list: &[String]) -> Result<Filters> {
         let mut v = Vec::new();
@@ -72,9 +75,27 @@ impl Filters {
                     "--filter {f:?}: status is created, running, paused or exited"
                 )));
             }
+            if k == "health" && !["starting", "healthy", "unhealthy", "none"].contains(&val) {
+                return Err(Error::Usage(format!(
+                    "--filter {f:?}: health is starting, healthy, unhealthy or none"
+                )));
+            }
             v.push((k.to_string(), val.to_string()));
         }
         Ok(Filters(v))
+    }
+
+    /// `before=`/`since=` name containers: their creation times, checked
+    /// once (an unknown container is an error, as Docker's).
+    fn creation_bounds(&self, dirs: &Dirs) -> Result<Vec<(bool, i64)>> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == "before" || k == "since")
+            .map(|(k, v)| {
+                let r = record::load(dirs, &record::resolve(dirs, v)?)?;
+                Ok((k == "before", created_ns(&r)))
+            })
+            .collect()
     }
 
     /// A status filter shows stopped containers without -a (Docker).
@@ -105,6 +126,25 @@ impl Filters {
                             .starts_with(v.trim_start_matches("sha256:"))
                 }
                 "exited" => matches!(s, Status::Exited(Some(c)) if c.to_string() == v),
+                "health" => match (&r.healthcheck, &r.health) {
+                    (None, _) => v == "none",
+                    (Some(_), Some(h)) => h.status == v,
+                    (Some(_), None) => v == "starting",
+                },
+                "network" => {
+                    r.networks.iter().any(|a| a.network == v)
+                        || r.opts
+                            .network
+                            .as_deref()
+                            .is_some_and(|n| n.split(',').any(|n| n == v))
+                }
+                // A named volume's name, or where a volume is mounted.
+                "volume" => r.opts.volumes.iter().any(|m| {
+                    spec::parse_volume(m)
+                        .is_ok_and(|(src, dst, _, named)| (named && src == v) || dst == v)
+                }),
+                // Checked against the creation times (matches_times).
+                "before" | "since" => true,
                 _ => false,
             }
         };
@@ -134,15 +174,24 @@ fn networks(r: &crate::record::Record, default: &str) -> String {
     }
 }
 
-/// `ps` rows as JSON objects (the table is printed by the CLI).
-pub fn ps(dirs: &Dirs, all: bool, filters: &Filters) -> Vec<Value> {
-    let all = all || filters.wants_stopped();
+fn created_ns(r: &Record) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(&r.created)
+        .ok()
+        .and_then(|d| d.timestamp_nanos_opt())
+        .unwrap_or(0)
+}
+
+/// `ps` rows as JSON objects, newest first (the table is printed by the
+/// CLI); `last`: only the last N created, of every state (`-n`, `-l`).
+pub fn ps(dirs: &Dirs, all: bool, filters: &Filters, last: Option<usize>) -> Result<Vec<Value>> {
+    let all = all || filters.wants_stopped() || last.is_some();
+    let bounds = filters.creation_bounds(dirs)?;
     let mut out = Vec::new();
     let (good, bad) = record::scan(dirs);
     let default_net = dirs.net_config().default_network.name;
     // A record that cannot be read is shown (it may be a running
     // container), never silently dropped.
-    for c in bad.into_iter().filter(|_| all) {
+    for c in bad.into_iter().filter(|_| all && last.is_none()) {
         out.push(json!({
             "ID": &c.id[..12.min(c.id.len())],
             "Image": "",
@@ -156,7 +205,16 @@ pub fn ps(dirs: &Dirs, all: bool, filters: &Filters) -> Vec<Value> {
             "Networks": "",
         }));
     }
-    for r in good {
+    let within = |r: &Record| {
+        let t = created_ns(r);
+        bounds
+            .iter()
+            .all(|&(before, at)| if before { t < at } else { t > at })
+    };
+    for r in good.into_iter().rev().filter(within) {
+        if last.is_some_and(|n| out.len() >= n) {
+            break;
+        }
         // A record whose directory vanished meanwhile is not listed.
         if !dirs.container(&r.id).exists() {
             continue;
@@ -180,5 +238,5 @@ pub fn ps(dirs: &Dirs, all: bool, filters: &Filters) -> Vec<Value> {
             "Networks": networks(&r, &default_net),
         }));
     }
-    out
+    Ok(out)
 }
