@@ -114,7 +114,14 @@ mkdir -p "$payload/hako-vm"
         # none of: they run on the hybrid development host; here they are
         # filtered out (and counted as such), never reported as passed.
         echo 't0=$(cut -d" " -f1 /proc/uptime); [ -n "$tr" ] && echo > $tr/trace'
-        echo "${env}'$e' --include-ignored --test-threads=2 --color never --skip v1_${filter} || { rc=1; failed '${env}$(basename "$e")' \$t0; }"
+        # A binary still running after HAKO_VM_TEST_LIMIT seconds (default
+        # 600; the slowest takes 150 here) hangs: its threads' kernel stacks
+        # and every process are shown, then it is killed, so the stage
+        # fails saying where it stood.
+        echo "${env}'$e' --include-ignored --test-threads=2 --color never --skip v1_${filter} & pid=\$!"
+        echo "( sleep ${HAKO_VM_TEST_LIMIT:-600}; kill -0 \$pid 2>/dev/null || exit 0; echo 'hako-vm: $(basename "$e") has run for ${HAKO_VM_TEST_LIMIT:-600} s: its threads, and every process'; for t in /proc/\$pid/task/*; do echo \"== \$t \$(cat \$t/comm) \$(cat \$t/wchan)\"; cat \$t/stack; done; ps -eo pid,ppid,stat,wchan:30,etimes,args --forest; kill -KILL \$pid ) & dog=\$!"
+        echo "wait \$pid || { rc=1; failed '${env}$(basename "$e")' \$t0; }"
+        echo 'kill $dog 2>/dev/null; wait $dog 2>/dev/null'
     done
     echo 'echo "HAKO-VM-EXIT=$rc"'
     echo 'sync'
