@@ -143,7 +143,7 @@ impl Filters {
                     spec::parse_volume(m)
                         .is_ok_and(|(src, dst, _, named)| (named && src == v) || dst == v)
                 }),
-                // Checked against the creation times (matches_times).
+                // Checked against the creation times (`within` in [`ps`]).
                 "before" | "since" => true,
                 _ => false,
             }
@@ -158,7 +158,7 @@ impl Filters {
 /// Docker's NETWORKS column: the networks the container is on (as
 /// `network connect/disconnect` left them), else those it asked for, the
 /// default network by its name; none, host or container:NAME as given.
-fn networks(r: &crate::record::Record, default: &str) -> String {
+fn networks(r: &Record, default: &str) -> String {
     if !r.networks.is_empty() {
         let mut names: Vec<&str> = Vec::new();
         for a in &r.networks {

@@ -12,6 +12,7 @@ use crate::dirs::{self, Dirs};
 use crate::limits;
 use crate::record;
 use crate::record::Limits;
+use crate::restart::Policy;
 use crate::status::status;
 use crate::{io_err, util, Error, Result};
 
@@ -23,14 +24,13 @@ pub fn update(dirs: &Dirs, name: &str, l: &Limits, restart: Option<&str>) -> Res
             "you must provide one or more flags when using this command".into(),
         ));
     }
-    let policy = restart
-        .map(|p| p.parse::<crate::restart::Policy>().map(|_| p.to_string()))
-        .transpose()?;
+    let parsed = restart.map(str::parse::<Policy>).transpose()?;
+    let policy = restart.map(str::to_string);
     let res = limits::to_resources(l)?;
     let id = record::resolve(dirs, name)?;
     let r = record::load(dirs, &id)?;
-    if let Some(p) = &policy {
-        if r.opts.rm && p.parse::<crate::restart::Policy>()? != crate::restart::Policy::No {
+    if let Some(p) = parsed {
+        if r.opts.rm && p != Policy::No {
             return Err(Error::State {
                 id: r.name,
                 msg: "is removed when it exits (--rm): its restart policy cannot be changed".into(),
