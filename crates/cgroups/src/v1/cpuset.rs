@@ -21,33 +21,31 @@ pub(crate) fn plan(c: &LinuxCpu, dir: &Path, plan: &mut Plan) -> Result<()> {
 }
 
 /// A new v1 cpuset starts with empty cpus/mems and no task can join it
-/// (ENOSPC). Copy them down from the nearest ancestor that has them, for
-/// every directory from there to `dir`.
+/// (ENOSPC). Copy each down from the nearest ancestor that has it, for
+/// every directory from there to `dir`. Each file on its own: another
+/// container making a cgroup in the same new parent may have copied the
+/// parent's cpus but not yet its mems (taking both from the first
+/// ancestor with cpus copied an empty mems, and the join failed).
 pub(crate) fn inherit(dir: &Path) -> Result<()> {
-    let mut chain = Vec::new();
-    let mut cur = dir;
-    loop {
-        let cpus = dir_value(cur, "cpuset.cpus")?;
-        if cpus.is_none() {
-            // Not a cpuset directory (or above the mountpoint): give up.
-            return Ok(());
-        }
-        if cpus.as_deref() != Some("") {
-            break;
-        }
-        chain.push(cur.to_path_buf());
-        match cur.parent() {
-            Some(p) => cur = p,
-            None => return Ok(()),
-        }
-    }
-    for d in chain.iter().rev() {
-        let parent = d.parent().unwrap_or(Path::new("/"));
-        for f in ["cpuset.cpus", "cpuset.mems"] {
-            if dir_value(d, f)?.as_deref() == Some("") {
-                if let Some(v) = dir_value(parent, f)? {
-                    fs::write_file(&d.join(f), &v)?;
-                }
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let mut empty = Vec::new();
+        let mut cur = dir;
+        let value = loop {
+            match dir_value(cur, file)? {
+                // Not a cpuset directory (or above the mountpoint).
+                None => return Ok(()),
+                Some(v) if !v.is_empty() => break v,
+                Some(_) => empty.push(cur.to_path_buf()),
+            }
+            match cur.parent() {
+                Some(p) => cur = p,
+                None => return Ok(()),
+            }
+        };
+        // From the top down: a child's set must lie within its parent's.
+        for d in empty.iter().rev() {
+            if dir_value(d, file)?.as_deref() == Some("") {
+                fs::write_file(&d.join(file), &value)?;
             }
         }
     }
@@ -56,4 +54,29 @@ pub(crate) fn inherit(dir: &Path) -> Result<()> {
 
 fn dir_value(dir: &Path, file: &str) -> Result<Option<String>> {
     Ok(fs::read_opt(&dir.join(file))?.map(|s| s.trim().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_file_comes_from_the_nearest_ancestor_that_has_it() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, mid, leaf) = (t.path(), t.path().join("hako"), t.path().join("hako/c1"));
+        std::fs::create_dir_all(&leaf).unwrap();
+        let put = |d: &Path, cpus: &str, mems: &str| {
+            std::fs::write(d.join("cpuset.cpus"), cpus).unwrap();
+            std::fs::write(d.join("cpuset.mems"), mems).unwrap();
+        };
+        put(root, "0-1\n", "0\n");
+        // Another creator copied the parent's cpus, not yet its mems.
+        put(&mid, "0-1\n", "");
+        put(&leaf, "", "");
+        inherit(&leaf).unwrap();
+        for d in [&mid, &leaf] {
+            assert_eq!(dir_value(d, "cpuset.cpus").unwrap().unwrap(), "0-1");
+            assert_eq!(dir_value(d, "cpuset.mems").unwrap().unwrap(), "0");
+        }
+    }
 }
