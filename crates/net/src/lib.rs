@@ -40,6 +40,7 @@
 //!                 ports: p,
 //!                 aliases: &[], // --network-alias
 //!                 ipv4: Ipv4Choice::Any, // or Exactly(--ip)
+//!                 mac: None, // or Some(--mac-address)
 //!             };
 //!             mgr.connect(n, &at)?; // eth0, eth1, …
 //!         }
