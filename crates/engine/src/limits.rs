@@ -3,7 +3,10 @@
 //! `run`/`create` and `update`; and how an update's values join the stored
 //! ones.
 
-use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
+use oci_spec::runtime::{
+    LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources, LinuxThrottleDevice,
+    LinuxThrottleDeviceBuilder, LinuxWeightDeviceBuilder,
+};
 
 use crate::record::Limits;
 use crate::{Error, Result};
@@ -190,6 +193,95 @@ pub fn memory_behaviour(o: &crate::record::RunOptions, res: &mut LinuxResources)
     Ok(())
 }
 
+/// DEVICE:VALUE of a per-device flag: the block device's numbers, and
+/// the value.
+fn per_device<'a>(flag: &str, v: &'a str) -> Result<(i64, i64, &'a str)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let (path, value) = v
+        .rsplit_once(':')
+        .filter(|(p, val)| p.starts_with('/') && !val.is_empty())
+        .ok_or_else(|| {
+            usage(format!(
+                "{flag} {v}: DEVICE:VALUE, the device an absolute path"
+            ))
+        })?;
+    let md = std::fs::metadata(path).map_err(|e| usage(format!("{flag} {v}: {path}: {e}")))?;
+    if !md.file_type().is_block_device() {
+        return Err(usage(format!("{flag} {v}: {path} is not a block device")));
+    }
+    let rdev = md.rdev();
+    Ok((libc::major(rdev) as i64, libc::minor(rdev) as i64, value))
+}
+
+/// The per-device IO flags (`--device-read-bps`, `--device-write-iops`,
+/// `--blkio-weight-device`, ...; run/create only), as the block IO
+/// resources' device lists.
+pub fn device_io(o: &crate::record::RunOptions, res: &mut LinuxResources) -> Result<()> {
+    let throttles =
+        |flag: &str, list: &[String], bytes: bool| -> Result<Vec<LinuxThrottleDevice>> {
+            list.iter()
+                .map(|v| {
+                    let (major, minor, value) = per_device(flag, v)?;
+                    let rate = if bytes {
+                        crate::util::parse_bytes(value)
+                            .ok()
+                            .and_then(|b| u64::try_from(b).ok())
+                    } else {
+                        value.parse().ok()
+                    }
+                    .ok_or_else(|| usage(format!("{flag} {v}: {value:?} is not a rate")))?;
+                    Ok(LinuxThrottleDeviceBuilder::default()
+                        .major(major)
+                        .minor(minor)
+                        .rate(rate)
+                        .build()
+                        .expect("every field is set"))
+                })
+                .collect()
+        };
+    let lists = [
+        throttles("--device-read-bps", &o.device_read_bps, true)?,
+        throttles("--device-write-bps", &o.device_write_bps, true)?,
+        throttles("--device-read-iops", &o.device_read_iops, false)?,
+        throttles("--device-write-iops", &o.device_write_iops, false)?,
+    ];
+    let weights = o
+        .blkio_weight_device
+        .iter()
+        .map(|v| {
+            let (major, minor, value) = per_device("--blkio-weight-device", v)?;
+            let w = value
+                .parse::<u16>()
+                .ok()
+                .filter(|w| (10..=1000).contains(w))
+                .ok_or_else(|| {
+                    usage(format!(
+                        "--blkio-weight-device {v}: the weight is 10 to 1000"
+                    ))
+                })?;
+            Ok(LinuxWeightDeviceBuilder::default()
+                .major(major)
+                .minor(minor)
+                .weight(w)
+                .build()
+                .expect("every field is set"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if weights.is_empty() && lists.iter().all(Vec::is_empty) {
+        return Ok(());
+    }
+    let some = |l: Vec<LinuxThrottleDevice>| (!l.is_empty()).then_some(l);
+    let [rb, wb, ri, wi] = lists;
+    let mut b = res.block_io().clone().unwrap_or_default();
+    b.set_throttle_read_bps_device(some(rb))
+        .set_throttle_write_bps_device(some(wb))
+        .set_throttle_read_iops_device(some(ri))
+        .set_throttle_write_iops_device(some(wi))
+        .set_weight_device((!weights.is_empty()).then_some(weights));
+    res.set_block_io(Some(b));
+    Ok(())
+}
+
 /// Docker's warnings for what `o` asks that this host will not do.
 pub fn warnings(o: &crate::record::RunOptions, unified: bool) -> Vec<String> {
     let mut w = Vec::new();
@@ -304,6 +396,41 @@ mod tests {
             w.len() == 1 && w[0].contains("without a --memory limit"),
             "{w:?}"
         );
+    }
+
+    #[test]
+    fn per_device_flags_name_what_is_wrong() {
+        use crate::record::RunOptions;
+        let mut res = LinuxResources::default();
+        // Nothing asked: nothing set.
+        device_io(&RunOptions::default(), &mut res).unwrap();
+        assert!(res.block_io().is_none());
+        for (o, says) in [
+            (
+                RunOptions {
+                    device_read_bps: vec!["/dev/null:1mb".into()],
+                    ..Default::default()
+                },
+                "--device-read-bps /dev/null:1mb: /dev/null is not a block device",
+            ),
+            (
+                RunOptions {
+                    device_write_iops: vec!["sda:100".into()],
+                    ..Default::default()
+                },
+                "DEVICE:VALUE, the device an absolute path",
+            ),
+            (
+                RunOptions {
+                    device_read_iops: vec!["/dev/nonexistent-hako:1".into()],
+                    ..Default::default()
+                },
+                "/dev/nonexistent-hako: No such file",
+            ),
+        ] {
+            let e = device_io(&o, &mut res).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
     }
 
     #[test]

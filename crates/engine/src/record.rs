@@ -323,6 +323,27 @@ pub struct RunOptions {
     /// root) or host (the host's cgroup tree).
     #[cfg_attr(feature = "cli", arg(long))]
     pub cgroupns: Option<String>,
+    /// Limit reads from a block device, DEVICE:RATE in bytes per second
+    /// (e.g. /dev/sda:1mb).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DEVICE:RATE"))]
+    pub device_read_bps: Vec<String>,
+    /// Limit writes to a block device, DEVICE:RATE in bytes per second.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DEVICE:RATE"))]
+    pub device_write_bps: Vec<String>,
+    /// Limit reads from a block device, DEVICE:N operations per second.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DEVICE:N"))]
+    pub device_read_iops: Vec<String>,
+    /// Limit writes to a block device, DEVICE:N operations per second.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DEVICE:N"))]
+    pub device_write_iops: Vec<String>,
+    /// Block IO weight on one device, DEVICE:WEIGHT (10 to 1000).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DEVICE:WEIGHT"))]
+    pub blkio_weight_device: Vec<String>,
+    /// Let the container use devices of a kind (it still needs their
+    /// nodes): TYPE MAJOR:MINOR ACCESS, e.g. 'c 189:* rwm' (type a, b or
+    /// c; * for any number; access letters of rwm).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "RULE"))]
+    pub device_cgroup_rule: Vec<String>,
     /// How readily the kernel swaps the container's memory out, 0 to 100
     /// (-1: the host's vm.swappiness); cgroup v1 only (v2 has none per
     /// cgroup: discarded with a warning, as Docker does).

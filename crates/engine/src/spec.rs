@@ -935,6 +935,7 @@ pub fn build(o: &RunOptions, inp: &Inputs) -> Result<Spec> {
     // Checked even where they cannot apply (rootless without systemd).
     let mut res = crate::limits::to_resources(&o.limits)?;
     crate::limits::memory_behaviour(o, &mut res)?;
+    crate::limits::device_io(o, &mut res)?;
     // Rootless, only systemd's delegation gives a cgroup to set limits in.
     if !inp.rootless || systemd {
         // Device rules need root (a BPF program on cgroup2).

@@ -478,6 +478,14 @@ fn prepare(
     if let Some(ip) = &opts.ip {
         check_ip(dirs, ip, &net_mode)?;
     }
+    if rootless {
+        if let Some(r) = opts.device_cgroup_rule.first() {
+            return Err(Error::Usage(format!(
+                "--device-cgroup-rule {r:?}: a rootless container has no device cgroup (its \
+                 processes open what the user may)"
+            )));
+        }
+    }
     if let Some(mac) = &opts.mac_address {
         let usage = |m: String| Error::Usage(format!("--mac-address {mac}: {m}"));
         hako_net::link::parse_mac(mac).map_err(usage)?;
@@ -648,7 +656,15 @@ fn prepare(
             d.extend(flagged.iter().map(|(n, _)| n.clone()));
             d
         },
-        device_rules: flagged.into_iter().map(|(_, r)| r).collect(),
+        device_rules: flagged
+            .into_iter()
+            .map(|(_, r)| Ok(r))
+            .chain(
+                opts.device_cgroup_rule
+                    .iter()
+                    .map(|r| device_cgroup_rule(r)),
+            )
+            .collect::<Result<_>>()?,
     };
     let s = spec::build(opts, &inputs)?;
     util::atomic_write(
@@ -792,9 +808,70 @@ fn device_flag(
     Ok((node, rule))
 }
 
+/// `--device-cgroup-rule 'c 189:* rwm'`: a device cgroup allow rule in
+/// Docker's form (the kernel's devices.allow syntax).
+fn device_cgroup_rule(v: &str) -> Result<oci_spec::runtime::LinuxDeviceCgroup> {
+    use oci_spec::runtime::LinuxDeviceType as T;
+    let bad = |why: &str| Error::Usage(format!("--device-cgroup-rule {v:?}: {why}"));
+    let words: Vec<&str> = v.split_whitespace().collect();
+    let [typ, numbers, access] = words.as_slice() else {
+        return Err(bad("TYPE MAJOR:MINOR ACCESS, e.g. 'c 189:* rwm'"));
+    };
+    let typ = match *typ {
+        "a" => T::A,
+        "b" => T::B,
+        "c" => T::C,
+        _ => return Err(bad("the type is a, b or c")),
+    };
+    let number = |n: &str| match n {
+        "*" => Ok(None),
+        n => n
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| bad("MAJOR and MINOR are numbers or *")),
+    };
+    let (major, minor) = numbers
+        .split_once(':')
+        .ok_or_else(|| bad("TYPE MAJOR:MINOR ACCESS, e.g. 'c 189:* rwm'"))?;
+    if access.is_empty() || !access.chars().all(|c| "rwm".contains(c)) {
+        return Err(bad("the access is letters of rwm"));
+    }
+    let mut rule = oci_spec::runtime::LinuxDeviceCgroup::default();
+    rule.set_allow(true)
+        .set_typ(Some(typ))
+        .set_major(number(major)?)
+        .set_minor(number(minor)?)
+        .set_access(Some(access.to_string()));
+    Ok(rule)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_cgroup_rules_as_docker_writes_them() {
+        let r = device_cgroup_rule("c 189:* rwm").unwrap();
+        assert!(r.allow());
+        assert_eq!(r.typ(), Some(oci_spec::runtime::LinuxDeviceType::C));
+        assert_eq!((r.major(), r.minor()), (Some(189), None));
+        assert_eq!(r.access().as_deref(), Some("rwm"));
+        let r = device_cgroup_rule("a *:* m").unwrap();
+        assert_eq!((r.major(), r.minor()), (None, None));
+        for (bad, why) in [
+            ("c 189:*", "TYPE MAJOR:MINOR ACCESS"),
+            ("x 1:3 r", "the type is a, b or c"),
+            ("c 1-3 r", "TYPE MAJOR:MINOR ACCESS"),
+            ("c one:3 r", "numbers or *"),
+            ("c 1:3 rx", "letters of rwm"),
+        ] {
+            let e = device_cgroup_rule(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("--device-cgroup-rule") && e.contains(why),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn device_flags_become_a_node_and_an_allow_rule() {
