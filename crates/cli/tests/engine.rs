@@ -5248,6 +5248,58 @@ fn attach_detach_keys_and_signals_as_docker() {
         "{o:?}"
     );
 
+    // run -a: only the streams named meet the terminal; the logs keep
+    // both. Bad streams, and -a with -d, are one line and 125.
+    let sh = "echo out; echo err >&2";
+    #[rustfmt::skip]
+    let o = e.run(&["run", "--name", "aout", "--network", "none", "-a", "stdout", "busybox", "sh", "-c", sh]);
+    assert_eq!(
+        (stdout(&o).as_str(), stderr(&o).as_str()),
+        ("out\n", ""),
+        "{o:?}"
+    );
+    let logs = e.run(&["logs", "aout"]);
+    assert_eq!(
+        (stdout(&logs), stderr(&logs)),
+        ("out\n".into(), "err\n".into())
+    );
+    #[rustfmt::skip]
+    let o = e.run(&["run", "--rm", "--network", "none", "-a", "STDERR", "busybox", "sh", "-c", sh]);
+    assert_eq!(
+        (stdout(&o).as_str(), stderr(&o).as_str()),
+        ("", "err\n"),
+        "{o:?}"
+    );
+    #[rustfmt::skip]
+    let mut c = e.cmd(&["run", "--rm", "-i", "-a", "stdin", "-a", "stdout", "--network", "none", "busybox", "cat"]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"hi\n").unwrap();
+    }
+    let o = wait_output(child, Duration::from_secs(30), &["run", "-a", "stdin"]);
+    assert_eq!(stdout(&o), "hi\n", "{o:?}");
+    for (args, says) in [
+        (
+            vec!["-a", "bogus"],
+            "-a bogus: valid streams are STDIN, STDOUT and STDERR",
+        ),
+        (vec!["-d", "-a", "stdout"], "conflicting options: -a and -d"),
+    ] {
+        let mut a = vec!["run", "--network", "none"];
+        a.extend(args);
+        a.extend(["busybox", "true"]);
+        let o = e.run(&a);
+        assert_eq!(o.status.code(), Some(125), "{a:?}: {o:?}");
+        assert!(
+            stderr(&o).contains(says) && stderr(&o).trim().lines().count() == 1,
+            "{o:?}"
+        );
+    }
+
     // stdin of a -i container; the detach keys leave it running, with
     // Docker's message and code.
     e.run_sh("in", &["-i"], "while read l; do echo got:$l; done");

@@ -564,7 +564,8 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
         let (or, ow) = util::pipe()?;
         let (er, ew) = util::pipe()?;
         let mut keep = None;
-        if !(attached && o.interactive) {
+        let stdin_shown = Shown::of(o).is_ok_and(|s| s.stdin);
+        if !(attached && o.interactive && stdin_shown) {
             if o.interactive {
                 let (ir, iw) = util::pipe()?;
                 swap_targets.push((0, ir));
@@ -829,6 +830,55 @@ fn relay(
     !is_broken_pipe(os::write_all_fd(to, data))
 }
 
+/// Which of a foreground container's streams meet the caller's terminal
+/// (`-a`; all three when none is named).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shown {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+impl Shown {
+    /// The `-a` values, checked (Docker's message for a bad one).
+    pub fn of(o: &crate::record::RunOptions) -> Result<Shown> {
+        if o.attach.is_empty() {
+            return Ok(Shown {
+                stdin: true,
+                stdout: true,
+                stderr: true,
+            });
+        }
+        let mut s = Shown {
+            stdin: false,
+            stdout: false,
+            stderr: false,
+        };
+        for a in &o.attach {
+            match a.to_ascii_lowercase().as_str() {
+                "stdin" => s.stdin = true,
+                "stdout" => s.stdout = true,
+                "stderr" => s.stderr = true,
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "-a {a}: valid streams are STDIN, STDOUT and STDERR"
+                    )))
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// Stream 0 (stdout, and a terminal's output) or 1 (stderr).
+    fn output(self, stream: usize) -> bool {
+        if stream == 1 {
+            self.stderr
+        } else {
+            self.stdout
+        }
+    }
+}
+
 /// How a foreground monitor shares the caller's terminal (`run`, `start
 /// -a`): the detach keys it watches stdin for, and whether it passes the
 /// signals it gets on to the container (`--sig-proxy`).
@@ -844,7 +894,17 @@ fn supervise(dirs: &Dirs, id: &str, fg: Option<&Foreground>, st: Started) -> i32
     let sig_proxy = fg.is_some_and(|f| f.sig_proxy);
     let mut escape = fg.map(|f| crate::attach::Escape::new(&f.detach_keys));
     let rec = record::load(dirs, id).ok();
-    let interactive = rec.as_ref().is_some_and(|r| r.opts.interactive);
+    let shown = rec
+        .as_ref()
+        .and_then(|r| Shown::of(&r.opts).ok())
+        .unwrap_or(Shown {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+        });
+    // Without stdin attached (`-a` without STDIN) the terminal's input is
+    // not the container's.
+    let interactive = rec.as_ref().is_some_and(|r| r.opts.interactive) && shown.stdin;
     let log_cfg = rec
         .as_ref()
         .and_then(|r| LogConfig::of(&r.opts).ok())
@@ -986,7 +1046,8 @@ fn supervise(dirs: &Dirs, id: &str, fg: Option<&Foreground>, st: Started) -> i32
                         continue;
                     }
                     let stream = usize::from(*src == Src::Err);
-                    if !relay(&mut log, &mut server, attached, stream, &buf[..n]) {
+                    let to_us = attached && shown.output(stream);
+                    if !relay(&mut log, &mut server, to_us, stream, &buf[..n]) {
                         // Whoever read our output is gone (`| head`):
                         // close the container's end too, so its next
                         // write fails as it would in a pipeline.
@@ -1071,7 +1132,13 @@ fn supervise(dirs: &Dirs, id: &str, fg: Option<&Foreground>, st: Started) -> i32
             if n == 0 {
                 break;
             }
-            relay(&mut log, &mut server, attached, stream, &buf[..n]);
+            relay(
+                &mut log,
+                &mut server,
+                attached && shown.output(stream),
+                stream,
+                &buf[..n],
+            );
         }
     }
     log.flush();

@@ -177,6 +177,11 @@ pub struct RunOptions {
     /// backoff; `start --all` starts always/unless-stopped ones at boot).
     #[cfg_attr(feature = "cli", arg(long))]
     pub restart: Option<String>,
+    /// Attach only these streams (STDIN, STDOUT, STDERR; repeat the flag;
+    /// default: all three) to a container in the foreground; the others
+    /// still go to its logs.
+    #[cfg_attr(feature = "cli", arg(short = 'a', long, value_name = "STREAM"))]
+    pub attach: Vec<String>,
     /// Run in the background and print the container id.
     #[cfg_attr(feature = "cli", arg(short, long))]
     pub detach: bool,

@@ -284,6 +284,13 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
     if let Some(n) = &opts.name {
         record::check_name(n)?;
     }
+    crate::monitor::Shown::of(opts)?;
+    if opts.detach && !opts.attach.is_empty() {
+        return Err(Error::Usage(
+            "conflicting options: -a and -d (a detached container has no terminal to attach)"
+                .into(),
+        ));
+    }
     if let Some(p) = &opts.restart {
         let policy: crate::restart::Policy = p.parse()?;
         if opts.rm && policy != crate::restart::Policy::No {
