@@ -59,7 +59,7 @@ CMD ["cat", "/app/out/blob.sum"]
 EOF
 
 export HAKO_DATA_DIR=$work/hako/data HAKO_RUN_DIR=$work/hako/run
-hako=$(pwd)/target/release/hako
+hako=$(pwd)/target/x86_64-unknown-linux-gnu/release/hako
 "$hako" pull "$base" >/dev/null
 bud pull --tls-verify=false "$base" >/dev/null
 # One build each first (caches warm for the cached rows; not timed).

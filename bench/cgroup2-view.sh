@@ -6,7 +6,7 @@
 # init into its cgroup), so both can be compared here without a VM.
 #
 #   sudo bash bench/cgroup2-view.sh python3 bench/interleaved.py 300 \
-#       before=/tmp/old/hako-runc after=target/release/hako-runc crun=crun
+#       before=/tmp/old/hako-runc after=target/x86_64-unknown-linux-gnu/release/hako-runc crun=crun
 #
 # Nothing is left behind: the namespace ends with the command.
 set -euo pipefail

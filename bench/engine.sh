@@ -16,7 +16,7 @@ runs=${1:-30}
 bash scripts/setup.sh hyperfine podman crun >/dev/null
 bash scripts/clients-setup.sh >/dev/null
 cargo build --release -q -p hako-cli --bin hako
-hako=$PWD/target/release/hako
+hako=$PWD/target/x86_64-unknown-linux-gnu/release/hako
 work=$(mktemp -d /tmp/hako-engine-bench.XXXXXX)
 source bench/crun-hugetlb.sh
 cat > "$work/hako.toml" <<'T'

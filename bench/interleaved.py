@@ -12,7 +12,7 @@ would count Python's pages).
 e.g. a hako-runc before and after a change, beside crun:
 
     sudo python3 bench/interleaved.py 400 before=/tmp/old/hako-runc \\
-        after=target/release/hako-runc crun=crun
+        after=target/x86_64-unknown-linux-gnu/release/hako-runc crun=crun
 
 GAP_MS=N in the environment waits N ms before each start, for isolated
 starts: back to back, the kernel's cgroup migration lock is mostly still

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh podman conmon runc >/dev/null
 bash scripts/clients-setup.sh >/dev/null
 cargo build --release -q
-hako=$PWD/target/release/hako
+hako=$PWD/target/x86_64-unknown-linux-gnu/release/hako
 work=$(mktemp -d /tmp/hako-rss.XXXXXX)
 export HAKO_DATA_DIR=$work/data HAKO_RUN_DIR=$work/run HAKO_NFT_TABLE=hako_rss
 cat > "$work/containers.conf" <<'C'

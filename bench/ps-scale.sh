@@ -9,7 +9,7 @@ n=${1:-200}
 bash scripts/setup.sh hyperfine podman conmon runc >/dev/null
 bash scripts/clients-setup.sh >/dev/null
 cargo build --release -q -p hako-cli --bin hako
-hako=$PWD/target/release/hako
+hako=$PWD/target/x86_64-unknown-linux-gnu/release/hako
 work=$(mktemp -d /tmp/hako-ps.XXXXXX)
 export HAKO_DATA_DIR=$work/data HAKO_RUN_DIR=$work/run HAKO_NFT_TABLE=hako_ps
 pod() {

@@ -30,7 +30,7 @@ sed -i "/^$user:/d" /etc/subuid /etc/subgid
 echo "$user:500000000:65536" >> /etc/subuid
 echo "$user:500000000:65536" >> /etc/subgid
 mkdir -p "$work/home/run"
-cp target/release/hako "$work/hako"
+cp target/x86_64-unknown-linux-gnu/release/hako "$work/hako"
 bash scripts/make-bundle.sh "$work/bundle" >/dev/null 2>&1
 tar -C "$work/bundle/rootfs" -cf "$work/rootfs.tar" .
 chown -R "$user:" "$work/home" "$work/bundle" "$work/rootfs.tar"

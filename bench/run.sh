@@ -13,7 +13,7 @@ runs=${1:-200}
 
 bash scripts/setup.sh hyperfine runc crun
 cargo build --release -q -p hako-cli --no-default-features --bin hako-runc
-hako=$PWD/target/release/hako-runc
+hako=$PWD/target/x86_64-unknown-linux-gnu/release/hako-runc
 
 work=$(mktemp -d /tmp/hako-bench.XXXXXX)
 source bench/crun-hugetlb.sh

@@ -16,7 +16,7 @@ m=${2:-1000}
 out=${3:-docs/img}
 bash scripts/setup.sh gnuplot-nox hyperfine >/dev/null
 cargo build --release -q -p hako-cli --bin hako
-hako=$PWD/target/release/hako
+hako=$PWD/target/x86_64-unknown-linux-gnu/release/hako
 work=$(mktemp -d /tmp/hako-scale.XXXXXX)
 export HAKO_DATA_DIR=$work/data HAKO_RUN_DIR=$work/run HAKO_NFT_TABLE=hako_scale
 cleanup() {

@@ -14,7 +14,7 @@ fi
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release -q
-hako=${CARGO_TARGET_DIR:-target}/release/hako
+hako=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/hako
 
 if ! $hako image inspect busybox >/dev/null 2>&1; then
     if timeout 5 bash -c '</dev/tcp/registry-1.docker.io/443' 2>/dev/null &&

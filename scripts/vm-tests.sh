@@ -20,6 +20,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
+# Where cargo puts this target's builds (.cargo/config.toml names the
+# target), and the tests' scratch space (CARGO_TARGET_TMPDIR).
+tdir="$repo/target/x86_64-unknown-linux-gnu"
 # Test files as PACKAGE/TEST (cargo's -p and --test).
 tests=("$@")
 # The engine's tests there are the ones whose kernel side differs on such
@@ -53,18 +56,18 @@ trap 'exit 130' INT
 put() { mkdir -p "$payload$(dirname "$1")" && cp -a "$1" "$payload$1"; }
 put "$repo/scripts"
 put "$repo/crates/cli/tests/fixtures"
-put "$repo/target/debug/hako"
-put "$repo/target/debug/hako-runc"
+put "$tdir/debug/hako"
+put "$tdir/debug/hako-runc"
 for e in "${exes[@]}"; do put "$e"; done
 # The engine tests' static fixture programs, built here where the tests
 # look for them first (CARGO_TARGET_TMPDIR/fixtures): the VM has no
 # compiler.
-mkdir -p "$repo/target/tmp/fixtures"
+mkdir -p "$tdir/tmp/fixtures"
 for c in "$repo"/crates/cli/tests/fixtures/*.c; do
-    out="$repo/target/tmp/fixtures/$(basename "$c" .c)"
+    out="$tdir/tmp/fixtures/$(basename "$c" .c)"
     [ "$out" -nt "$c" ] || gcc -static -O2 -o "$out" "$c"
 done
-put "$repo/target/tmp/fixtures"
+put "$tdir/tmp/fixtures"
 
 mkdir -p "$payload/hako-vm"
 {
