@@ -160,7 +160,7 @@ const GO_PRINT: &str = "__hako_print";
 /// comment or a variable's declaration) piped into [`go_print`]: the
 /// template crate prints maps and lists in Rust's debug form and offers
 /// no hook for how values print, so the printing is made explicit.
-fn go_printing(body: &str) -> String {
+fn go_printing(body: &str) -> Result<String, String> {
     const KEYWORDS: [&str; 10] = [
         "if", "else", "end", "range", "with", "define", "template", "block", "break", "continue",
     ];
@@ -174,6 +174,11 @@ fn go_printing(body: &str) -> String {
         let (mut k, mut quote) = (0, None);
         while k < b.len() {
             match (quote, b[k]) {
+                // The template crate reads a raw string's backslashes as
+                // escapes (and panics on a last one): refused.
+                (Some(b'`'), b'\\') => {
+                    return Err("a raw string (`...`) with a backslash: use \"...\" instead".into())
+                }
                 (Some(_), b'\\') => k += 1,
                 (Some(q), c) if c == q => quote = None,
                 (None, c @ (b'"' | b'`' | b'\'')) => quote = Some(c),
@@ -212,7 +217,7 @@ fn go_printing(body: &str) -> String {
         rest = &rest[action.len()..];
     }
     out.push_str(rest);
-    out
+    Ok(out)
 }
 
 const FUNCS: [(&str, Func); 8] = [
@@ -244,8 +249,9 @@ pub fn parse(s: &str) -> Result<Format> {
     };
     // The user's template is checked as given (errors name their text),
     // then used with Go's printing (go_printing).
+    let printing = go_printing(&body).map_err(|e| anyhow!("--format {s:?}: {e}"))?;
     parsed(&body).map_err(|e| anyhow!("--format {s:?}: {e}"))?;
-    let tmpl = parsed(&go_printing(&body)).map_err(|e| anyhow!("--format {s:?}: {e}"))?;
+    let tmpl = parsed(&printing).map_err(|e| anyhow!("--format {s:?}: {e}"))?;
     Ok(Format::Template {
         table,
         source: body,
@@ -408,7 +414,8 @@ mod tests {
             render("{{/* note */}}{{printf \"%s}}\" .S}}", row.clone()),
             "a}}b}}"
         );
-        assert_eq!(render("{{.Labels.a}}{{index .Args 1}}", row), "1y");
+        assert_eq!(render("{{.Labels.a}}{{index .Args 1}}", row.clone()), "1y");
+        assert_eq!(render("{{printf `a}}b` }}{{.N}}", row), "a}}b3");
     }
 
     #[test]
@@ -423,6 +430,9 @@ mod tests {
         let e = parse("{{.Names").err().unwrap().to_string();
         assert!(e.starts_with("--format"), "{e}");
         assert!(!e.contains('\n'), "{e}");
+        // The template crate would panic on it.
+        let e = parse("{{printf `x\\`}}").err().unwrap().to_string();
+        assert!(e.contains("raw string"), "{e}");
     }
 
     #[test]

@@ -840,14 +840,16 @@ pub struct Shown {
 }
 
 impl Shown {
+    const ALL: Shown = Shown {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+    };
+
     /// The `-a` values, checked (Docker's message for a bad one).
     pub fn of(o: &crate::record::RunOptions) -> Result<Shown> {
         if o.attach.is_empty() {
-            return Ok(Shown {
-                stdin: true,
-                stdout: true,
-                stderr: true,
-            });
+            return Ok(Shown::ALL);
         }
         let mut s = Shown {
             stdin: false,
@@ -897,11 +899,7 @@ fn supervise(dirs: &Dirs, id: &str, fg: Option<&Foreground>, st: Started) -> i32
     let shown = rec
         .as_ref()
         .and_then(|r| Shown::of(&r.opts).ok())
-        .unwrap_or(Shown {
-            stdin: true,
-            stdout: true,
-            stderr: true,
-        });
+        .unwrap_or(Shown::ALL);
     // Without stdin attached (`-a` without STDIN) the terminal's input is
     // not the container's.
     let interactive = rec.as_ref().is_some_and(|r| r.opts.interactive) && shown.stdin;
