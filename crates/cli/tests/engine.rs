@@ -3639,6 +3639,10 @@ fn ps_filters_and_log_windows() {
     assert_eq!(lines(&[&["ps", "-n", "2"], &f[..]].concat()), ["c3", "c2"]);
     assert_eq!(lines(&[&["ps", "-l"], &f[..]].concat()), ["c3"]);
     assert_eq!(
+        lines(&[&["ps", "-n", "0"], &f[..]].concat()),
+        ["c3", "c2", "c1"]
+    );
+    assert_eq!(
         lines(&[&["ps", "-n", "1", "--filter", "name=c1"], &f[..]].concat()),
         ["c1"]
     );

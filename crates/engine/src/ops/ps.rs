@@ -185,6 +185,8 @@ fn created_ns(r: &Record) -> i64 {
 /// CLI); `last`: only the last N created, of every state (`-n`, `-l`).
 pub fn ps(dirs: &Dirs, all: bool, filters: &Filters, last: Option<usize>) -> Result<Vec<Value>> {
     let all = all || filters.wants_stopped() || last.is_some();
+    // As Docker's: -n 0 is every container, of every state.
+    let last = last.filter(|n| *n > 0);
     let bounds = filters.creation_bounds(dirs)?;
     let mut out = Vec::new();
     let (good, bad) = record::scan(dirs);
