@@ -3184,6 +3184,11 @@ fn volumes_live_apart_from_containers() {
             "does not exist",
         ),
         (vec!["--volumes-from", "nosuch"], "nosuch"),
+        // Refused after the volume is made: the run's new volume goes too.
+        (
+            vec!["-v", "fresh-vol:/x", "--memory-swappiness", "101"],
+            "the range is 0 to 100",
+        ),
     ] {
         let mut a = vec!["run", "--network", "none"];
         a.extend_from_slice(&args);
@@ -3194,6 +3199,10 @@ fn volumes_live_apart_from_containers() {
         assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
     }
     assert_eq!(e.ps_names(), names);
+    assert!(!e
+        .out(&["volume", "ls", "-q"])
+        .lines()
+        .any(|v| v == "fresh-vol"));
 }
 
 #[test]

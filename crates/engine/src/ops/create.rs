@@ -96,6 +96,9 @@ struct Fresh {
     anonymous: Vec<String>,
     /// Destinations whose volume must not get the image's content.
     nocopy: Vec<String>,
+    /// Named volumes this create made (in `prepare`): removed again if
+    /// it fails.
+    made: Vec<String>,
 }
 
 /// `--mount` and `--volumes-from` as `-v`/`--tmpfs` entries, and anonymous
@@ -299,7 +302,7 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
             ));
         }
     }
-    let (mut expanded, fresh) = expand_mounts(dirs, opts)?;
+    let (mut expanded, mut fresh) = expand_mounts(dirs, opts)?;
     let rootless = dirs::rootless();
     let cgroup_manager = crate::config::cgroup_manager(
         dirs.cgroup_manager_flag,
@@ -350,8 +353,10 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
             return Err(e);
         }
     }
-    let made = prepare(dirs, &store, &id, opts, ic, cgroup_manager, &fresh).and_then(|()| {
-        match &opts.cidfile {
+    let made =
+        prepare(dirs, &store, &id, opts, ic, cgroup_manager, &mut fresh).and_then(|()| match &opts
+            .cidfile
+        {
             Some(f) => std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -359,8 +364,7 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
                 .and_then(|mut file| std::io::Write::write_all(&mut file, id.as_bytes()))
                 .map_err(|e| Error::Usage(format!("--cidfile {}: {e}", f.display()))),
             None => Ok(()),
-        }
-    });
+        });
     match made {
         Ok(()) => {
             if let Ok(r) = record::load(dirs, &id) {
@@ -370,6 +374,10 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
         }
         Err(e) => {
             let _ = remove_all_and_volumes(dirs, &id);
+            for v in &fresh.made {
+                // Unless another container took it up meanwhile.
+                let _ = volume::remove(dirs, v, true);
+            }
             Err(e)
         }
     }
@@ -406,7 +414,7 @@ fn prepare(
     opts: &RunOptions,
     ic: Value,
     cgroup_manager: CgroupManager,
-    fresh: &Fresh,
+    fresh: &mut Fresh,
 ) -> Result<()> {
     let dir = dirs.container(id);
     let rootless = dirs::rootless();
@@ -544,6 +552,9 @@ fn prepare(
         if named && !src.is_empty() {
             let anonymous = fresh.anonymous.contains(&src);
             let (vol, made) = volume::ensure(dirs, &src, &Default::default(), anonymous)?;
+            if made && !anonymous {
+                fresh.made.push(src.clone());
+            }
             let d = vol.data(dirs);
             // A new volume of a container with its own ids is its root's.
             if let (true, Some(m)) = (made, idmap) {
