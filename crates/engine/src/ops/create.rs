@@ -353,18 +353,8 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
             return Err(e);
         }
     }
-    let made =
-        prepare(dirs, &store, &id, opts, ic, cgroup_manager, &mut fresh).and_then(|()| match &opts
-            .cidfile
-        {
-            Some(f) => std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(f)
-                .and_then(|mut file| std::io::Write::write_all(&mut file, id.as_bytes()))
-                .map_err(|e| Error::Usage(format!("--cidfile {}: {e}", f.display()))),
-            None => Ok(()),
-        });
+    let made = prepare(dirs, &store, &id, opts, ic, cgroup_manager, &mut fresh)
+        .and_then(|()| write_cidfile(opts, &id));
     match made {
         Ok(()) => {
             if let Ok(r) = record::load(dirs, &id) {
@@ -405,6 +395,19 @@ fn check_ip(dirs: &Dirs, ip: &str, mode: &hako_net::NetworkMode) -> Result<()> {
     net.check_address(a.into())
         .map(drop)
         .map_err(|e| Error::Usage(format!("--ip: {e}")))
+}
+
+/// `--cidfile`: the new container's id, in a file that must not exist.
+fn write_cidfile(opts: &RunOptions, id: &str) -> Result<()> {
+    let Some(f) = &opts.cidfile else {
+        return Ok(());
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(f)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, id.as_bytes()))
+        .map_err(|e| Error::Usage(format!("--cidfile {}: {e}", f.display())))
 }
 
 fn prepare(
@@ -817,13 +820,25 @@ fn device_flag(
     let md = std::fs::metadata(host).map_err(|e| bad(format!("{host}: {e}")))?;
     let node = device_node(&md, Path::new(ctr))
         .ok_or_else(|| bad(format!("{host} is not a character or block device")))?;
+    let rule = allow_rule(node.typ(), Some(node.major()), Some(node.minor()), perms);
+    Ok((node, rule))
+}
+
+/// A device cgroup rule that allows `access` (letters of rwm) to devices
+/// of `typ` with these numbers (None: any).
+fn allow_rule(
+    typ: oci_spec::runtime::LinuxDeviceType,
+    major: Option<i64>,
+    minor: Option<i64>,
+    access: &str,
+) -> oci_spec::runtime::LinuxDeviceCgroup {
     let mut rule = oci_spec::runtime::LinuxDeviceCgroup::default();
     rule.set_allow(true)
-        .set_typ(Some(node.typ()))
-        .set_major(node.major().into())
-        .set_minor(node.minor().into())
-        .set_access(Some(perms.to_string()));
-    Ok((node, rule))
+        .set_typ(Some(typ))
+        .set_major(major)
+        .set_minor(minor)
+        .set_access(Some(access.to_string()));
+    rule
 }
 
 /// `--device-cgroup-rule 'c 189:* rwm'`: a device cgroup allow rule in
@@ -854,13 +869,7 @@ fn device_cgroup_rule(v: &str) -> Result<oci_spec::runtime::LinuxDeviceCgroup> {
     if access.is_empty() || !access.chars().all(|c| "rwm".contains(c)) {
         return Err(bad("the access is letters of rwm"));
     }
-    let mut rule = oci_spec::runtime::LinuxDeviceCgroup::default();
-    rule.set_allow(true)
-        .set_typ(Some(typ))
-        .set_major(number(major)?)
-        .set_minor(number(minor)?)
-        .set_access(Some(access.to_string()));
-    Ok(rule)
+    Ok(allow_rule(typ, number(major)?, number(minor)?, access))
 }
 
 #[cfg(test)]
