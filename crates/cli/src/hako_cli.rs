@@ -30,7 +30,11 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+/// Each verb's flags are built only when that verb runs (`defer`): clap
+/// otherwise builds the parser of every verb at every start, the largest
+/// part of the CLI's heap and a hundred page faults.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum Cmd {
     /// Create and start a container.
     Run(RunArgs),

@@ -76,7 +76,10 @@ pub struct CreateArgs {
     pub id: String,
 }
 
+/// Each verb's flags are built only when that verb runs (`defer`), not all
+/// of them at every start.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum Cmd {
     /// Create a container (the process waits for `start`).
     Create(CreateArgs),

@@ -566,7 +566,9 @@ mod tests {
             }
         }
         let mut missing = Vec::new();
-        walk(&super::hako_cli::Cli::command(), "hako", &mut missing);
+        let mut cli = super::hako_cli::Cli::command();
+        cli.build(); // runs each verb's deferred definition
+        walk(&cli, "hako", &mut missing);
         assert!(missing.is_empty(), "no help for:\n{}", missing.join("\n"));
     }
 
