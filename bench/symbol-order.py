@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Link order for hako-runc and hako: the functions their hot paths run, in
+the order they first run them, written to crates/cli/order/BIN.txt, which
+crates/cli/build.rs hands to the linker (--symbol-ordering-file) for
+release builds.
+
+Why: a start touches ~1 MiB of a binary's ~4.4 MiB of code, spread over
+all of it; each page fault maps the 64 KiB around it (the kernel's
+fault-around), so three quarters of the text ended up resident and its
+faults were paid twice (the container's init re-faults what the runtime
+touched). Laid out together, the start path's code is one contiguous
+run (docs/benchmarks.md, "Link order and deferred verb parsers").
+
+How: bench/order-trace.c single-steps each command below and every process
+it forks, and records the first execution of every instruction in the
+binary's text; the link map of the same build names the input section
+(function) each address is in. The symbol names carry the compiler's
+hashes, so the list is for this toolchain and Cargo.lock: after a Rust or
+dependency update, run this again (it prints how much of the listed code
+the new build still has). A stale list only costs the layout, never
+correctness: the linker ignores names it does not find.
+
+    sudo python3 bench/symbol-order.py     (about 10 minutes: single-stepping)
+"""
+import bisect
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+here = os.path.dirname(os.path.abspath(__file__))
+root = os.path.dirname(here)
+rel = os.path.join(root, "target/x86_64-unknown-linux-gnu/release")
+work = tempfile.mkdtemp(prefix="hako-order-")
+env = dict(os.environ, HAKO_LINK_MAP=work)
+
+
+def text_segment(binary):
+    """(file offset, vaddr, size) of the executable LOAD segment."""
+    out = subprocess.run(["readelf", "-lW", binary], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        f = line.split()
+        if f and f[0] == "LOAD" and "E" in f[6:-1]:
+            return int(f[1], 16), int(f[2], 16), int(f[4], 16)
+    sys.exit(f"{binary}: no executable segment")
+
+
+def text_sections(mapfile):
+    """Input sections of .text from an lld link map (-Map, --no-demangle):
+    sorted [vaddr, size, first symbol]. The map's columns: VMA, LMA, size,
+    alignment, then the output section, input section or symbol at
+    increasing indentation (columns 49, 57 and 65)."""
+    secs, out_sec = [], None
+    for line in open(mapfile):
+        f = line.split()
+        if len(line) < 50 or f[0] == "VMA":
+            continue
+        if line[49] != " ":
+            out_sec = f[-1]
+        elif out_sec != ".text":
+            continue
+        elif line[57] != " ":
+            secs.append([int(f[0], 16), int(f[2], 16), None])
+        elif secs and secs[-1][2] is None:
+            secs[-1][2] = line[65:].strip()
+    secs = [s for s in secs if s[2]]
+    secs.sort()
+    return secs
+
+
+def trace(binary, out, argv, **kw):
+    off, vaddr, size = text_segment(binary)
+    cmd = [f"{work}/trace", out, os.path.realpath(binary), hex(off), hex(vaddr), hex(size), "--", binary, *argv]
+    t0 = time.time()
+    # stderr to a file, not a pipe: `create` leaves the container's init
+    # holding it until `start`.
+    with open(f"{out}.log", "w+") as log:
+        r = subprocess.run(cmd, env=kw.get("env", env), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=log)
+        log.seek(0)
+        said = log.read().strip().splitlines()
+    print(f"  {os.path.basename(binary)} {' '.join(argv[2:] if argv[0] == '--root' else argv)}: "
+          f"{said[-1] if said else ''} ({time.time() - t0:.0f} s)", file=sys.stderr)
+    if r.returncode != 0 and not kw.get("may_fail"):
+        sys.exit(f"traced command failed: {' '.join(argv)}")
+    return out
+
+
+def write_order(name, mapfile, traces):
+    secs = text_sections(mapfile)
+    starts = [s[0] for s in secs]
+    order, seen, size = [], set(), 0
+    for t in traces:
+        for line in open(t):
+            a = int(line, 16)
+            i = bisect.bisect_right(starts, a) - 1
+            if i < 0 or a >= secs[i][0] + secs[i][1] or secs[i][2] in seen:
+                continue
+            seen.add(secs[i][2])
+            order.append(secs[i][2])
+            size += secs[i][1]
+    dest = os.path.join(root, "crates/cli/order", f"{name}.txt")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    with open(dest, "w") as f:
+        f.write("".join(s + "\n" for s in order))
+    total = sum(s[1] for s in secs)
+    print(f"{dest}: {len(order)} sections, {size // 1024} KiB of {total // 1024} KiB of text", file=sys.stderr)
+
+
+def bundle(path, args):
+    subprocess.run(["bash", f"{root}/scripts/make-bundle.sh", path], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=True)
+    cfg = f"{path}/config.json"
+    c = json.load(open(cfg))
+    c["process"]["args"] = args
+    c["process"]["terminal"] = False
+    json.dump(c, open(cfg, "w"))
+
+
+def runc_traces(runc):
+    """hako-runc: `run` (the benchmark), then the verbs containerd and
+    Docker drive (create, start, state, exec, kill, delete)."""
+    bundle(f"{work}/b-true", ["/bin/true"])
+    bundle(f"{work}/b-sleep", ["/bin/sleep", "600"])
+    st = ["--root", f"{work}/runc-state"]
+    t = [trace(runc, f"{work}/runc-run", [*st, "run", "-b", f"{work}/b-true", "o1"])]
+    t.append(trace(runc, f"{work}/runc-create", [*st, "create", "-b", f"{work}/b-sleep", "o2"]))
+    for i, verb in enumerate([["start", "o2"], ["state", "o2"], ["exec", "o2", "/bin/true"],
+                              ["kill", "o2", "KILL"]]):
+        t.append(trace(runc, f"{work}/runc-{i}", [*st, *verb]))
+    deadline = time.time() + 10
+    while time.time() < deadline and '"stopped"' not in subprocess.run(
+            [runc, *st, "state", "o2"], capture_output=True, text=True).stdout:
+        time.sleep(0.05)
+    t.append(trace(runc, f"{work}/runc-delete", [*st, "delete", "o2"]))
+    return t
+
+
+def engine_traces(hako):
+    """hako: `run --rm` without a network and on the default bridge (the
+    benchmarks), a detached run, exec, ps and rm (everyday verbs)."""
+    cfg = f"{work}/hako.toml"
+    with open(cfg, "w") as f:
+        f.write('[network]\ndefault_bridge = "hkorder0"\ndefault_subnet = "10.94.0.0/24"\n')
+    e = dict(env, HAKO_DATA_DIR=f"{work}/data", HAKO_RUN_DIR=f"{work}/run",
+             HAKO_NFT_TABLE="hako_order", HAKO_CONFIG=cfg)
+    bundle(f"{work}/b-img", ["/bin/true"])
+    subprocess.run([hako, "import", f"{work}/b-img/rootfs", "busybox"], env=e, check=True,
+                   stdout=subprocess.DEVNULL)
+    # Untimed first runs: the bridge and the image's caches are made once.
+    subprocess.run([hako, "run", "--rm", "busybox", "true"], env=e, check=True)
+    t = [trace(hako, f"{work}/hako-none", ["run", "--rm", "--network", "none", "busybox", "true"], env=e)]
+    t.append(trace(hako, f"{work}/hako-bridge", ["run", "--rm", "busybox", "true"], env=e))
+    t.append(trace(hako, f"{work}/hako-d", ["run", "-d", "--network", "none", "--name", "o", "busybox",
+                                            "sleep", "600"], env=e))
+    for i, verb in enumerate([["exec", "o", "true"], ["ps"], ["rm", "-f", "o"]]):
+        t.append(trace(hako, f"{work}/hako-{i}", verb, env=e))
+    return t, e
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("symbol-order.py: run as root")
+    subprocess.run(["gcc", "-O2", "-o", f"{work}/trace", f"{here}/order-trace.c"], check=True)
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "hako-cli"], cwd=root, env=env, check=True)
+    runc, hako = f"{rel}/hako-runc", f"{rel}/hako"
+    print("tracing (single-stepping takes minutes)", file=sys.stderr)
+    write_order("hako-runc", f"{work}/hako-runc.map", runc_traces(runc))
+    e = None
+    try:
+        t, e = engine_traces(hako)
+        write_order("hako", f"{work}/hako.map", t)
+    finally:
+        if e:
+            ids = subprocess.run([hako, "ps", "-aq"], env=e, capture_output=True, text=True).stdout.split()
+            if ids:
+                subprocess.run([hako, "rm", "-f", *ids], env=e, stdout=subprocess.DEVNULL)
+        subprocess.run(["ip", "link", "del", "hkorder0"], stderr=subprocess.DEVNULL)
+        subprocess.run(["nft", "delete", "table", "inet", "hako_order"], stderr=subprocess.DEVNULL)
+
+
+try:
+    main()
+finally:
+    subprocess.run(["bash", "-c", f"findmnt -rn -o TARGET | grep '^{work}' | sort -r | xargs -r umount -l"],
+                   stderr=subprocess.DEVNULL)
+    shutil.rmtree(work, ignore_errors=True)
