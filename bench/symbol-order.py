@@ -71,20 +71,20 @@ def text_sections(mapfile):
     return secs
 
 
-def trace(binary, out, argv, **kw):
+def trace(binary, out, argv, run_env=None):
     off, vaddr, size = text_segment(binary)
     cmd = [f"{work}/trace", out, os.path.realpath(binary), hex(off), hex(vaddr), hex(size), "--", binary, *argv]
     t0 = time.time()
     # stderr to a file, not a pipe: `create` leaves the container's init
     # holding it until `start`.
     with open(f"{out}.log", "w+") as log:
-        r = subprocess.run(cmd, env=kw.get("env", env), stdin=subprocess.DEVNULL,
+        r = subprocess.run(cmd, env=run_env or env, stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=log)
         log.seek(0)
         said = log.read().strip().splitlines()
     print(f"  {os.path.basename(binary)} {' '.join(argv[2:] if argv[0] == '--root' else argv)}: "
           f"{said[-1] if said else ''} ({time.time() - t0:.0f} s)", file=sys.stderr)
-    if r.returncode != 0 and not kw.get("may_fail"):
+    if r.returncode != 0:
         sys.exit(f"traced command failed: {' '.join(argv)}")
     return out
 
@@ -152,12 +152,12 @@ def engine_traces(hako):
                    stdout=subprocess.DEVNULL)
     # Untimed first runs: the bridge and the image's caches are made once.
     subprocess.run([hako, "run", "--rm", "busybox", "true"], env=e, check=True)
-    t = [trace(hako, f"{work}/hako-none", ["run", "--rm", "--network", "none", "busybox", "true"], env=e)]
-    t.append(trace(hako, f"{work}/hako-bridge", ["run", "--rm", "busybox", "true"], env=e))
+    t = [trace(hako, f"{work}/hako-none", ["run", "--rm", "--network", "none", "busybox", "true"], run_env=e)]
+    t.append(trace(hako, f"{work}/hako-bridge", ["run", "--rm", "busybox", "true"], run_env=e))
     t.append(trace(hako, f"{work}/hako-d", ["run", "-d", "--network", "none", "--name", "o", "busybox",
-                                            "sleep", "600"], env=e))
+                                            "sleep", "600"], run_env=e))
     for i, verb in enumerate([["exec", "o", "true"], ["ps"], ["rm", "-f", "o"]]):
-        t.append(trace(hako, f"{work}/hako-{i}", verb, env=e))
+        t.append(trace(hako, f"{work}/hako-{i}", verb, run_env=e))
     return t, e
 
 
