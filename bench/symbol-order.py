@@ -103,6 +103,11 @@ def write_order(name, mapfile, traces):
             order.append(secs[i][2])
             size += secs[i][1]
     dest = os.path.join(root, "crates/cli/order", f"{name}.txt")
+    if os.path.exists(dest):
+        names = {s[2] for s in secs}
+        old = open(dest).read().split()
+        print(f"{dest}: the previous list's names in this build: "
+              f"{sum(n in names for n in old)} of {len(old)}", file=sys.stderr)
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     with open(dest, "w") as f:
         f.write("".join(s + "\n" for s in order))
