@@ -20,7 +20,7 @@ dependency update, run this again (it prints how much of the listed code
 the new build still has). A stale list only costs the layout, never
 correctness: the linker ignores names it does not find.
 
-    sudo python3 bench/symbol-order.py     (about 10 minutes: single-stepping)
+    sudo python3 bench/symbol-order.py     (a few minutes: single-stepping)
 """
 import bisect
 import json
@@ -78,8 +78,12 @@ def trace(binary, out, argv, run_env=None):
     # stderr to a file, not a pipe: `create` leaves the container's init
     # holding it until `start`.
     with open(f"{out}.log", "w+") as log:
+        # Tracer and traced on one CPU: each step's wake-up then stays on
+        # it (3.7x faster here than across the two cores).
+        cpu = min(os.sched_getaffinity(0))
         r = subprocess.run(cmd, env=run_env or env, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=log)
+                           stdout=subprocess.DEVNULL, stderr=log,
+                           preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
         log.seek(0)
         said = log.read().strip().splitlines()
     print(f"  {os.path.basename(binary)} {' '.join(argv[2:] if argv[0] == '--root' else argv)}: "
