@@ -285,6 +285,14 @@ fn apply_set_read_back_stats_destroy() {
         Some(libc::SIGKILL)
     );
 
+    // A nested cgroup (a container's own sub-cgroups) goes with it.
+    let nested: Vec<PathBuf> = (cg.m.config().v1.values())
+        .chain(cg.m.config().unified.iter().map(|u| &u.dir))
+        .map(|d| d.join("nested/deeper"))
+        .collect();
+    for n in &nested {
+        std::fs::create_dir_all(n).unwrap();
+    }
     again.destroy().unwrap();
     for d in cg.m.config().v1.values() {
         assert!(!d.exists(), "{} still exists", d.display());

@@ -934,9 +934,12 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
 }
 
 pub(crate) fn finish_delete(dir: &StateDir, st: &State) -> Result<()> {
-    // A frozen cgroup would keep its processes from dying.
+    // A frozen cgroup would keep its processes from dying. (Read first: a
+    // thaw writes and reads back, and most containers were never frozen.)
     if let Some(m) = crate::cgroup::from_state(st) {
-        let _ = m.thaw();
+        if !matches!(m.state(), Ok(hako_cgroups::FreezerState::Thawed)) {
+            let _ = m.thaw();
+        }
     }
     crate::cgroup::destroy(st)?;
     let hs = st.spec_json(Status::Stopped).to_string().into_bytes();

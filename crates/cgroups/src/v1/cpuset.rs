@@ -43,8 +43,10 @@ pub(crate) fn inherit(dir: &Path) -> Result<()> {
             }
         };
         // From the top down: a child's set must lie within its parent's.
-        for d in empty.iter().rev() {
-            if dir_value(d, file)?.as_deref() == Some("") {
+        // A parent is read again just before (another container may have
+        // filled it meanwhile); `dir` itself (index 0) was read just now.
+        for (i, d) in empty.iter().enumerate().rev() {
+            if i == 0 || dir_value(d, file)?.as_deref() == Some("") {
                 fs::write_file(&d.join(file), &value)?;
             }
         }
