@@ -154,7 +154,7 @@ impl Host {
 }
 
 fn read(path: &Path) -> Result<String, LayoutError> {
-    std::fs::read_to_string(path).map_err(|source| LayoutError::Read {
+    crate::fs::read_kernel_file(path).map_err(|source| LayoutError::Read {
         path: path.to_path_buf(),
         source,
     })

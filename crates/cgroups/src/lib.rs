@@ -37,6 +37,8 @@ mod v2;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
+pub use fs::read_kernel_file;
+
 use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 

@@ -1114,7 +1114,7 @@ pub fn open_in_proc(
 /// The initial user namespace maps every id onto itself; any other is a
 /// user namespace (where mknod and some mounts are not allowed).
 pub fn in_initial_userns() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map")
+    hako_cgroups::read_kernel_file(Path::new("/proc/self/uid_map"))
         .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
         .unwrap_or(false)
 }
