@@ -471,7 +471,11 @@ fn make_exec_fifo(p: &Prepared) -> Result<OwnedFd> {
     sys::mkfifo(&fifo_path, 0o622).ctx(|| format!("mkfifo {}", fifo_path.display()))?;
     sys::chmod(&fifo_path, 0o622).ctx(|| "chmod exec fifo".into())?;
     if let (Some(u), Some(g)) = (p.plan.host_uid(0), p.plan.host_gid(0)) {
-        let _ = std::os::unix::fs::chown(&fifo_path, Some(u), Some(g));
+        // SAFETY: geteuid and getegid cannot fail.
+        let me = unsafe { (libc::geteuid(), libc::getegid()) };
+        if (u, g) != me {
+            let _ = std::os::unix::fs::chown(&fifo_path, Some(u), Some(g));
+        }
     }
     sys::openat(None, &fifo_path, libc::O_PATH, 0).ctx(|| "open exec fifo".into())
 }
@@ -605,6 +609,7 @@ fn initial_state(opts: &CreateOpts, p: &Prepared, pid: i32) -> State {
         annotations: p.plan.annotations.clone(),
         init_start_time: state::proc_stat(pid).map(|s| s.start_time).unwrap_or(0),
         own_pidns: p.plan.ns.is_new(NsKind::Pid),
+        poststart: Some(p.plan.hooks.poststart.clone()),
         poststop: p.plan.hooks.poststop.clone(),
         cgroup: None,
         cgroup_parents: Vec::new(),
@@ -755,12 +760,15 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
     release_fifo(&dir, &st)?;
     // Running now that the fifo is gone: nothing to save (State::status).
     let hs = st.spec_json(Status::Running).to_string().into_bytes();
-    let spec_hooks = plan::load_spec(&st.bundle)
-        .ok()
-        .and_then(|s| s.hooks().clone())
-        .and_then(|h| h.poststart().clone())
-        .unwrap_or_default();
-    hooks::run_hooks("poststart", &spec_hooks, &hs, false)?;
+    let poststart = match &st.poststart {
+        Some(h) => h.clone(),
+        None => plan::load_spec(&st.bundle)
+            .ok()
+            .and_then(|s| s.hooks().clone())
+            .and_then(|h| h.poststart().clone())
+            .unwrap_or_default(),
+    };
+    hooks::run_hooks("poststart", &poststart, &hs, false)?;
     Ok(())
 }
 

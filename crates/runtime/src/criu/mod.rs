@@ -636,6 +636,7 @@ pub fn restore_with(
         annotations: plan.annotations.clone(),
         init_start_time: 0,
         own_pidns: plan.ns.is_new(NsKind::Pid),
+        poststart: Some(plan.hooks.poststart.clone()),
         poststop: plan.hooks.poststop.clone(),
         cgroup: None,
         cgroup_parents: Vec::new(),
