@@ -2,7 +2,9 @@
 // address of each instruction of one ELF's text the first time any of them
 // executes it, in that order (one "0x<ELF vaddr>" per line). A process that
 // execs another program is let go; when the command exits, the processes
-// it left running are let go too.
+// it left running are let go too, unless ORDER_TRACE_WAIT is set in the
+// environment: then they are traced until they exit (a detached
+// container's monitor, through its steady state to its end).
 //
 // bench/symbol-order.py builds and runs this to find the functions a start
 // runs, in the order it runs them; the linker then lays them out together
@@ -18,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/user.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,6 +30,7 @@ struct proc { pid_t pid; uint64_t lo, hi, bias; int ours; int known; int waiting
 static struct proc procs[4096];
 static int nprocs;
 static const char *target;
+static struct stat target_st;
 static unsigned char *seen;
 static uint64_t seen_len;
 static FILE *out;
@@ -37,7 +42,9 @@ static struct proc *find(pid_t pid) {
     return &procs[nprocs++];
 }
 
-// text mapping of the target in pid: vaddr range and (runtime - ELF vaddr) bias
+// text mapping of the target in pid: vaddr range and (runtime - ELF vaddr) bias.
+// The target is known by its device and inode, not its path: hako runs its
+// monitor from a read-only bind mount of itself, which maps shows as "/".
 static void load_maps(struct proc *p, uint64_t text_off, uint64_t text_vaddr) {
     char path[64], line[4096];
     snprintf(path, sizeof path, "/proc/%d/maps", p->pid);
@@ -45,9 +52,10 @@ static void load_maps(struct proc *p, uint64_t text_off, uint64_t text_vaddr) {
     p->ours = 0;
     if (!f) return;
     while (fgets(line, sizeof line, f)) {
-        unsigned long lo, hi, off; char perm[8];
-        if (sscanf(line, "%lx-%lx %7s %lx", &lo, &hi, perm, &off) != 4) continue;
-        if (perm[2] != 'x' || !strstr(line, target)) continue;
+        unsigned long lo, hi, off, ino; unsigned maj, min; char perm[8];
+        if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &lo, &hi, perm, &off, &maj, &min, &ino) != 7) continue;
+        if (perm[2] != 'x' || ino != target_st.st_ino || maj != major(target_st.st_dev) ||
+            min != minor(target_st.st_dev)) continue;
         p->lo = lo; p->hi = hi; p->bias = lo - off - (text_vaddr - text_off); p->ours = 1;
     }
     fclose(f);
@@ -56,6 +64,7 @@ static void load_maps(struct proc *p, uint64_t text_off, uint64_t text_vaddr) {
 int main(int argc, char **argv) {
     if (argc < 7) { fprintf(stderr, "usage: trace OUT ELF TEXT_OFF TEXT_VADDR TEXT_SIZE -- cmd...\n"); return 2; }
     out = fopen(argv[1], "w"); target = argv[2];
+    if (stat(target, &target_st) != 0) { perror(target); return 2; }
     uint64_t text_off = strtoull(argv[3], 0, 0), text_vaddr = strtoull(argv[4], 0, 0);
     seen_len = strtoull(argv[5], 0, 0);
     seen = calloc(seen_len, 1);
@@ -73,6 +82,7 @@ int main(int argc, char **argv) {
     struct proc *root = find(child); root->known = 1; root->started = 1;
     ptrace(PTRACE_CONT, child, 0, 0);  // run to exec (traced exec stops with event)
     int live = 1, ending = 0, rc = 0; long steps = 0;
+    int wait_all = getenv("ORDER_TRACE_WAIT") != NULL;
     while (live > 0) {
         pid_t pid = waitpid(-1, &st, __WALL);
         if (pid < 0) { if (errno == EINTR) continue; break; }
@@ -80,6 +90,8 @@ int main(int argc, char **argv) {
         if (WIFEXITED(st) || WIFSIGNALED(st)) {
             if (pid == child) {
                 rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+            }
+            if (pid == child && !wait_all) {
                 ending = 1;
                 // Stop what is left (it may be blocked in a system call,
                 // where no single-step stop comes) so it can be let go.

@@ -150,7 +150,11 @@ def runc_traces(runc):
 
 def engine_traces(hako):
     """hako: `run --rm` without a network and on the default bridge (the
-    benchmarks), a detached run, exec, ps and rm (everyday verbs)."""
+    benchmarks), a detached run, exec, ps and rm (everyday verbs), then a
+    detached container that prints for a second, its monitor traced to its
+    end: the loop a monitor runs for a container's whole life comes back
+    in a few pages after the monitor drops its start-up code
+    (crates/engine/src/monitor.rs, `shrink`)."""
     cfg = f"{work}/hako.toml"
     with open(cfg, "w") as f:
         f.write('[network]\ndefault_bridge = "hkorder0"\ndefault_subnet = "10.94.0.0/24"\n')
@@ -167,6 +171,10 @@ def engine_traces(hako):
                                             "sleep", "600"], run_env=e))
     for i, verb in enumerate([["exec", "o", "true"], ["ps"], ["rm", "-f", "o"]]):
         t.append(trace(hako, f"{work}/hako-{i}", verb, run_env=e))
+    t.append(trace(hako, f"{work}/hako-monitor",
+                   ["run", "-d", "--network", "none", "--name", "o-log", "busybox", "sh", "-c",
+                    "for i in 1 2 3 4 5 6 7 8 9 10; do echo line $i; sleep 0.1; done"],
+                   run_env=dict(e, ORDER_TRACE_WAIT="1")))
     return t, e
 
 
