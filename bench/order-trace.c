@@ -12,6 +12,11 @@
 // once, for one instruction, still touches its page.
 //
 //   order-trace OUT ELF TEXT_OFFSET TEXT_VADDR TEXT_SIZE -- COMMAND...
+//   order-trace OUT ELF TEXT_OFFSET TEXT_VADDR TEXT_SIZE --attach SECONDS PID...
+//
+// The second form attaches to running processes for SECONDS and lets them
+// go after: the code a long-lived process runs in its steady state (a
+// detached container's monitor), which the linker can then put first.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
@@ -34,6 +39,8 @@ static struct stat target_st;
 static unsigned char *seen;
 static uint64_t seen_len;
 static FILE *out;
+static volatile sig_atomic_t alarmed;
+static void on_alarm(int sig) { (void)sig; alarmed = 1; }
 
 static struct proc *find(pid_t pid) {
     for (int i = 0; i < nprocs; i++) if (procs[i].pid == pid) return &procs[i];
@@ -68,22 +75,47 @@ int main(int argc, char **argv) {
     uint64_t text_off = strtoull(argv[3], 0, 0), text_vaddr = strtoull(argv[4], 0, 0);
     seen_len = strtoull(argv[5], 0, 0);
     seen = calloc(seen_len, 1);
-    char **cmd = argv + 7;
-    pid_t child = fork();
-    if (child == 0) {
-        ptrace(PTRACE_TRACEME, 0, 0, 0);
-        raise(SIGSTOP);
-        execvp(cmd[0], cmd);
-        _exit(127);
-    }
-    int st; waitpid(child, &st, 0);
-    ptrace(PTRACE_SETOPTIONS, child, 0,
-           PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC);
-    struct proc *root = find(child); root->known = 1; root->started = 1;
-    ptrace(PTRACE_CONT, child, 0, 0);  // run to exec (traced exec stops with event)
-    int live = 1, ending = 0, rc = 0; long steps = 0;
+    const long opts = PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC;
+    int live = 0, ending = 0, rc = 0, st; long steps = 0;
     int wait_all = getenv("ORDER_TRACE_WAIT") != NULL;
+    pid_t child = -1;
+    if (!strcmp(argv[6], "--attach")) {
+        if (argc < 9) { fprintf(stderr, "usage: trace OUT ELF TEXT_OFF TEXT_VADDR TEXT_SIZE --attach SECONDS PID...\n"); return 2; }
+        struct sigaction sa; memset(&sa, 0, sizeof sa); sa.sa_handler = on_alarm;
+        sigaction(SIGALRM, &sa, 0);  // no SA_RESTART: waitpid returns EINTR
+        for (int i = 8; i < argc; i++) {
+            pid_t pid = atoi(argv[i]);
+            if (ptrace(PTRACE_ATTACH, pid, 0, 0) != 0) { perror("attach"); return 1; }
+            waitpid(pid, &st, __WALL);  // the attach's SIGSTOP
+            ptrace(PTRACE_SETOPTIONS, pid, 0, opts);
+            struct proc *p = find(pid); p->known = 1; p->started = 1;
+            load_maps(p, text_off, text_vaddr);
+            live++;
+            ptrace(p->ours ? PTRACE_SINGLESTEP : PTRACE_CONT, pid, 0, 0);
+        }
+        alarm(atoi(argv[7]));
+    } else {
+        char **cmd = argv + 7;
+        child = fork();
+        if (child == 0) {
+            ptrace(PTRACE_TRACEME, 0, 0, 0);
+            raise(SIGSTOP);
+            execvp(cmd[0], cmd);
+            _exit(127);
+        }
+        waitpid(child, &st, 0);
+        ptrace(PTRACE_SETOPTIONS, child, 0, opts);
+        struct proc *root = find(child); root->known = 1; root->started = 1;
+        ptrace(PTRACE_CONT, child, 0, 0);  // run to exec (traced exec stops with event)
+        live = 1;
+    }
     while (live > 0) {
+        if (alarmed && !ending) {
+            // --attach's time is up: stop everything to let it go.
+            ending = 1;
+            for (int i = 0; i < nprocs; i++)
+                if (procs[i].pid > 0) kill(procs[i].pid, SIGSTOP);
+        }
         pid_t pid = waitpid(-1, &st, __WALL);
         if (pid < 0) { if (errno == EINTR) continue; break; }
         struct proc *p = find(pid);

@@ -71,9 +71,10 @@ def text_sections(mapfile):
     return secs
 
 
-def trace(binary, out, argv, run_env=None):
+def trace(binary, out, argv, run_env=None, attach=None):
     off, vaddr, size = text_segment(binary)
-    cmd = [f"{work}/trace", out, os.path.realpath(binary), hex(off), hex(vaddr), hex(size), "--", binary, *argv]
+    cmd = [f"{work}/trace", out, os.path.realpath(binary), hex(off), hex(vaddr), hex(size)]
+    cmd += ["--attach", "2", *map(str, attach)] if attach else ["--", binary, *argv]
     t0 = time.time()
     # stderr to a file, not a pipe: `create` leaves the container's init
     # holding it until `start`.
@@ -86,7 +87,7 @@ def trace(binary, out, argv, run_env=None):
                            preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
         log.seek(0)
         said = log.read().strip().splitlines()
-    print(f"  {os.path.basename(binary)} {' '.join(argv[2:] if argv[0] == '--root' else argv)}: "
+    print(f"  {os.path.basename(binary)} {' '.join(argv[2:] if argv and argv[0] == '--root' else argv)}: "
           f"{said[-1] if said else ''} ({time.time() - t0:.0f} s)", file=sys.stderr)
     if r.returncode != 0:
         sys.exit(f"traced command failed: {' '.join(argv)}")
@@ -149,12 +150,14 @@ def runc_traces(runc):
 
 
 def engine_traces(hako):
-    """hako: `run --rm` without a network and on the default bridge (the
-    benchmarks), a detached run, exec, ps and rm (everyday verbs), then a
-    detached container that prints for a second, its monitor traced to its
-    end: the loop a monitor runs for a container's whole life comes back
-    in a few pages after the monitor drops its start-up code
-    (crates/engine/src/monitor.rs, `shrink`)."""
+    """hako: first what a detached container's keeper and monitor run while
+    the container prints (attached to for two seconds), so that this code,
+    which stays resident for a container's whole life, lies together at
+    the head of the text: the monitor drops its start-up pages (`shrink`
+    in crates/engine/src/monitor.rs) and faults back only these. Then
+    `run --rm` without a network and on the default bridge (the
+    benchmarks), a detached run, exec, ps and rm (everyday verbs), and a
+    detached container traced through its monitor's end."""
     cfg = f"{work}/hako.toml"
     with open(cfg, "w") as f:
         f.write('[network]\ndefault_bridge = "hkorder0"\ndefault_subnet = "10.94.0.0/24"\n')
@@ -165,7 +168,16 @@ def engine_traces(hako):
                    stdout=subprocess.DEVNULL)
     # Untimed first runs: the bridge and the image's caches are made once.
     subprocess.run([hako, "run", "--rm", "busybox", "true"], env=e, check=True)
-    t = [trace(hako, f"{work}/hako-none", ["run", "--rm", "--network", "none", "busybox", "true"], run_env=e)]
+    cid = subprocess.run([hako, "run", "-d", "--network", "none", "--name", "o-steady", "busybox", "sh", "-c",
+                          "while :; do echo line; sleep 0.05; done"],
+                         env=e, check=True, capture_output=True, text=True).stdout.strip()
+    time.sleep(1)
+    pids = subprocess.run(["pgrep", "-f", f"__monitor {cid}"], capture_output=True, text=True).stdout.split()
+    if len(pids) != 2:
+        sys.exit(f"expected a keeper and a monitor for {cid}, found {pids}")
+    t = [trace(hako, f"{work}/hako-steady", ["(steady monitor)"], run_env=e, attach=pids)]
+    subprocess.run([hako, "rm", "-f", "o-steady"], env=e, check=True, stdout=subprocess.DEVNULL)
+    t.append(trace(hako, f"{work}/hako-none", ["run", "--rm", "--network", "none", "busybox", "true"], run_env=e))
     t.append(trace(hako, f"{work}/hako-bridge", ["run", "--rm", "busybox", "true"], run_env=e))
     t.append(trace(hako, f"{work}/hako-d", ["run", "-d", "--network", "none", "--name", "o", "busybox",
                                             "sleep", "600"], run_env=e))
