@@ -171,10 +171,17 @@ def engine_traces(hako):
     cid = subprocess.run([hako, "run", "-d", "--network", "none", "--name", "o-steady", "busybox", "sh", "-c",
                           "while :; do echo line; sleep 0.05; done"],
                          env=e, check=True, capture_output=True, text=True).stdout.strip()
-    time.sleep(1)
-    pids = subprocess.run(["pgrep", "-f", f"__monitor {cid}"], capture_output=True, text=True).stdout.split()
-    if len(pids) != 2:
-        sys.exit(f"expected a keeper and a monitor for {cid}, found {pids}")
+    # Steady: the keeper and the monitor exist and the container's lines
+    # reach its log.
+    deadline, pids = time.time() + 10, []
+    while time.time() < deadline:
+        pids = subprocess.run(["pgrep", "-f", f"__monitor {cid}"], capture_output=True, text=True).stdout.split()
+        logged = subprocess.run([hako, "logs", "o-steady"], env=e, capture_output=True, text=True).stdout
+        if len(pids) == 2 and logged.count("line") >= 3:
+            break
+        time.sleep(0.05)
+    else:
+        sys.exit(f"expected a keeper and a monitor for {cid} and its output, found {pids}")
     t = [trace(hako, f"{work}/hako-steady", ["(steady monitor)"], run_env=e, attach=pids)]
     subprocess.run([hako, "rm", "-f", "o-steady"], env=e, check=True, stdout=subprocess.DEVNULL)
     t.append(trace(hako, f"{work}/hako-none", ["run", "--rm", "--network", "none", "busybox", "true"], run_env=e))
