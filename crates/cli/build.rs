@@ -35,11 +35,12 @@ fn main() {
 /// lists, in the order a start first runs them, the sections (functions)
 /// the start paths run, as bench/symbol-order.py traced them; lld places
 /// them first in .text. A start touched ~1 MiB of code spread over the whole
-/// 4.4 MiB text, and the kernel maps the 64 KiB around every fault: laid out
+/// 4.3 MiB text, and the kernel maps the 64 KiB around every fault: laid out
 /// together, hako-runc's peak RSS falls from 4.1 to 1.9 MiB
-/// (docs/benchmarks.md, "Link order and deferred verb parsers"). The names carry the compiler's
-/// hashes: a stale list (another toolchain or Cargo.lock) only loses the
-/// layout, as lld skips names it does not find (--no-warn-symbol-ordering).
+/// (docs/benchmarks.md, "Link order and deferred verb parsers"). The names
+/// carry the compiler's hashes: a stale list (another toolchain or
+/// Cargo.lock) only loses the layout, as lld skips names it does not find
+/// (--no-warn-symbol-ordering).
 ///
 /// lld is the linker here: Rust links x86_64-unknown-linux-gnu with its
 /// own lld since 1.90 (.cargo/config.toml names that target). A build that

@@ -1164,7 +1164,7 @@ fn shrink() {
     unsafe {
         libc::malloc_trim(0);
     }
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+    let Ok(smaps) = hako_cgroups::read_kernel_file(std::path::Path::new("/proc/self/smaps")) else {
         return;
     };
     let mut current: Option<(usize, usize)> = None;
