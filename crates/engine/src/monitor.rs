@@ -1159,6 +1159,7 @@ fn supervise(dirs: &Dirs, id: &str, fg: Option<&Foreground>, st: Started) -> i32
 /// dropped too.
 #[inline(never)]
 fn shrink() {
+    const PAGE: usize = 4096;
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns free memory of the allocator.
     unsafe {
@@ -1182,6 +1183,12 @@ fn shrink() {
                 continue;
             };
             if perms.starts_with('r') && !perms.contains('w') && path.starts_with('/') {
+                // The text's last page is kept: a static binary's IFUNC
+                // call stubs (.iplt, after .text) are there, and every
+                // memcpy or memset goes through them, so a fault on that
+                // page would come right back with the 36 KiB of cold libc
+                // code around it (fault-around).
+                let b = if perms.contains('x') { b - PAGE } else { b };
                 current = Some((a, b));
             } else if path == "[stack]" {
                 stack = Some(a);
@@ -1194,12 +1201,14 @@ fn shrink() {
             }
         }
     }
+    // Freed before the zap: what runs after it is only this function, the
+    // madvise call and the loop (see below).
+    drop(smaps);
     // Everything more than 8 KiB below this frame is free stack: what
     // runs later (the loop, signal handlers) faults in zeroed pages there.
-    let here = std::ptr::addr_of!(smaps) as usize;
-    let page = 4096;
+    let here = std::ptr::addr_of!(current) as usize;
     if let Some(low) = stack {
-        let top = (here.saturating_sub(8 * 1024)) & !(page - 1);
+        let top = (here.saturating_sub(8 * 1024)) & !(PAGE - 1);
         if top > low {
             // SAFETY: [low, top) is the main thread's stack below the
             // frames in use (this one and its callers, all above `here`,
@@ -1212,14 +1221,16 @@ fn shrink() {
         }
     }
     for (a, b) in zap {
-        // SAFETY: [a, b) is a whole read-only, file-backed mapping of this
-        // process with no private (anonymous) pages: MADV_DONTNEED only
-        // drops page-table entries, and later accesses re-read the same
-        // bytes from the page cache.
+        // SAFETY: [a, b) is (all but the text's last page of) a read-only,
+        // file-backed mapping of this process with no private (anonymous)
+        // pages: MADV_DONTNEED only drops page-table entries, and later
+        // accesses re-read the same bytes from the page cache.
         // Each later fault maps the 64 KiB around it (fault-around, which
         // MADV_RANDOM does not turn off: measured on 6.18), so what comes
-        // back depends on the loop's code lying together: the link order
-        // (crates/cli/order/hako.txt) includes a monitor traced to its end.
+        // back depends on the code run from here on lying together: the
+        // link order (crates/cli/order/hako.txt) starts with this function
+        // and madvise (returned to after the zap), then what a steady
+        // monitor and keeper run (bench/symbol-order.py).
         unsafe {
             libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED);
         }
