@@ -100,20 +100,23 @@ def write_order(name, mapfile, traces, first=()):
     secs = text_sections(mapfile)
     starts = [s[0] for s in secs]
     order, seen, size = [], set(), 0
+
+    def take(sec):
+        nonlocal size
+        if sec[2] not in seen:
+            seen.add(sec[2])
+            order.append(sec[2])
+            size += sec[1]
+
     for s in secs:
-        if any(f in s[2] for f in first) and s[2] not in seen:
-            seen.add(s[2])
-            order.append(s[2])
-            size += s[1]
+        if any(f in s[2] for f in first):
+            take(s)
     for t in traces:
         for line in open(t):
             a = int(line, 16)
             i = bisect.bisect_right(starts, a) - 1
-            if i < 0 or a >= secs[i][0] + secs[i][1] or secs[i][2] in seen:
-                continue
-            seen.add(secs[i][2])
-            order.append(secs[i][2])
-            size += secs[i][1]
+            if i >= 0 and a < secs[i][0] + secs[i][1]:
+                take(secs[i])
     dest = os.path.join(root, "crates/cli/order", f"{name}.txt")
     if os.path.exists(dest):
         names = {s[2] for s in secs}

@@ -1248,29 +1248,10 @@ fn single_threaded() -> bool {
     std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
 }
 
-/// Allocator settings for a process that stays beside a container for
-/// its whole life, where every resident page is paid once per container:
-/// one arena (the short-lived thread of a network-namespace call would
-/// otherwise keep a 64 KiB arena top that malloc_trim never returns), and
-/// a fixed mmap threshold, so the setup's large temporaries (spec, smaps
-/// text, buffers) are mapped and unmapped whole instead of leaving holes
-/// between small long-lived objects on the heap (glibc raises the
-/// threshold after each such free by default).
-fn tune_allocator() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only changes the allocator's parameters; it is
-    // called before this process starts any thread.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * 1024);
-    }
-}
-
 /// `hako __monitor ID` (detached): fork into keeper (parent) and monitor
 /// (child). Must be called while the process is single-threaded; if it is
 /// not, the monitor runs without a keeper.
 pub fn detached(dirs: &Dirs, id: &str, ready: OwnedFd) -> Result<i32> {
-    tune_allocator();
     if !single_threaded() || os::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0).is_err() {
         return run(dirs, id, None, Some(ready));
     }

@@ -130,19 +130,28 @@ pub fn spawn_reporting(
 }
 
 /// glibc's settings for the helpers that live as long as what they serve
-/// (a container's monitor, a network's name server), the caller's own
-/// appended to: no per-thread cache of freed chunks. That cache keeps up
-/// to seven freed chunks of each size to 1 KiB, ~60 KiB of a monitor's
-/// start-up garbage scattered over its heap, which malloc_trim cannot
-/// return; only this tunable turns it off (mallopt has no parameter for
-/// it). Measured: a detached monitor's heap from 188 to 28 KiB resident
-/// (docs/benchmarks.md, "The monitor under 1 MiB").
+/// (a container's monitor, a network's name server), where every resident
+/// page is paid once per container or network; the caller's own come
+/// first. One arena: the short-lived thread of a network-namespace call
+/// would otherwise keep a 64 KiB arena top that malloc_trim never returns.
+/// A fixed mmap threshold: the setup's large temporaries (spec, smaps
+/// text, buffers) are mapped and unmapped whole instead of leaving holes
+/// between small long-lived objects (glibc raises the threshold after each
+/// such free by default). No per-thread cache of freed chunks: it keeps up
+/// to seven of each size to 1 KiB, ~60 KiB of a monitor's start-up garbage
+/// scattered over its heap, which malloc_trim cannot return, and only a
+/// tunable turns it off (mallopt has no parameter for it). Measured: a
+/// detached monitor's heap from 188 to 28 KiB resident (docs/benchmarks.md,
+/// "The monitor under 1 MiB"). As tunables, all three hold from the
+/// process's first allocation.
 fn long_lived_tunables(caller: Option<std::ffi::OsString>) -> std::ffi::OsString {
     let mut v = caller.unwrap_or_default();
     if !v.is_empty() {
         v.push(":");
     }
-    v.push("glibc.malloc.tcache_count=0");
+    v.push(
+        "glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=32768:glibc.malloc.tcache_count=0",
+    );
     v
 }
 
@@ -329,10 +338,11 @@ mod tests {
 
     #[test]
     fn helpers_get_no_malloc_cache_after_the_callers_tunables() {
-        assert_eq!(long_lived_tunables(None), "glibc.malloc.tcache_count=0");
+        let ours = "glibc.malloc.arena_max=1:glibc.malloc.mmap_threshold=32768:glibc.malloc.tcache_count=0";
+        assert_eq!(long_lived_tunables(None), ours);
         assert_eq!(
             long_lived_tunables(Some("glibc.malloc.check=3".into())),
-            "glibc.malloc.check=3:glibc.malloc.tcache_count=0"
+            std::ffi::OsString::from(format!("glibc.malloc.check=3:{ours}"))
         );
     }
 
