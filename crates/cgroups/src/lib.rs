@@ -7,7 +7,9 @@
 //!
 //! ```text
 //! let m = hako_cgroups::manager(spec_cgroups_path, id)?;   // resolve dirs
-//! m.apply(child_pid)?;                                     // mkdir + join
+//! m.create()?; let e = Entry::open(m.config())?;           // before the clone
+//! clone3(CLONE_INTO_CGROUP, e.clone_dir()); child: e.move_self()?
+//! (or, for a process that exists: m.apply(pid)?            // mkdir + join)
 //! m.set(resources)?;                                       // validate, then write
 //! save(m.config())                                         // JSON in the state dir
 //! ... later: let m = hako_cgroups::for_existing(saved_config);
@@ -22,6 +24,7 @@
 
 mod bpf;
 pub mod convert;
+mod entry;
 pub mod error;
 mod fs;
 pub mod layout;
@@ -43,6 +46,7 @@ use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 
 pub use bpf::{BpfError, Insn};
+pub use entry::Entry;
 pub use error::{Error, Result};
 pub use layout::{hierarchies, unified_only, Hierarchy, Host, Layout, LayoutError, ProcFiles};
 pub use manager::{CgroupConfig, FsManager, UnifiedDir};
@@ -86,9 +90,9 @@ pub trait Manager: Send + Sync + std::fmt::Debug {
     fn config(&self) -> &CgroupConfig;
     /// Creates the cgroup in every hierarchy (v1 controllers and/or the
     /// unified one), enabling v2 controllers on the way, with no process in
-    /// it: on a cgroup2-only host a process can then be started straight
-    /// inside (clone3 with CLONE_INTO_CGROUP), with no pid to move. The
-    /// systemd driver refuses: its unit is made with its first process.
+    /// it: a new process can then enter it through an [`Entry`], with no
+    /// pid to move. The systemd driver refuses: its unit is made with its
+    /// first process.
     fn create(&self) -> Result<()>;
     /// [`Manager::create`], then moves `pid` in.
     fn apply(&self, pid: i32) -> Result<()>;

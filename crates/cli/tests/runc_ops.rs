@@ -132,11 +132,12 @@ fn exec_joins_the_container() {
     assert!(stderr(&o).contains("does not exist"));
 }
 
-/// The init and an exec process are in the container's cgroup from their
-/// first instruction. Where that cgroup is one cgroup2 directory (a
-/// cgroup2-only host) they are cloned into it (clone3 CLONE_INTO_CGROUP)
-/// rather than moved after the clone: the init with the cgroupfs driver
-/// (systemd makes its unit with the process), every exec process.
+/// The init and an exec process are in the container's cgroup, in every
+/// hierarchy, before they do anything for the container, and the runtime
+/// moves no pid in (the first move waits for an RCU grace period): they are
+/// cloned into the cgroup2 directory (clone3 CLONE_INTO_CGROUP) and move
+/// themselves into each v1 hierarchy. Both for the init with the cgroupfs
+/// driver (systemd makes its unit with the process) and every exec process.
 #[test]
 #[ignore = "needs root"]
 fn init_and_exec_start_in_the_container_cgroup() {
@@ -165,38 +166,57 @@ fn init_and_exec_start_in_the_container_cgroup() {
     ));
     let init = b.state("incg")["pid"].as_i64().unwrap();
     let exec: i64 = std::fs::read_to_string(&pf).unwrap().parse().unwrap();
-    let hierarchy = if unified_only() { "" } else { "memory" };
-    let want = default_cgroup(hierarchy, "incg");
-    let want = want
-        .strip_prefix(Path::new("/sys/fs/cgroup").join(hierarchy))
-        .unwrap();
+    let want = Path::new("/").join(
+        default_cgroup("", "incg")
+            .strip_prefix("/sys/fs/cgroup")
+            .unwrap(),
+    );
     for pid in [init, exec] {
         let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-        let line = cg
+        // Every controller's hierarchy and the cgroup2 one (named v1
+        // hierarchies such as name=systemd hold no controller: not ours).
+        let ours: Vec<&str> = cg
             .lines()
-            .find(|l| {
+            .filter(|l| {
                 let f: Vec<&str> = l.splitn(3, ':').collect();
-                if unified_only() {
-                    f[0] == "0"
-                } else {
-                    f[1].split(',').any(|c| c == "memory")
-                }
+                f[0] == "0" || !(f[1].is_empty() || f[1].starts_with("name="))
             })
-            .unwrap_or_else(|| panic!("{cg}"));
-        assert_eq!(
-            Path::new(line.splitn(3, ':').nth(2).unwrap()),
-            Path::new("/").join(want),
-            "{pid}: {cg}"
-        );
+            .collect();
+        assert!(!ours.is_empty(), "{cg}");
+        for l in ours {
+            let path = Path::new(l.splitn(3, ':').nth(2).unwrap());
+            // systemd's scope is in the cgroup2 hierarchy only.
+            if systemd_driver() && !l.starts_with("0::") {
+                continue;
+            }
+            assert_eq!(path, want, "{pid}: {l} in {cg}");
+        }
     }
     let log = std::fs::read_to_string(&log).unwrap();
-    let cloned = |what: &str| log.contains(&format!("the {what} cloned into"));
+    let said = |what: &str| log.contains(what);
+    let cgroup2 = unified_only() || Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists();
+    let cgroupfs = !systemd_driver();
     assert_eq!(
-        cloned("init was"),
-        unified_only() && !systemd_driver(),
+        said("the init was cloned into its cgroup2 directory"),
+        cgroup2 && cgroupfs,
         "{log}"
     );
-    assert_eq!(cloned("exec process was"), unified_only(), "{log}");
+    assert_eq!(
+        said("the init moves itself into the v1 hierarchies"),
+        !unified_only() && cgroupfs,
+        "{log}"
+    );
+    assert_eq!(
+        said("the exec process was cloned into its cgroup2 directory"),
+        cgroup2,
+        "{log}"
+    );
+    assert_eq!(
+        said("the exec process moves itself into the v1 hierarchies"),
+        !unified_only(),
+        "{log}"
+    );
+    assert!(!said("into its cgroup by pid"), "{log}");
     ok(&b.runc(&["delete", "--force", "incg"]));
     assert!(memory_dir("incg").is_none(), "cgroup left after delete");
 }

@@ -1,14 +1,15 @@
-//! The container's cgroup: the init is in it before its first step, so it
-//! (and everything it forks) is accounted from the start: on a cgroup2-only
-//! host with the cgroupfs driver the cgroup is made before the clone and
-//! the init cloned into it; elsewhere the parent makes it and moves the
-//! init in between the clone and the init's first step. Rebuilt from
-//! state.json by later commands.
+//! The container's cgroup: the init is in it before it does anything for
+//! the container, so it (and everything it forks) is accounted from the
+//! start. With the cgroupfs driver the cgroup is made before the clone, the
+//! init is cloned into its cgroup2 directory and moves itself into each v1
+//! hierarchy first thing after the parent's go; neither waits on the
+//! kernel's migration lock ([`hako_cgroups::Entry`]). With the systemd
+//! driver, systemd makes the unit with the init in it between the clone and
+//! the go. Rebuilt from state.json by later commands.
 
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use hako_cgroups::{CgroupConfig, Manager};
+use hako_cgroups::{CgroupConfig, Entry, Manager};
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 
 use crate::error::{Error, Result};
@@ -142,69 +143,61 @@ pub fn missing_parents(m: &dyn Manager) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// The one cgroup2 directory that holds every controller of `cfg`, where a
-/// process can be started with clone3(CLONE_INTO_CGROUP) instead of being
-/// moved in after it exists; None when its pid has to be written to v1
-/// hierarchies as well (v1 and hybrid hosts).
-pub(crate) fn clone_target(cfg: &CgroupConfig) -> Option<&Path> {
-    if !cfg.v1.is_empty() {
-        return None;
-    }
-    cfg.unified.as_ref().map(|u| u.dir.as_path())
-}
-
-/// The init's cgroup manager and the directory to clone the init into,
-/// when the cgroupfs driver runs on a cgroup2-only host; None otherwise
-/// (the systemd driver makes its unit with the process; v1 and hybrid hosts
-/// move the pid in after the clone, and resolving there first would only
-/// delay it: only on a cgroup2-only host is the layout read before the
-/// clone). Nothing is created yet.
-pub(crate) fn clone_into(plan: &Plan, id: &str) -> Result<Option<(Box<dyn Manager>, PathBuf)>> {
-    if !hako_cgroups::unified_only() || !can_manage() {
-        return Ok(None);
-    }
-    let Some(m) = manager(plan, id, false)? else {
-        return Ok(None);
-    };
-    Ok(clone_target(m.config())
-        .map(Path::to_path_buf)
-        .map(|dir| (m, dir)))
-}
-
-/// Create the cgroup with no process in it yet, and open its directory for
-/// clone3(CLONE_INTO_CGROUP).
-pub(crate) fn create_for_clone(m: &dyn Manager, dir: &Path) -> Result<OwnedFd> {
+/// Create the cgroup with no process in it yet (the cgroupfs driver, made
+/// before the clone) and open the new process's way in (see
+/// [`hako_cgroups::Entry`]).
+pub(crate) fn create_for_clone(m: &dyn Manager) -> Result<Entry> {
     m.create()
         .map_err(|e| cg_err("create the container's cgroup", e))?;
-    open_dir(dir)
+    Entry::open(m.config()).map_err(|e| cg_err("open the container's cgroup", e))
 }
 
-/// An existing container's cgroup opened for clone3(CLONE_INTO_CGROUP)
-/// (an `exec` process), when it is one cgroup2 directory.
-pub(crate) fn open_for_clone(m: &dyn Manager) -> Option<OwnedFd> {
-    clone_target(m.config()).and_then(|d| open_dir(d).ok())
+/// An existing container's cgroup opened for a new process (an `exec`);
+/// None where it cannot be (a rootless caller without write access to a
+/// v1 hierarchy): the pid is then moved in after the clone, or not at all.
+pub(crate) fn open_for_clone(m: &dyn Manager) -> Option<Entry> {
+    Entry::open(m.config()).ok()
 }
 
-fn open_dir(dir: &Path) -> Result<OwnedFd> {
-    crate::sys::openat(None, dir, libc::O_DIRECTORY | libc::O_RDONLY, 0)
-        .map_err(|e| Error::Other(format!("open cgroup {}: {e}", dir.display())))
-}
-
-/// clone3 with `ns_flags`, into `cgroup` when given; when the kernel
-/// refuses that (see [`retry_without_cgroup`]), a plain clone whose pid the
-/// caller then moves in. Also returns whether the child started in the
-/// cgroup. The caller must be single-threaded (see [`crate::sys::clone3_fork`]).
-pub(crate) fn clone_into_or_after(
+/// clone3 with `ns_flags`, into the cgroup2 directory `entry` holds; when
+/// the kernel refuses that (see [`retry_without_cgroup`]), a plain clone.
+/// The directory is closed after the clone, in both processes: none stays
+/// open in the child while it resolves its cwd in the container
+/// (CVE-2024-21626 was such an fd). Also returns whether the parent still
+/// has to move the child in by its pid: there is no entry, or the clone
+/// into the directory was refused. (v1 hierarchies the child enters
+/// itself, [`Entry::move_self`].) The caller must be single-threaded (see
+/// [`crate::sys::clone3_fork`]). `who` names the child in the debug log,
+/// which says how it got in.
+pub(crate) fn clone_entering(
     ns_flags: u64,
-    cgroup: Option<std::os::fd::BorrowedFd<'_>>,
+    entry: Option<&mut Entry>,
+    who: &str,
 ) -> (std::io::Result<crate::sys::Forked>, bool) {
-    let forked = crate::sys::clone3_fork(ns_flags, cgroup);
-    match &forked {
-        Err(e) if cgroup.is_some() && retry_without_cgroup(e.raw_os_error()) => {
+    let Some(entry) = entry else {
+        return (crate::sys::clone3_fork(ns_flags, None), true);
+    };
+    let dir = entry.clone_dir();
+    let forked = crate::sys::clone3_fork(ns_flags, dir);
+    let (forked, cloned_in) = match &forked {
+        Err(e) if dir.is_some() && retry_without_cgroup(e.raw_os_error()) => {
             (crate::sys::clone3_fork(ns_flags, None), false)
         }
-        _ => (forked, cgroup.is_some()),
+        _ => (forked, dir.is_some()),
+    };
+    if matches!(forked, Ok(crate::sys::Forked::Parent { .. })) {
+        if cloned_in {
+            crate::log::debug(&format!("the {who} was cloned into its cgroup2 directory"));
+        } else if dir.is_some() {
+            crate::log::debug(&format!("the {who} is moved into its cgroup by pid"));
+        }
+        if entry.moves_self() {
+            crate::log::debug(&format!("the {who} moves itself into the v1 hierarchies"));
+        }
     }
+    let parent_moves = dir.is_some() && !cloned_in;
+    entry.close_dir();
+    (forked, parent_moves)
 }
 
 /// Whether a clone3(CLONE_INTO_CGROUP) that failed with `errno` is tried
@@ -328,37 +321,6 @@ pub fn remove_empty_group(name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-
-    fn cfg(v1: &[&str], unified: bool) -> CgroupConfig {
-        CgroupConfig {
-            cgroups_path: "/c".into(),
-            v1: v1
-                .iter()
-                .map(|c| (c.to_string(), Path::new("/sys/fs/cgroup").join(c).join("c")))
-                .collect::<BTreeMap<_, _>>(),
-            unified: unified.then(|| hako_cgroups::UnifiedDir {
-                root: "/sys/fs/cgroup/unified".into(),
-                dir: "/sys/fs/cgroup/unified/c".into(),
-                controllers: vec!["memory".into(), "pids".into()],
-            }),
-            systemd: None,
-        }
-    }
-
-    #[test]
-    fn only_a_cgroup2_only_layout_is_cloned_into() {
-        // cgroup2 only: the one directory.
-        assert_eq!(
-            clone_target(&cfg(&[], true)),
-            Some(Path::new("/sys/fs/cgroup/unified/c"))
-        );
-        // Hybrid: v1 hierarchies need the pid written as well.
-        assert_eq!(clone_target(&cfg(&["memory", "pids"], true)), None);
-        // v1 only.
-        assert_eq!(clone_target(&cfg(&["memory"], false)), None);
-        assert_eq!(clone_target(&cfg(&[], false)), None);
-    }
 
     #[test]
     fn clone_into_cgroup_falls_back_on_refusals_not_on_other_errors() {

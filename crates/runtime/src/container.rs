@@ -8,6 +8,8 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use hako_cgroups::Entry;
+
 use crate::error::{Context, Error, Result};
 use crate::hooks;
 use crate::init::{self, InitArgs};
@@ -309,8 +311,9 @@ struct Cloned {
     pidfd: OwnedFd,
     chan: Channel,
     own_console: Option<OwnedFd>,
-    /// Cloned straight into its cgroup: no pid to move in.
-    in_cgroup: bool,
+    /// The parent moves the init into its cgroup by pid (the systemd
+    /// driver, or a refused clone into the cgroup2 directory).
+    parent_moves: bool,
 }
 
 /// `create` as a checklist; each step is a function below. Until the state
@@ -329,7 +332,7 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
         armed: true,
     };
     let fifo = make_exec_fifo(&p)?;
-    let cgroup_fd = match &cgroup {
+    let entry = match &cgroup {
         None => precreate_cgroup(&p.plan, &opts.id, &mut cleanup)?,
         Some(_) => None,
     };
@@ -338,14 +341,14 @@ fn create_inner(opts: &CreateOpts, foreground: bool) -> Result<Created> {
         pidfd,
         chan,
         own_console,
-        in_cgroup,
-    } = clone_init(opts, p.clone_parts(), joins, &fifo, cgroup_fd, foreground)?;
+        parent_moves,
+    } = clone_init(opts, p.clone_parts(), joins, &fifo, entry, foreground)?;
     cleanup.child = Some((pid, pidfd));
     // The init has its copies; ours would only keep a listener waiting.
     drop(p.seccomp_listener.take());
     drop(p.handoff.take());
     let mut st = initial_state(opts, &p, pid);
-    join_cgroup(&p, cgroup, &opts.id, &mut st, &mut cleanup, in_cgroup)?;
+    join_cgroup(&p, cgroup, &mut st, &mut cleanup, parent_moves)?;
     set_oom_score_adj(&p.process, pid)?;
     release_init(&p, &chan, &mut st, &mut cleanup)?;
     run_parent_hooks(&p.plan, &st, &chan)?;
@@ -480,23 +483,25 @@ fn make_exec_fifo(p: &Prepared) -> Result<OwnedFd> {
     sys::openat(None, &fifo_path, libc::O_PATH, 0).ctx(|| "open exec fifo".into())
 }
 
-/// Step 2b, on a cgroup2-only host with the cgroupfs driver: make the
-/// init's cgroup now, held by the guard from before it exists, and open it
-/// for the clone, so the init starts inside it and no pid is moved (the
-/// first move waits for an RCU grace period, 6-11 ms; docs/benchmarks.md).
-/// Resources are still written after the clone, as on other hosts, while
-/// the init waits: a tight memory limit then cannot fail the clone itself.
-fn precreate_cgroup(plan: &Plan, id: &str, cleanup: &mut Cleanup<'_>) -> Result<Option<OwnedFd>> {
-    let Some((m, dir)) = crate::cgroup::clone_into(plan, id)? else {
+/// Step 2b, with the cgroupfs driver: make the init's cgroup now, held by
+/// the guard from before it exists, and open its way in, so that the init
+/// is cloned into its cgroup2 directory and moves itself into the v1
+/// hierarchies, and no pid is moved by the parent (the first such move
+/// waits for an RCU grace period, 10-15 ms; docs/benchmarks.md). None when
+/// cgroups are skipped (said once, by `manager`). Resources are written
+/// after the clone while the init waits: a tight memory limit then cannot
+/// fail the clone itself.
+fn precreate_cgroup(plan: &Plan, id: &str, cleanup: &mut Cleanup<'_>) -> Result<Option<Entry>> {
+    let Some(m) = crate::cgroup::manager(plan, id, false)? else {
         return Ok(None);
     };
     cleanup.cgroup_parents = crate::cgroup::missing_parents(m.as_ref());
     let m = cleanup.cgroup.insert(m);
-    crate::cgroup::create_for_clone(m.as_ref(), &dir).map(Some)
+    crate::cgroup::create_for_clone(m.as_ref()).map(Some)
 }
 
 /// Step 3: clone the init into its new namespaces (entering pid and time
-/// namespaces just for the clone) and, given `cgroup`, into its cgroup,
+/// namespaces just for the clone) and, given `entry`, into its cgroup,
 /// with every signal blocked so none is lost between clone and `run`'s
 /// signalfd. In the child this never returns.
 fn clone_init(
@@ -504,7 +509,7 @@ fn clone_init(
     parts: CloneParts<'_>,
     joins: Vec<(NsKind, OwnedFd)>,
     fifo: &OwnedFd,
-    cgroup: Option<OwnedFd>,
+    mut entry: Option<Entry>,
     foreground: bool,
 ) -> Result<Cloned> {
     let plan = parts.plan;
@@ -545,11 +550,7 @@ fn clone_init(
     // and the signalfd of `run`; the init unblocks them all before exec.
     let old_mask = sys::block_all_signals().ctx(|| "block signals".into())?;
 
-    let (forked, in_cgroup) =
-        crate::cgroup::clone_into_or_after(clone_flags, cgroup.as_ref().map(|f| f.as_fd()));
-    // Closed in the init too: no host cgroup directory is open in it while
-    // it resolves the container's cwd (CVE-2024-21626 was such an fd).
-    drop(cgroup);
+    let (forked, parent_moves) = crate::cgroup::clone_entering(clone_flags, entry.as_mut(), "init");
     let (pid, pidfd) = match forked {
         Err(e) => {
             let _ = sys::set_sigmask(&old_mask);
@@ -573,13 +574,13 @@ fn clone_init(
                 seccomp_listener: parts.seccomp_listener,
                 dmz: parts.dmz,
                 handoff: parts.handoff,
+                cgroup: entry.filter(Entry::moves_self),
             })
         }
         Ok(sys::Forked::Parent { pid, pidfd }) => (pid, pidfd),
     };
-    if in_cgroup {
-        log::debug("the init was cloned into its cgroup");
-    }
+    // The init's copies are its own; ours would only keep files open.
+    drop(entry);
     if !foreground {
         // `create` and `run -d` have no signals to forward.
         let _ = sys::set_sigmask(&old_mask);
@@ -592,7 +593,7 @@ fn clone_init(
         pidfd,
         chan: Channel::new(parent_sock),
         own_console,
-        in_cgroup,
+        parent_moves,
     })
 }
 
@@ -618,26 +619,21 @@ fn initial_state(opts: &CreateOpts, p: &Prepared, pid: i32) -> State {
 
 /// Step 4: save the state (the init's pid and its cgroup, so a later
 /// `delete` finds both), put the init in its cgroup before it does
-/// anything (or forks), unless it was cloned there, then write the
+/// anything (or forks) when it does not enter by itself (`parent_moves`:
+/// the systemd driver makes its unit with the init's pid), then write the
 /// resources. The guard holds the cgroup before resources are written: if
 /// that fails, the init is killed first and the cgroup can then be
 /// removed at once.
 fn join_cgroup(
     p: &Prepared,
-    cgroup: Option<Box<dyn hako_cgroups::Manager>>,
-    id: &str,
+    systemd: Option<Box<dyn hako_cgroups::Manager>>,
     st: &mut State,
     cleanup: &mut Cleanup<'_>,
-    in_cgroup: bool,
+    parent_moves: bool,
 ) -> Result<()> {
-    if cleanup.cgroup.is_none() {
-        cleanup.cgroup = match cgroup {
-            Some(systemd) => Some(systemd),
-            None => crate::cgroup::manager(&p.plan, id, false)?,
-        };
-        if let Some(m) = &cleanup.cgroup {
-            cleanup.cgroup_parents = crate::cgroup::missing_parents(m.as_ref());
-        }
+    if let Some(m) = systemd {
+        // Slices are systemd's: no parents of ours to remove later.
+        cleanup.cgroup = Some(m);
     }
     if let Some(m) = &cleanup.cgroup {
         st.cgroup = crate::cgroup::to_state(m.as_ref());
@@ -647,7 +643,7 @@ fn join_cgroup(
     let Some(m) = &cleanup.cgroup else {
         return Ok(());
     };
-    if !in_cgroup {
+    if parent_moves {
         crate::cgroup::join(m.as_ref(), st.pid)?;
     }
     crate::cgroup::apply_resources(&p.plan, m.as_ref())

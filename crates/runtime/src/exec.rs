@@ -130,17 +130,14 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
     // fork, come back after.
     let (restore, child_joins) = crate::container::enter_for_children(joins)?;
 
-    // On a cgroup2-only host the process starts in the container's cgroup
-    // (no pid to move; the first move waits for an RCU grace period).
+    // The process is cloned into the container's cgroup2 directory and
+    // moves itself into v1 hierarchies: no pid for us to move (the first
+    // move waits for an RCU grace period).
     let cgroup = crate::cgroup::from_state(&st);
-    let cgroup_fd = cgroup.as_deref().and_then(crate::cgroup::open_for_clone);
+    let mut entry = cgroup.as_deref().and_then(crate::cgroup::open_for_clone);
 
     let old_mask = sys::block_all_signals().ctx(|| "block signals".into())?;
-    let (forked, in_cgroup) =
-        crate::cgroup::clone_into_or_after(0, cgroup_fd.as_ref().map(|f| f.as_fd()));
-    // In the child too: no host cgroup directory stays open while it
-    // resolves its cwd in the container (CVE-2024-21626 was such an fd).
-    drop(cgroup_fd);
+    let (forked, parent_moves) = crate::cgroup::clone_entering(0, entry.as_mut(), "exec process");
     let (pid, child_pidfd) = match forked {
         Err(e) => {
             let _ = sys::set_sigmask(&old_mask);
@@ -149,18 +146,21 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
         Ok(sys::Forked::Child) => {
             drop(parent_sock);
             let chan = Channel::new(child_sock);
-            let r = child(&ChildArgs {
-                process: &process,
-                chan: &chan,
-                joins: &child_joins,
-                console: console.as_ref().map(|c| c.as_fd()),
-                preserve_fds: opts.preserve_fds,
-                seccomp: seccomp.as_ref(),
-                seccomp_listener: seccomp_listener.as_ref().map(|s| s.as_fd()),
-                listener_state: &listener_state,
-                userns,
-                dmz: &dmz,
-            });
+            let r = child(
+                &ChildArgs {
+                    process: &process,
+                    chan: &chan,
+                    joins: &child_joins,
+                    console: console.as_ref().map(|c| c.as_fd()),
+                    preserve_fds: opts.preserve_fds,
+                    seccomp: seccomp.as_ref(),
+                    seccomp_listener: seccomp_listener.as_ref().map(|s| s.as_fd()),
+                    listener_state: &listener_state,
+                    userns,
+                    dmz: &dmz,
+                },
+                entry.filter(hako_cgroups::Entry::moves_self),
+            );
             if let Err(e) = r {
                 let _ = chan.send(&Msg::Failed(e.to_string()));
             }
@@ -170,9 +170,8 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
         }
         Ok(sys::Forked::Parent { pid, pidfd }) => (pid, pidfd),
     };
-    if in_cgroup {
-        crate::log::debug("the exec process was cloned into the container's cgroup");
-    }
+    // The child's copies are its own; ours would only keep files open.
+    drop(entry);
     if opts.detach {
         let _ = sys::set_sigmask(&old_mask);
     }
@@ -198,7 +197,7 @@ pub fn exec(opts: &ExecOpts) -> Result<i32> {
         let _ = sys::set_sigmask(&sys::empty_sigmask());
         e
     };
-    if let Some(m) = cgroup.filter(|_| !in_cgroup) {
+    if let Some(m) = cgroup.filter(|_| parent_moves) {
         match m.enter(pid) {
             Ok(()) => {}
             // Rootless, moving a process into the container's cgroup needs
@@ -289,11 +288,12 @@ struct ChildArgs<'a> {
     dmz: &'a OwnedFd,
 }
 
-fn child(a: &ChildArgs<'_>) -> Result<()> {
-    let steps = crate::steps::exec(a.process, a.seccomp.is_some());
+fn child(a: &ChildArgs<'_>, cgroup: Option<hako_cgroups::Entry>) -> Result<()> {
+    let steps = crate::steps::exec(a.process, a.seccomp.is_some(), cgroup.is_some());
     let mut e = ExecChild {
         a,
         host_pid: 0,
+        cgroup,
         handover: crate::process::Handover {
             process: a.process,
             userns: a.userns,
@@ -312,6 +312,8 @@ fn child(a: &ChildArgs<'_>) -> Result<()> {
 struct ExecChild<'a, 'b> {
     a: &'b ChildArgs<'a>,
     host_pid: i32,
+    /// Taken by the EnterCgroup step.
+    cgroup: Option<hako_cgroups::Entry>,
     handover: crate::process::Handover<'a>,
 }
 
@@ -320,13 +322,15 @@ impl crate::steps::Executor for ExecChild<'_, '_> {
         let a = self.a;
         let p = a.process;
         match step {
-            // The parent moved us into the container's cgroup.
+            // The parent moved us into the container's cgroup, if we do
+            // not enter it ourselves (EnterCgroup).
             Step::WaitForParent => {
                 let Msg::Go(pid) = a.chan.expect("go")? else {
                     unreachable!()
                 };
                 self.host_pid = pid;
             }
+            Step::EnterCgroup => crate::init::enter_cgroup(&mut self.cgroup)?,
             Step::JoinNamespaces => {
                 for (kind, fd) in a.joins {
                     sys::setns(fd.as_fd(), kind.flag())

@@ -2,7 +2,8 @@
 //!
 //! The order is `steps::init` (unit-tested there); each step here says why
 //! it is where it is.
-//!  1. wait for the parent (cgroup joined, id maps written)
+//!  1. wait for the parent (id maps written); enter the v1 cgroup
+//!     hierarchies (the cgroup2 one we were cloned into)
 //!  2. become root of a new user namespace; join namespaces given by path
 //!  3. hostname, sysctl (through the host's /proc, before pivot_root, so the
 //!     container cannot redirect the writes)
@@ -49,6 +50,8 @@ pub struct InitArgs<'a> {
     pub dmz: &'a OwnedFd,
     /// Rootfs and bind sources opened by the parent (mounts::Handoff).
     pub handoff: Option<&'a mounts::Handoff>,
+    /// The v1 cgroup hierarchies to move ourselves into (crate::cgroup).
+    pub cgroup: Option<hako_cgroups::Entry>,
 }
 
 /// Set once the parent has been told we are ready: from then on errors can
@@ -57,8 +60,9 @@ pub struct InitArgs<'a> {
 static READY_SENT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Entry point in the child. Never returns.
-pub fn main(a: InitArgs<'_>) -> ! {
-    let code = match run(&a) {
+pub fn main(mut a: InitArgs<'_>) -> ! {
+    let cgroup = a.cgroup.take();
+    let code = match run(&a, cgroup) {
         Ok(()) => 0,
         Err(e) => {
             // Before Ready the parent reads the channel and reports the
@@ -85,13 +89,14 @@ pub fn main(a: InitArgs<'_>) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn run(a: &InitArgs<'_>) -> Result<()> {
+fn run(a: &InitArgs<'_>, cgroup: Option<hako_cgroups::Entry>) -> Result<()> {
     let plan = a.plan;
     let steps = crate::steps::init(
         plan,
         a.process,
         &crate::steps::InitInputs {
             joins: !a.joins.is_empty(),
+            enters_cgroup: cgroup.is_some(),
             seccomp: a.seccomp.is_some(),
             no_new_keyring: a.no_new_keyring,
         },
@@ -99,6 +104,7 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
     let mut init = Init {
         a,
         host_pid: 0,
+        cgroup,
         // In a user namespace of our own or one we were started in (a
         // rootless engine's monitor): devices are bound, not made.
         userns: plan.ns.has(NsKind::User) || !sys::in_initial_userns(),
@@ -126,6 +132,8 @@ fn run(a: &InitArgs<'_>) -> Result<()> {
 struct Init<'a, 'b> {
     a: &'b InitArgs<'a>,
     host_pid: i32,
+    /// Taken by the EnterCgroup step.
+    cgroup: Option<hako_cgroups::Entry>,
     userns: bool,
     /// Our own procfs handle for every write to /proc and for reopening the
     /// exec fifo (PrivateProc).
@@ -152,6 +160,9 @@ impl crate::steps::Executor for Init<'_, '_> {
                 // Device nodes and files get exactly the modes asked for.
                 sys::umask(0);
             }
+            // Before anything for the container, and before a fork
+            // (LateNamespaces): we are still one thread.
+            Step::EnterCgroup => enter_cgroup(&mut self.cgroup)?,
             // The creator has every capability in the new namespace; become
             // its root so files we create are owned by the container's root.
             Step::UserNsRoot => {
@@ -175,8 +186,8 @@ impl crate::steps::Executor for Init<'_, '_> {
                     }
                 }
             }
-            // Now that the parent put us in our cgroup, it becomes the root
-            // of the new cgroup namespace.
+            // Now that we are in our cgroup, it becomes the root of the new
+            // cgroup namespace.
             Step::UnshareCgroupNs => {
                 sys::unshare(libc::CLONE_NEWCGROUP).ctx(|| "unshare cgroup namespace".into())?;
             }
@@ -482,4 +493,17 @@ pub fn find_executable(arg0: &str, env: &[String]) -> Result<CString> {
     Err(Error::Other(format!(
         "exec: {arg0:?}: executable file not found in $PATH"
     )))
+}
+
+/// The EnterCgroup step of the init and of an exec process: move into each
+/// v1 hierarchy through the files the parent opened, closing them (no host
+/// cgroup file stays open in the container).
+pub(crate) fn enter_cgroup(entry: &mut Option<hako_cgroups::Entry>) -> Result<()> {
+    match entry.take() {
+        Some(e) => e.move_self().map_err(|e| Error::Cgroup {
+            step: "join the container's cgroup".into(),
+            source: Box::new(e),
+        }),
+        None => Ok(()),
+    }
 }

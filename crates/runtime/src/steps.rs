@@ -17,8 +17,12 @@ use crate::plan::{NsKind, Plan, ProcessPlan};
 pub(crate) enum Step {
     /// Die with the runtime until we are set up.
     ParentDeathSignal,
-    /// The parent put us in the cgroup and wrote the id maps.
+    /// The parent wrote the id maps (and, with the systemd driver, put us
+    /// in the cgroup).
     WaitForParent,
+    /// Move ourselves into each v1 cgroup hierarchy (files the parent
+    /// opened; cgroup2 we were cloned into).
+    EnterCgroup,
     /// Container processes may not read or ptrace the runtime inside.
     NonDumpable,
     /// Become root of the new user namespace.
@@ -114,6 +118,8 @@ fn hand_over(p: &ProcessPlan, seccomp: bool, last: &[Step]) -> Vec<Step> {
 /// What the init's checklist depends on besides the plan.
 pub(crate) struct InitInputs {
     pub joins: bool,
+    /// The init moves itself into v1 cgroup hierarchies.
+    pub enters_cgroup: bool,
     pub seccomp: bool,
     pub no_new_keyring: bool,
 }
@@ -121,7 +127,11 @@ pub(crate) struct InitInputs {
 /// The container's init, from clone to exec.
 pub(crate) fn init(plan: &Plan, p: &ProcessPlan, i: &InitInputs) -> Vec<Step> {
     use Step::*;
-    let mut v = vec![ParentDeathSignal, WaitForParent, NonDumpable];
+    let mut v = vec![ParentDeathSignal, WaitForParent];
+    if i.enters_cgroup {
+        v.push(EnterCgroup);
+    }
+    v.push(NonDumpable);
     if plan.ns.is_new(NsKind::User) && plan.host_uid(0).is_some() {
         v.push(UserNsRoot);
     }
@@ -173,14 +183,13 @@ pub(crate) fn init(plan: &Plan, p: &ProcessPlan, i: &InitInputs) -> Vec<Step> {
 }
 
 /// A process joining a running container (`exec`).
-pub(crate) fn exec(p: &ProcessPlan, seccomp: bool) -> Vec<Step> {
+pub(crate) fn exec(p: &ProcessPlan, seccomp: bool, enters_cgroup: bool) -> Vec<Step> {
     use Step::*;
-    let mut v = vec![
-        ParentDeathSignal,
-        NonDumpable,
-        WaitForParent,
-        JoinNamespaces,
-    ];
+    let mut v = vec![ParentDeathSignal, NonDumpable, WaitForParent];
+    if enters_cgroup {
+        v.push(EnterCgroup);
+    }
+    v.push(JoinNamespaces);
     if p.terminal {
         v.push(Terminal);
     }
@@ -231,8 +240,10 @@ mod tests {
 
     /// Plans that cover the checklist's branches.
     fn variants() -> Vec<(&'static str, Plan, InitInputs)> {
-        let inputs = |seccomp| InitInputs {
+        let inputs = |seccomp: bool| InitInputs {
             joins: false,
+            // A v1 or hybrid host with the cgroupfs driver: all but one.
+            enters_cgroup: !seccomp,
             seccomp,
             no_new_keyring: false,
         };
@@ -274,12 +285,14 @@ mod tests {
             let last = *v.last().unwrap();
             assert_eq!(last, Exec, "{name}: exec is last");
             // Nothing happens in the container's namespaces before the
-            // parent set up cgroup and id maps, or while we are dumpable.
-            assert_eq!(
-                &v[..3],
-                &[ParentDeathSignal, WaitForParent, NonDumpable],
-                "{name}"
-            );
+            // parent wrote the id maps and we are in our cgroup, or while
+            // we are dumpable.
+            let head: &[Step] = if i.enters_cgroup {
+                &[ParentDeathSignal, WaitForParent, EnterCgroup, NonDumpable]
+            } else {
+                &[ParentDeathSignal, WaitForParent, NonDumpable]
+            };
+            assert_eq!(&v[..head.len()], head, "{name}");
             // Mounts before pivot_root; the finishing remounts after.
             before(&v, Mounts, PivotRoot);
             before(&v, PivotRoot, FinishRootfs);
@@ -331,16 +344,22 @@ mod tests {
 
     #[test]
     fn exec_order_that_security_depends_on() {
-        for (nnp, seccomp, terminal) in [
-            (true, true, false),
-            (false, true, true),
-            (true, false, false),
+        for (nnp, seccomp, terminal, enters_cgroup) in [
+            (true, true, false, true),
+            (false, true, true, false),
+            (true, false, false, true),
         ] {
             let plan = plan(serde_json::json!({
                 "process": {"noNewPrivileges": nnp, "terminal": terminal}
             }));
             let p = plan.process.unwrap();
-            let v = exec(&p, seccomp);
+            let v = exec(&p, seccomp, enters_cgroup);
+            if enters_cgroup {
+                // In the cgroup before the container's namespaces, with
+                // the host's cgroup files closed before the cwd is checked.
+                before(&v, WaitForParent, EnterCgroup);
+                before(&v, EnterCgroup, JoinNamespaces);
+            }
             before(&v, NonDumpable, JoinNamespaces);
             before(&v, WaitForParent, JoinNamespaces);
             before(&v, JoinNamespaces, UserAndCaps);
