@@ -77,12 +77,13 @@ pub fn ago(stamp: &str) -> String {
 /// secrets), through the runtime's one atomic write (fsynced file, rename,
 /// fsynced directory).
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
-    Ok(hako_runtime::os::atomic_write(
-        path,
-        data,
-        0o600,
-        hako_runtime::os::Durability::Durable,
-    )?)
+    atomic_write_as(path, data, hako_runtime::os::Durability::Durable)
+}
+
+/// [`atomic_write`], synced or not as `how` says (a `--rm` container's
+/// files: `record::durability`).
+pub fn atomic_write_as(path: &Path, data: &[u8], how: hako_runtime::os::Durability) -> Result<()> {
+    Ok(hako_runtime::os::atomic_write(path, data, 0o600, how)?)
 }
 
 /// `hako ARGS…` (this binary, with the engine's directories) in a session

@@ -688,9 +688,10 @@ fn prepare(
             .collect::<Result<_>>()?,
     };
     let s = spec::build(opts, &inputs)?;
-    util::atomic_write(
+    util::atomic_write_as(
         &dir.join("config.json"),
         serde_json::to_string_pretty(&s).expect("json").as_bytes(),
+        record::durability(opts),
     )?;
     let command = spec::argv(opts, &inputs.image_config).join(" ");
     let stop_signal = opts.stop_signal.clone().or_else(|| {
