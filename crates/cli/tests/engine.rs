@@ -1137,7 +1137,8 @@ fn two_containers_on_a_bridge_talk() {
     e.ok(&["rm", "-f", "srv"]);
     // A `run --rm` has left nothing another command could trip on by the
     // time it returns, although the kernel may still be unregistering its
-    // veth (deleted in the background, under the network store's lock):
+    // veth (taken off the bridge under the network store's lock, then
+    // deleted in the background):
     // its published port is free again, its lease gone, its network
     // removable; and the veth goes soon after.
     for _ in 0..2 {

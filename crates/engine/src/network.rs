@@ -234,10 +234,12 @@ static RELEASING: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None)
 
 /// The start of [`release`] for a monitor whose container ended: its
 /// published ports are free when this returns, and its veths and leases
-/// go in a child process that holds the network store's lock until they
-/// are gone (see [`hako_net::Manager::begin_release`]): every hako command
-/// that looks at leases waits for it, but `hako run --rm` returns without
-/// waiting ~15 ms per veth for the kernel to unregister it. Falls back to
+/// go in a child process that holds the network store's lock until the
+/// veths are off their bridges and the leases gone, and then deletes the
+/// veths (see [`hako_net::Manager::begin_release`]): every hako command
+/// that looks at leases waits for the first part, but neither `hako run
+/// --rm` nor the next start waits ~15 ms per veth for the kernel to
+/// unregister it. Falls back to
 /// releasing here if the child cannot be made; rootless leases are
 /// released by [`release`] (in the user's network namespace).
 pub fn release_in_background(dirs: &Dirs, id: &str) {

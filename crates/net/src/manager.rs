@@ -818,12 +818,14 @@ impl Manager {
 
     /// [`Manager::release`] in two halves, for a caller that need not wait
     /// for the kernel: this one takes the store's lock and deletes the
-    /// container's port rules; [`Release::finish`] deletes its veths (each
-    /// `RTM_DELLINK` waits ~15 ms for the kernel's RCU grace periods) and
-    /// then its leases, under the same lock. Every other user of the store
-    /// waits for that lock, so none sees the state in between, and the
-    /// lock is an flock(2): a child process that inherited it can `finish`
-    /// while its parent goes on (closing the parent's copy keeps it held).
+    /// container's port rules; [`Release::finish`] takes its veths off
+    /// their bridges and down and deletes its leases, under the same lock,
+    /// and then deletes the veths (each `RTM_DELLINK` waits ~15 ms for the
+    /// kernel's RCU grace periods) without it. Every other user of the
+    /// store waits for that lock, so none sees a lease whose address is
+    /// still on a bridge, or a freed address that still is; and the lock is
+    /// an flock(2): a child process that inherited it can `finish` while
+    /// its parent goes on (closing the parent's copy keeps it held).
     pub fn begin_release(&self, container_id: &str) -> Result<Release<'_>, NetError> {
         let lk = self.store.lock(true)?;
         let leases = lk
@@ -955,6 +957,25 @@ fn delete_veth(lease: &Lease) -> Result<(), NetError> {
     Ok(())
 }
 
+/// Takes a lease's host veth off its bridge and down (fast: no RCU grace
+/// period to wait for, unlike its deletion): the container's address is
+/// then nowhere on the network. Ok when the veth is already gone.
+fn detach_veth(lease: &Lease) -> Result<(), NetError> {
+    let mut r = Rtnl::new()?;
+    if r.index(&lease.host_veth)?.is_none() {
+        return Ok(());
+    }
+    r.change(
+        &lease.host_veth,
+        &LinkChange {
+            up: Some(false),
+            master: Some(0),
+            ..Default::default()
+        },
+    )?;
+    Ok(())
+}
+
 /// A container's release with its port rules gone and the store still
 /// locked: see [`Manager::begin_release`].
 pub struct Release<'a> {
@@ -970,19 +991,36 @@ impl Release<'_> {
         self.leases.is_empty()
     }
 
-    /// Deletes the veths, then each lease whose kernel state is all gone
-    /// (one that failed stays, for a later release to retry); the first
-    /// error, if any, once the rest is done.
+    /// Under the lock, takes each veth off its bridge and deletes each
+    /// lease whose port rules and veth are off the network (one that
+    /// failed stays, for a later release to retry); then, with the store
+    /// unlocked, deletes the veths. The first error, if any, once the rest
+    /// is done.
     pub fn finish(self) -> Result<(), NetError> {
+        let Release {
+            lk,
+            container_id,
+            leases,
+        } = self;
         let mut first = None;
-        for (l, rules) in self.leases {
-            if let Err(e) = rules.and(delete_veth(&l)) {
+        let mut detached = Vec::new();
+        for (l, rules) in leases {
+            if let Err(e) = rules.and(detach_veth(&l)) {
                 first.get_or_insert(e);
                 continue;
             }
-            let mut all = self.lk.leases(&l.network)?;
-            all.retain(|x| x.container_id != self.container_id);
-            self.lk.save_leases(&l.network, &all)?;
+            let mut all = lk.leases(&l.network)?;
+            all.retain(|x| x.container_id != container_id);
+            lk.save_leases(&l.network, &all)?;
+            detached.push(l);
+        }
+        // A start waiting for the store (back to back, the next `run`)
+        // goes on now, not after the kernel's unregistering.
+        drop(lk);
+        for l in &detached {
+            if let Err(e) = delete_veth(l) {
+                first.get_or_insert(e);
+            }
         }
         first.map_or(Ok(()), Err)
     }

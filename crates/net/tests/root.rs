@@ -674,7 +674,7 @@ fn connect_adds_eth1_and_disconnect_removes_it() {
 /// the veth without its lease.
 #[test]
 #[ignore = "needs root"]
-fn release_finished_by_a_child_holds_the_store_until_done() {
+fn release_finished_by_a_child_holds_the_store_until_off_the_bridge() {
     let _g = root_test!();
     let fx = Fixture::new();
     let net = fx.network(0);
@@ -686,6 +686,8 @@ fn release_finished_by_a_child_holds_the_store_until_done() {
         .connect(&net, &attach("ctr-bg", &ns, &ports))
         .unwrap();
     assert!(fx.nft_table_listing().contains("hako:ctr:"));
+    let on_bridge = sh(&["ip", "-o", "link", "show", "master", &fx.bridge(0)]);
+    assert!(on_bridge.1.contains(&lease.host_veth), "{}", on_bridge.1);
     // (The container stays alive: its veth goes by the release alone.)
     let rel = fx.mgr.begin_release("ctr-bg").unwrap();
     let listing = fx.nft_table_listing();
@@ -704,12 +706,17 @@ fn release_finished_by_a_child_holds_the_store_until_done() {
         child => {
             assert!(child > 0, "fork: {}", std::io::Error::last_os_error());
             drop(rel);
+            // Once the lock is ours the lease is gone and its veth off the
+            // bridge (the kernel may still be deleting it)...
             assert!(fx.mgr.leases_of("ctr-bg").unwrap().is_empty());
-            assert!(!link_exists(&lease.host_veth));
+            let on_bridge = sh(&["ip", "-o", "link", "show", "master", &fx.bridge(0)]);
+            assert!(!on_bridge.1.contains(&lease.host_veth), "{}", on_bridge.1);
             let mut st = 0;
             // SAFETY: waits for our own child; st is a valid out-pointer.
             assert_eq!(unsafe { libc::waitpid(child, &mut st, 0) }, child);
             assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "{st}");
+            // ...and gone when the child is done.
+            assert!(!link_exists(&lease.host_veth));
         }
     }
 }
