@@ -300,8 +300,8 @@ struct Prepared {
     seccomp_listener: Option<OwnedFd>,
     /// The systemd driver's manager, resolved (nothing created) before the
     /// clone, so a bad cgroupsPath or annotation or an unreachable systemd
-    /// fails with nothing made. The cgroupfs manager is resolved after the
-    /// clone, while the new process starts (serialising it cost 0.3 ms).
+    /// fails with nothing made. The cgroupfs driver's cgroup is made just
+    /// before the clone (`precreate_cgroup`).
     cgroup: Option<Box<dyn hako_cgroups::Manager>>,
 }
 
