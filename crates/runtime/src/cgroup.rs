@@ -200,6 +200,18 @@ pub(crate) fn clone_entering(
     (forked, parent_moves)
 }
 
+/// The EnterCgroup step of the init and of an exec process: move into each
+/// v1 hierarchy through the files the parent opened, closing them (no host
+/// cgroup file stays open in the container).
+pub(crate) fn enter(entry: &mut Option<Entry>) -> Result<()> {
+    match entry.take() {
+        Some(e) => e
+            .move_self()
+            .map_err(|e| cg_err("join the container's cgroup", e)),
+        None => Ok(()),
+    }
+}
+
 /// Whether a clone3(CLONE_INTO_CGROUP) that failed with `errno` is tried
 /// again as a plain clone whose pid is then written to cgroup.procs: the
 /// kernel predates the flag (E2BIG, EINVAL), or the cgroup takes no process

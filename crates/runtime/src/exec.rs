@@ -330,7 +330,7 @@ impl crate::steps::Executor for ExecChild<'_, '_> {
                 };
                 self.host_pid = pid;
             }
-            Step::EnterCgroup => crate::init::enter_cgroup(&mut self.cgroup)?,
+            Step::EnterCgroup => crate::cgroup::enter(&mut self.cgroup)?,
             Step::JoinNamespaces => {
                 for (kind, fd) in a.joins {
                     sys::setns(fd.as_fd(), kind.flag())

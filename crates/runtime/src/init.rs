@@ -162,7 +162,7 @@ impl crate::steps::Executor for Init<'_, '_> {
             }
             // Before anything for the container, and before a fork
             // (LateNamespaces): we are still one thread.
-            Step::EnterCgroup => enter_cgroup(&mut self.cgroup)?,
+            Step::EnterCgroup => crate::cgroup::enter(&mut self.cgroup)?,
             // The creator has every capability in the new namespace; become
             // its root so files we create are owned by the container's root.
             Step::UserNsRoot => {
@@ -493,17 +493,4 @@ pub fn find_executable(arg0: &str, env: &[String]) -> Result<CString> {
     Err(Error::Other(format!(
         "exec: {arg0:?}: executable file not found in $PATH"
     )))
-}
-
-/// The EnterCgroup step of the init and of an exec process: move into each
-/// v1 hierarchy through the files the parent opened, closing them (no host
-/// cgroup file stays open in the container).
-pub(crate) fn enter_cgroup(entry: &mut Option<hako_cgroups::Entry>) -> Result<()> {
-    match entry.take() {
-        Some(e) => e.move_self().map_err(|e| Error::Cgroup {
-            step: "join the container's cgroup".into(),
-            source: Box::new(e),
-        }),
-        None => Ok(()),
-    }
 }
