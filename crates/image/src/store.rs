@@ -426,30 +426,38 @@ impl Store {
                 let _ = fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700));
             }
         }
-        let mut dirs: Vec<PathBuf> = [
-            "",
-            "blobs",
-            "blobs/sha256",
-            "layers",
-            "images",
-            "containers",
-            "tmp",
-        ]
-        .iter()
-        .map(|s| self.root.join(s))
-        .collect();
+        // The container directories are listed only while `containers/`
+        // itself still has the old mode (it is tightened after them): a
+        // repaired store pays a few stats per open, not one per container.
         let cdir = self.containers_dir();
-        for e in fs::read_dir(&cdir).map_err(io_err("list containers", &cdir))? {
-            let e = e.map_err(io_err("list containers", &cdir))?;
-            dirs.push(e.path());
+        let loose = |m: &fs::Metadata| m.permissions().mode() & 0o077 != 0;
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        if fs::symlink_metadata(&cdir).is_ok_and(|m| loose(&m)) {
+            for e in fs::read_dir(&cdir).map_err(io_err("list containers", &cdir))? {
+                let e = e.map_err(io_err("list containers", &cdir))?;
+                dirs.push(e.path());
+            }
         }
+        dirs.extend(
+            [
+                "",
+                "blobs",
+                "blobs/sha256",
+                "layers",
+                "images",
+                "tmp",
+                "containers",
+            ]
+            .iter()
+            .map(|s| self.root.join(s)),
+        );
         for d in dirs {
             let m = match fs::symlink_metadata(&d) {
                 Ok(m) if m.is_dir() => m,
                 _ => continue,
             };
             let mode = m.permissions().mode() & 0o7777;
-            if mode & 0o077 != 0 {
+            if loose(&m) {
                 fs::set_permissions(&d, fs::Permissions::from_mode(mode & !0o077))
                     .map_err(io_err("make store directory owner-only", &d))?;
             }
