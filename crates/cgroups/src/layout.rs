@@ -94,8 +94,8 @@ impl Host {
     }
 
     pub fn detect_from(files: &ProcFiles) -> Result<Host, LayoutError> {
-        let mountinfo = read(&files.mountinfo)?;
-        let mounts = parse_mountinfo(&files.mountinfo, &mountinfo)?;
+        let own_raw = parse_proc_cgroup(&files.cgroup, &read(&files.cgroup)?)?;
+        let mounts = cgroup_mounts(&files.mountinfo, &own_raw)?;
 
         // First mount of each hierarchy wins (later ones are usually bind
         // mounts of the same hierarchy, e.g. inside containers).
@@ -115,7 +115,6 @@ impl Host {
             }
         }
 
-        let own_raw = parse_proc_cgroup(&files.cgroup, &read(&files.cgroup)?)?;
         let mut own = BTreeMap::new();
         for (ctl, m) in &v1 {
             if let Some(p) = own_raw.get(ctl.as_str()) {
@@ -178,6 +177,36 @@ struct Mount {
     super_opts: String,
 }
 
+impl Mount {
+    /// Whether this mount is of the hierarchy that /proc/PID/cgroup names
+    /// by `key` (a controller, `name=…`, or `""` for cgroup2).
+    fn holds(&self, key: &str) -> bool {
+        if key.is_empty() {
+            self.fstype == "cgroup2"
+        } else {
+            self.fstype == "cgroup" && self.super_opts.split(',').any(|o| o == key)
+        }
+    }
+
+    /// What tells hierarchies apart: `""` for cgroup2, else the controllers
+    /// and name it was mounted with ("cpu,cpuacct", "name=systemd"), which
+    /// is also the data to mount it again with.
+    fn hierarchy(&self) -> String {
+        if self.fstype == "cgroup2" {
+            return String::new();
+        }
+        self.super_opts
+            .split(',')
+            .filter(|o| {
+                !matches!(*o, "rw" | "ro" | "noprefix")
+                    && !o.starts_with("release_agent")
+                    && !o.starts_with("clone_children")
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 /// One cgroup hierarchy mounted in this process's mount namespace, as the
 /// runtime needs it to give a container its /sys/fs/cgroup.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,32 +230,19 @@ pub fn unified_only() -> bool {
     statfs("/sys/fs/cgroup").is_ok_and(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC)
 }
 
-/// Every cgroup mount of this mount namespace, in mount order (empty when
-/// /proc cannot be read).
+/// Every cgroup hierarchy mounted in this mount namespace, at its first
+/// mount, in mount order (empty when /proc cannot be read).
 pub fn hierarchies() -> Vec<Hierarchy> {
     hierarchies_from(&ProcFiles::default()).unwrap_or_default()
 }
 
 pub fn hierarchies_from(files: &ProcFiles) -> Result<Vec<Hierarchy>, LayoutError> {
-    let mounts = parse_mountinfo(&files.mountinfo, &read(&files.mountinfo)?)?;
     let own = parse_proc_cgroup(&files.cgroup, &read(&files.cgroup)?)?;
-    Ok(mounts
+    Ok(cgroup_mounts(&files.mountinfo, &own)?
         .into_iter()
         .map(|m| {
             let v2 = m.fstype == "cgroup2";
-            let subsys = if v2 {
-                String::new()
-            } else {
-                m.super_opts
-                    .split(',')
-                    .filter(|o| {
-                        !matches!(*o, "rw" | "ro" | "noprefix")
-                            && !o.starts_with("release_agent")
-                            && !o.starts_with("clone_children")
-                    })
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
+            let subsys = m.hierarchy();
             let key = if v2 {
                 ""
             } else {
@@ -246,39 +262,94 @@ pub fn hierarchies_from(files: &ProcFiles) -> Result<Vec<Hierarchy>, LayoutError
         .collect())
 }
 
-/// Parses the cgroup/cgroup2 lines of a mountinfo file:
-/// `id parent maj:min root mountpoint opts [optional...] - fstype source superopts`
-fn parse_mountinfo(path: &Path, s: &str) -> Result<Vec<Mount>, LayoutError> {
-    let mut out = Vec::new();
-    for (i, line) in s.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let err = |reason: &str| LayoutError::Parse {
-            path: path.to_path_buf(),
-            line: i + 1,
-            reason: reason.to_string(),
+/// The first mount of each cgroup hierarchy in the mountinfo file `path`,
+/// in mount order. `own` is /proc/PID/cgroup ([`parse_proc_cgroup`]): it
+/// names every hierarchy there is, so reading stops once each has been
+/// seen. That keeps the cost flat: the hierarchies are mounted at boot,
+/// while the file grows by ~500 bytes per running container's rootfs and
+/// the kernel formats only what is read (with 200 overlays the whole file
+/// is ~100 KB and 0.4 ms). A hierarchy that is not mounted here means
+/// reading to the end.
+fn cgroup_mounts(path: &Path, own: &BTreeMap<String, PathBuf>) -> Result<Vec<Mount>, LayoutError> {
+    use std::io::Read as _;
+    let read_err = |source| LayoutError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(read_err)?;
+    let mut missing: Vec<&str> = own.keys().map(String::as_str).collect();
+    let mut out: Vec<Mount> = Vec::new();
+    let mut pending: Vec<u8> = Vec::with_capacity(8192);
+    let mut chunk = [0u8; 4096];
+    let mut lineno = 0;
+    let mut eof = false;
+    while !eof && (!missing.is_empty() || own.is_empty()) {
+        let n = match f.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_err(e)),
         };
-        let (pre, post) = line
-            .split_once(" - ")
-            .ok_or_else(|| err("missing ' - ' separator"))?;
-        let pre: Vec<&str> = pre.split(' ').collect();
-        let post: Vec<&str> = post.split(' ').collect();
-        if pre.len() < 6 || post.len() < 3 {
-            return Err(err("too few fields"));
+        eof = n == 0;
+        pending.extend_from_slice(&chunk[..n]);
+        // Whole lines only, unless the file ended without a newline.
+        let upto = if eof {
+            pending.len()
+        } else {
+            match pending.iter().rposition(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None => continue,
+            }
+        };
+        for line in pending[..upto].split(|&b| b == b'\n') {
+            if line.is_empty() {
+                continue;
+            }
+            lineno += 1;
+            let line = String::from_utf8_lossy(line);
+            let Some(m) = parse_mount_line(path, lineno, &line)? else {
+                continue;
+            };
+            let id = m.hierarchy();
+            if out.iter().any(|o| o.hierarchy() == id) {
+                continue;
+            }
+            missing.retain(|k| !m.holds(k));
+            out.push(m);
         }
-        let fstype = post[0];
-        if fstype != "cgroup" && fstype != "cgroup2" {
-            continue;
-        }
-        out.push(Mount {
-            root: PathBuf::from(unescape(pre[3])),
-            mountpoint: PathBuf::from(unescape(pre[4])),
-            fstype: fstype.to_string(),
-            super_opts: post[2].to_string(),
-        });
+        pending.drain(..upto);
     }
     Ok(out)
+}
+
+/// One mountinfo line, if it is a cgroup or cgroup2 mount:
+/// `id parent maj:min root mountpoint opts [optional...] - fstype source superopts`
+fn parse_mount_line(path: &Path, lineno: usize, line: &str) -> Result<Option<Mount>, LayoutError> {
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    let err = |reason: &str| LayoutError::Parse {
+        path: path.to_path_buf(),
+        line: lineno,
+        reason: reason.to_string(),
+    };
+    let (pre, post) = line
+        .split_once(" - ")
+        .ok_or_else(|| err("missing ' - ' separator"))?;
+    let pre: Vec<&str> = pre.split(' ').collect();
+    let post: Vec<&str> = post.split(' ').collect();
+    if pre.len() < 6 || post.len() < 3 {
+        return Err(err("too few fields"));
+    }
+    let fstype = post[0];
+    if fstype != "cgroup" && fstype != "cgroup2" {
+        return Ok(None);
+    }
+    Ok(Some(Mount {
+        root: PathBuf::from(unescape(pre[3])),
+        mountpoint: PathBuf::from(unescape(pre[4])),
+        fstype: fstype.to_string(),
+        super_opts: post[2].to_string(),
+    }))
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
@@ -447,6 +518,69 @@ mod tests {
         assert_eq!(hs.len(), 1);
         assert_eq!((hs[0].v2, hs[0].own.as_path()), (true, Path::new("/sub")));
         assert_eq!(hs[0].subsys, "");
+    }
+
+    /// Many container rootfs mounts between the hierarchies: lines split
+    /// across reads, a hierarchy mounted last, no final newline.
+    fn overlays(n: usize) -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "{} 23 0:{} / /var/lib/hako/image/containers/{i:064x}/merged rw - overlay overlay rw,lowerdir=/l/{i},upperdir=/u/{i},workdir=/w/{i}\n",
+                    100 + i,
+                    100 + i
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hierarchies_are_found_wherever_they_are_mounted() {
+        let t = tempfile::tempdir().unwrap();
+        let mi = format!(
+            "{}{}35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n{}\
+             46 31 0:40 / /sys/fs/cgroup/hugetlb rw - cgroup cgroup rw,hugetlb",
+            "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n",
+            overlays(30),
+            overlays(30),
+        );
+        let files = write_proc(t.path(), &mi, "3:hugetlb:/\n2:memory:/m\n0::/u\n");
+        let hs = hierarchies_from(&files).unwrap();
+        let mps: Vec<_> = hs.iter().map(|h| h.mountpoint.to_str().unwrap()).collect();
+        assert_eq!(
+            mps,
+            [
+                "/sys/fs/cgroup/unified",
+                "/sys/fs/cgroup/memory",
+                "/sys/fs/cgroup/hugetlb"
+            ]
+        );
+        assert_eq!(hs[1].own, Path::new("/m"));
+    }
+
+    /// Reading stops once every hierarchy of /proc/self/cgroup is seen:
+    /// what follows is not read (here it would not even parse), and a
+    /// hierarchy bound again later is reported at its first mount only.
+    #[test]
+    fn reading_stops_when_every_hierarchy_is_seen() {
+        let t = tempfile::tempdir().unwrap();
+        let mi = format!(
+            "{}{}{}",
+            HYBRID.replace("UNIFIED", "/sys/fs/cgroup/unified"),
+            overlays(50),
+            "90 40 0:32 / /elsewhere/memory rw - cgroup cgroup rw,memory\nnot a mountinfo line\n",
+        );
+        let cgroup = "4:memory:/a\n2:cpu,cpuacct:/\n1:name=systemd:/\n0::/\n";
+        let files = write_proc(t.path(), &mi, cgroup);
+        let hs = hierarchies_from(&files).unwrap();
+        assert_eq!(hs.len(), 4, "{hs:?}");
+        assert!(hs
+            .iter()
+            .all(|h| h.mountpoint.starts_with("/sys/fs/cgroup")));
+        // A hierarchy that is mounted nowhere: the whole file is read.
+        let files = write_proc(t.path(), &mi, &format!("9:pids:/\n{cgroup}"));
+        let e = hierarchies_from(&files).unwrap_err();
+        assert!(e.to_string().contains("line 57: missing"), "{e}");
     }
 
     #[test]
