@@ -519,7 +519,7 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
     // started, so its leases (made below) are not stale to anyone else.
     let me = os::getpid();
     let keeper = KEEPER.load(std::sync::atomic::Ordering::Relaxed);
-    record::update(dirs, id, |r| {
+    record::update_processes(dirs, id, |r| {
         r.monitor_pid = me;
         r.monitor_start = util::proc_start_time(me);
         r.keeper_pid = keeper;
@@ -701,7 +701,7 @@ fn start_container(dirs: &Dirs, id: &str, attached: bool) -> Result<Started> {
     }
     let held_ports: Vec<OwnedFd> = held_ports.into_iter().map(|(_, fd)| fd).collect();
     let monitor_pid = os::getpid();
-    if let Err(e) = record::update(dirs, id, |r| {
+    if let Err(e) = record::update_processes(dirs, id, |r| {
         r.phase = Phase::Running;
         r.pid = pid;
         r.pid_start = util::proc_start_time(pid);

@@ -23,6 +23,8 @@ pub const RECORD: &str = "record.json";
 /// handed to a second container while the first may be running.
 pub const NAME: &str = "name";
 pub const LOG: &str = "container.log";
+/// The container's OCI bundle config, next to the record.
+pub const CONFIG: &str = "config.json";
 
 /// The resource flags of `run`, `create` and `update`, with Docker's names
 /// and units (unset: the kernel's default, or unchanged by `update`).
@@ -561,7 +563,11 @@ pub fn load(dirs: &Dirs, id: &str) -> Result<Record> {
 }
 
 pub fn save(dirs: &Dirs, r: &Record) -> Result<()> {
-    let how = durability(&r.opts);
+    save_as(dirs, r, durability(&r.opts))
+}
+
+/// [`save`] with the given durability (create's first save: [`commit`]).
+pub fn save_as(dirs: &Dirs, r: &Record, how: hako_runtime::os::Durability) -> Result<()> {
     let n = dirs.container(&r.id).join(NAME);
     if !n.exists() {
         util::atomic_write_as(&n, r.name.as_bytes(), how)?;
@@ -573,9 +579,12 @@ pub fn save(dirs: &Dirs, r: &Record) -> Result<()> {
 
 /// How a container's files (name, record, config.json) are written.
 /// Readers always see a whole file. Every container's files are synced
-/// before the command that wrote them goes on, so that after a crash or a
-/// power loss its record is there, whole, for `ps -a`, `start` and restart
-/// policies; except a `--rm` container's: nothing of it is to outlive its
+/// before the command that wrote them reports it done, so that after a
+/// crash or a power loss its record is there, whole, for `ps -a`, `start`
+/// and restart policies (`create` writes them unsynced while it makes the
+/// container and syncs them all at its end: [`commit`]; the monitor's
+/// records of which processes run may lose their last change:
+/// [`update_processes`]); except a `--rm` container's: nothing of it is to outlive its
 /// process, which a crash ends, so nothing waits for its files to reach
 /// the disk. After a crash its record may be missing, old, or unreadable
 /// (then listed as corrupt and removed with `rm -f`, as `scan` has it),
@@ -745,6 +754,50 @@ pub fn update(dirs: &Dirs, id: &str, f: impl FnOnce(&mut Record)) -> Result<Reco
     let mut r = load(dirs, id)?;
     f(&mut r);
     save(dirs, &r)?;
+    Ok(r)
+}
+
+/// `create`'s last write. The name, the first record and config.json were
+/// written unsynced as the container was made (a crash meanwhile leaves a
+/// half-made container that was never reported: listed as created or
+/// corrupt, removed with `rm -f`); now the name file and config.json are
+/// synced, the record is written synced, and one sync of the directory
+/// makes the three names durable: four disk flushes where each file's own
+/// sync and directory sync made eight.
+pub fn commit(dirs: &Dirs, id: &str, f: impl FnOnce(&mut Record)) -> Result<Record> {
+    use hako_runtime::os::Durability;
+    let _l = lock(dirs)?;
+    let mut r = load(dirs, id)?;
+    f(&mut r);
+    let how = durability(&r.opts);
+    if how == Durability::Durable {
+        let dir = dirs.container(id);
+        for name in [NAME, CONFIG] {
+            let p = dir.join(name);
+            std::fs::File::open(&p)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err("sync", &p))?;
+        }
+    }
+    save_as(dirs, &r, how)?;
+    Ok(r)
+}
+
+/// [`update`] for what says only which processes run (the monitor's pid,
+/// the container's as it starts): a crash ends them all, so after one the
+/// previous, durable record may stand. The file is synced before it
+/// replaces the old one (never a truncated record), the directory is not:
+/// one disk flush where [`update`] makes two.
+pub fn update_processes(dirs: &Dirs, id: &str, f: impl FnOnce(&mut Record)) -> Result<Record> {
+    use hako_runtime::os::Durability;
+    let _l = lock(dirs)?;
+    let mut r = load(dirs, id)?;
+    f(&mut r);
+    let how = match durability(&r.opts) {
+        Durability::Durable => Durability::Whole,
+        other => other,
+    };
+    save_as(dirs, &r, how)?;
     Ok(r)
 }
 

@@ -347,7 +347,10 @@ pub fn create(dirs: &Dirs, opts: &RunOptions) -> Result<String> {
         rec.cgroup_manager = cgroup_manager;
         rec.healthcheck = healthcheck;
         let dir = dirs.container(&id);
-        if let Err(e) = dirs::mkdir_p(&dir).and_then(|()| record::save(dirs, &rec)) {
+        // Unsynced until create's end (record::commit).
+        let saved = dirs::mkdir_p(&dir)
+            .and_then(|()| record::save_as(dirs, &rec, hako_runtime::os::Durability::Atomic));
+        if let Err(e) = saved {
             let _ = std::fs::remove_dir_all(&dir);
             record::release_name(dirs, &name, &id);
             return Err(e);
@@ -688,10 +691,11 @@ fn prepare(
             .collect::<Result<_>>()?,
     };
     let s = spec::build(opts, &inputs)?;
+    // Synced with the record by record::commit below.
     util::atomic_write_as(
-        &dir.join("config.json"),
+        &dir.join(record::CONFIG),
         serde_json::to_string_pretty(&s).expect("json").as_bytes(),
-        record::durability(opts),
+        hako_runtime::os::Durability::Atomic,
     )?;
     let command = spec::argv(opts, &inputs.image_config).join(" ");
     let stop_signal = opts.stop_signal.clone().or_else(|| {
@@ -700,7 +704,7 @@ fn prepare(
             .filter(|s| !s.is_empty())
             .map(str::to_string)
     });
-    record::update(dirs, id, |r| {
+    record::commit(dirs, id, |r| {
         r.rootfs = rootfs;
         r.idmap = idmap;
         r.rootfs_kind = Some(rootfs_kind.describe().to_string());
