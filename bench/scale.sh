@@ -5,6 +5,11 @@
 # monitors and their keepers) after each; `ps -a` with them running and
 # with M in the store; 20 `run --rm` at once against 20 one by one.
 # Writes the series to OUT/scale.csv and plots them to OUT/scale.png.
+# Before the first start and with all N running, the same probes: 20
+# `run -d` (each removed before the next, so the count stays) and
+# hako-runc beside crun (bench/interleaved.py, 100 runs each), so the
+# start at 0 and at N is compared in medians of its own, and what the
+# host's mount table costs every runtime is seen beside hako's.
 #
 #   sudo bash bench/scale.sh [N] [M] [OUT]   (default 200, 1000, docs/img)
 #
@@ -15,8 +20,10 @@ n=${1:-200}
 m=${2:-1000}
 out=${3:-docs/img}
 bash scripts/setup.sh gnuplot-nox hyperfine >/dev/null
-cargo build --release -q -p hako-cli --bin hako
+cargo build --release -q -p hako-cli --bin hako --bin hako-runc
 hako=$PWD/target/x86_64-unknown-linux-gnu/release/hako
+runc=$PWD/target/x86_64-unknown-linux-gnu/release/hako-runc
+source bench/crun-hugetlb.sh
 work=$(mktemp -d /tmp/hako-scale.XXXXXX)
 export HAKO_DATA_DIR=$work/data HAKO_RUN_DIR=$work/run HAKO_NFT_TABLE=hako_scale
 cleanup() {
@@ -38,6 +45,23 @@ hako_pss() {
     echo "$s"
 }
 base=$(hako_pss)
+
+# The median start of 20 `run -d`, each removed before the next.
+probe() {
+    local j t0 t1
+    for j in $(seq 20); do
+        t0=$(date +%s%N)
+        "$hako" run -d --name probe --network none busybox sleep 36000 >/dev/null
+        t1=$(date +%s%N)
+        echo $(( (t1 - t0) / 1000 ))
+        "$hako" rm -f probe >/dev/null
+    done | sort -n | awk '{v[NR] = $1} END {printf "%.1f", (v[10] + v[11]) / 2000}'
+}
+runtimes() {
+    python3 bench/interleaved.py 100 hako-runc="$runc" crun=crun
+}
+probe0=$(probe)
+runtimes0=$(runtimes)
 echo "n,start_ms,hako_pss_kb" > "$work/scale.csv"
 for i in $(seq "$n"); do
     t0=$(date +%s%N)
@@ -60,6 +84,12 @@ print(f"| start, median of the first {k} (ms) | {statistics.median(start[:k]):.1
 print(f"| start, median of the last {k} (ms) | {statistics.median(start[-k:]):.1f} |")
 print(f"| hako's PSS with {n} running, per container (KiB) | {mem[-1] / n:.0f} |")
 PY
+echo "| run -d, median of 20 with 0 running (ms) | $probe0 |"
+echo "| run -d, median of 20 with $n running (ms) | $(probe) |"
+echo "runtimes with 0 running:"
+echo "$runtimes0"
+echo "runtimes with $n running:"
+runtimes
 hyperfine -N --warmup 3 --runs 20 -n "ps -a ($n running)" "$hako ps -a" 2>/dev/null | grep -E "Time|ps -a"
 
 # 20 at once against one by one.
