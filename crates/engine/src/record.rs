@@ -584,12 +584,12 @@ pub fn save_as(dirs: &Dirs, r: &Record, how: hako_runtime::os::Durability) -> Re
 /// and restart policies (`create` writes them unsynced while it makes the
 /// container and syncs them all at its end: [`commit`]; the monitor's
 /// records of which processes run may lose their last change:
-/// [`update_processes`]); except a `--rm` container's: nothing of it is to outlive its
-/// process, which a crash ends, so nothing waits for its files to reach
-/// the disk. After a crash its record may be missing, old, or unreadable
-/// (then listed as corrupt and removed with `rm -f`, as `scan` has it),
-/// where a synced one would have been an exited container to remove just
-/// the same. The syncs were a third of a `run --rm` on a disk-backed
+/// [`update_processes`]); except a `--rm` container's: nothing of it is
+/// to outlive its process, which a crash ends, so nothing waits for its
+/// files to reach the disk. After a crash its record may be missing, old,
+/// or unreadable (then listed as corrupt and removed with `rm -f`, as
+/// `scan` has it), where a synced one would have been an exited container
+/// to remove just the same. The syncs were a third of a `run --rm` on a disk-backed
 /// store: 14 of them, 5 ms of 16 (docs/benchmarks.md).
 pub fn durability(opts: &RunOptions) -> hako_runtime::os::Durability {
     if opts.rm {
