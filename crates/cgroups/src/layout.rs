@@ -97,18 +97,16 @@ impl Host {
         let own_raw = parse_proc_cgroup(&files.cgroup, &read(&files.cgroup)?)?;
         let mounts = cgroup_mounts(&files.mountinfo, &own_raw)?;
 
-        // First mount of each hierarchy wins (later ones are usually bind
-        // mounts of the same hierarchy, e.g. inside containers).
+        // One mount per hierarchy (its first), and a controller is in one
+        // hierarchy at most: nothing here is seen twice.
         let mut v1: BTreeMap<String, Mount> = BTreeMap::new();
         let mut unified: Option<Mount> = None;
         for m in mounts {
             if m.fstype == "cgroup2" {
-                if unified.is_none() {
-                    unified = Some(m);
-                }
+                unified = Some(m);
             } else {
                 for opt in m.super_opts.split(',') {
-                    if V1_CONTROLLERS.contains(&opt) && !v1.contains_key(opt) {
+                    if V1_CONTROLLERS.contains(&opt) {
                         v1.insert(opt.to_string(), m.clone());
                     }
                 }
@@ -263,7 +261,8 @@ pub fn hierarchies_from(files: &ProcFiles) -> Result<Vec<Hierarchy>, LayoutError
 }
 
 /// The first mount of each cgroup hierarchy in the mountinfo file `path`,
-/// in mount order. `own` is /proc/PID/cgroup ([`parse_proc_cgroup`]): it
+/// in mount order (later ones are usually bind mounts of the same
+/// hierarchy, e.g. inside containers). `own` is /proc/PID/cgroup ([`parse_proc_cgroup`]): it
 /// names every hierarchy there is, so reading stops once each has been
 /// seen. That keeps the cost flat: the hierarchies are mounted at boot,
 /// while the file grows by ~500 bytes per running container's rootfs and
@@ -279,6 +278,7 @@ fn cgroup_mounts(path: &Path, own: &BTreeMap<String, PathBuf>) -> Result<Vec<Mou
     let mut f = std::fs::File::open(path).map_err(read_err)?;
     let mut missing: Vec<&str> = own.keys().map(String::as_str).collect();
     let mut out: Vec<Mount> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
     let mut pending: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = [0u8; 4096];
     let mut lineno = 0;
@@ -310,9 +310,10 @@ fn cgroup_mounts(path: &Path, own: &BTreeMap<String, PathBuf>) -> Result<Vec<Mou
                 continue;
             };
             let id = m.hierarchy();
-            if out.iter().any(|o| o.hierarchy() == id) {
+            if seen.contains(&id) {
                 continue;
             }
+            seen.push(id);
             missing.retain(|k| !m.holds(k));
             out.push(m);
         }

@@ -750,10 +750,20 @@ pub fn lock(dirs: &Dirs) -> Result<Lock> {
 
 /// Read-modify-write a record under the lock.
 pub fn update(dirs: &Dirs, id: &str, f: impl FnOnce(&mut Record)) -> Result<Record> {
+    change(dirs, id, f, |r| save(dirs, r))
+}
+
+/// Under the lock: load, change with `f`, write with `write`.
+fn change(
+    dirs: &Dirs,
+    id: &str,
+    f: impl FnOnce(&mut Record),
+    write: impl FnOnce(&Record) -> Result<()>,
+) -> Result<Record> {
     let _l = lock(dirs)?;
     let mut r = load(dirs, id)?;
     f(&mut r);
-    save(dirs, &r)?;
+    write(&r)?;
     Ok(r)
 }
 
@@ -765,22 +775,19 @@ pub fn update(dirs: &Dirs, id: &str, f: impl FnOnce(&mut Record)) -> Result<Reco
 /// makes the three names durable: four disk flushes where each file's own
 /// sync and directory sync made eight.
 pub fn commit(dirs: &Dirs, id: &str, f: impl FnOnce(&mut Record)) -> Result<Record> {
-    use hako_runtime::os::Durability;
-    let _l = lock(dirs)?;
-    let mut r = load(dirs, id)?;
-    f(&mut r);
-    let how = durability(&r.opts);
-    if how == Durability::Durable {
-        let dir = dirs.container(id);
-        for name in [NAME, CONFIG] {
-            let p = dir.join(name);
-            std::fs::File::open(&p)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err("sync", &p))?;
+    change(dirs, id, f, |r| {
+        let how = durability(&r.opts);
+        if how == hako_runtime::os::Durability::Durable {
+            let dir = dirs.container(id);
+            for name in [NAME, CONFIG] {
+                let p = dir.join(name);
+                std::fs::File::open(&p)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io_err("sync", &p))?;
+            }
         }
-    }
-    save_as(dirs, &r, how)?;
-    Ok(r)
+        save_as(dirs, r, how)
+    })
 }
 
 /// [`update`] for what says only which processes run (the monitor's pid,
@@ -790,15 +797,13 @@ pub fn commit(dirs: &Dirs, id: &str, f: impl FnOnce(&mut Record)) -> Result<Reco
 /// one disk flush where [`update`] makes two.
 pub fn update_processes(dirs: &Dirs, id: &str, f: impl FnOnce(&mut Record)) -> Result<Record> {
     use hako_runtime::os::Durability;
-    let _l = lock(dirs)?;
-    let mut r = load(dirs, id)?;
-    f(&mut r);
-    let how = match durability(&r.opts) {
-        Durability::Durable => Durability::Whole,
-        other => other,
-    };
-    save_as(dirs, &r, how)?;
-    Ok(r)
+    change(dirs, id, f, |r| {
+        let how = match durability(&r.opts) {
+            Durability::Durable => Durability::Whole,
+            other => other,
+        };
+        save_as(dirs, r, how)
+    })
 }
 
 /// Ids of every container directory (records or not, e.g. half-made ones).
